@@ -1,0 +1,3 @@
+from hashmatch.cli import main
+
+main()

@@ -1,0 +1,226 @@
+"""The `hashmatch` command line.
+
+Caller-side verbs (hash, check, demo) live here; server-side verbs (import,
+index, serve) are contributed by the indexer and service packages through
+the `hashmatch.commands` entry point group, so this package never imports them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any, TextIO
+
+import click
+import grpc
+
+from hashmatch.client import MatchClient, Verdict
+from hashmatch.codec import HashFormatError
+from hashmatch.hashing import hash_files
+from hashmatch.signals import DEFAULT_SIGNALS, Signal, UnknownSignalError, get_signal
+from hashmatch.wire import MAX_QUERIES_PER_REQUEST
+
+
+class SignalList(click.ParamType):
+    """A comma-separated list of signal names, such as `pdq,phash`."""
+
+    name = "signals"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(get_signal(n.strip()) for n in str(value).split(",") if n.strip())
+        except UnknownSignalError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SIGNALS_OPTION = click.option(
+    "--signal",
+    "signals",
+    type=SignalList(),
+    default=",".join(DEFAULT_SIGNALS),
+    show_default=True,
+    help="Signal types to compute, comma-separated: pdq,phash,dhash,ahash,whash,md5,sha256.",
+)
+
+
+def emit(obj: dict[str, Any]) -> None:
+    click.echo(json.dumps(obj))
+
+
+def warn(message: str) -> None:
+    click.echo(f"hashmatch: {message}", err=True)
+
+
+class CommandGroup(click.Group):
+    """Adds the server-side verbs registered under the `hashmatch.commands` entry points."""
+
+    def _plugins(self) -> dict[str, click.Command]:
+        found: dict[str, click.Command] = {}
+        for ep in entry_points(group="hashmatch.commands"):
+            try:
+                found[ep.name] = ep.load()
+            except ImportError as exc:
+                warn(f"command {ep.name!r} unavailable: {exc}")
+        return found
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._plugins()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return super().get_command(ctx, cmd_name) or self._plugins().get(cmd_name)
+
+
+@click.group(cls=CommandGroup)
+@click.version_option(package_name="hashmatch")
+def main() -> None:
+    """Match hashes of known abusive imagery. Images are hashed here, on your machine;
+    only hashes ever reach a server."""
+
+
+@main.command("hash")
+@SIGNALS_OPTION
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def hash_command(signals: tuple[Signal, ...], images: tuple[str, ...]) -> None:
+    """Hash IMAGES locally; print one JSON object per image and signal."""
+    failed = False
+    for result in hash_files(images, signals):
+        if result.error:
+            warn(f"{result.file}: {result.error}")
+            failed = True
+        for h in result.hashes:
+            sig = get_signal(h.signal)
+            emit({"file": result.file, "signal": h.signal, "hash": sig.to_hex(h.hash),
+                  "quality": h.quality})
+    sys.exit(1 if failed else 0)
+
+
+@dataclass(frozen=True)
+class CheckInput:
+    """One line of `check` output: a file or a SIGNAL:HEX, its queries or why it has none."""
+
+    key: str
+    label: str
+    queries: tuple[tuple[str, bytes], ...] = ()
+    error: str | None = None
+
+
+def parse_signal_hex(text: str) -> tuple[str, bytes]:
+    signal_name, sep, hex_text = text.strip().partition(":")
+    if not sep:
+        raise HashFormatError(f"expected SIGNAL:HEX, got {text.strip()!r}")
+    signal = get_signal(signal_name.strip().lower())
+    return signal.name, signal.parse_hex(hex_text)
+
+
+def hash_inputs(texts: Iterable[str]) -> Iterator[CheckInput]:
+    for text in texts:
+        try:
+            yield CheckInput("hash", text, (parse_signal_hex(text),))
+        except (HashFormatError, UnknownSignalError) as exc:
+            yield CheckInput("hash", text, error=str(exc))
+
+
+def hash_file_lines(stream: TextIO) -> Iterator[str]:
+    for line in stream:
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            yield stripped
+
+
+def image_inputs(paths: Iterable[str], signals: Sequence[Signal]) -> Iterator[CheckInput]:
+    for result in hash_files(paths, signals):
+        queries = tuple((h.signal, h.hash) for h in result.hashes)
+        yield CheckInput("file", result.file, queries, result.error)
+
+
+def verdict_object(item: CheckInput, verdicts: Sequence[Verdict]) -> dict[str, Any]:
+    matches = [
+        {"signal": m.signal, "list": m.list, "match_id": m.match_id, "distance": m.distance}
+        for v in verdicts
+        for m in v.matches
+    ]
+    return {item.key: item.label, "matched": bool(matches), "matches": matches}
+
+
+def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[dict[str, Any]]:
+    """Verdicts in input order; queries are sent in batches of up to the request limit."""
+    it = iter(items)
+    while True:
+        chunk: list[CheckInput] = []
+        count = 0
+        for item in it:
+            chunk.append(item)
+            count += len(item.queries)
+            if count >= MAX_QUERIES_PER_REQUEST - 16:
+                break
+        if not chunk:
+            return
+        verdicts = iter(client.check([q for item in chunk for q in item.queries]))
+        for item in chunk:
+            if item.error is not None:
+                yield {item.key: item.label, "error": item.error}
+            else:
+                yield verdict_object(item, list(itertools.islice(verdicts, len(item.queries))))
+
+
+@main.command("check")
+@click.option("--server", required=True, metavar="HOST:PORT", help="MatchService address.")
+@SIGNALS_OPTION
+@click.option("--hash", "hash_mode", is_flag=True,
+              help="Treat the arguments as SIGNAL:HEX hashes instead of image files.")
+@click.option("--hash-file", type=click.File("r"), default=None,
+              help="Read SIGNAL:HEX hashes, one a line, from FILE ('-' for stdin).")
+@click.argument("inputs", nargs=-1)
+def check_command(
+    server: str,
+    signals: tuple[Signal, ...],
+    hash_mode: bool,
+    hash_file: TextIO | None,
+    inputs: tuple[str, ...],
+) -> None:
+    """Check images (hashed locally) or hashes against the list on SERVER.
+
+    Prints one JSON object per input, in input order.
+    """
+    items: Iterable[CheckInput]
+    if hash_file is not None:
+        if inputs:
+            raise click.UsageError("--hash-file takes no further arguments")
+        items = hash_inputs(hash_file_lines(hash_file))
+    elif hash_mode:
+        if not inputs:
+            raise click.UsageError("--hash needs at least one SIGNAL:HEX argument")
+        items = hash_inputs(inputs)
+    else:
+        if not inputs:
+            raise click.UsageError("give image files, --hash SIGNAL:HEX ..., or --hash-file FILE")
+        items = image_inputs(inputs, signals)
+    failed = False
+    try:
+        with MatchClient(server) as client:
+            for obj in check_inputs(client, items):
+                if "error" in obj:
+                    failed = True
+                    warn(f"{obj.get('file') or obj.get('hash')}: {obj['error']}")
+                emit(obj)
+    except grpc.RpcError as exc:
+        code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
+        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        raise click.ClickException(f"server {server}: {code}: {detail}") from None
+    sys.exit(1 if failed else 0)
+
+
+@main.command("demo")
+@click.option("--keep", type=click.Path(file_okay=False), default=None,
+              help="Keep the demo's store and snapshot in this directory.")
+def demo_command(keep: str | None) -> None:
+    """Run the whole path on the bundled stand-in photos and print a verdict table."""
+    from hashmatch.demo import run_demo
+
+    sys.exit(run_demo(keep))

@@ -1,0 +1,34 @@
+"""Hashing image files on the caller's machine: the only place images are read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hashmatch.images import ImageError, ImageSource
+from hashmatch.signals import HashResult, Signal
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    file: str
+    hashes: tuple[HashResult, ...] = ()
+    error: str | None = None
+
+
+def hash_bytes(data: bytes, signals: Sequence[Signal]) -> tuple[HashResult, ...]:
+    source = ImageSource(data)
+    return tuple(signal.compute(source) for signal in signals)
+
+
+def hash_files(paths: Iterable[str], signals: Sequence[Signal]) -> Iterator[FileHashes]:
+    """Hash each file; an unreadable one yields an error and the rest go on."""
+    for path in paths:
+        try:
+            data = Path(path).read_bytes()
+            yield FileHashes(path, hash_bytes(data, signals))
+        except OSError as exc:
+            yield FileHashes(path, error=f"cannot read file: {exc.strerror or exc}")
+        except ImageError as exc:
+            yield FileHashes(path, error=str(exc))

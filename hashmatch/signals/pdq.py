@@ -1,0 +1,25 @@
+"""PDQ: Meta's 256-bit perceptual hash, the industry's interchange format."""
+
+from __future__ import annotations
+
+import numpy as np
+import pdqhash
+
+from hashmatch.codec import bits_to_bytes
+from hashmatch.images import ImageSource
+from hashmatch.signals.base import HashResult, Signal
+
+
+class PdqSignal(Signal):
+    name = "pdq"
+    bits = 256
+    # The threshold the PDQ authors and python-threatexchange use for a confident match.
+    threshold = 31
+
+    def compute(self, image: ImageSource) -> HashResult:
+        pixels = np.ascontiguousarray(np.asarray(image.rgb, dtype=np.uint8))
+        bits, quality = pdqhash.compute(pixels)
+        return HashResult(self.name, bits_to_bytes(bits), int(quality))
+
+
+PDQ = PdqSignal()

@@ -1,0 +1,1 @@
+"""Server side, upstream half: the hash store, list imports and snapshot builds."""

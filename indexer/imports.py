@@ -1,0 +1,85 @@
+"""Importing hash lists: JSON lines as `hashmatch hash` prints them, or CSV `signal,hexhash[,ref]`.
+
+A line that can't be used is reported with its number and why; the rest of
+the file still goes in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from hashmatch.codec import HashFormatError
+from hashmatch.signals import UnknownSignalError, get_signal
+from indexer.store import NewEntry, Store
+
+
+@dataclass(frozen=True)
+class Refusal:
+    line: int
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    duplicates: int = 0
+    refused: list[Refusal] = field(default_factory=list)
+
+
+class LineError(ValueError):
+    pass
+
+
+def _fields(text: str) -> tuple[str, str, int | None, str | None]:
+    """signal, hex, quality, source ref of one non-blank line."""
+    if text.startswith("{"):
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LineError(f"malformed JSON: {exc.msg} at column {exc.colno}") from None
+        if not isinstance(obj, dict):
+            raise LineError("malformed JSON: expected an object")
+        signal, hex_text, quality = obj.get("signal"), obj.get("hash"), obj.get("quality")
+        if not isinstance(signal, str) or not isinstance(hex_text, str):
+            raise LineError('malformed JSON: needs string fields "signal" and "hash"')
+        if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool)):
+            raise LineError('malformed JSON: "quality" must be an integer or null')
+        return signal, hex_text, quality, None
+    row = next(csv.reader([text]))
+    if len(row) not in (2, 3):
+        raise LineError(f"malformed CSV: expected signal,hexhash[,ref], got {len(row)} fields")
+    return row[0].strip(), row[1].strip(), None, (row[2].strip() or None) if len(row) == 3 else None
+
+
+def parse_line(text: str) -> NewEntry:
+    signal_name, hex_text, quality, ref = _fields(text)
+    try:
+        signal = get_signal(signal_name.lower())
+        return NewEntry(signal.name, signal.parse_hex(hex_text), quality, ref)
+    except (UnknownSignalError, HashFormatError) as exc:
+        raise LineError(str(exc)) from None
+
+
+def is_header(text: str) -> bool:
+    return text.replace(" ", "").lower().startswith("signal,hash")
+
+
+def import_lines(store: Store, list_name: str, lines: Iterable[str]) -> ImportReport:
+    report = ImportReport()
+
+    def entries() -> Iterator[NewEntry]:
+        for number, raw in enumerate(lines, start=1):
+            text = raw.strip()
+            if not text or text.startswith("#") or (number == 1 and is_header(text)):
+                continue
+            try:
+                yield parse_line(text)
+            except LineError as exc:
+                report.refused.append(Refusal(number, str(exc)))
+
+    counts = store.add_entries(list_name, entries())
+    report.added, report.duplicates = counts.added, counts.duplicates
+    return report

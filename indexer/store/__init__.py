@@ -1,0 +1,71 @@
+"""The hash store: one interface, selected by URL (SQLite is the embedded default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
+MATCH_ID_BYTES = 12
+
+
+class StoreURLError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    signal: str
+    hash: bytes
+    quality: int | None = None
+    source_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class AddCounts:
+    added: int = 0
+    duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class SignalEntries:
+    """Every entry of one signal type, as arrays ready for an index build."""
+
+    entry_ids: npt.NDArray[np.int64]
+    list_ids: npt.NDArray[np.uint32]
+    hashes: npt.NDArray[np.uint8]  # shape (n, bits / 8)
+    match_ids: npt.NDArray[np.uint8]  # shape (n, MATCH_ID_BYTES)
+
+
+class Store(Protocol):
+    def add_entries(self, list_name: str, entries: Iterable[NewEntry]) -> AddCounts:
+        """Add entries to a list (created if new); committed durably before returning."""
+        ...
+
+    def lists(self) -> dict[int, str]: ...
+
+    def signal_names(self) -> list[str]: ...
+
+    def read_signal(self, signal: str, nbytes: int) -> SignalEntries: ...
+
+    def last_entry_id(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """Open a store by URL: `sqlite:///relative.db` or `sqlite:////absolute/path.db`."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise StoreURLError(f"store URL {url!r} has no scheme; try sqlite:///./hashmatch.db")
+    if scheme == "sqlite":
+        from indexer.store.sqlite import SqliteStore
+
+        if not rest.startswith("/") or rest == "/":
+            raise StoreURLError(f"store URL {url!r}: expected sqlite:///PATH")
+        return SqliteStore(rest[1:])
+    raise StoreURLError(f"store URL {url!r}: unsupported scheme {scheme!r} (supported: sqlite)")

@@ -1,0 +1,1 @@
+"""Server side, downstream half: loads snapshots and answers MatchService checks."""

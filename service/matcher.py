@@ -1,0 +1,65 @@
+"""Answering parsed queries against one loaded snapshot."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from indexer.snapshot import SignalTable, Snapshot
+from service.engine import Engine, FaissRangeEngine, SortedExactEngine
+from service.queries import ParsedQuery
+
+
+@dataclass(frozen=True)
+class Hit:
+    list: str
+    match_id: str
+    distance: int
+
+
+class Matcher:
+    """Immutable view of one snapshot; swapped whole when a new snapshot loads."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._tables: dict[str, SignalTable] = snapshot.tables
+        self._engines: dict[str, Engine] = {
+            name: SortedExactEngine(t.hashes) if t.exact else FaissRangeEngine(t.index)
+            for name, t in snapshot.tables.items()
+        }
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]:
+        results: list[list[Hit]] = [[] for _ in queries]
+        by_signal: dict[str, list[int]] = defaultdict(list)
+        for i, q in enumerate(queries):
+            by_signal[q.signal].append(i)
+        for signal, positions in by_signal.items():
+            table = self._tables.get(signal)
+            if table is None or table.count == 0:
+                continue
+            batch = np.frombuffer(
+                b"".join(queries[i].hash for i in positions), dtype=np.uint8
+            ).reshape(len(positions), -1)
+            widest = max(queries[i].max_distance for i in positions)
+            hits = self._engines[signal].search(batch, widest)
+            for k, i in enumerate(positions):
+                lo, hi = int(hits.lims[k]), int(hits.lims[k + 1])
+                found = [
+                    Hit(
+                        self.snapshot.lists[int(table.list_positions[row])],
+                        table.match_ids[row].tobytes().hex(),
+                        int(distance),
+                    )
+                    for row, distance in zip(hits.rows[lo:hi], hits.distances[lo:hi], strict=True)
+                    if distance <= queries[i].max_distance
+                ]
+                found.sort(key=lambda h: (h.distance, h.list, h.match_id))
+                results[i] = found
+        return results

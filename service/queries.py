@@ -1,0 +1,55 @@
+"""Validating CheckRequests: every problem becomes a message naming the query and what is wrong."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hashmatch.codec import HashFormatError
+from hashmatch.signals import UnknownSignalError, get_signal
+from hashmatch.v1 import match_pb2
+from hashmatch.wire import MAX_QUERIES_PER_REQUEST
+
+
+class InvalidRequest(ValueError):
+    """Maps to INVALID_ARGUMENT; the message is sent to the caller as is."""
+
+
+@dataclass(frozen=True)
+class ParsedQuery:
+    signal: str
+    hash: bytes
+    max_distance: int
+
+
+def parse_query(index: int, q: match_pb2.Query) -> ParsedQuery:
+    try:
+        signal = get_signal(q.signal)
+        which = q.WhichOneof("value")
+        if which == "hash":
+            hash_bytes = signal.check_bytes(q.hash)
+        elif which == "hex":
+            hash_bytes = signal.parse_hex(q.hex)
+        else:
+            raise HashFormatError("no hash given: set `hash` (bytes) or `hex` (text)")
+    except (UnknownSignalError, HashFormatError) as exc:
+        raise InvalidRequest(f"query {index}: {exc}") from None
+    max_distance = signal.threshold
+    if q.HasField("max_distance"):
+        if q.max_distance > signal.threshold:
+            raise InvalidRequest(
+                f"query {index}: max_distance {q.max_distance} exceeds the {signal.name} "
+                f"threshold {signal.threshold}; it can only be tightened"
+            )
+        max_distance = q.max_distance
+    return ParsedQuery(signal.name, hash_bytes, max_distance)
+
+
+def parse_request(request: match_pb2.CheckRequest) -> list[ParsedQuery]:
+    n = len(request.queries)
+    if n == 0:
+        raise InvalidRequest("empty batch: a CheckRequest needs at least one query")
+    if n > MAX_QUERIES_PER_REQUEST:
+        raise InvalidRequest(
+            f"batch of {n} queries exceeds the limit of {MAX_QUERIES_PER_REQUEST}; split it"
+        )
+    return [parse_query(i, q) for i, q in enumerate(request.queries)]

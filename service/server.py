@@ -1,0 +1,110 @@
+"""The gRPC server: MatchService plus standard health checking and reflection."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from hashmatch.v1 import match_pb2, match_pb2_grpc
+from service import metrics
+from service.queries import InvalidRequest, parse_request
+from service.snapshots import SnapshotHolder
+
+log = logging.getLogger(__name__)
+
+MATCH_SERVICE = match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+T = TypeVar("T")
+
+
+def _guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
+    """Run a handler body: bad input → INVALID_ARGUMENT, a bug → INTERNAL, never UNKNOWN."""
+    try:
+        return work()
+    except InvalidRequest as exc:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except Exception as exc:
+        if context.code() is not None:  # context.abort() already chose the status
+            raise
+        request_id = uuid.uuid4().hex[:12]
+        log.exception("%s failed (request id %s)", method, request_id)
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
+        raise exc  # unreachable: abort raises
+
+
+def _record(method: str, context: grpc.ServicerContext, started: float) -> None:
+    code = context.code() or grpc.StatusCode.OK
+    metrics.RPCS.labels(method, code.name).inc()
+    metrics.RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+class MatchServicer(match_pb2_grpc.MatchServiceServicer):
+    def __init__(self, holder: SnapshotHolder) -> None:
+        self._holder = holder
+
+    def _answer(self, request: match_pb2.CheckRequest) -> match_pb2.CheckResponse:
+        queries = parse_request(request)
+        matcher = self._holder.matcher
+        found = matcher.check(queries)
+        response = match_pb2.CheckResponse(snapshot_version=matcher.version)
+        for q, hits in zip(queries, found, strict=True):
+            metrics.QUERIES.labels(q.signal).inc()
+            result = response.results.add(matched=bool(hits))
+            for h in hits:
+                metrics.MATCHES.labels(q.signal, h.list).inc()
+                result.matches.add(list=h.list, match_id=h.match_id, distance=h.distance)
+        return response
+
+    def Check(
+        self, request: match_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> match_pb2.CheckResponse:
+        started = time.perf_counter()
+        try:
+            return _guarded("Check", context, lambda: self._answer(request))
+        finally:
+            _record("Check", context, started)
+
+    def CheckStream(
+        self, request_iterator: Iterator[match_pb2.CheckRequest], context: grpc.ServicerContext
+    ) -> Iterator[match_pb2.CheckResponse]:
+        started = time.perf_counter()
+        try:
+            for request in request_iterator:
+                yield _guarded("CheckStream", context, lambda r=request: self._answer(r))
+        finally:
+            _record("CheckStream", context, started)
+
+
+def build_server(holder: SnapshotHolder, listen: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
+    """A started-ready server bound to `listen`; returns it with the bound port."""
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(holder), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for name in ("", MATCH_SERVICE):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    reflection.enable_server_reflection(
+        (MATCH_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    try:
+        port = server.add_insecure_port(listen)
+    except RuntimeError as exc:
+        raise OSError(f"cannot listen on {listen}: {exc}") from None
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    return server, port
