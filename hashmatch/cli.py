@@ -21,11 +21,11 @@ import grpc
 from hashmatch.client import MatchClient, Verdict
 from hashmatch.codec import HashFormatError
 from hashmatch.hashing import hash_files
-from hashmatch.signals import DEFAULT_SIGNALS, Signal, UnknownSignalError, get_signal
+from hashmatch.signals import DEFAULT_SIGNALS, SIGNALS, Signal, UnknownSignalError, get_signal
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 
 
-class SignalList(click.ParamType):
+class SignalList(click.ParamType):  # type: ignore[type-arg]
     """A comma-separated list of signal names, such as `pdq,phash`."""
 
     name = "signals"
@@ -95,8 +95,14 @@ def hash_command(signals: tuple[Signal, ...], images: tuple[str, ...]) -> None:
             failed = True
         for h in result.hashes:
             sig = get_signal(h.signal)
-            emit({"file": result.file, "signal": h.signal, "hash": sig.to_hex(h.hash),
-                  "quality": h.quality})
+            emit(
+                {
+                    "file": result.file,
+                    "signal": h.signal,
+                    "hash": sig.to_hex(h.hash),
+                    "quality": h.quality,
+                }
+            )
     sys.exit(1 if failed else 0)
 
 
@@ -157,7 +163,8 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
         for item in it:
             chunk.append(item)
             count += len(item.queries)
-            if count >= MAX_QUERIES_PER_REQUEST - 16:
+            # An image adds at most one query per signal type; stop before the limit.
+            if count > MAX_QUERIES_PER_REQUEST - len(SIGNALS):
                 break
         if not chunk:
             return
@@ -172,10 +179,18 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
 @main.command("check")
 @click.option("--server", required=True, metavar="HOST:PORT", help="MatchService address.")
 @SIGNALS_OPTION
-@click.option("--hash", "hash_mode", is_flag=True,
-              help="Treat the arguments as SIGNAL:HEX hashes instead of image files.")
-@click.option("--hash-file", type=click.File("r"), default=None,
-              help="Read SIGNAL:HEX hashes, one a line, from FILE ('-' for stdin).")
+@click.option(
+    "--hash",
+    "hash_mode",
+    is_flag=True,
+    help="Treat the arguments as SIGNAL:HEX hashes instead of image files.",
+)
+@click.option(
+    "--hash-file",
+    type=click.File("r"),
+    default=None,
+    help="Read SIGNAL:HEX hashes, one a line, from FILE ('-' for stdin).",
+)
 @click.argument("inputs", nargs=-1)
 def check_command(
     server: str,
@@ -217,8 +232,12 @@ def check_command(
 
 
 @main.command("demo")
-@click.option("--keep", type=click.Path(file_okay=False), default=None,
-              help="Keep the demo's store and snapshot in this directory.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Keep the demo's store and snapshot in this directory.",
+)
 def demo_command(keep: str | None) -> None:
     """Run the whole path on the bundled stand-in photos and print a verdict table."""
     from hashmatch.demo import run_demo

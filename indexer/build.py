@@ -33,10 +33,14 @@ def build_snapshot(store: Store, out: Path) -> Path:
             order = np.argsort(e.hashes.view(f"S{signal.nbytes}").ravel(), kind="stable")
         tables.append(
             SignalTable(
-                name, signal.bits, signal.threshold, signal.exact,
+                name,
+                signal.bits,
+                signal.threshold,
+                signal.exact,
                 e.hashes[order],
                 position_of[e.list_ids[order]],
-                e.match_ids[order], e.entry_ids[order],
+                e.match_ids[order],
+                e.entry_ids[order],
             )
         )
     return write_snapshot(out, list_names, tables, last_entry_id)

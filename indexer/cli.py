@@ -15,7 +15,10 @@ from indexer.snapshot import read_snapshot_dir
 from indexer.store import DEFAULT_STORE_URL, Store, StoreURLError, open_store
 
 STORE_OPTION = click.option(
-    "--store", "store_url", default=DEFAULT_STORE_URL, show_default=True,
+    "--store",
+    "store_url",
+    default=DEFAULT_STORE_URL,
+    show_default=True,
     help="Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db.",
 )
 
@@ -54,8 +57,12 @@ def index_group() -> None:
 
 @index_group.command("build")
 @STORE_OPTION
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Snapshot root directory (the service's --index).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Snapshot root directory (the service's --index).",
+)
 def build_command(store_url: str, out: Path) -> None:
     """Build a snapshot of every signal type in the store and make it current."""
     started = time.perf_counter()

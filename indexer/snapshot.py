@@ -100,7 +100,8 @@ def _faiss_bytes(table: SignalTable) -> bytes:
     index = faiss.IndexBinaryFlat(table.bits)
     if table.count:
         index.add(np.ascontiguousarray(table.hashes))
-    return faiss.serialize_index_binary(index).tobytes()  # type: ignore[no-any-return]
+    data: bytes = faiss.serialize_index_binary(index).tobytes()
+    return data
 
 
 def list_versions(root: Path) -> list[int]:
@@ -142,7 +143,10 @@ def write_snapshot(
                 name = f"{t.signal}.{suffix}.npy"
                 files[name] = _write_file(tmp / name, _npy_bytes(array))
             signals[t.signal] = {
-                "bits": t.bits, "threshold": t.threshold, "exact": t.exact, "count": t.count
+                "bits": t.bits,
+                "threshold": t.threshold,
+                "exact": t.exact,
+                "count": t.count,
             }
         manifest = {
             "format": FORMAT,
@@ -225,7 +229,7 @@ def read_snapshot_dir(directory: Path) -> Snapshot:
                 )
                 for suffix in ("lists", "match_ids", "entry_ids")
             }
-            index = faiss.deserialize_index_binary(np.frombuffer(index_data, dtype=np.uint8))
+            index: Any = faiss.deserialize_index_binary(np.frombuffer(index_data, dtype=np.uint8))
             n, nbytes = int(index.ntotal), int(index.code_size)
             hashes = (
                 faiss.rev_swig_ptr(index.xb.data(), n * nbytes).reshape(n, nbytes)
@@ -235,12 +239,23 @@ def read_snapshot_dir(directory: Path) -> Snapshot:
             if any(len(a) != n for a in arrays.values()) or n != info["count"]:
                 raise SnapshotError(f"{directory}: {signal} files disagree on the entry count")
             tables[signal] = SignalTable(
-                signal, int(info["bits"]), int(info["threshold"]), bool(info["exact"]),
-                hashes, arrays["lists"], arrays["match_ids"], arrays["entry_ids"], index,
+                signal,
+                int(info["bits"]),
+                int(info["threshold"]),
+                bool(info["exact"]),
+                hashes,
+                arrays["lists"],
+                arrays["match_ids"],
+                arrays["entry_ids"],
+                index,
             )
         return Snapshot(
-            int(manifest["version"]), str(manifest["created_at"]),
-            int(manifest["last_entry_id"]), tuple(manifest["lists"]), tables, directory,
+            int(manifest["version"]),
+            str(manifest["created_at"]),
+            int(manifest["last_entry_id"]),
+            tuple(manifest["lists"]),
+            tables,
+            directory,
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise SnapshotError(f"{directory}: malformed snapshot: {exc!r}") from None

@@ -20,17 +20,35 @@ log = logging.getLogger("hashmatch.serve")
 
 
 @click.command("serve")
-@click.option("--index", "index_root", required=True,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="Snapshot root written by `hashmatch index build --out`.")
+@click.option(
+    "--index",
+    "index_root",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Snapshot root written by `hashmatch index build --out`.",
+)
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, metavar="HOST:PORT")
-@click.option("--metrics-port", type=int, default=None,
-              help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve Prometheus metrics at http://127.0.0.1:PORT/metrics.",
+)
 @click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option("--reload-interval", type=float, default=2.0, show_default=True,
-              help="Seconds between checks for a new snapshot.")
-@click.option("--grace", type=float, default=5.0, show_default=True,
-              help="Seconds in-flight RPCs get to finish on shutdown.")
+@click.option(
+    "--reload-interval",
+    type=float,
+    default=2.0,
+    show_default=True,
+    help="Seconds between checks for a new snapshot.",
+)
+@click.option(
+    "--grace",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="Seconds in-flight RPCs get to finish on shutdown.",
+)
 def serve_command(
     index_root: Path,
     listen: str,
@@ -41,7 +59,8 @@ def serve_command(
 ) -> None:
     """Serve MatchService from the snapshots under --index."""
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=logging.INFO,
+        stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -59,8 +78,9 @@ def serve_command(
     holder.watch(reload_interval, stop)
     server.start()
     host = listen.rsplit(":", 1)[0]
-    log.info("serving MatchService on %s:%d (snapshot version %d)", host, port,
-             holder.matcher.version)
+    log.info(
+        "serving MatchService on %s:%d (snapshot version %d)", host, port, holder.matcher.version
+    )
 
     def shutdown(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: draining for up to %.1fs", signum, grace)

@@ -50,7 +50,9 @@ class SortedExactEngine:
         hi = np.searchsorted(self._keys, keys, side="right")
         counts = (hi - lo).astype(np.int64)
         lims = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-        rows = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi, strict=True)] or [[]])
+        # Row k of the result belongs to query q: rows lo[q], lo[q]+1, ... hi[q]-1.
+        owner = np.repeat(np.arange(len(keys)), counts)
+        rows = lo[owner] + (np.arange(int(lims[-1])) - lims[:-1][owner])
         return Hits(lims, rows.astype(np.int64), np.zeros(len(rows), dtype=np.int32))
 
 

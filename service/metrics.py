@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RPCS = Counter("hashmatch_rpcs_total", "RPCs handled, by method and status code", ["method", "code"])
+RPCS = Counter(
+    "hashmatch_rpcs_total", "RPCs handled, by method and status code", ["method", "code"]
+)
 RPC_SECONDS = Histogram(
     "hashmatch_rpc_duration_seconds",
     "RPC latency by method",
@@ -12,9 +14,13 @@ RPC_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 QUERIES = Counter("hashmatch_queries_total", "Hashes checked, by signal", ["signal"])
-MATCHES = Counter("hashmatch_matches_total", "Matches returned, by signal and list", ["signal", "list"])
+MATCHES = Counter(
+    "hashmatch_matches_total", "Matches returned, by signal and list", ["signal", "list"]
+)
 SNAPSHOT_VERSION = Gauge("hashmatch_snapshot_version", "Version of the snapshot in service")
-SNAPSHOT_ENTRIES = Gauge("hashmatch_snapshot_entries", "Entries in the snapshot, by signal", ["signal"])
+SNAPSHOT_ENTRIES = Gauge(
+    "hashmatch_snapshot_entries", "Entries in the snapshot, by signal", ["signal"]
+)
 SNAPSHOT_LOADED = Gauge(
     "hashmatch_snapshot_loaded_timestamp_seconds", "When the snapshot in service was loaded"
 )

@@ -7,7 +7,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,7 +34,7 @@ def _guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) 
     except InvalidRequest as exc:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except Exception as exc:
-        if context.code() is not None:  # context.abort() already chose the status
+        if _status(context) is not None:  # context.abort() already chose the status
             raise
         request_id = uuid.uuid4().hex[:12]
         log.exception("%s failed (request id %s)", method, request_id)
@@ -41,8 +42,14 @@ def _guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) 
         raise exc  # unreachable: abort raises
 
 
+def _status(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status a handler has set (grpcio's context has code(); the stubs lack it)."""
+    code: grpc.StatusCode | None = cast(Any, context).code()
+    return code
+
+
 def _record(method: str, context: grpc.ServicerContext, started: float) -> None:
-    code = context.code() or grpc.StatusCode.OK
+    code = _status(context) or grpc.StatusCode.OK
     metrics.RPCS.labels(method, code.name).inc()
     metrics.RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
 
@@ -79,12 +86,14 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         started = time.perf_counter()
         try:
             for request in request_iterator:
-                yield _guarded("CheckStream", context, lambda r=request: self._answer(r))
+                yield _guarded("CheckStream", context, partial(self._answer, request))
         finally:
             _record("CheckStream", context, started)
 
 
-def build_server(holder: SnapshotHolder, listen: str, max_workers: int = 16) -> tuple[grpc.Server, int]:
+def build_server(
+    holder: SnapshotHolder, listen: str, max_workers: int = 16
+) -> tuple[grpc.Server, int]:
     """A started-ready server bound to `listen`; returns it with the bound port."""
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),

@@ -96,8 +96,9 @@ class SnapshotHolder:
                 try:
                     self.refresh()
                 except Exception:
-                    log.exception("snapshot refresh failed; still serving version %d",
-                                  self.matcher.version)
+                    log.exception(
+                        "snapshot refresh failed; still serving version %d", self.matcher.version
+                    )
 
         thread = threading.Thread(target=loop, name="snapshot-watch", daemon=True)
         thread.start()

@@ -40,9 +40,7 @@ class Signal(ABC):
 
     def check_bytes(self, data: bytes) -> bytes:
         if len(data) != self.nbytes:
-            raise HashFormatError(
-                f"{self.name} hash must be {self.nbytes} bytes, got {len(data)}"
-            )
+            raise HashFormatError(f"{self.name} hash must be {self.nbytes} bytes, got {len(data)}")
         return data
 
     def to_hex(self, data: bytes) -> str:

@@ -51,7 +51,7 @@ class SqliteStore:
     def __init__(self, path: str) -> None:
         parent = Path(path).parent
         if not parent.is_dir():
-            raise FileNotFoundError(f"directory {str(parent)!r} for the SQLite store does not exist")
+            raise FileNotFoundError(f"no directory {str(parent)!r} for the SQLite store")
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -92,8 +92,15 @@ class SqliteStore:
                     " (list_id, signal, hash, match_id, quality, source_ref, added_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [
-                        (list_id, e.signal, e.hash, os.urandom(MATCH_ID_BYTES), e.quality,
-                         e.source_ref, now)
+                        (
+                            list_id,
+                            e.signal,
+                            e.hash,
+                            os.urandom(MATCH_ID_BYTES),
+                            e.quality,
+                            e.source_ref,
+                            now,
+                        )
                         for e in batch
                     ],
                 )
