@@ -43,6 +43,7 @@ def main() -> None:
         " | configured | edited copies matched at configured |"
     )
     print("|---|---|---|---|---|---|---|")
+    misses: list[str] = []
     for s in perceptual:
         worst = max(edited[s.name], key=lambda row: row[2])
         unrelated = min(
@@ -60,7 +61,8 @@ def main() -> None:
             f"| {s.threshold} | {matched}/{len(edited[s.name])} |"
         )
         if missed:
-            print(f"|   | missed by {s.name}: {'; '.join(missed)} |||||")
+            misses.append(f"missed by {s.name} at {s.threshold}: {'; '.join(missed)}")
+    print("\n" + "\n".join(misses) if misses else "")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def parse_query(index: int, q: match_pb2.Query) -> ParsedQuery:
         elif which == "hex":
             hash_bytes = signal.parse_hex(q.hex)
         else:
-            raise HashFormatError("no hash given: set `hash` (bytes) or `hex` (text)")
+            raise HashFormatError("no hash given: set hash (bytes) or hex (text)")
     except (UnknownSignalError, HashFormatError) as exc:
         raise InvalidRequest(f"query {index}: {exc}") from None
     max_distance = signal.threshold

@@ -1,0 +1,98 @@
+"""Shared fixtures: benign stand-in photos, a store and snapshot of them, a real server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hashmatch.hashing import hash_bytes
+from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.signals import SIGNALS
+from hashmatch.standins import bundled_photos
+from hashmatch.v1 import match_pb2_grpc
+from indexer.build import build_snapshot
+from indexer.store import NewEntry, open_store
+
+LISTED = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field", "rocket")
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, bytes]:
+    return {p.stem: p.read_bytes() for p in bundled_photos()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hashmatch", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def add_photos(
+    store_url: str, list_name: str, photos: dict[str, bytes], names: tuple[str, ...]
+) -> None:
+    store = open_store(store_url)
+    try:
+        store.add_entries(
+            list_name,
+            [
+                NewEntry(h.signal, h.hash, h.quality)
+                for name in names
+                for h in hash_bytes(photos[name], list(SIGNALS.values()))
+            ],
+        )
+    finally:
+        store.close()
+
+
+@pytest.fixture(scope="session")
+def index_root(tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes]) -> Path:
+    """A snapshot of LISTED under every signal type, in list 'hotline-a'."""
+    work = tmp_path_factory.mktemp("served")
+    url = f"sqlite:///{work / 'store.db'}"
+    add_photos(url, "hotline-a", photos, LISTED)
+    store = open_store(url)
+    try:
+        build_snapshot(store, work / "index")
+    finally:
+        store.close()
+    return work / "index"
+
+
+@pytest.fixture(scope="session")
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def server(index_root: Path, metrics_port: int) -> Iterator[ServerProcess]:
+    with running_server(index_root, "--metrics-port", str(metrics_port)) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.address) as ch:
+        yield ch
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.Channel) -> match_pb2_grpc.MatchServiceStub:
+    return match_pb2_grpc.MatchServiceStub(channel)

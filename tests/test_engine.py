@@ -1,0 +1,103 @@
+"""The engines return exactly the entries brute force returns, with their distances."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.engine import FaissRangeEngine, Hits, SortedExactEngine
+
+
+def brute_force(
+    entries: npt.NDArray[np.uint8], queries: npt.NDArray[np.uint8], radius: int
+) -> list[set[tuple[int, int]]]:
+    found = []
+    for q in queries:
+        d = np.unpackbits(entries ^ q, axis=1).sum(axis=1)
+        found.append({(int(r), int(d[r])) for r in np.flatnonzero(d <= radius)})
+    return found
+
+
+def as_sets(hits: Hits, n: int) -> list[set[tuple[int, int]]]:
+    return [
+        {
+            (int(r), int(d))
+            for r, d in zip(
+                hits.rows[hits.lims[i] : hits.lims[i + 1]],
+                hits.distances[hits.lims[i] : hits.lims[i + 1]],
+                strict=True,
+            )
+        }
+        for i in range(n)
+    ]
+
+
+def flip(row: npt.NDArray[np.uint8], bits: list[int]) -> npt.NDArray[np.uint8]:
+    out = np.unpackbits(row)
+    out[bits] ^= 1
+    return np.packbits(out)
+
+
+@st.composite
+def search_case(draw: st.DrawFn) -> tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int]:
+    nbits = draw(st.sampled_from([64, 256]))
+    radius = draw(st.sampled_from([2, 10, 31] if nbits == 256 else [2, 4, 10]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n = draw(st.integers(1, 300))
+    entries = rng.integers(0, 256, size=(n, nbits // 8), dtype=np.uint8)
+    # Near-duplicates in the list, so one query can hit several entries.
+    for _ in range(draw(st.integers(0, 5))):
+        src = entries[int(rng.integers(n))]
+        k = int(rng.integers(0, radius + 2))
+        entries = np.vstack([entries, flip(src, list(rng.choice(nbits, k, replace=False)))])
+    queries = []
+    for _ in range(draw(st.integers(1, 40))):
+        src = entries[int(rng.integers(len(entries)))]
+        # Exactly at the threshold, one bit beyond, anything in between, or far away.
+        k = draw(st.sampled_from([0, radius, radius + 1, int(rng.integers(0, nbits // 2))]))
+        queries.append(flip(src, list(rng.choice(nbits, k, replace=False))))
+    return nbits, entries, np.array(queries, dtype=np.uint8), radius
+
+
+@settings(max_examples=150, deadline=None)
+@given(search_case())
+def test_faiss_range_engine_equals_brute_force(
+    case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
+) -> None:
+    nbits, entries, queries, radius = case
+    index = faiss.IndexBinaryFlat(nbits)
+    index.add(entries)
+    hits = FaissRangeEngine(index).search(queries, radius)
+    assert as_sets(hits, len(queries)) == brute_force(entries, queries, radius)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_sorted_exact_engine_equals_brute_force(data: st.DataObject) -> None:
+    nbytes = data.draw(st.sampled_from([16, 32]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    # Few distinct byte values: many zero bytes and many duplicate entries.
+    entries = rng.integers(
+        0,
+        data.draw(st.integers(1, 3)),
+        size=(data.draw(st.integers(1, 200)), nbytes),
+        dtype=np.uint8,
+    )
+    entries = entries[np.argsort(entries.view(f"S{nbytes}").ravel(), kind="stable")]
+    queries = np.vstack(
+        [
+            entries[rng.integers(0, len(entries), 10)],
+            rng.integers(0, 3, size=(10, nbytes), dtype=np.uint8),
+        ]
+    )
+    hits = SortedExactEngine(entries).search(queries, 0)
+    assert as_sets(hits, len(queries)) == brute_force(entries, queries, 0)
+
+
+def test_empty_index_finds_nothing() -> None:
+    hits = FaissRangeEngine(faiss.IndexBinaryFlat(256)).search(np.zeros((3, 32), np.uint8), 31)
+    assert hits.lims.tolist() == [0, 0, 0, 0] and len(hits.rows) == 0

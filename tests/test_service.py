@@ -1,0 +1,293 @@
+"""The real server over real gRPC on a loopback port."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from hashmatch.client import MatchClient
+from hashmatch.hashing import hash_bytes
+from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.signals import SIGNALS, get_signal
+from hashmatch.standins import EDITS
+from hashmatch.v1 import match_pb2, match_pb2_grpc
+from hashmatch.wire import MAX_QUERIES_PER_REQUEST, query
+from indexer.build import build_snapshot
+from indexer.store import open_store
+from tests.conftest import LISTED, add_photos
+
+PDQ = get_signal("pdq")
+
+
+def check(
+    stub: match_pb2_grpc.MatchServiceStub, *queries: match_pb2.Query
+) -> match_pb2.CheckResponse:
+    response: match_pb2.CheckResponse = stub.Check(
+        match_pb2.CheckRequest(queries=queries), timeout=30
+    )
+    return response
+
+
+def pdq_of(data: bytes) -> bytes:
+    return hash_bytes(data, [PDQ])[0].hash
+
+
+def test_edited_copies_match_and_unrelated_photos_do_not(
+    stub: match_pb2_grpc.MatchServiceStub, photos: dict[str, bytes]
+) -> None:
+    for name in LISTED:
+        for edit in EDITS.values():
+            r = check(stub, query("pdq", pdq_of(edit(photos[name])))).results[0]
+            assert r.matched, name
+            assert r.matches[0].list == "hotline-a"
+            assert r.matches[0].distance <= PDQ.threshold
+    for name in ("moon", "brick", "horse", "page"):
+        assert not check(stub, query("pdq", pdq_of(photos[name]))).results[0].matched
+
+
+def test_every_signal_matches_its_own_original(
+    stub: match_pb2_grpc.MatchServiceStub, photos: dict[str, bytes]
+) -> None:
+    hashes = hash_bytes(photos["coffee"], list(SIGNALS.values()))
+    response = check(stub, *(query(h.signal, h.hash) for h in hashes))
+    assert [r.matched for r in response.results] == [True] * len(SIGNALS)
+    assert all(r.matches[0].distance == 0 for r in response.results)
+    assert response.snapshot_version == 1
+
+
+def test_results_keep_query_order_and_hex_queries_work(
+    stub: match_pb2_grpc.MatchServiceStub, photos: dict[str, bytes]
+) -> None:
+    hit = pdq_of(photos["astronaut"])
+    miss = pdq_of(photos["moon"])
+    response = check(
+        stub,
+        query("pdq", miss),
+        match_pb2.Query(signal="pdq", hex=hit.hex().upper()),
+        query("pdq", hit),
+        query("phash", b"\x00" * 8),
+    )
+    assert [r.matched for r in response.results] == [False, True, True, False]
+
+
+def test_a_checker_never_receives_a_stored_hash(
+    stub: match_pb2_grpc.MatchServiceStub, photos: dict[str, bytes]
+) -> None:
+    stored = {h.hash for name in LISTED for h in hash_bytes(photos[name], list(SIGNALS.values()))}
+    near = pdq_of(EDITS["half size"](photos["astronaut"]))
+    raw = check(
+        stub, query("pdq", near), query("pdq", pdq_of(photos["astronaut"]))
+    ).SerializeToString()
+    for h in stored:
+        assert h not in raw and h.hex().encode() not in raw
+    ids = [m.match_id for r in match_pb2.CheckResponse.FromString(raw).results for m in r.matches]
+    assert len(set(ids)) == 1 and len(ids[0]) == 24, "one entry, one stable opaque id"
+
+
+def test_max_distance_tightens_but_never_widens(
+    stub: match_pb2_grpc.MatchServiceStub, photos: dict[str, bytes]
+) -> None:
+    near = pdq_of(EDITS["half size"](photos["astronaut"]))
+    distance = check(stub, query("pdq", near)).results[0].matches[0].distance
+    assert distance > 0
+    assert check(stub, query("pdq", near, max_distance=distance)).results[0].matched
+    assert not check(stub, query("pdq", near, max_distance=distance - 1)).results[0].matched
+    with pytest.raises(grpc.RpcError) as err:
+        check(stub, query("pdq", near, max_distance=PDQ.threshold + 1))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "query 0: max_distance 32 exceeds the pdq threshold 31" in err.value.details()
+
+
+GOOD = match_pb2.Query(signal="pdq", hash=b"\x00" * 32)
+
+
+@pytest.mark.parametrize(
+    ("queries", "message"),
+    [
+        (
+            [GOOD, match_pb2.Query(signal="pdq", hash=b"\x01" * 31)],
+            "query 1: pdq hash must be 32 bytes, got 31",
+        ),
+        (
+            [match_pb2.Query(signal="phash", hex="zz" * 8)],
+            "query 0: phash hash: not hex: contains 'z'",
+        ),
+        (
+            [match_pb2.Query(signal="pdq", hex="ab")],
+            "query 0: pdq hash: expected 64 hex characters, got 2",
+        ),
+        (
+            [GOOD, GOOD, match_pb2.Query(signal="photodna", hash=b"x")],
+            "query 2: unknown signal 'photodna'",
+        ),
+        ([match_pb2.Query(signal="", hash=b"\x00" * 32)], "query 0: unknown signal ''"),
+        ([match_pb2.Query(signal="pdq")], "query 0: no hash given"),
+        ([], "empty batch"),
+        (
+            [GOOD] * (MAX_QUERIES_PER_REQUEST + 1),
+            "batch of 10001 queries exceeds the limit of 10000",
+        ),
+    ],
+)
+def test_bad_input_is_invalid_argument_naming_the_problem(
+    stub: match_pb2_grpc.MatchServiceStub, queries: list[match_pb2.Query], message: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        check(stub, *queries)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+    assert check(stub, GOOD).results[0].matched is False, "the server keeps serving"
+
+
+def test_a_full_batch_is_accepted(stub: match_pb2_grpc.MatchServiceStub) -> None:
+    assert len(check(stub, *[GOOD] * MAX_QUERIES_PER_REQUEST).results) == MAX_QUERIES_PER_REQUEST
+
+
+def test_stream_answers_each_batch_in_order(
+    stub: match_pb2_grpc.MatchServiceStub, photos: dict[str, bytes]
+) -> None:
+    hit = query("pdq", pdq_of(photos["rocket"]))
+    requests = [match_pb2.CheckRequest(queries=[GOOD] * i + [hit]) for i in (0, 5, 500)]
+    responses = list(stub.CheckStream(iter(requests), timeout=30))
+    assert [len(r.results) for r in responses] == [1, 6, 501]
+    assert all(
+        r.results[-1].matched and not any(x.matched for x in r.results[:-1]) for r in responses
+    )
+
+
+def test_bad_batch_in_a_stream_ends_it_with_invalid_argument(
+    stub: match_pb2_grpc.MatchServiceStub,
+) -> None:
+    requests = [match_pb2.CheckRequest(queries=[GOOD]), match_pb2.CheckRequest()]
+    responses = stub.CheckStream(iter(requests), timeout=30)
+    assert len(next(responses).results) == 1
+    with pytest.raises(grpc.RpcError) as err:
+        next(responses)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "empty batch" in err.value.details()
+
+
+def test_client_sdk_streams_large_inputs_in_order(
+    server: ServerProcess, photos: dict[str, bytes]
+) -> None:
+    hit = ("pdq", pdq_of(photos["chelsea"]))
+    queries = [("pdq", bytes([i % 256]) * 32) for i in range(25_000)]
+    queries[1] = queries[12_345] = queries[-1] = hit
+    with MatchClient(server.address) as client:
+        verdicts = client.check(queries)
+    assert len(verdicts) == 25_000
+    assert [i for i, v in enumerate(verdicts) if v.matched] == [1, 12_345, 24_999]
+
+
+def test_health_and_reflection(channel: grpc.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "hashmatch.v1.MatchService"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    reply = next(reflection.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"hashmatch.v1.MatchService", "grpc.health.v1.Health"} <= names
+
+
+def test_metrics_are_exported(
+    stub: match_pb2_grpc.MatchServiceStub, metrics_port: int, photos: dict[str, bytes]
+) -> None:
+    check(stub, query("pdq", pdq_of(photos["coins"])))
+    with pytest.raises(grpc.RpcError):
+        check(stub)
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert 'hashmatch_rpcs_total{code="OK",method="Check"}' in text
+    assert 'hashmatch_rpcs_total{code="INVALID_ARGUMENT",method="Check"}' in text
+    assert 'hashmatch_rpc_duration_seconds_bucket{le="0.005",method="Check"}' in text
+    assert 'hashmatch_queries_total{signal="pdq"}' in text
+    assert 'hashmatch_matches_total{list="hotline-a",signal="pdq"}' in text
+    assert "hashmatch_snapshot_version 1.0" in text
+    assert f'hashmatch_snapshot_entries{{signal="pdq"}} {float(len(LISTED))}' in text
+    assert "process_resident_memory_bytes" in text
+
+
+def test_serve_logs_version_and_counts(server: ServerProcess) -> None:
+    log = "\n".join(server.log)
+    assert "snapshot version 1 in service (" in log and f"pdq {len(LISTED)}" in log
+
+
+def test_serve_refuses_a_tampered_snapshot_at_start(index_root: Path, tmp_path: Path) -> None:
+
+    copy = tmp_path / "index"
+    shutil.copytree(index_root, copy)
+    (version_dir,) = [p for p in copy.iterdir() if p.is_dir()]
+    data = bytearray((version_dir / "pdq.faiss").read_bytes())
+    data[-1] ^= 0xFF
+    (version_dir / "pdq.faiss").write_bytes(bytes(data))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hashmatch",
+            "serve",
+            "--index",
+            str(copy),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "refusing snapshot version 1" in done.stderr
+    assert "pdq.faiss: SHA-256 does not match the manifest" in done.stderr
+
+
+def test_running_server_swaps_in_new_snapshots_and_refuses_bad_ones(
+    tmp_path: Path, photos: dict[str, bytes]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    root = tmp_path / "index"
+    add_photos(url, "a", photos, ("astronaut",))
+
+    def rebuild() -> Path:
+        store = open_store(url)
+        try:
+            return build_snapshot(store, root)
+        finally:
+            store.close()
+
+    def wait_for(predicate: object, what: str) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if predicate():  # type: ignore[operator]
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    rebuild()
+    moon = query("pdq", pdq_of(photos["moon"]))
+    with (
+        running_server(root, "--reload-interval", "0.2") as srv,
+        grpc.insecure_channel(srv.address) as ch,
+    ):
+        stub = match_pb2_grpc.MatchServiceStub(ch)
+        assert not check(stub, moon).results[0].matched
+        add_photos(url, "a", photos, ("moon",))
+        rebuild()
+        wait_for(lambda: check(stub, moon).results[0].matched, "version 2 to serve moon")
+        assert check(stub, moon).snapshot_version == 2
+        bad = rebuild()
+        (bad / "pdq.faiss").write_bytes(b"garbage")
+        wait_for(lambda: any("refusing snapshot version 3" in line for line in srv.log), "refusal")
+        response = check(stub, moon)
+        assert response.snapshot_version == 2 and response.results[0].matched

@@ -1,0 +1,137 @@
+"""Snapshots: atomic, checksummed; a bad one is refused and an older good one served."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from indexer.build import build_snapshot
+from indexer.snapshot import (
+    CURRENT,
+    KEEP_VERSIONS,
+    SnapshotError,
+    current_version,
+    list_versions,
+    read_snapshot,
+    version_dir_name,
+)
+from indexer.store import open_store
+from service.snapshots import SnapshotHolder, load_best
+from tests.conftest import LISTED, add_photos
+
+
+@pytest.fixture
+def store_url(tmp_path: Path, photos: dict[str, bytes]) -> str:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    add_photos(url, "hotline-a", photos, LISTED[:3])
+    return url
+
+
+def build(url: str, root: Path) -> Path:
+    store = open_store(url)
+    try:
+        return build_snapshot(store, root)
+    finally:
+        store.close()
+
+
+def test_build_and_read_round_trip(store_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "index"
+    path = build(store_url, root)
+    snap = read_snapshot(root)
+    assert snap.path == path and snap.version == 1 and snap.lists == ("hotline-a",)
+    assert set(snap.tables) == {"pdq", "phash", "dhash", "ahash", "whash", "md5", "sha256"}
+    assert all(t.count == 3 for t in snap.tables.values())
+    md5 = snap.tables["md5"]
+    keys = [bytes(h) for h in md5.hashes]
+    assert keys == sorted(keys), "exact signals are stored sorted for binary search"
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["signals"]["pdq"] == {"bits": 256, "threshold": 31, "exact": False, "count": 3}
+    assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
+    assert not [p for p in root.iterdir() if p.name.startswith(".")], "no temporary leftovers"
+
+
+def test_versions_increase_and_old_ones_are_pruned(store_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "index"
+    for _ in range(KEEP_VERSIONS + 2):
+        build(store_url, root)
+    assert current_version(root) == KEEP_VERSIONS + 2
+    assert list_versions(root) == list(range(3, KEEP_VERSIONS + 3))
+
+
+def corrupt_flip(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def corrupt_truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-7])
+
+
+@pytest.mark.parametrize(
+    ("victim", "damage", "message"),
+    [
+        ("pdq.faiss", corrupt_flip, "SHA-256 does not match"),
+        ("pdq.faiss", corrupt_truncate, "size"),
+        ("phash.match_ids.npy", corrupt_flip, "SHA-256 does not match"),
+        ("md5.lists.npy", lambda p: p.unlink(), "missing"),
+        ("manifest.json", corrupt_truncate, "manifest.json: not valid JSON"),
+    ],
+)
+def test_damaged_snapshot_is_refused_saying_why(
+    store_url: str, tmp_path: Path, victim: str, damage: object, message: str
+) -> None:
+    root = tmp_path / "index"
+    path = build(store_url, root)
+    damage(path / victim)  # type: ignore[operator]
+    with pytest.raises(SnapshotError, match=message):
+        read_snapshot(root)
+    with pytest.raises(SnapshotError, match="no snapshot could be served"):
+        load_best(root)
+
+
+def test_refused_current_falls_back_to_newest_good_version(store_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "index"
+    build(store_url, root)
+    newest = build(store_url, root)
+    corrupt_flip(newest / "pdq.faiss")
+    assert load_best(root).version == 1
+
+
+def test_running_holder_refuses_a_bad_new_snapshot_and_keeps_serving(
+    store_url: str, tmp_path: Path, photos: dict[str, bytes]
+) -> None:
+    root = tmp_path / "index"
+    build(store_url, root)
+    holder = SnapshotHolder(root)
+    old = holder.matcher
+    bad = build(store_url, root)
+    corrupt_flip(bad / "pdq.faiss")
+    assert holder.refresh() is False
+    assert holder.matcher is old and holder.matcher.version == 1
+    add_photos(store_url, "hotline-b", photos, LISTED[3:5])
+    build(store_url, root)
+    assert holder.refresh() is True
+    assert holder.matcher.version == 3
+    assert holder.matcher.snapshot.lists == ("hotline-a", "hotline-b")
+
+
+def test_missing_snapshot_says_how_to_build_one(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match="hashmatch index build"):
+        load_best(tmp_path)
+    (tmp_path / CURRENT).write_text("garbage")
+    with pytest.raises(SnapshotError):
+        read_snapshot(tmp_path)
+
+
+def test_interrupted_write_leaves_current_untouched(store_url: str, tmp_path: Path) -> None:
+    root = tmp_path / "index"
+    build(store_url, root)
+    # What a build killed mid-write leaves: a temporary directory, never a version.
+    shutil.copytree(root / version_dir_name(1), root / ".tmp-v0000000002-dead")
+    assert read_snapshot(root).version == 1
+    assert build(store_url, root).name == version_dir_name(2)

@@ -1,0 +1,110 @@
+"""The SQLite store and list imports: counts, duplicates, refusals by line number."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from indexer.imports import import_lines
+from indexer.store import MATCH_ID_BYTES, NewEntry, StoreURLError, open_store
+from indexer.store.sqlite import MIGRATIONS
+
+PDQ_A = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
+PDQ_B = "8c629e779a663698b9a33866c026726c21a679f61eb6e1f8c79ba7e23c8299e0"
+
+
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def test_json_lines_and_csv_import_with_refusals(tmp_path: Path) -> None:
+    lines = [
+        json.dumps({"file": "a.jpg", "signal": "pdq", "hash": PDQ_A, "quality": 100}),
+        f"pdq,{PDQ_B},case-17",
+        "",
+        "# comment",
+        "phash,c2924c5532bddfc8",
+        f"pdq,{PDQ_A}",  # duplicate of line 1
+        "pdq,zz",
+        "photodna,00",
+        "only-one-field",
+        '{"signal": "pdq", "hash": ',
+        '{"signal": "pdq", "hash": "00", "quality": "high"}',
+        "md5,0123456789abcdef0123456789ABCDEF",
+    ]
+    store = open_store(url(tmp_path))
+    report = import_lines(store, "hotline-a", lines)
+    assert (report.added, report.duplicates) == (4, 1)
+    refused = {r.line: r.reason for r in report.refused}
+    assert set(refused) == {7, 8, 9, 10, 11}
+    assert refused[7] == "pdq hash: expected 64 hex characters, got 2"
+    assert refused[8].startswith("unknown signal 'photodna'")
+    assert refused[9].startswith("malformed CSV")
+    assert refused[10].startswith("malformed JSON")
+    assert '"quality" must be an integer' in refused[11]
+    assert store.signal_names() == ["md5", "pdq", "phash"]
+    assert list(store.lists().values()) == ["hotline-a"]
+    store.close()
+
+
+def test_csv_header_and_refs_are_kept(tmp_path: Path) -> None:
+    store = open_store(url(tmp_path))
+    report = import_lines(store, "l", ["signal,hash,ref", f"pdq,{PDQ_A},IWF-123"])
+    assert report.added == 1 and not report.refused
+    store.close()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        assert db.execute("SELECT source_ref FROM entries").fetchone() == ("IWF-123",)
+
+
+def test_entries_survive_reopen_with_opaque_match_ids(tmp_path: Path) -> None:
+    store = open_store(url(tmp_path))
+    store.add_entries(
+        "l", [NewEntry("pdq", bytes.fromhex(PDQ_A)), NewEntry("pdq", bytes.fromhex(PDQ_B))]
+    )
+    store.close()
+    store = open_store(url(tmp_path))
+    e = store.read_signal("pdq", 32)
+    assert e.hashes.shape == (2, 32) and e.match_ids.shape == (2, MATCH_ID_BYTES)
+    assert bytes(e.hashes[0]) == bytes.fromhex(PDQ_A)
+    assert len({bytes(m) for m in e.match_ids}) == 2
+    assert all(bytes(m) not in bytes.fromhex(PDQ_A) + bytes.fromhex(PDQ_B) for m in e.match_ids)
+    assert store.last_entry_id() == 2
+    store.close()
+
+
+def test_same_hash_in_two_lists_is_two_entries(tmp_path: Path) -> None:
+    store = open_store(url(tmp_path))
+    for name in ("a", "b"):
+        assert store.add_entries(name, [NewEntry("pdq", bytes.fromhex(PDQ_A))]).added == 1
+    assert len(store.read_signal("pdq", 32).entry_ids) == 2
+    store.close()
+
+
+def test_schema_is_versioned(tmp_path: Path) -> None:
+    open_store(url(tmp_path)).close()
+    with sqlite3.connect(tmp_path / "store.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        open_store(url(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("hashmatch.db", "has no scheme"),
+        ("mysql://x/y", "unsupported scheme 'mysql'"),
+        ("sqlite://relative.db", "expected sqlite:///PATH"),
+    ],
+)
+def test_bad_store_urls(bad: str, message: str) -> None:
+    with pytest.raises(StoreURLError, match=message):
+        open_store(bad)
+
+
+def test_missing_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no directory"):
+        open_store(f"sqlite:///{tmp_path / 'nope' / 'x.db'}")
