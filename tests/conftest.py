@@ -62,17 +62,21 @@ def add_photos(
         store.close()
 
 
+def build_index(store_url: str, root: Path) -> Path:
+    store = open_store(store_url)
+    try:
+        return build_snapshot(store, root)
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="session")
 def index_root(tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes]) -> Path:
     """A snapshot of LISTED under every signal type, in list 'hotline-a'."""
     work = tmp_path_factory.mktemp("served")
     url = f"sqlite:///{work / 'store.db'}"
     add_photos(url, "hotline-a", photos, LISTED)
-    store = open_store(url)
-    try:
-        build_snapshot(store, work / "index")
-    finally:
-        store.close()
+    build_index(url, work / "index")
     return work / "index"
 
 

@@ -21,9 +21,7 @@ from hashmatch.signals import SIGNALS, get_signal
 from hashmatch.standins import EDITS
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST, query
-from indexer.build import build_snapshot
-from indexer.store import open_store
-from tests.conftest import LISTED, add_photos
+from tests.conftest import LISTED, add_photos, build_index
 
 PDQ = get_signal("pdq")
 
@@ -260,11 +258,7 @@ def test_running_server_swaps_in_new_snapshots_and_refuses_bad_ones(
     add_photos(url, "a", photos, ("astronaut",))
 
     def rebuild() -> Path:
-        store = open_store(url)
-        try:
-            return build_snapshot(store, root)
-        finally:
-            store.close()
+        return build_index(url, root)
 
     def wait_for(predicate: object, what: str) -> None:
         deadline = time.monotonic() + 20

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from indexer.build import build_snapshot
 from indexer.snapshot import (
     CURRENT,
     KEEP_VERSIONS,
@@ -18,9 +17,8 @@ from indexer.snapshot import (
     read_snapshot,
     version_dir_name,
 )
-from indexer.store import open_store
 from service.snapshots import SnapshotHolder, load_best
-from tests.conftest import LISTED, add_photos
+from tests.conftest import LISTED, add_photos, build_index
 
 
 @pytest.fixture
@@ -30,17 +28,9 @@ def store_url(tmp_path: Path, photos: dict[str, bytes]) -> str:
     return url
 
 
-def build(url: str, root: Path) -> Path:
-    store = open_store(url)
-    try:
-        return build_snapshot(store, root)
-    finally:
-        store.close()
-
-
 def test_build_and_read_round_trip(store_url: str, tmp_path: Path) -> None:
     root = tmp_path / "index"
-    path = build(store_url, root)
+    path = build_index(store_url, root)
     snap = read_snapshot(root)
     assert snap.path == path and snap.version == 1 and snap.lists == ("hotline-a",)
     assert set(snap.tables) == {"pdq", "phash", "dhash", "ahash", "whash", "md5", "sha256"}
@@ -57,7 +47,7 @@ def test_build_and_read_round_trip(store_url: str, tmp_path: Path) -> None:
 def test_versions_increase_and_old_ones_are_pruned(store_url: str, tmp_path: Path) -> None:
     root = tmp_path / "index"
     for _ in range(KEEP_VERSIONS + 2):
-        build(store_url, root)
+        build_index(store_url, root)
     assert current_version(root) == KEEP_VERSIONS + 2
     assert list_versions(root) == list(range(3, KEEP_VERSIONS + 3))
 
@@ -86,7 +76,7 @@ def test_damaged_snapshot_is_refused_saying_why(
     store_url: str, tmp_path: Path, victim: str, damage: object, message: str
 ) -> None:
     root = tmp_path / "index"
-    path = build(store_url, root)
+    path = build_index(store_url, root)
     damage(path / victim)  # type: ignore[operator]
     with pytest.raises(SnapshotError, match=message):
         read_snapshot(root)
@@ -96,8 +86,8 @@ def test_damaged_snapshot_is_refused_saying_why(
 
 def test_refused_current_falls_back_to_newest_good_version(store_url: str, tmp_path: Path) -> None:
     root = tmp_path / "index"
-    build(store_url, root)
-    newest = build(store_url, root)
+    build_index(store_url, root)
+    newest = build_index(store_url, root)
     corrupt_flip(newest / "pdq.faiss")
     assert load_best(root).version == 1
 
@@ -106,15 +96,15 @@ def test_running_holder_refuses_a_bad_new_snapshot_and_keeps_serving(
     store_url: str, tmp_path: Path, photos: dict[str, bytes]
 ) -> None:
     root = tmp_path / "index"
-    build(store_url, root)
+    build_index(store_url, root)
     holder = SnapshotHolder(root)
     old = holder.matcher
-    bad = build(store_url, root)
+    bad = build_index(store_url, root)
     corrupt_flip(bad / "pdq.faiss")
     assert holder.refresh() is False
     assert holder.matcher is old and holder.matcher.version == 1
     add_photos(store_url, "hotline-b", photos, LISTED[3:5])
-    build(store_url, root)
+    build_index(store_url, root)
     assert holder.refresh() is True
     assert holder.matcher.version == 3
     assert holder.matcher.snapshot.lists == ("hotline-a", "hotline-b")
@@ -130,8 +120,8 @@ def test_missing_snapshot_says_how_to_build_one(tmp_path: Path) -> None:
 
 def test_interrupted_write_leaves_current_untouched(store_url: str, tmp_path: Path) -> None:
     root = tmp_path / "index"
-    build(store_url, root)
+    build_index(store_url, root)
     # What a build killed mid-write leaves: a temporary directory, never a version.
     shutil.copytree(root / version_dir_name(1), root / ".tmp-v0000000002-dead")
     assert read_snapshot(root).version == 1
-    assert build(store_url, root).name == version_dir_name(2)
+    assert build_index(store_url, root).name == version_dir_name(2)
