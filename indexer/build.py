@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from hashmatch.signals import SIGNALS
+from indexer.mih import MIH_MIN_ENTRIES, build_tables, plan_for
 from indexer.snapshot import SignalTable, write_snapshot
 from indexer.store import Store
 
@@ -31,16 +32,21 @@ def build_snapshot(store: Store, out: Path) -> Path:
         if signal.exact:
             # Exact signals are looked up by binary search over the sorted hashes.
             order = np.argsort(e.hashes.view(f"S{signal.nbytes}").ravel(), kind="stable")
+        hashes = e.hashes[order]
+        mih = None
+        if not signal.exact and len(hashes) >= MIH_MIN_ENTRIES:
+            mih = build_tables(hashes, plan_for(signal.bits, signal.threshold, len(hashes)))
         tables.append(
             SignalTable(
                 name,
                 signal.bits,
                 signal.threshold,
                 signal.exact,
-                e.hashes[order],
+                hashes,
                 position_of[e.list_ids[order]],
                 e.match_ids[order],
                 e.entry_ids[order],
+                mih,
             )
         )
     return write_snapshot(out, list_names, tables, last_entry_id)

@@ -7,9 +7,13 @@ never sees half a snapshot. Every file's SHA-256 is in `manifest.json`; a
 reader verifies the very bytes it then parses, and refuses the snapshot,
 saying why, on any mismatch.
 
-Per signal type: `<signal>.faiss` (a FAISS IndexBinaryFlat of the hashes),
-`<signal>.lists.npy` (list position per row), `<signal>.match_ids.npy`
-(opaque match id per row) and `<signal>.entry_ids.npy` (store id per row).
+Per signal type, row-aligned .npy arrays: `<signal>.codes.npy` (the hashes),
+`<signal>.lists.npy` (list position), `<signal>.match_ids.npy` (opaque match
+id) and `<signal>.entry_ids.npy` (store id); for lists large enough that
+multi-index hashing beats a FAISS scan, its tables `<signal>.mih_offsets.npy`,
+`<signal>.mih_ids.npy` and, for 64-bit hashes, `<signal>.mih_inline.npy`, with
+the chunking plan in the manifest. Arrays are streamed through SHA-256 on
+write and on read, so a 10M-entry snapshot never needs a second copy in memory.
 """
 
 from __future__ import annotations
@@ -23,14 +27,15 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
+from indexer.mih import Plan, Tables
+
 FORMAT = "hashmatch-snapshot"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 KEEP_VERSIONS = 3
@@ -52,8 +57,7 @@ class SignalTable:
     list_positions: npt.NDArray[np.uint32]
     match_ids: npt.NDArray[np.uint8]  # (n, MATCH_ID_BYTES)
     entry_ids: npt.NDArray[np.int64]
-    # The loaded faiss.IndexBinaryFlat (a reader's only); `hashes` is a view of its codes.
-    index: Any = None
+    mih: Tables | None = None
 
     @property
     def count(self) -> int:
@@ -82,26 +86,66 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+class _HashingFile:
+    """A binary file that hashes what passes through it, as numpy reads or writes it."""
+
+    def __init__(self, f: io.BufferedIOBase) -> None:
+        self._f = f
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.sha256.update(data)
+        self.size += len(data)
+        return data
+
+    def readinto(self, buffer: memoryview) -> int:
+        got = int(self._f.readinto(buffer) or 0)
+        self.sha256.update(buffer[:got])
+        self.size += got
+        return got
+
+    def digest(self) -> dict[str, Any]:
+        return {"sha256": self.sha256.hexdigest(), "size": self.size}
+
+
 def _write_file(path: Path, data: bytes) -> dict[str, Any]:
     with open(path, "wb") as f:
-        f.write(data)
+        out = _HashingFile(f)
+        out.write(data)
         f.flush()
         os.fsync(f.fileno())
-    return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    return out.digest()
 
 
-def _npy_bytes(array: npt.NDArray[Any]) -> bytes:
-    buf = io.BytesIO()
-    np.save(buf, np.ascontiguousarray(array), allow_pickle=False)
-    return buf.getvalue()
+def _write_npy(path: Path, array: npt.NDArray[Any]) -> dict[str, Any]:
+    with open(path, "wb") as f:
+        out = _HashingFile(f)
+        np.save(cast(Any, out), np.ascontiguousarray(array), allow_pickle=False)
+        f.flush()
+        os.fsync(f.fileno())
+    return out.digest()
 
 
-def _faiss_bytes(table: SignalTable) -> bytes:
-    index = faiss.IndexBinaryFlat(table.bits)
-    if table.count:
-        index.add(np.ascontiguousarray(table.hashes))
-    data: bytes = faiss.serialize_index_binary(index).tobytes()
-    return data
+def _arrays(t: SignalTable) -> dict[str, npt.NDArray[Any]]:
+    arrays: dict[str, npt.NDArray[Any]] = {
+        "codes": t.hashes,
+        "lists": t.list_positions,
+        "match_ids": t.match_ids,
+        "entry_ids": t.entry_ids,
+    }
+    if t.mih is not None:
+        arrays["mih_offsets"] = t.mih.offsets
+        arrays["mih_ids"] = t.mih.ids
+        if t.mih.plan.inline:
+            arrays["mih_inline"] = t.mih.inline_codes
+    return arrays
 
 
 def list_versions(root: Path) -> list[int]:
@@ -134,19 +178,15 @@ def write_snapshot(
         files: dict[str, Any] = {}
         signals: dict[str, Any] = {}
         for t in tables:
-            files[f"{t.signal}.faiss"] = _write_file(tmp / f"{t.signal}.faiss", _faiss_bytes(t))
-            for suffix, array in (
-                ("lists", t.list_positions),
-                ("match_ids", t.match_ids),
-                ("entry_ids", t.entry_ids),
-            ):
+            for suffix, array in _arrays(t).items():
                 name = f"{t.signal}.{suffix}.npy"
-                files[name] = _write_file(tmp / name, _npy_bytes(array))
+                files[name] = _write_npy(tmp / name, array)
             signals[t.signal] = {
                 "bits": t.bits,
                 "threshold": t.threshold,
                 "exact": t.exact,
                 "count": t.count,
+                "mih": t.mih.plan.to_json() if t.mih else None,
             }
         manifest = {
             "format": FORMAT,
@@ -175,24 +215,42 @@ def write_snapshot(
     return final
 
 
-def _verified(directory: Path, name: str, expected: dict[str, Any]) -> bytes:
+def _read_npy(directory: Path, name: str, expected: dict[str, Any]) -> npt.NDArray[Any]:
+    """Parse an .npy file while hashing it; refuse it unless its bytes match the manifest."""
     path = directory / name
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SnapshotError(f"{path}: missing") from None
-    if len(data) != expected.get("size"):
-        raise SnapshotError(f"{path}: size {len(data)} bytes, manifest says {expected.get('size')}")
-    if hashlib.sha256(data).hexdigest() != expected.get("sha256"):
-        raise SnapshotError(f"{path}: SHA-256 does not match the manifest (corrupt or tampered)")
-    return data
-
-
-def _load_npy(data: bytes, name: str) -> npt.NDArray[Any]:
-    try:
-        return np.load(io.BytesIO(data), allow_pickle=False)  # type: ignore[no-any-return]
-    except ValueError as exc:
-        raise SnapshotError(f"{name}: not a valid array: {exc}") from None
+    if not path.is_file():
+        raise SnapshotError(f"{path}: missing")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size != expected.get("size"):
+            raise SnapshotError(f"{path}: size {size} bytes, manifest says {expected.get('size')}")
+        src = _HashingFile(f)
+        try:
+            version = np.lib.format.read_magic(cast(Any, src))
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(cast(Any, src))
+        except ValueError as exc:
+            raise SnapshotError(f"{path}: not a valid array: {exc}") from None
+        if dtype.hasobject or fortran:
+            raise SnapshotError(f"{path}: unsupported array layout")
+        array = np.empty(shape, dtype=dtype)
+        view = memoryview(cast(Any, array.reshape(-1).view(np.uint8))).cast("B")
+        while view.nbytes:
+            got = src.readinto(view)
+            if not got:
+                raise SnapshotError(f"{path}: truncated")
+            view = view[got:]
+        if src.read(1):
+            raise SnapshotError(f"{path}: trailing bytes after the array")
+        if src.sha256.hexdigest() != expected.get("sha256"):
+            raise SnapshotError(
+                f"{path}: SHA-256 does not match the manifest (corrupt or tampered)"
+            )
+        return array
 
 
 def read_snapshot(root: Path) -> Snapshot:
@@ -221,33 +279,32 @@ def read_snapshot_dir(directory: Path) -> Snapshot:
         files: dict[str, Any] = manifest["files"]
         tables = {}
         for signal, info in manifest["signals"].items():
-            index_data = _verified(directory, f"{signal}.faiss", files[f"{signal}.faiss"])
             arrays = {
-                suffix: _load_npy(
-                    _verified(directory, f"{signal}.{suffix}.npy", files[f"{signal}.{suffix}.npy"]),
-                    f"{signal}.{suffix}.npy",
-                )
-                for suffix in ("lists", "match_ids", "entry_ids")
+                name.split(".")[1]: _read_npy(directory, name, files[name])
+                for name in sorted(files)
+                if name.startswith(f"{signal}.")
             }
-            index: Any = faiss.deserialize_index_binary(np.frombuffer(index_data, dtype=np.uint8))
-            n, nbytes = int(index.ntotal), int(index.code_size)
-            hashes = (
-                faiss.rev_swig_ptr(index.xb.data(), n * nbytes).reshape(n, nbytes)
-                if n
-                else np.zeros((0, nbytes), dtype=np.uint8)
-            )
-            if any(len(a) != n for a in arrays.values()) or n != info["count"]:
+            n, bits = int(info["count"]), int(info["bits"])
+            codes = arrays["codes"]
+            if codes.shape != (n, bits // 8) or codes.dtype != np.uint8:
+                raise SnapshotError(f"{directory}: {signal}.codes.npy has shape {codes.shape}")
+            if any(len(arrays[k]) != n for k in ("lists", "match_ids", "entry_ids")):
                 raise SnapshotError(f"{directory}: {signal} files disagree on the entry count")
+            mih = None
+            if info.get("mih"):
+                plan = Plan.from_json(info["mih"])
+                inline = arrays.get("mih_inline", np.zeros(0, np.uint64))
+                mih = Tables(plan, arrays["mih_offsets"], arrays["mih_ids"], inline)
             tables[signal] = SignalTable(
                 signal,
-                int(info["bits"]),
+                bits,
                 int(info["threshold"]),
                 bool(info["exact"]),
-                hashes,
+                codes,
                 arrays["lists"],
                 arrays["match_ids"],
                 arrays["entry_ids"],
-                index,
+                mih,
             )
         return Snapshot(
             int(manifest["version"]),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Protocol
 
+import faiss
 import numpy as np
 import numpy.typing as npt
 
@@ -23,10 +24,18 @@ class Engine(Protocol):
 
 
 class FaissRangeEngine:
-    """Hamming range search over a FAISS binary index (brute force, exact)."""
+    """Hamming range search by a FAISS IndexBinaryFlat scan: exact, and the fastest
+    engine for small lists (see indexer/mih.py MIH_MIN_ENTRIES)."""
 
     def __init__(self, index: Any) -> None:
         self._index = index
+
+    @classmethod
+    def from_hashes(cls, bits: int, hashes: npt.NDArray[np.uint8]) -> FaissRangeEngine:
+        index = faiss.IndexBinaryFlat(bits)
+        if len(hashes):
+            index.add(np.ascontiguousarray(hashes))
+        return cls(index)
 
     def search(self, queries: npt.NDArray[np.uint8], max_distance: int) -> Hits:
         if self._index.ntotal == 0:

@@ -10,6 +10,7 @@ import numpy as np
 
 from indexer.snapshot import SignalTable, Snapshot
 from service.engine import Engine, FaissRangeEngine, SortedExactEngine
+from service.mih_engine import MihEngine
 from service.queries import ParsedQuery
 
 
@@ -20,16 +21,21 @@ class Hit:
     distance: int
 
 
+def make_engine(table: SignalTable) -> Engine:
+    if table.exact:
+        return SortedExactEngine(table.hashes)
+    if table.mih is not None:
+        return MihEngine(table.hashes, table.mih)
+    return FaissRangeEngine.from_hashes(table.bits, table.hashes)
+
+
 class Matcher:
     """Immutable view of one snapshot; swapped whole when a new snapshot loads."""
 
     def __init__(self, snapshot: Snapshot) -> None:
         self.snapshot = snapshot
         self._tables: dict[str, SignalTable] = snapshot.tables
-        self._engines: dict[str, Engine] = {
-            name: SortedExactEngine(t.hashes) if t.exact else FaissRangeEngine(t.index)
-            for name, t in snapshot.tables.items()
-        }
+        self._engines = {name: make_engine(t) for name, t in snapshot.tables.items()}
 
     @property
     def version(self) -> int:

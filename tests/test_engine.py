@@ -8,7 +8,9 @@ import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from indexer.mih import Chunk, Plan, build_tables, plan_for
 from service.engine import FaissRangeEngine, Hits, SortedExactEngine
+from service.mih_engine import MihEngine
 
 
 def brute_force(
@@ -73,6 +75,46 @@ def test_faiss_range_engine_equals_brute_force(
     index.add(entries)
     hits = FaissRangeEngine(index).search(queries, radius)
     assert as_sets(hits, len(queries)) == brute_force(entries, queries, radius)
+
+
+@settings(max_examples=150, deadline=None)
+@given(search_case(), st.integers(0, 3))
+def test_multi_index_engine_equals_brute_force(
+    case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int], tighten: int
+) -> None:
+    nbits, entries, queries, radius = case
+    engine = MihEngine(entries, build_tables(entries, plan_for(nbits, radius, len(entries))))
+    assert as_sets(engine.search(queries, radius), len(queries)) == brute_force(
+        entries, queries, radius
+    )
+    tighter = max(0, radius - tighten)
+    assert as_sets(engine.search(queries, tighter), len(queries)) == brute_force(
+        entries, queries, tighter
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(search_case())
+def test_multi_index_engine_with_wide_chunk_radii(
+    case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
+) -> None:
+    """Radius 5 per chunk: probes beyond distance 3 take the generic enumeration."""
+    nbits, entries, queries, _ = case
+    plan = Plan(nbits, 11, (Chunk(0, 12, 5), Chunk(20, 12, 5)), inline=nbits == 64)
+    engine = MihEngine(entries, build_tables(entries, plan))
+    assert as_sets(engine.search(queries, 11), len(queries)) == brute_force(entries, queries, 11)
+
+
+def test_multi_index_engine_reports_every_hit_of_a_crowded_query() -> None:
+    """More hits for one query than the kernel's first guess: all are returned."""
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 256, size=32, dtype=np.uint8)
+    entries = np.vstack([flip(base, list(rng.choice(256, 3, replace=False))) for _ in range(500)])
+    entries = np.vstack([entries, rng.integers(0, 256, size=(5000, 32), dtype=np.uint8)])
+    engine = MihEngine(entries, build_tables(entries, plan_for(256, 31, len(entries))))
+    hits = engine.search(base[None, :], 31)
+    assert as_sets(hits, 1) == brute_force(entries, base[None, :], 31)
+    assert len(hits.rows) >= 500
 
 
 @settings(max_examples=100, deadline=None)

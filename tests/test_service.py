@@ -226,9 +226,9 @@ def test_serve_refuses_a_tampered_snapshot_at_start(index_root: Path, tmp_path: 
     copy = tmp_path / "index"
     shutil.copytree(index_root, copy)
     (version_dir,) = [p for p in copy.iterdir() if p.is_dir()]
-    data = bytearray((version_dir / "pdq.faiss").read_bytes())
+    data = bytearray((version_dir / "pdq.codes.npy").read_bytes())
     data[-1] ^= 0xFF
-    (version_dir / "pdq.faiss").write_bytes(bytes(data))
+    (version_dir / "pdq.codes.npy").write_bytes(bytes(data))
     done = subprocess.run(
         [
             sys.executable,
@@ -247,7 +247,7 @@ def test_serve_refuses_a_tampered_snapshot_at_start(index_root: Path, tmp_path: 
     )
     assert done.returncode != 0
     assert "refusing snapshot version 1" in done.stderr
-    assert "pdq.faiss: SHA-256 does not match the manifest" in done.stderr
+    assert "pdq.codes.npy: SHA-256 does not match the manifest" in done.stderr
 
 
 def test_running_server_swaps_in_new_snapshots_and_refuses_bad_ones(
@@ -281,7 +281,7 @@ def test_running_server_swaps_in_new_snapshots_and_refuses_bad_ones(
         wait_for(lambda: check(stub, moon).results[0].matched, "version 2 to serve moon")
         assert check(stub, moon).snapshot_version == 2
         bad = rebuild()
-        (bad / "pdq.faiss").write_bytes(b"garbage")
+        (bad / "pdq.codes.npy").write_bytes(b"garbage")
         wait_for(lambda: any("refusing snapshot version 3" in line for line in srv.log), "refusal")
         response = check(stub, moon)
         assert response.snapshot_version == 2 and response.results[0].matched

@@ -6,8 +6,11 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from hashmatch.signals import SIGNALS
+from indexer.mih import MIH_MIN_ENTRIES
 from indexer.snapshot import (
     CURRENT,
     KEEP_VERSIONS,
@@ -17,6 +20,10 @@ from indexer.snapshot import (
     read_snapshot,
     version_dir_name,
 )
+from indexer.store import NewEntry, open_store
+from service.matcher import Matcher
+from service.mih_engine import MihEngine
+from service.queries import ParsedQuery
 from service.snapshots import SnapshotHolder, load_best
 from tests.conftest import LISTED, add_photos, build_index
 
@@ -39,7 +46,13 @@ def test_build_and_read_round_trip(store_url: str, tmp_path: Path) -> None:
     keys = [bytes(h) for h in md5.hashes]
     assert keys == sorted(keys), "exact signals are stored sorted for binary search"
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["signals"]["pdq"] == {"bits": 256, "threshold": 31, "exact": False, "count": 3}
+    assert manifest["signals"]["pdq"] == {
+        "bits": 256,
+        "threshold": 31,
+        "exact": False,
+        "count": 3,
+        "mih": None,
+    }
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     assert not [p for p in root.iterdir() if p.name.startswith(".")], "no temporary leftovers"
 
@@ -54,8 +67,13 @@ def test_versions_increase_and_old_ones_are_pruned(store_url: str, tmp_path: Pat
 
 def corrupt_flip(path: Path) -> None:
     data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
+    data[-1] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+def corrupt_header(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:12] + b"!" + data[13:])
 
 
 def corrupt_truncate(path: Path) -> None:
@@ -65,10 +83,11 @@ def corrupt_truncate(path: Path) -> None:
 @pytest.mark.parametrize(
     ("victim", "damage", "message"),
     [
-        ("pdq.faiss", corrupt_flip, "SHA-256 does not match"),
-        ("pdq.faiss", corrupt_truncate, "size"),
+        ("pdq.codes.npy", corrupt_flip, "SHA-256 does not match"),
+        ("pdq.codes.npy", corrupt_truncate, "size"),
         ("phash.match_ids.npy", corrupt_flip, "SHA-256 does not match"),
         ("md5.lists.npy", lambda p: p.unlink(), "missing"),
+        ("phash.lists.npy", corrupt_header, "not a valid array"),
         ("manifest.json", corrupt_truncate, "manifest.json: not valid JSON"),
     ],
 )
@@ -88,7 +107,7 @@ def test_refused_current_falls_back_to_newest_good_version(store_url: str, tmp_p
     root = tmp_path / "index"
     build_index(store_url, root)
     newest = build_index(store_url, root)
-    corrupt_flip(newest / "pdq.faiss")
+    corrupt_flip(newest / "pdq.codes.npy")
     assert load_best(root).version == 1
 
 
@@ -100,7 +119,7 @@ def test_running_holder_refuses_a_bad_new_snapshot_and_keeps_serving(
     holder = SnapshotHolder(root)
     old = holder.matcher
     bad = build_index(store_url, root)
-    corrupt_flip(bad / "pdq.faiss")
+    corrupt_flip(bad / "pdq.codes.npy")
     assert holder.refresh() is False
     assert holder.matcher is old and holder.matcher.version == 1
     add_photos(store_url, "hotline-b", photos, LISTED[3:5])
@@ -125,3 +144,30 @@ def test_interrupted_write_leaves_current_untouched(store_url: str, tmp_path: Pa
     shutil.copytree(root / version_dir_name(1), root / ".tmp-v0000000002-dead")
     assert read_snapshot(root).version == 1
     assert build_index(store_url, root).name == version_dir_name(2)
+
+
+def test_large_lists_are_served_by_multi_index_tables(tmp_path: Path) -> None:
+    """Above the crossover the snapshot carries MIH tables, and matches equal brute force."""
+    rng = np.random.default_rng(3)
+    pdq = rng.integers(0, 256, size=(MIH_MIN_ENTRIES + 500, 32), dtype=np.uint8)
+    phash = rng.integers(0, 256, size=(MIH_MIN_ENTRIES + 500, 8), dtype=np.uint8)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    store.add_entries("big", [NewEntry("pdq", bytes(h)) for h in pdq])
+    store.add_entries("big", [NewEntry("phash", bytes(h)) for h in phash])
+    store.close()
+    snap = read_snapshot(build_index(url, tmp_path / "index").parent)
+    assert snap.tables["pdq"].mih is not None and not snap.tables["pdq"].mih.plan.inline
+    assert snap.tables["phash"].mih is not None and snap.tables["phash"].mih.plan.inline
+    matcher = Matcher(snap)
+    assert isinstance(matcher._engines["pdq"], MihEngine)
+    queries = []
+    for signal, entries, flips in (("pdq", pdq, (0, 31, 32)), ("phash", phash, (0, 10, 11))):
+        for k in flips:
+            bits = np.unpackbits(entries[k])
+            bits[:k] ^= 1
+            queries.append(
+                ParsedQuery(signal, np.packbits(bits).tobytes(), SIGNALS[signal].threshold)
+            )
+    found = [[h.distance for h in hits] for hits in matcher.check(queries)]
+    assert found == [[0], [31], [], [0], [10], []]
