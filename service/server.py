@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from service import metrics
+from service.batcher import Batcher
 from service.queries import InvalidRequest, parse_request
 from service.snapshots import SnapshotHolder
 
@@ -55,14 +56,13 @@ def _record(method: str, context: grpc.ServicerContext, started: float) -> None:
 
 
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
-    def __init__(self, holder: SnapshotHolder) -> None:
-        self._holder = holder
+    def __init__(self, batcher: Batcher) -> None:
+        self._batcher = batcher
 
     def _answer(self, request: match_pb2.CheckRequest) -> match_pb2.CheckResponse:
         queries = parse_request(request)
-        matcher = self._holder.matcher
-        found = matcher.check(queries)
-        response = match_pb2.CheckResponse(snapshot_version=matcher.version)
+        version, found = self._batcher.check(queries)
+        response = match_pb2.CheckResponse(snapshot_version=version)
         for q, hits in zip(queries, found, strict=True):
             metrics.QUERIES.labels(q.signal).inc()
             result = response.results.add(matched=bool(hits))
@@ -102,7 +102,8 @@ def build_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(holder), server)
+    batcher = Batcher(lambda: holder.matcher)
+    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     for name in ("", MATCH_SERVICE):

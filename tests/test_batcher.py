@@ -1,0 +1,75 @@
+"""The batcher: concurrent calls share engine batches; every caller gets its own answers."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import cast
+
+import pytest
+
+from service.batcher import PIECE, Batcher
+from service.matcher import Hit, Matcher
+from service.queries import ParsedQuery
+
+
+class EchoMatcher:
+    """Answers each query with a hit whose distance is the query's first hash byte."""
+
+    def __init__(self, version: int = 1) -> None:
+        self.version = version
+        self.batches: list[int] = []
+        self.gate = threading.Event()
+
+    def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]:
+        self.gate.wait(5)
+        self.batches.append(len(queries))
+        if any(q.hash == b"boom" for q in queries):
+            raise RuntimeError("engine failure")
+        return [[Hit("l", "id", q.hash[0])] for q in queries]
+
+
+def q(i: int) -> ParsedQuery:
+    return ParsedQuery("pdq", bytes([i % 256]) * 32, 31)
+
+
+def test_concurrent_single_queries_share_batches() -> None:
+    matcher = EchoMatcher()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=2)
+    answers: dict[int, int] = {}
+
+    def call(i: int) -> None:
+        version, found = batcher.check([q(i)])
+        assert version == 1
+        answers[i] = found[0][0].distance
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    matcher.gate.set()
+    for t in threads:
+        t.join(10)
+    batcher.close()
+    assert answers == {i: i % 256 for i in range(200)}
+    assert max(matcher.batches) > 1, "queries from different calls ran as one batch"
+    assert sum(matcher.batches) == 200
+
+
+def test_a_large_request_is_split_and_keeps_its_order() -> None:
+    matcher = EchoMatcher()
+    matcher.gate.set()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=2)
+    queries = [q(i) for i in range(PIECE * 5 + 3)]
+    _, found = batcher.check(queries)
+    batcher.close()
+    assert [hits[0].distance for hits in found] == [i % 256 for i in range(len(queries))]
+
+
+def test_engine_errors_reach_the_caller_and_the_workers_survive() -> None:
+    matcher = EchoMatcher()
+    matcher.gate.set()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=1)
+    with pytest.raises(RuntimeError, match="engine failure"):
+        batcher.check([ParsedQuery("pdq", b"boom", 31)])
+    assert batcher.check([q(7)])[1][0][0].distance == 7
+    batcher.close()
