@@ -160,7 +160,7 @@ class Tables:
     plan: Plan
     offsets: npt.NDArray[np.uint32]  # per chunk: 2^length + 1 slots
     ids: npt.NDArray[np.uint32]  # per chunk: n entry rows in bucket order; + PAD
-    inline_codes: npt.NDArray[np.uint64]  # ids' codes in the same order (64-bit plans), or empty
+    inline_codes: npt.NDArray[np.uint64]  # (len(ids), words): ids' hashes in bucket order, or empty
 
 
 def as_words(hashes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
@@ -179,7 +179,7 @@ def build_tables(hashes: npt.NDArray[np.uint8], plan: Plan) -> Tables:
     for i, (c, size) in enumerate(zip(plan.chunks, sizes, strict=True)):
         _fill_chunk(words, c.start, c.length, offsets[at : at + size], ids[i * n : (i + 1) * n])
         at += size
-    inline = words[ids[:-PAD], 0] if plan.inline else np.zeros(0, np.uint64)
+    inline = np.zeros((len(ids) if plan.inline else 0, words.shape[1]), np.uint64)
     if plan.inline:
-        inline = np.concatenate([inline, np.zeros(PAD, np.uint64)])
+        inline[:-PAD] = words[ids[:-PAD]]
     return Tables(plan, offsets, ids, inline)

@@ -293,7 +293,7 @@ def read_snapshot_dir(directory: Path) -> Snapshot:
             mih = None
             if info.get("mih"):
                 plan = Plan.from_json(info["mih"])
-                inline = arrays.get("mih_inline", np.zeros(0, np.uint64))
+                inline = arrays.get("mih_inline", np.zeros((0, bits // 64), np.uint64))
                 mih = Tables(plan, arrays["mih_offsets"], arrays["mih_ids"], inline)
             tables[signal] = SignalTable(
                 signal,

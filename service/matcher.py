@@ -55,17 +55,21 @@ class Matcher:
             ).reshape(len(positions), -1)
             widest = max(queries[i].max_distance for i in positions)
             hits = self._engines[signal].search(batch, widest)
-            for k, i in enumerate(positions):
-                lo, hi = int(hits.lims[k]), int(hits.lims[k + 1])
+            if not len(hits.rows):
+                continue
+            # Look up every hit's list and match id at once; visit only queries with hits.
+            names = [self.snapshot.lists[p] for p in table.list_positions[hits.rows].tolist()]
+            match_ids = table.match_ids[hits.rows].tobytes().hex()
+            width = 2 * table.match_ids.shape[1]
+            distances = hits.distances.tolist()
+            lims = hits.lims.tolist()
+            for k in np.flatnonzero(np.diff(hits.lims)).tolist():
+                limit = queries[positions[k]].max_distance
                 found = [
-                    Hit(
-                        self.snapshot.lists[int(table.list_positions[row])],
-                        table.match_ids[row].tobytes().hex(),
-                        int(distance),
-                    )
-                    for row, distance in zip(hits.rows[lo:hi], hits.distances[lo:hi], strict=True)
-                    if distance <= queries[i].max_distance
+                    Hit(names[j], match_ids[j * width : (j + 1) * width], distances[j])
+                    for j in range(lims[k], lims[k + 1])
+                    if distances[j] <= limit
                 ]
                 found.sort(key=lambda h: (h.distance, h.list, h.match_id))
-                results[i] = found
+                results[positions[k]] = found
         return results

@@ -122,6 +122,7 @@ def _search(
     n = words.shape[0]
     n_words = words.shape[1]
     flat = words.reshape(-1)
+    inline_flat = inline_codes.reshape(-1)
     nq = queries.shape[0]
     m = starts.shape[0]
     hit_rows = np.empty((nq, cap), np.uint32)
@@ -188,14 +189,16 @@ def _search(
             rows = np.empty((2 * total + 8, n_words), np.uint64)
         found = 0
         if inline:
-            # 3'. 64-bit hashes sit in the buckets: verify in place, read ids only for hits
+            # 3'. hashes sit in the buckets: verify in place, read ids only for hits
             for k in range(min(d, p)):
-                _prefetch(inline_codes, lo[k])
+                _prefetch(inline_flat, lo[k] * n_words)
             for k in range(p):
                 if k + d < p:
-                    _prefetch(inline_codes, lo[k + d])
+                    _prefetch(inline_flat, lo[k + d] * n_words)
                 for j in range(lo[k], hi[k]):
-                    dist = _popcount(inline_codes[j] ^ q[0])
+                    dist = 0
+                    for w in range(n_words):
+                        dist += _popcount(inline_codes[j, w] ^ q[w])
                     if dist <= max_distance:
                         found = _record(hit_rows, hit_dist, qi, found, ids[j], dist, cap)
             counts[qi] = found
