@@ -25,7 +25,7 @@ import numpy.typing as npt
 PAD = 8
 # Below this many entries a FAISS IndexBinaryFlat scan beats the tables
 # (crossover measured by load_tests/engine_benchmark.py --crossover).
-MIH_MIN_ENTRIES = 4096
+MIH_MIN_ENTRIES = 3000
 MAX_CHUNK_BITS = 24
 # Relative costs used to choose a plan, measured with load_tests/engine_benchmark.py:
 # a probe and a candidate fetched by id are random memory reads; an inline
