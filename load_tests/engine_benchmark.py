@@ -322,7 +322,8 @@ def main() -> None:
     if args.crossover:
         for bits in bits_list:
             print(
-                f"\nFAISS IndexBinaryFlat scan vs multi-index tables, {bits}-bit misses, one thread"
+                f"\nFAISS IndexBinaryFlat scan vs multi-index tables, {bits}-bit misses, "
+                "one thread:\n"
             )
             print("| entries | FAISS flat checks/s | multi-index checks/s |\n|---|---|---|")
             for row in spawn("crossover", str(bits)):
