@@ -5,6 +5,10 @@ ones cost a handful when batched. One worker per core takes every piece that
 is waiting (up to a batch limit) and runs it as one engine batch; the engine
 releases the GIL, so the workers search in parallel. A large request is cut
 into pieces so that it, too, is spread over the cores.
+
+The queue is bounded: past `max_queued` waiting queries a call is refused at
+once (Overloaded) rather than left to wait without bound, and work whose
+caller's deadline has passed is dropped unsearched.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -20,6 +25,15 @@ from service.queries import ParsedQuery
 
 PIECE = 256
 MAX_BATCH = 4096
+DEFAULT_MAX_QUEUED = 20_000
+
+
+class Overloaded(Exception):
+    """More queries are waiting than the server is configured to hold."""
+
+
+class DeadlineExceeded(Exception):
+    """The caller's deadline passed before its queries were searched."""
 
 
 @dataclass
@@ -27,6 +41,7 @@ class _Job:
     matcher: Matcher
     results: list[list[Hit]]
     pending: int
+    deadline: float | None = None
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -48,8 +63,16 @@ class _Piece:
 
 
 class Batcher:
-    def __init__(self, current: Callable[[], Matcher], workers: int | None = None) -> None:
+    def __init__(
+        self,
+        current: Callable[[], Matcher],
+        workers: int | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+    ) -> None:
         self._current = current
+        self.max_queued = max_queued
+        self._queued = 0
+        self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Piece | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(target=self._work, name=f"engine-{i}", daemon=True)
@@ -58,14 +81,35 @@ class Batcher:
         for t in self._threads:
             t.start()
 
-    def check(self, queries: Sequence[ParsedQuery]) -> tuple[int, list[list[Hit]]]:
-        """Hits per query, all from the snapshot in service when the call arrived."""
+    @property
+    def queued(self) -> int:
+        """Queries waiting for a worker."""
+        return self._queued
+
+    def check(
+        self, queries: Sequence[ParsedQuery], timeout: float | None = None
+    ) -> tuple[int, list[list[Hit]]]:
+        """Hits per query, all from the snapshot in service when the call arrived.
+
+        Raises Overloaded when the queue is full (a request larger than the
+        whole queue is still taken when nothing else waits), DeadlineExceeded
+        when `timeout` seconds pass first.
+        """
+        with self._lock:
+            if self._queued and self._queued + len(queries) > self.max_queued:
+                raise Overloaded(
+                    f"server overloaded: {self._queued} queries waiting "
+                    f"(limit {self.max_queued}); retry with backoff"
+                )
+            self._queued += len(queries)
         matcher = self._current()
         starts = range(0, len(queries), PIECE)
-        job = _Job(matcher, [[] for _ in queries], pending=len(starts))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        job = _Job(matcher, [[] for _ in queries], pending=len(starts), deadline=deadline)
         for start in starts:
             self._queue.put(_Piece(job, start, queries[start : start + PIECE]))
-        job.done.wait()
+        if not job.done.wait(timeout):
+            raise DeadlineExceeded(f"deadline of {timeout:.3f}s passed while queued")
         if job.error is not None:
             raise job.error
         return matcher.version, job.results
@@ -93,8 +137,14 @@ class Batcher:
                     break
                 batch.append(more)
                 size += len(more.queries)
+            with self._lock:
+                self._queued -= size
+            now = time.monotonic()
             by_matcher: dict[int, list[_Piece]] = {}
             for piece in batch:
+                if piece.job.deadline is not None and now > piece.job.deadline:
+                    piece.job.finish_piece(DeadlineExceeded("deadline passed while queued"))
+                    continue
                 by_matcher.setdefault(id(piece.job.matcher), []).append(piece)
             for pieces in by_matcher.values():
                 self._run(pieces)

@@ -13,6 +13,7 @@ import click
 from prometheus_client import start_http_server
 
 from indexer.snapshot import SnapshotError
+from service.batcher import DEFAULT_MAX_QUEUED
 from service.server import build_server
 from service.snapshots import SnapshotHolder
 
@@ -43,6 +44,14 @@ log = logging.getLogger("hashmatch.serve")
     help="Seconds between checks for a new snapshot.",
 )
 @click.option(
+    "--max-queued-queries",
+    type=int,
+    default=DEFAULT_MAX_QUEUED,
+    show_default=True,
+    help="Queries that may wait for the engine; past it, RESOURCE_EXHAUSTED.",
+)
+@click.option("--max-concurrent-rpcs", type=int, default=1024, show_default=True)
+@click.option(
     "--grace",
     type=float,
     default=5.0,
@@ -55,6 +64,8 @@ def serve_command(
     metrics_port: int | None,
     metrics_host: str,
     reload_interval: float,
+    max_queued_queries: int,
+    max_concurrent_rpcs: int,
     grace: float,
 ) -> None:
     """Serve MatchService from the snapshots under --index."""
@@ -68,7 +79,12 @@ def serve_command(
     except SnapshotError as exc:
         raise click.ClickException(f"cannot serve: {exc}") from None
     try:
-        server, port = build_server(holder, listen)
+        server, port = build_server(
+            holder,
+            listen,
+            max_queued_queries=max_queued_queries,
+            max_concurrent_rpcs=max_concurrent_rpcs,
+        )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     if metrics_port is not None:

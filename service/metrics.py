@@ -27,3 +27,10 @@ SNAPSHOT_LOADED = Gauge(
 SNAPSHOT_REFUSED = Counter(
     "hashmatch_snapshot_refused_total", "Snapshots refused at load (bad checksum, truncated, ...)"
 )
+SNAPSHOT_AGE = Gauge(
+    "hashmatch_snapshot_age_seconds", "Seconds since the snapshot in service was built"
+)
+REJECTED = Counter(
+    "hashmatch_rejected_total", "Requests refused before search, by reason", ["reason"]
+)
+QUEUED = Gauge("hashmatch_queued_queries", "Queries waiting for an engine worker")

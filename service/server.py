@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from service import metrics
-from service.batcher import Batcher
+from service.batcher import DEFAULT_MAX_QUEUED, Batcher, DeadlineExceeded, Overloaded
 from service.queries import InvalidRequest, parse_request
 from service.snapshots import SnapshotHolder
 
@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 MATCH_SERVICE = match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+RETRY_PUSHBACK_MS = 100
+MAX_WAIT_SECONDS = 24 * 3600
 
 T = TypeVar("T")
 
@@ -34,6 +36,14 @@ def _guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) 
         return work()
     except InvalidRequest as exc:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except Overloaded as exc:
+        metrics.REJECTED.labels("overloaded").inc()
+        # gRPC's standard hint to clients with retry policies: wait before retrying.
+        context.set_trailing_metadata((("grpc-retry-pushback-ms", str(RETRY_PUSHBACK_MS)),))
+        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+    except DeadlineExceeded as exc:
+        metrics.REJECTED.labels("deadline").inc()
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     except Exception as exc:
         if _status(context) is not None:  # context.abort() already chose the status
             raise
@@ -41,6 +51,12 @@ def _guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) 
         log.exception("%s failed (request id %s)", method, request_id)
         context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
         raise exc  # unreachable: abort raises
+
+
+def _timeout(context: grpc.ServicerContext) -> float | None:
+    """Seconds left before the caller's deadline; None without one (grpcio reports ~forever)."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > MAX_WAIT_SECONDS else max(0.0, remaining)
 
 
 def _status(context: grpc.ServicerContext) -> grpc.StatusCode | None:
@@ -59,9 +75,11 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     def __init__(self, batcher: Batcher) -> None:
         self._batcher = batcher
 
-    def _answer(self, request: match_pb2.CheckRequest) -> match_pb2.CheckResponse:
+    def _answer(
+        self, request: match_pb2.CheckRequest, context: grpc.ServicerContext
+    ) -> match_pb2.CheckResponse:
         queries = parse_request(request)
-        version, found = self._batcher.check(queries)
+        version, found = self._batcher.check(queries, _timeout(context))
         response = match_pb2.CheckResponse(snapshot_version=version)
         for q, hits in zip(queries, found, strict=True):
             metrics.QUERIES.labels(q.signal).inc()
@@ -76,7 +94,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     ) -> match_pb2.CheckResponse:
         started = time.perf_counter()
         try:
-            return _guarded("Check", context, lambda: self._answer(request))
+            return _guarded("Check", context, lambda: self._answer(request, context))
         finally:
             _record("Check", context, started)
 
@@ -86,23 +104,33 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         started = time.perf_counter()
         try:
             for request in request_iterator:
-                yield _guarded("CheckStream", context, partial(self._answer, request))
+                yield _guarded("CheckStream", context, partial(self._answer, request, context))
         finally:
             _record("CheckStream", context, started)
 
 
 def build_server(
-    holder: SnapshotHolder, listen: str, max_workers: int = 16
+    holder: SnapshotHolder,
+    listen: str,
+    max_workers: int = 16,
+    max_queued_queries: int = DEFAULT_MAX_QUEUED,
+    max_concurrent_rpcs: int = 1024,
 ) -> tuple[grpc.Server, int]:
-    """A started-ready server bound to `listen`; returns it with the bound port."""
+    """A server ready to start, bound to `listen`; returns it with the bound port.
+
+    Past `max_concurrent_rpcs` in flight, gRPC itself answers RESOURCE_EXHAUSTED;
+    past `max_queued_queries` waiting for the engine, so does the batcher.
+    """
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
+        maximum_concurrent_rpcs=max_concurrent_rpcs,
     )
-    batcher = Batcher(lambda: holder.matcher)
+    batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries)
+    metrics.QUEUED.set_function(lambda: batcher.queued)
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 from indexer.snapshot import (
@@ -64,6 +65,8 @@ class SnapshotHolder:
         matcher = Matcher(snapshot)
         metrics.SNAPSHOT_VERSION.set(snapshot.version)
         metrics.SNAPSHOT_LOADED.set(time.time())
+        created = datetime.fromisoformat(snapshot.created_at).timestamp()
+        metrics.SNAPSHOT_AGE.set_function(lambda: time.time() - created)
         metrics.SNAPSHOT_ENTRIES.clear()
         for name, table in snapshot.tables.items():
             metrics.SNAPSHOT_ENTRIES.labels(name).set(table.count)

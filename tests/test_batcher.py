@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 
-from service.batcher import PIECE, Batcher
+from service.batcher import PIECE, Batcher, DeadlineExceeded, Overloaded
 from service.matcher import Hit, Matcher
 from service.queries import ParsedQuery
 
@@ -20,8 +20,10 @@ class EchoMatcher:
         self.version = version
         self.batches: list[int] = []
         self.gate = threading.Event()
+        self.entered = threading.Event()
 
     def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]:
+        self.entered.set()
         self.gate.wait(5)
         self.batches.append(len(queries))
         if any(q.hash == b"boom" for q in queries):
@@ -72,4 +74,40 @@ def test_engine_errors_reach_the_caller_and_the_workers_survive() -> None:
     with pytest.raises(RuntimeError, match="engine failure"):
         batcher.check([ParsedQuery("pdq", b"boom", 31)])
     assert batcher.check([q(7)])[1][0][0].distance == 7
+    batcher.close()
+
+
+def test_a_full_queue_refuses_at_once_and_recovers() -> None:
+    matcher = EchoMatcher()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=1, max_queued=300)
+    busy = threading.Thread(target=batcher.check, args=([q(0)],))
+    busy.start()
+    assert matcher.entered.wait(5), "the worker is searching q(0), held at the gate"
+    waiting = threading.Thread(target=batcher.check, args=([q(i) for i in range(200)],))
+    waiting.start()
+    while batcher.queued < 200:
+        threading.Event().wait(0.01)
+    with pytest.raises(Overloaded, match="200 queries waiting \\(limit 300\\)"):
+        batcher.check([q(i) for i in range(101)])
+    matcher.gate.set()
+    busy.join(5)
+    waiting.join(5)
+    assert batcher.queued == 0
+    # An idle server takes a request larger than the whole queue.
+    assert len(batcher.check([q(i) for i in range(1000)])[1]) == 1000
+    batcher.close()
+
+
+def test_expired_work_is_dropped_unsearched() -> None:
+    matcher = EchoMatcher()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=1)
+    busy = threading.Thread(target=batcher.check, args=([q(1)],))
+    busy.start()
+    assert matcher.entered.wait(5), "the worker is searching q(1), held at the gate"
+    with pytest.raises(DeadlineExceeded):
+        batcher.check([q(2)], timeout=0.05)
+    matcher.gate.set()
+    busy.join(5)
+    assert batcher.check([q(3)])[1][0][0].distance == 3
+    assert matcher.batches == [1, 1], "q(2) expired in the queue and was never searched"
     batcher.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -285,3 +286,46 @@ def test_running_server_swaps_in_new_snapshots_and_refuses_bad_ones(
         wait_for(lambda: any("refusing snapshot version 3" in line for line in srv.log), "refusal")
         response = check(stub, moon)
         assert response.snapshot_version == 2 and response.results[0].matched
+
+
+def test_overload_is_shed_with_resource_exhausted_and_the_server_recovers(
+    index_root: Path, photos: dict[str, bytes]
+) -> None:
+    batch = match_pb2.CheckRequest(queries=[GOOD] * 1000)
+    codes: list[grpc.StatusCode] = []
+    pushback: list[str] = []
+    with (
+        running_server(index_root, "--max-queued-queries", "1000") as srv,
+        grpc.insecure_channel(srv.address) as ch,
+    ):
+        stub = match_pb2_grpc.MatchServiceStub(ch)
+
+        def flood() -> None:
+            for _ in range(10):
+                try:
+                    stub.Check(batch, timeout=30)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+                    pushback.extend(
+                        v for k, v in exc.trailing_metadata() or () if k == "grpc-retry-pushback-ms"
+                    )
+
+        threads = [threading.Thread(target=flood) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0
+        assert codes.count(grpc.StatusCode.OK) > 0
+        assert pushback and all(v == "100" for v in pushback)
+        hit = query("pdq", pdq_of(photos["astronaut"]))
+        assert check(stub, hit).results[0].matched, "serving normally after the flood"
+
+
+def test_a_passed_deadline_is_deadline_exceeded(stub: match_pb2_grpc.MatchServiceStub) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Check(match_pb2.CheckRequest(queries=[GOOD] * 10_000), timeout=0.001)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert check(stub, GOOD).results[0].matched is False
