@@ -32,11 +32,9 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from synthetic import SIGNAL_FOR_BITS, dataset, queries, write_snapshot_of
 
-SIGNAL_FOR_BITS = {256: "pdq", 64: "phash"}
-FLIPS_FOR_BITS = {256: 20, 64: 5}
 BATCH = 1000
-SEED = 20261122
 
 
 def parse_n(text: str) -> int:
@@ -50,22 +48,6 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def dataset(n: int, bits: int) -> npt.NDArray[np.uint8]:
-    return np.random.default_rng(SEED).integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
-
-
-def queries(entries: npt.NDArray[np.uint8], count: int) -> dict[str, npt.NDArray[np.uint8]]:
-    n, nbytes = entries.shape
-    bits = nbytes * 8
-    rng = np.random.default_rng(SEED + 1)
-    miss = rng.integers(0, 256, size=(count, nbytes), dtype=np.uint8)
-    hit = entries[rng.integers(0, n, count)].copy()
-    unpacked = np.unpackbits(hit, axis=1)
-    for row in unpacked:
-        row[rng.choice(bits, FLIPS_FOR_BITS[bits], replace=False)] ^= 1
-    return {"miss": miss, "hit": np.packbits(unpacked, axis=1)}
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -82,8 +64,6 @@ def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius
 def worker_build(n: int, bits: int, out: Path) -> dict[str, Any]:
     from hashmatch.signals import get_signal
     from indexer.mih import MIH_MIN_ENTRIES, build_tables, plan_for
-    from indexer.snapshot import SignalTable, write_snapshot
-    from indexer.store import MATCH_ID_BYTES
 
     signal = get_signal(SIGNAL_FOR_BITS[bits])
     entries = dataset(n, bits)
@@ -91,19 +71,8 @@ def worker_build(n: int, bits: int, out: Path) -> dict[str, Any]:
     plan = plan_for(bits, signal.threshold, n)
     tables = build_tables(entries, plan) if n >= MIH_MIN_ENTRIES else None
     build_s = time.perf_counter() - started
-    table = SignalTable(
-        signal.name,
-        bits,
-        signal.threshold,
-        False,
-        entries,
-        np.zeros(n, np.uint32),
-        np.random.default_rng(SEED + 2).integers(0, 256, (n, MATCH_ID_BYTES), dtype=np.uint8),
-        np.arange(1, n + 1, dtype=np.int64),
-        tables,
-    )
     started = time.perf_counter()
-    write_snapshot(out, ("bench",), [table], n)
+    write_snapshot_of(entries, out, tables)
     return {
         "build_s": build_s,
         "write_s": time.perf_counter() - started,
