@@ -8,7 +8,7 @@ from typing import cast
 
 import pytest
 
-from service.batcher import PIECE, Batcher, DeadlineExceeded, Overloaded
+from service.batcher import DIRECT, PIECE, Batcher, DeadlineExceeded, Overloaded
 from service.matcher import Hit, Matcher
 from service.queries import ParsedQuery
 
@@ -33,6 +33,15 @@ class EchoMatcher:
 
 def q(i: int) -> ParsedQuery:
     return ParsedQuery("pdq", bytes([i % 256]) * 32, 31)
+
+
+def test_idle_single_queries_are_searched_directly() -> None:
+    matcher = EchoMatcher()
+    matcher.gate.set()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=2)
+    assert batcher.check([q(9)]) == (1, [[Hit("l", "id", 9)]])
+    assert matcher.batches == [1]
+    batcher.close()
 
 
 def test_concurrent_single_queries_share_batches() -> None:
@@ -80,7 +89,7 @@ def test_engine_errors_reach_the_caller_and_the_workers_survive() -> None:
 def test_a_full_queue_refuses_at_once_and_recovers() -> None:
     matcher = EchoMatcher()
     batcher = Batcher(lambda: cast(Matcher, matcher), workers=1, max_queued=300)
-    busy = threading.Thread(target=batcher.check, args=([q(0)],))
+    busy = threading.Thread(target=batcher.check, args=([q(0)] * (DIRECT + 1),))
     busy.start()
     assert matcher.entered.wait(5), "the worker is searching q(0), held at the gate"
     waiting = threading.Thread(target=batcher.check, args=([q(i) for i in range(200)],))
@@ -101,13 +110,13 @@ def test_a_full_queue_refuses_at_once_and_recovers() -> None:
 def test_expired_work_is_dropped_unsearched() -> None:
     matcher = EchoMatcher()
     batcher = Batcher(lambda: cast(Matcher, matcher), workers=1)
-    busy = threading.Thread(target=batcher.check, args=([q(1)],))
+    busy = threading.Thread(target=batcher.check, args=([q(1)] * (DIRECT + 1),))
     busy.start()
     assert matcher.entered.wait(5), "the worker is searching q(1), held at the gate"
     with pytest.raises(DeadlineExceeded):
-        batcher.check([q(2)], timeout=0.05)
+        batcher.check([q(2)] * (DIRECT + 1), timeout=0.05)
     matcher.gate.set()
     busy.join(5)
     assert batcher.check([q(3)])[1][0][0].distance == 3
-    assert matcher.batches == [1, 1], "q(2) expired in the queue and was never searched"
+    assert matcher.batches == [DIRECT + 1, 1], "q(2) expired queued and was never searched"
     batcher.close()
