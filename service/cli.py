@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from types import FrameType
@@ -14,6 +13,7 @@ from prometheus_client import start_http_server
 
 from indexer.snapshot import SnapshotError
 from service.batcher import DEFAULT_MAX_QUEUED
+from service.logs import configure as configure_logs
 from service.server import build_server
 from service.snapshots import SnapshotHolder
 
@@ -52,6 +52,13 @@ log = logging.getLogger("hashmatch.serve")
 )
 @click.option("--max-concurrent-rpcs", type=int, default=1024, show_default=True)
 @click.option(
+    "--log-format",
+    type=click.Choice(["json", "text"]),
+    default="json",
+    show_default=True,
+    help="Structured JSON lines (with request ids) or plain text.",
+)
+@click.option(
     "--grace",
     type=float,
     default=5.0,
@@ -66,14 +73,11 @@ def serve_command(
     reload_interval: float,
     max_queued_queries: int,
     max_concurrent_rpcs: int,
+    log_format: str,
     grace: float,
 ) -> None:
     """Serve MatchService from the snapshots under --index."""
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logs(log_format)
     try:
         holder = SnapshotHolder(index_root)
     except SnapshotError as exc:

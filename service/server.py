@@ -30,27 +30,52 @@ MAX_WAIT_SECONDS = 24 * 3600
 T = TypeVar("T")
 
 
+def _request_id(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id, or a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and value:
+            return value[:64]
+    return uuid.uuid4().hex[:16]
+
+
+def _refuse(
+    method: str,
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    *extra: tuple[str, str],
+) -> None:
+    """End the RPC with `code`, logging it and returning its request id to the caller."""
+    request_id = _request_id(context)
+    fields = {"request_id": request_id, "method": method, "code": code.name}
+    log.warning("%s refused: %s", method, message, extra=fields)
+    context.set_trailing_metadata((("x-request-id", request_id), *extra))
+    context.abort(code, message)
+
+
 def _guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
     """Run a handler body: bad input → INVALID_ARGUMENT, a bug → INTERNAL, never UNKNOWN."""
     try:
         return work()
     except InvalidRequest as exc:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except Overloaded as exc:
         metrics.REJECTED.labels("overloaded").inc()
         # gRPC's standard hint to clients with retry policies: wait before retrying.
-        context.set_trailing_metadata((("grpc-retry-pushback-ms", str(RETRY_PUSHBACK_MS)),))
-        context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        pushback = ("grpc-retry-pushback-ms", str(RETRY_PUSHBACK_MS))
+        _refuse(method, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), pushback)
     except DeadlineExceeded as exc:
         metrics.REJECTED.labels("deadline").inc()
-        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+        _refuse(method, context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
     except Exception as exc:
         if _status(context) is not None:  # context.abort() already chose the status
             raise
-        request_id = uuid.uuid4().hex[:12]
-        log.exception("%s failed (request id %s)", method, request_id)
+        request_id = _request_id(context)
+        log.exception("%s failed", method, extra={"request_id": request_id, "method": method})
+        context.set_trailing_metadata((("x-request-id", request_id),))
         context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
         raise exc  # unreachable: abort raises
+    raise AssertionError("unreachable: every refusal aborts")
 
 
 def _timeout(context: grpc.ServicerContext) -> float | None:
@@ -112,7 +137,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
 def build_server(
     holder: SnapshotHolder,
     listen: str,
-    max_workers: int = 16,
+    max_workers: int = 64,
     max_queued_queries: int = DEFAULT_MAX_QUEUED,
     max_concurrent_rpcs: int = 1024,
 ) -> tuple[grpc.Server, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -329,3 +330,20 @@ def test_a_passed_deadline_is_deadline_exceeded(stub: match_pb2_grpc.MatchServic
         stub.Check(match_pb2.CheckRequest(queries=[GOOD] * 10_000), timeout=0.001)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert check(stub, GOOD).results[0].matched is False
+
+
+def test_refusals_carry_a_request_id_into_the_json_log(
+    stub: match_pb2_grpc.MatchServiceStub, server: ServerProcess
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Check(match_pb2.CheckRequest(), metadata=(("x-request-id", "req-4711"),), timeout=10)
+    assert ("x-request-id", "req-4711") in tuple(err.value.trailing_metadata() or ())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        events = [json.loads(line) for line in server.log if line.startswith("{")]
+        mine = [e for e in events if e.get("request_id") == "req-4711"]
+        if mine:
+            break
+        time.sleep(0.05)
+    assert mine and mine[0]["code"] == "INVALID_ARGUMENT" and mine[0]["method"] == "Check"
+    assert "empty batch" in mine[0]["message"]
