@@ -32,22 +32,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from synthetic import SIGNAL_FOR_BITS, dataset, queries, write_snapshot_of
+from proc import rss_mb
+from synthetic import SIGNAL_FOR_BITS, dataset, parse_n, queries, write_snapshot_of
 
 BATCH = 1000
-
-
-def parse_n(text: str) -> int:
-    text = text.strip().upper()
-    scale = {"K": 1_000, "M": 1_000_000}.get(text[-1], 1)
-    return int(float(text.rstrip("KM")) * scale)
-
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -79,7 +67,7 @@ def worker_build(n: int, bits: int, out: Path) -> dict[str, Any]:
         "plan": [(c.length, c.radius) for c in plan.chunks],
         "probes": plan.probes(),
         "candidates": round(plan.candidates(n)),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": rss_mb(key="VmHWM"),
     }
 
 
@@ -146,7 +134,7 @@ def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict
         found = [hits for b in batches for hits in answers[id(b)]]
         result[kind]["matched"] = sum(bool(h) for h in found)
         result[f"{kind}_found"] = found
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = rss_mb(key="VmHWM")
     # Recall against brute force, on a sample (after the RSS reading: the scan needs memory).
     index_of = {bytes(m): i for i, m in enumerate(matcher.snapshot.tables[signal].match_ids)}
     checked = 0
@@ -212,7 +200,7 @@ def worker_peer(n: int, count: int) -> dict[str, Any]:
         result[f"batch_{kind}"] = summarize(len(hexes), wall, latencies) | {
             "matched": matched["batch"]
         }
-    result["peak_rss_mb"] = peak_rss_mb()
+    result["peak_rss_mb"] = rss_mb(key="VmHWM")
     return result
 
 

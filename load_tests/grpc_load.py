@@ -31,17 +31,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from synthetic import dataset, perturb
+from proc import cpu_seconds, rss_mb
+from synthetic import dataset, parse_n, perturb
 
 MODES = {"unary": 1, "batch100": 100, "batch1000": 1000, "stream1000": 1000}
 HIT_RATE = 0.01
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def parse_n(text: str) -> int:
-    text = text.strip().upper()
-    scale = {"K": 1_000, "M": 1_000_000}.get(text[-1], 1)
-    return int(float(text.rstrip("KM")) * scale)
 
 
 # ---------------------------------------------------------------- client process
@@ -149,18 +144,6 @@ def client(
 
 
 # ---------------------------------------------------------------- orchestration
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int, key: str = "VmRSS") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def run_scenario(

@@ -20,6 +20,13 @@ FLIPS_FOR_BITS = {256: 20, 64: 5}
 SEED = 20261122
 
 
+def parse_n(text: str) -> int:
+    """A list size as written on the command line: 20K, 1M, 10M."""
+    text = text.strip().upper()
+    scale = {"K": 1_000, "M": 1_000_000}.get(text[-1], 1)
+    return int(float(text.rstrip("KM")) * scale)
+
+
 def dataset(n: int, bits: int) -> npt.NDArray[np.uint8]:
     return np.random.default_rng(SEED).integers(0, 256, size=(n, bits // 8), dtype=np.uint8)
 
