@@ -139,8 +139,8 @@ def _search(
     probe_base = np.empty(max_probes, np.int64)
     lo = np.empty(max_probes, np.int64)
     hi = np.empty(max_probes, np.int64)
-    cand = np.empty(1 << 14, np.int64)
-    rows = np.empty((1 << 14, n_words), np.uint64)
+    cand = np.empty(1 << 11, np.int64)
+    rows = np.empty((1 << 11, n_words), np.uint64)
     d = PREFETCH_DISTANCE
     for qi in range(nq):
         q = queries[qi]
