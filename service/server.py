@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -38,6 +39,32 @@ def _request_id(context: grpc.ServicerContext) -> str:
     return uuid.uuid4().hex[:16]
 
 
+class _LogBudget:
+    """At most `per_second` log lines per status code; the rest are counted and
+    reported with the next line, so a flood of refusals is not also a flood of logs."""
+
+    def __init__(self, per_second: int = 10) -> None:
+        self._per_second = per_second
+        self._window: dict[str, tuple[int, int, int]] = {}  # code → (second, logged, dropped)
+        self._lock = threading.Lock()
+
+    def take(self, code: str) -> int | None:
+        """None if this event should not be logged, else how many were dropped before it."""
+        now = int(time.monotonic())
+        with self._lock:
+            second, logged, dropped = self._window.get(code, (now, 0, 0))
+            if second != now:
+                second, logged = now, 0
+            if logged >= self._per_second:
+                self._window[code] = (second, logged, dropped + 1)
+                return None
+            self._window[code] = (second, logged + 1, 0)
+            return dropped
+
+
+_log_budget = _LogBudget()
+
+
 def _refuse(
     method: str,
     context: grpc.ServicerContext,
@@ -47,8 +74,11 @@ def _refuse(
 ) -> None:
     """End the RPC with `code`, logging it and returning its request id to the caller."""
     request_id = _request_id(context)
-    fields = {"request_id": request_id, "method": method, "code": code.name}
-    log.warning("%s refused: %s", method, message, extra=fields)
+    dropped = _log_budget.take(code.name)
+    if dropped is not None:
+        fields = {"request_id": request_id, "method": method, "code": code.name}
+        more = f" ({dropped} more {code.name} not logged)" if dropped else ""
+        log.warning("%s refused: %s%s", method, message, more, extra=fields)
     context.set_trailing_metadata((("x-request-id", request_id), *extra))
     context.abort(code, message)
 

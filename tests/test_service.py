@@ -347,3 +347,14 @@ def test_refusals_carry_a_request_id_into_the_json_log(
         time.sleep(0.05)
     assert mine and mine[0]["code"] == "INVALID_ARGUMENT" and mine[0]["method"] == "Check"
     assert "empty batch" in mine[0]["message"]
+
+
+def test_refusal_logs_are_rate_limited_per_status() -> None:
+    from service.server import _LogBudget
+
+    budget = _LogBudget(per_second=3)
+    taken = [budget.take("RESOURCE_EXHAUSTED") for _ in range(10)]
+    assert taken[:3] == [0, 0, 0] and taken[3:] == [None] * 7
+    assert budget.take("INVALID_ARGUMENT") == 0, "each status code has its own budget"
+    time.sleep(1.05)
+    assert budget.take("RESOURCE_EXHAUSTED") == 7, "the next line says how many were dropped"
