@@ -20,7 +20,7 @@ def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'store.db'}"
 
 
-def test_json_lines_and_csv_import_with_refusals(tmp_path: Path) -> None:
+def test_json_lines_and_csv_import_with_refusals(store_url: str) -> None:
     lines = [
         json.dumps({"file": "a.jpg", "signal": "pdq", "hash": PDQ_A, "quality": 100}),
         f"pdq,{PDQ_B},case-17",
@@ -35,7 +35,7 @@ def test_json_lines_and_csv_import_with_refusals(tmp_path: Path) -> None:
         '{"signal": "pdq", "hash": "00", "quality": "high"}',
         "md5,0123456789abcdef0123456789ABCDEF",
     ]
-    store = open_store(url(tmp_path))
+    store = open_store(store_url)
     report = import_lines(store, "hotline-a", lines)
     assert (report.added, report.duplicates) == (4, 1)
     refused = {r.line: r.reason for r in report.refused}
@@ -59,13 +59,13 @@ def test_csv_header_and_refs_are_kept(tmp_path: Path) -> None:
         assert db.execute("SELECT source_ref FROM entries").fetchone() == ("IWF-123",)
 
 
-def test_entries_survive_reopen_with_opaque_match_ids(tmp_path: Path) -> None:
-    store = open_store(url(tmp_path))
+def test_entries_survive_reopen_with_opaque_match_ids(store_url: str) -> None:
+    store = open_store(store_url)
     store.add_entries(
         "l", [NewEntry("pdq", bytes.fromhex(PDQ_A)), NewEntry("pdq", bytes.fromhex(PDQ_B))]
     )
     store.close()
-    store = open_store(url(tmp_path))
+    store = open_store(store_url)
     e = store.read_signal("pdq", 32)
     assert e.hashes.shape == (2, 32) and e.match_ids.shape == (2, MATCH_ID_BYTES)
     assert bytes(e.hashes[0]) == bytes.fromhex(PDQ_A)
@@ -75,12 +75,39 @@ def test_entries_survive_reopen_with_opaque_match_ids(tmp_path: Path) -> None:
     store.close()
 
 
-def test_same_hash_in_two_lists_is_two_entries(tmp_path: Path) -> None:
-    store = open_store(url(tmp_path))
+def test_same_hash_in_two_lists_is_two_entries(store_url: str) -> None:
+    store = open_store(store_url)
     for name in ("a", "b"):
         assert store.add_entries(name, [NewEntry("pdq", bytes.fromhex(PDQ_A))]).added == 1
     assert len(store.read_signal("pdq", 32).entry_ids) == 2
     store.close()
+
+
+def test_postgres_schema_is_versioned(postgres_url: str) -> None:
+    import psycopg
+
+    from indexer.store.postgresql import MIGRATIONS as PG_MIGRATIONS
+
+    open_store(postgres_url).close()
+    open_store(postgres_url).close()  # a second start migrates nothing
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        versions = [r[0] for r in db.execute("SELECT version FROM hashmatch_schema")]
+        assert versions == list(range(1, len(PG_MIGRATIONS) + 1))
+        db.execute("INSERT INTO hashmatch_schema VALUES (99)")
+    with pytest.raises(RuntimeError, match="schema version 99"):
+        open_store(postgres_url)
+
+
+def test_an_index_builds_from_either_backend(store_url: str, tmp_path: Path) -> None:
+    from indexer.snapshot import read_snapshot
+    from tests.conftest import build_index
+
+    store = open_store(store_url)
+    import_lines(store, "l", [f"pdq,{PDQ_A}", f"pdq,{PDQ_B}", "phash,c2924c5532bddfc8"])
+    store.close()
+    snap = read_snapshot(build_index(store_url, tmp_path / "index").parent)
+    assert {s: t.count for s, t in snap.tables.items()} == {"pdq": 2, "phash": 1}
+    assert snap.lists == ("l",)
 
 
 def test_schema_is_versioned(tmp_path: Path) -> None:
@@ -96,7 +123,7 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
     ("bad", "message"),
     [
         ("hashmatch.db", "has no scheme"),
-        ("mysql://x/y", "unsupported scheme 'mysql'"),
+        ("mysql://x/y", "unsupported scheme 'mysql' \\(supported: sqlite, postgresql\\)"),
         ("sqlite://relative.db", "expected sqlite:///PATH"),
     ],
 )

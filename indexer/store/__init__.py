@@ -58,7 +58,8 @@ class Store(Protocol):
 
 
 def open_store(url: str) -> Store:
-    """Open a store by URL: `sqlite:///relative.db` or `sqlite:////absolute/path.db`."""
+    """Open a store by URL: `sqlite:///relative.db`, `sqlite:////absolute/path.db`, or
+    `postgresql://user@host:port/database` (any libpq URI)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         raise StoreURLError(f"store URL {url!r} has no scheme; try sqlite:///./hashmatch.db")
@@ -68,4 +69,10 @@ def open_store(url: str) -> Store:
         if not rest.startswith("/") or rest == "/":
             raise StoreURLError(f"store URL {url!r}: expected sqlite:///PATH")
         return SqliteStore(rest[1:])
-    raise StoreURLError(f"store URL {url!r}: unsupported scheme {scheme!r} (supported: sqlite)")
+    if scheme in ("postgresql", "postgres"):
+        from indexer.store.postgresql import PostgresStore
+
+        return PostgresStore(url)
+    raise StoreURLError(
+        f"store URL {url!r}: unsupported scheme {scheme!r} (supported: sqlite, postgresql)"
+    )
