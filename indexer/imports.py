@@ -1,4 +1,5 @@
-"""Importing hash lists: JSON lines as `hashmatch hash` prints them, or CSV `signal,hexhash[,ref]`.
+"""Importing hash lists: JSON lines as `hashmatch hash` prints them, CSV `signal,hexhash[,ref]`,
+python-threatexchange signal files (`pdq <hex>`), or bare hex given the signal type.
 
 A line that can't be used is reported with its number and why; the rest of
 the file still goes in.
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 
 from hashmatch.codec import HashFormatError
 from hashmatch.signals import UnknownSignalError, get_signal
+from indexer.list_formats import THREATEXCHANGE_UNMAPPED
 from indexer.store import NewEntry, Store
 
 
@@ -33,8 +35,15 @@ class LineError(ValueError):
     pass
 
 
-def _fields(text: str) -> tuple[str, str, int | None, str | None]:
+def _fields(text: str, bare_signal: str | None) -> tuple[str, str, int | None, str | None]:
     """signal, hex, quality, source ref of one non-blank line."""
+    if bare_signal and "," not in text and " " not in text and not text.startswith("{"):
+        return bare_signal, text, None, None
+    if " " in text and "," not in text and not text.startswith("{"):
+        name, _, rest = text.partition(" ")
+        if name in THREATEXCHANGE_UNMAPPED:
+            raise LineError(f"python-threatexchange type {name!r} has no hashmatch equivalent")
+        return name, rest.strip(), None, None
     if text.startswith("{"):
         try:
             obj = json.loads(text)
@@ -54,8 +63,8 @@ def _fields(text: str) -> tuple[str, str, int | None, str | None]:
     return row[0].strip(), row[1].strip(), None, (row[2].strip() or None) if len(row) == 3 else None
 
 
-def parse_line(text: str) -> NewEntry:
-    signal_name, hex_text, quality, ref = _fields(text)
+def parse_line(text: str, bare_signal: str | None = None) -> NewEntry:
+    signal_name, hex_text, quality, ref = _fields(text, bare_signal)
     try:
         signal = get_signal(signal_name.lower())
         return NewEntry(signal.name, signal.parse_hex(hex_text), quality, ref)
@@ -67,7 +76,10 @@ def is_header(text: str) -> bool:
     return text.replace(" ", "").lower().startswith("signal,hash")
 
 
-def import_lines(store: Store, list_name: str, lines: Iterable[str]) -> ImportReport:
+def import_lines(
+    store: Store, list_name: str, lines: Iterable[str], bare_signal: str | None = None
+) -> ImportReport:
+    """Add every usable line to the list; `bare_signal` is the type of bare hex lines."""
     report = ImportReport()
 
     def entries() -> Iterator[NewEntry]:
@@ -76,7 +88,7 @@ def import_lines(store: Store, list_name: str, lines: Iterable[str]) -> ImportRe
             if not text or text.startswith("#") or (number == 1 and is_header(text)):
                 continue
             try:
-                yield parse_line(text)
+                yield parse_line(text, bare_signal)
             except LineError as exc:
                 report.refused.append(Refusal(number, str(exc)))
 

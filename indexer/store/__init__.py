@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,6 +23,13 @@ class NewEntry:
     hash: bytes
     quality: int | None = None
     source_ref: str | None = None
+
+
+@dataclass(frozen=True)
+class ListEntry:
+    signal: str
+    hash: bytes
+    source_ref: str | None
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,10 @@ class Store(Protocol):
         ...
 
     def lists(self) -> dict[int, str]: ...
+
+    def list_entries(self, list_name: str) -> Iterator[ListEntry]:
+        """Every entry of one list, oldest first; KeyError if there is no such list."""
+        ...
 
     def signal_names(self) -> list[str]: ...
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import psycopg
 
-from indexer.store import MATCH_ID_BYTES, AddCounts, NewEntry, SignalEntries
+from indexer.store import MATCH_ID_BYTES, AddCounts, ListEntry, NewEntry, SignalEntries
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -104,6 +104,20 @@ class PostgresStore:
         with self._db.transaction(), self._db.cursor() as cur:
             cur.execute("SELECT id, name FROM lists")
             return {int(i): str(n) for i, n in cur.fetchall()}
+
+    def list_entries(self, list_name: str) -> Iterator[ListEntry]:
+        with self._db.transaction(), self._db.cursor() as cur:
+            cur.execute("SELECT id FROM lists WHERE name = %s", (list_name,))
+            row = cur.fetchone()
+            if row is None:
+                raise KeyError(list_name)
+            cur.execute(
+                "SELECT signal, hash, source_ref FROM entries WHERE list_id = %s ORDER BY id",
+                (row[0],),
+            )
+            rows = cur.fetchall()
+        for signal, hash_bytes, ref in rows:
+            yield ListEntry(str(signal), bytes(hash_bytes), ref)
 
     def signal_names(self) -> list[str]:
         with self._db.transaction(), self._db.cursor() as cur:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from indexer.store import MATCH_ID_BYTES, AddCounts, NewEntry, SignalEntries
+from indexer.store import MATCH_ID_BYTES, AddCounts, ListEntry, NewEntry, SignalEntries
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -120,6 +120,16 @@ class SqliteStore:
 
     def lists(self) -> dict[int, str]:
         return {int(i): str(n) for i, n in self._db.execute("SELECT id, name FROM lists")}
+
+    def list_entries(self, list_name: str) -> Iterator[ListEntry]:
+        row = self._db.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
+        if row is None:
+            raise KeyError(list_name)
+        cur = self._db.execute(
+            "SELECT signal, hash, source_ref FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
+        )
+        for signal, hash_bytes, ref in cur:
+            yield ListEntry(str(signal), bytes(hash_bytes), ref)
 
     def signal_names(self) -> list[str]:
         rows = self._db.execute("SELECT DISTINCT signal FROM entries ORDER BY signal")
