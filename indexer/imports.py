@@ -58,6 +58,8 @@ def _fields(text: str, bare_signal: str | None) -> tuple[str, str, int | None, s
             raise LineError('malformed JSON: "quality" must be an integer or null')
         return signal, hex_text, quality, None
     row = next(csv.reader([text]))
+    if len(row) == 1 and all(c in "0123456789abcdefABCDEF" for c in text):
+        raise LineError("a bare hex hash: give its signal type with --signal")
     if len(row) not in (2, 3):
         raise LineError(f"malformed CSV: expected signal,hexhash[,ref], got {len(row)} fields")
     return row[0].strip(), row[1].strip(), None, (row[2].strip() or None) if len(row) == 3 else None

@@ -34,12 +34,14 @@ def test_json_lines_and_csv_import_with_refusals(store_url: str) -> None:
         '{"signal": "pdq", "hash": ',
         '{"signal": "pdq", "hash": "00", "quality": "high"}',
         "md5,0123456789abcdef0123456789ABCDEF",
+        "0123456789abcdef",
     ]
     store = open_store(store_url)
     report = import_lines(store, "hotline-a", lines)
     assert (report.added, report.duplicates) == (4, 1)
     refused = {r.line: r.reason for r in report.refused}
-    assert set(refused) == {7, 8, 9, 10, 11}
+    assert set(refused) == {7, 8, 9, 10, 11, 13}
+    assert refused[13] == "a bare hex hash: give its signal type with --signal"
     assert refused[7] == "pdq hash: expected 64 hex characters, got 2"
     assert refused[8].startswith("unknown signal 'photodna'")
     assert refused[9].startswith("malformed CSV")
