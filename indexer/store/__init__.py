@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -46,6 +47,31 @@ class SignalEntries:
     list_ids: npt.NDArray[np.uint32]
     hashes: npt.NDArray[np.uint8]  # shape (n, bits / 8)
     match_ids: npt.NDArray[np.uint8]  # shape (n, MATCH_ID_BYTES)
+
+
+EntryRow = tuple[int, str, bytes, bytes, int | None, str | None]
+
+
+def new_entry_rows(list_id: int, batch: Iterable[NewEntry]) -> list[EntryRow]:
+    """(list_id, signal, hash, match_id, quality, source_ref) rows, each with a fresh
+    random match id: the opaque id checkers see, unrelated to the hash."""
+    return [
+        (list_id, e.signal, e.hash, os.urandom(MATCH_ID_BYTES), e.quality, e.source_ref)
+        for e in batch
+    ]
+
+
+def signal_entries(rows: Sequence[Sequence[Any]], nbytes: int) -> SignalEntries:
+    """Arrays from (id, list_id, hash, match_id) rows, as both backends return them."""
+    n = len(rows)
+    return SignalEntries(
+        np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
+        np.fromiter((r[1] for r in rows), dtype=np.uint32, count=n),
+        np.frombuffer(b"".join(bytes(r[2]) for r in rows), dtype=np.uint8).reshape(n, nbytes),
+        np.frombuffer(b"".join(bytes(r[3]) for r in rows), dtype=np.uint8).reshape(
+            n, MATCH_ID_BYTES
+        ),
+    )
 
 
 class Store(Protocol):

@@ -9,13 +9,18 @@ advisory lock, so several processes may start at once.
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Iterable, Iterator
 
-import numpy as np
 import psycopg
 
-from indexer.store import MATCH_ID_BYTES, AddCounts, ListEntry, NewEntry, SignalEntries
+from indexer.store import (
+    AddCounts,
+    ListEntry,
+    NewEntry,
+    SignalEntries,
+    new_entry_rows,
+    signal_entries,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -83,17 +88,7 @@ class PostgresStore:
                     "INSERT INTO entries (list_id, signal, hash, match_id, quality, source_ref)"
                     " VALUES (%s, %s, %s, %s, %s, %s)"
                     " ON CONFLICT (list_id, signal, hash) DO NOTHING",
-                    [
-                        (
-                            list_id,
-                            e.signal,
-                            e.hash,
-                            os.urandom(MATCH_ID_BYTES),
-                            e.quality,
-                            e.source_ref,
-                        )
-                        for e in batch
-                    ],
+                    new_entry_rows(list_id, batch),
                 )
                 inserted = cur.rowcount
             added += inserted
@@ -131,14 +126,7 @@ class PostgresStore:
                 (signal,),
             )
             rows = cur.fetchall()
-        n = len(rows)
-        entry_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        list_ids = np.fromiter((r[1] for r in rows), dtype=np.uint32, count=n)
-        hashes = np.frombuffer(b"".join(bytes(r[2]) for r in rows), dtype=np.uint8)
-        match_ids = np.frombuffer(b"".join(bytes(r[3]) for r in rows), dtype=np.uint8)
-        return SignalEntries(
-            entry_ids, list_ids, hashes.reshape(n, nbytes), match_ids.reshape(n, MATCH_ID_BYTES)
-        )
+        return signal_entries(rows, nbytes)
 
     def last_entry_id(self) -> int:
         with self._db.transaction(), self._db.cursor() as cur:

@@ -7,16 +7,20 @@ kill -9 or power loss. The schema is versioned through PRAGMA user_version.
 from __future__ import annotations
 
 import itertools
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
-
-from indexer.store import MATCH_ID_BYTES, AddCounts, ListEntry, NewEntry, SignalEntries
+from indexer.store import (
+    AddCounts,
+    ListEntry,
+    NewEntry,
+    SignalEntries,
+    new_entry_rows,
+    signal_entries,
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -91,18 +95,7 @@ class SqliteStore:
                     "INSERT OR IGNORE INTO entries"
                     " (list_id, signal, hash, match_id, quality, source_ref, added_at)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [
-                        (
-                            list_id,
-                            e.signal,
-                            e.hash,
-                            os.urandom(MATCH_ID_BYTES),
-                            e.quality,
-                            e.source_ref,
-                            now,
-                        )
-                        for e in batch
-                    ],
+                    [(*row, now) for row in new_entry_rows(list_id, batch)],
                 )
             added += cur.rowcount
             duplicates += len(batch) - cur.rowcount
@@ -140,12 +133,7 @@ class SqliteStore:
             "SELECT id, list_id, hash, match_id FROM entries WHERE signal = ? ORDER BY id",
             (signal,),
         ).fetchall()
-        n = len(rows)
-        entry_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=n)
-        list_ids = np.fromiter((r[1] for r in rows), dtype=np.uint32, count=n)
-        hashes = np.frombuffer(b"".join(r[2] for r in rows), dtype=np.uint8).reshape(n, nbytes)
-        match_ids = np.frombuffer(b"".join(r[3] for r in rows), dtype=np.uint8)
-        return SignalEntries(entry_ids, list_ids, hashes, match_ids.reshape(n, MATCH_ID_BYTES))
+        return signal_entries(rows, nbytes)
 
     def last_entry_id(self) -> int:
         return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()[0])
