@@ -69,9 +69,12 @@ def parse_line(text: str, bare_signal: str | None = None) -> NewEntry:
     signal_name, hex_text, quality, ref = _fields(text, bare_signal)
     try:
         signal = get_signal(signal_name.lower())
-        return NewEntry(signal.name, signal.parse_hex(hex_text), quality, ref)
+        hash_bytes = signal.parse_hex(hex_text)
     except (UnknownSignalError, HashFormatError) as exc:
         raise LineError(str(exc)) from None
+    if reason := signal.degenerate(hash_bytes, quality):
+        raise LineError(reason)
+    return NewEntry(signal.name, hash_bytes, quality, ref)
 
 
 def is_header(text: str) -> bool:

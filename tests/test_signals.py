@@ -98,3 +98,45 @@ def test_undecodable_image_is_a_clear_error() -> None:
     png_head = b"\x89PNG\r\n\x1a\n" + b"\x00" * 40
     with pytest.raises(ImageError):
         decode_rgb(png_head)
+
+
+def flat_image(color: tuple[int, int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (256, 256), color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("color", [(0, 0, 0), (255, 255, 255), (128, 128, 128), (200, 30, 30)])
+def test_flat_images_hash_to_degenerate_entries(color: tuple[int, int, int]) -> None:
+    """A flat image's hash would match huge numbers of innocent uploads: never listable."""
+    for result in hash_bytes(flat_image(color), [s for s in SIGNALS.values() if not s.exact]):
+        signal = SIGNALS[result.signal]
+        assert signal.degenerate(result.hash, result.quality), (result.signal, color)
+        if signal.name == "pdq":  # without its quality score, too (CSV and hex lists carry none)
+            assert signal.degenerate(result.hash, None), color
+
+
+def test_real_photos_are_listable(photos: dict[str, bytes]) -> None:
+    """Every bundled photo and its edits pass, but for page.png's all-ones dhash and the
+    PDQ of clock_motion.png, whose quality (34) is below what PDQ's authors accept."""
+    from hashmatch.standins import EDITS
+
+    refused = set()
+    for name, data in photos.items():
+        for copy in [data] + [edit(data) for edit in EDITS.values()]:
+            for r in hash_bytes(copy, list(SIGNALS.values())):
+                if SIGNALS[r.signal].degenerate(r.hash, r.quality):
+                    refused.add((name, r.signal))
+    assert refused == {("page", "dhash"), ("clock_motion", "pdq")}
+
+
+def test_degenerate_reasons_name_the_problem() -> None:
+    pdq = get_signal("pdq")
+    assert "all bits zero" in str(pdq.degenerate(bytes(32)))
+    assert "all bits one" in str(get_signal("sha256").degenerate(b"\xff" * 32))
+    assert "sets 1 of 64 bits" in str(
+        get_signal("phash").degenerate(bytes.fromhex("8000000000000000"))
+    )
+    low_quality = pdq.degenerate(bytes.fromhex("0f" * 32), quality=34)
+    assert low_quality == "pdq quality 34 is below 50: too little detail to match safely"
+    assert get_signal("md5").degenerate(bytes(range(16))) is None

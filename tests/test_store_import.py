@@ -52,6 +52,25 @@ def test_json_lines_and_csv_import_with_refusals(store_url: str) -> None:
     store.close()
 
 
+def test_degenerate_hashes_are_refused_at_import(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 's.db'}")
+    lines = [
+        f"pdq,{PDQ_A}",
+        "pdq," + "0" * 64,
+        "phash,8000000000000000",
+        json.dumps({"signal": "pdq", "hash": PDQ_B, "quality": 34}),
+        "pdq,00001134000011342c4b00002c4b1134000000002c4b2c4b00002c4b8200554b",
+    ]
+    report = import_lines(store, "l", lines)
+    store.close()
+    assert report.added == 1
+    refused = {r.line: r.reason for r in report.refused}
+    assert refused[2] == "pdq hash has all bits zero: a featureless image"
+    assert refused[3].startswith("phash hash sets 1 of 64 bits")
+    assert refused[4] == "pdq quality 34 is below 50: too little detail to match safely"
+    assert "sets 60 of 256 bits" in refused[5], "a flat white image's PDQ, quality unknown"
+
+
 def test_csv_header_and_refs_are_kept(tmp_path: Path) -> None:
     store = open_store(url(tmp_path))
     report = import_lines(store, "l", ["signal,hash,ref", f"pdq,{PDQ_A},IWF-123"])

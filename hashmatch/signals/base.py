@@ -27,6 +27,10 @@ class Signal(ABC):
     bits: int
     threshold: int
     exact: bool = False
+    # How many bits a hash of a real image sets; outside it, the hash carries too little
+    # information and would match many innocent images (None: no bound).
+    ones_range: tuple[int, int] | None = None
+    min_quality: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -45,6 +49,28 @@ class Signal(ABC):
 
     def to_hex(self, data: bytes) -> str:
         return bytes_to_hex(data)
+
+    def degenerate(self, data: bytes, quality: int | None = None) -> str | None:
+        """Why this hash must not go on a list, or None.
+
+        A list entry that matches a flat or featureless image would block huge
+        numbers of innocent uploads (and is how a malicious submitter poisons a list).
+        """
+        ones = int.from_bytes(data, "big").bit_count()
+        if ones == 0 or ones == self.bits:
+            return f"{self.name} hash has all bits {'one' if ones else 'zero'}: a featureless image"
+        if self.ones_range and not self.ones_range[0] <= ones <= self.ones_range[1]:
+            low, high = self.ones_range
+            return (
+                f"{self.name} hash sets {ones} of {self.bits} bits (real images set {low} to "
+                f"{high}): too little information, it would match many innocent images"
+            )
+        if self.min_quality is not None and quality is not None and quality < self.min_quality:
+            return (
+                f"{self.name} quality {quality} is below {self.min_quality}: too little detail "
+                "to match safely"
+            )
+        return None
 
     @abstractmethod
     def compute(self, image: ImageSource) -> HashResult:

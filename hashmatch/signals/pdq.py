@@ -15,6 +15,10 @@ class PdqSignal(Signal):
     bits = 256
     # The threshold the PDQ authors and python-threatexchange use for a confident match.
     threshold = 31
+    # PDQ thresholds at the median, so real images set about 128 bits (126-128 measured
+    # on the bundled photos); the PDQ authors discard hashes of quality below 50.
+    ones_range = (96, 160)
+    min_quality = 50
 
     def compute(self, image: ImageSource) -> HashResult:
         pixels = np.ascontiguousarray(np.asarray(image.rgb, dtype=np.uint8))
