@@ -6,6 +6,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -136,12 +137,20 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         queries = parse_request(request)
         version, found = self._batcher.check(queries, _timeout(context))
         response = match_pb2.CheckResponse(snapshot_version=version)
+        checked: Counter[str] = Counter()
+        matched: Counter[tuple[str, str]] = Counter()
         for q, hits in zip(queries, found, strict=True):
-            metrics.QUERIES.labels(q.signal).inc()
+            checked[q.signal] += 1
             result = response.results.add(matched=bool(hits))
             for h in hits:
-                metrics.MATCHES.labels(q.signal, h.list).inc()
+                matched[q.signal, h.list] += 1
                 result.matches.add(list=h.list, match_id=h.match_id, distance=h.distance)
+        # One counter update per label set, not per query: the labels() lookups and
+        # their locks were a visible share of a 1,000-query request.
+        for signal, n in checked.items():
+            metrics.QUERIES.labels(signal).inc(n)
+        for (signal, list_name), n in matched.items():
+            metrics.MATCHES.labels(signal, list_name).inc(n)
         return response
 
     def Check(
