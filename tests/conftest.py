@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,16 +31,10 @@ POSTGRES_URL = os.environ.get(
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A store URL on the real PostgreSQL server, in a schema of its own, dropped afterwards."""
-    import psycopg
+    from indexer.store.postgresql import temporary_schema
 
-    schema = f"hm_test_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
-        db.execute(f"CREATE SCHEMA {schema}")
-    try:
-        yield f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
-    finally:
-        with psycopg.connect(POSTGRES_URL, autocommit=True) as db:
-            db.execute(f"DROP SCHEMA {schema} CASCADE")
+    with temporary_schema(POSTGRES_URL, "hm_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -118,7 +111,7 @@ def metrics_port() -> int:
 
 @pytest.fixture(scope="session")
 def server(index_root: Path, metrics_port: int) -> Iterator[ServerProcess]:
-    with running_server(index_root, "--metrics-port", str(metrics_port)) as proc:
+    with running_server(index_root, "--no-auth", "--metrics-port", str(metrics_port)) as proc:
         yield proc
 
 

@@ -10,7 +10,7 @@ from threatexchange.exchanges.impl.file_api import (
 )
 from threatexchange.signal_type.pdq.signal import PdqSignal
 
-from indexer.store import ListEntry, open_store
+from indexer.store import NewEntry, open_store
 from tests.conftest import run_cli
 
 PDQ = [
@@ -20,7 +20,7 @@ PDQ = [
 LIST = [f"pdq,{PDQ[0]},IWF-1", f"pdq,{PDQ[1]}", "phash,c2924c5532bddfc8", "md5," + "ab" * 16]
 
 
-def entries(store_url: str, name: str) -> list[ListEntry]:
+def entries(store_url: str, name: str) -> list[NewEntry]:
     store = open_store(store_url)
     try:
         return list(store.list_entries(name))

@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from hashmatch.signals import SIGNALS
 from indexer.imports import import_lines
 from indexer.store import MATCH_ID_BYTES, NewEntry, StoreURLError, open_store
 from indexer.store.sqlite import MIGRATIONS
 
 PDQ_A = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
 PDQ_B = "8c629e779a663698b9a33866c026726c21a679f61eb6e1f8c79ba7e23c8299e0"
+NBYTES = {name: s.nbytes for name, s in SIGNALS.items()}
 
 
 def url(tmp_path: Path) -> str:
@@ -47,7 +49,7 @@ def test_json_lines_and_csv_import_with_refusals(store_url: str) -> None:
     assert refused[9].startswith("malformed CSV")
     assert refused[10].startswith("malformed JSON")
     assert '"quality" must be an integer' in refused[11]
-    assert store.signal_names() == ["md5", "pdq", "phash"]
+    assert sorted(store.read_image(NBYTES).signals) == ["md5", "pdq", "phash"]
     assert list(store.lists().values()) == ["hotline-a"]
     store.close()
 
@@ -87,12 +89,13 @@ def test_entries_survive_reopen_with_opaque_match_ids(store_url: str) -> None:
     )
     store.close()
     store = open_store(store_url)
-    e = store.read_signal("pdq", 32)
+    image = store.read_image(NBYTES)
+    e = image.signals["pdq"]
     assert e.hashes.shape == (2, 32) and e.match_ids.shape == (2, MATCH_ID_BYTES)
     assert bytes(e.hashes[0]) == bytes.fromhex(PDQ_A)
     assert len({bytes(m) for m in e.match_ids}) == 2
     assert all(bytes(m) not in bytes.fromhex(PDQ_A) + bytes.fromhex(PDQ_B) for m in e.match_ids)
-    assert store.last_entry_id() == 2
+    assert image.last_seq == store.last_seq() == 2
     store.close()
 
 
@@ -100,7 +103,7 @@ def test_same_hash_in_two_lists_is_two_entries(store_url: str) -> None:
     store = open_store(store_url)
     for name in ("a", "b"):
         assert store.add_entries(name, [NewEntry("pdq", bytes.fromhex(PDQ_A))]).added == 1
-    assert len(store.read_signal("pdq", 32).entry_ids) == 2
+    assert len(store.read_image(NBYTES).signals["pdq"].entry_ids) == 2
     store.close()
 
 

@@ -1,42 +1,138 @@
-"""The hash store: one interface, selected by URL (SQLite is the embedded default)."""
+"""The hash store: one interface, selected by URL (SQLite is the embedded default).
+
+Every add and removal is recorded in a change log under a sequence number that
+grows in commit order. The service follows that log to match new entries
+within seconds; sync pullers follow it to keep remote copies in step; a
+snapshot records the last sequence number it holds.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from hashmatch.list_formats import NewEntry
+
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
 MATCH_ID_BYTES = 12
+TRUST_LEVELS = ("verified", "unverified", "victim")
+CASE_LIST = "victim-cases"
+# check: MatchService; submit: victims' cases; list-manage: hotline lists; sync-read:
+# SyncService.Pull; admin: everything.
+ROLES = ("check", "submit", "list-manage", "sync-read", "admin")
 
 
 class StoreURLError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class NewEntry:
-    signal: str
-    hash: bytes
-    quality: int | None = None
-    source_ref: str | None = None
+class NoSuchList(KeyError):
+    def __str__(self) -> str:
+        return f"no list named {self.args[0]!r}"
 
 
-@dataclass(frozen=True)
-class ListEntry:
-    signal: str
-    hash: bytes
-    source_ref: str | None
+class ListExists(ValueError):
+    pass
+
+
+class InvalidValue(ValueError):
+    """A value the store will not keep, such as an unknown trust level; said to the caller."""
+
+
+class NoSuchCase(KeyError):
+    """Unknown case id or wrong secret: the two are deliberately not told apart."""
+
+    def __str__(self) -> str:
+        return "no case with that id and withdrawal secret"
 
 
 @dataclass(frozen=True)
 class AddCounts:
     added: int = 0
     duplicates: int = 0
+
+
+@dataclass(frozen=True)
+class ListInfo:
+    name: str
+    owner: str
+    trust: str
+    description: str
+    created_at: str
+    entries_by_signal: dict[str, int]
+    last_seq: int
+    quarantine: bool = False
+
+    @property
+    def entries(self) -> int:
+        return sum(self.entries_by_signal.values())
+
+
+@dataclass(frozen=True)
+class Change:
+    """One line of the change log: an entry added to or removed from a list."""
+
+    seq: int
+    op: str  # "add" | "remove"
+    entry_id: int
+    list: str
+    signal: str
+    hash: bytes
+    match_id: bytes
+    quality: int | None
+    source_ref: str | None
+    at: float  # seconds since the epoch, when committed
+    variant: str = ""
+
+
+@dataclass(frozen=True)
+class CaseReceipt:
+    case_id: str
+    secret: str  # shown to the victim once; only a salted hash is stored
+    added: int
+
+
+@dataclass(frozen=True)
+class CaseStatus:
+    active: int
+    withdrawn: bool
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key_id: str
+    tenant: str
+    roles: frozenset[str]
+    lists: frozenset[str] | None  # lists it may read or manage; None: every list
+    rate: float | None  # hash checks per second; None: the server's default
+    salt: bytes
+    secret_hash: bytes
+    created_at: float
+    revoked: bool
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    actor: str  # an API key's "tenant/key id", or "anonymous"
+    action: str
+    list: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+    at: float = 0.0
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class EntryFlag:
+    match_id: bytes
+    list: str
+    state: str  # flagged | quarantined | confirmed
+    matches: int
+    at: float
 
 
 @dataclass(frozen=True)
@@ -47,22 +143,45 @@ class SignalEntries:
     list_ids: npt.NDArray[np.uint32]
     hashes: npt.NDArray[np.uint8]  # shape (n, bits / 8)
     match_ids: npt.NDArray[np.uint8]  # shape (n, MATCH_ID_BYTES)
+    variants: list[str]
 
 
-EntryRow = tuple[int, str, bytes, bytes, int | None, str | None]
+@dataclass(frozen=True)
+class StoreImage:
+    """Everything a snapshot build needs, read at one consistent point of the log."""
+
+    lists: dict[int, str]
+    last_seq: int
+    signals: dict[str, SignalEntries]
+    unknown_signals: list[str] = field(default_factory=list)
 
 
-def new_entry_rows(list_id: int, batch: Iterable[NewEntry]) -> list[EntryRow]:
-    """(list_id, signal, hash, match_id, quality, source_ref) rows, each with a fresh
-    random match id: the opaque id checkers see, unrelated to the hash."""
+EntryRow = tuple[int, str, bytes, bytes, int | None, str | None, str, str, str]
+
+
+def new_entry_rows(
+    list_id: int, batch: Iterable[NewEntry], submitter: str = "", origin: str = ""
+) -> list[EntryRow]:
+    """(list_id, signal, hash, match_id, quality, source_ref, submitter, origin, variant) rows,
+    each with a fresh random match id: the opaque id checkers see, unrelated to the hash."""
     return [
-        (list_id, e.signal, e.hash, os.urandom(MATCH_ID_BYTES), e.quality, e.source_ref)
+        (
+            list_id,
+            e.signal,
+            e.hash,
+            os.urandom(MATCH_ID_BYTES),
+            e.quality,
+            e.source_ref,
+            submitter,
+            origin,
+            e.variant,
+        )
         for e in batch
     ]
 
 
 def signal_entries(rows: Sequence[Sequence[Any]], nbytes: int) -> SignalEntries:
-    """Arrays from (id, list_id, hash, match_id) rows, as both backends return them."""
+    """Arrays from (id, list_id, hash, match_id, variant) rows, as both backends return them."""
     n = len(rows)
     return SignalEntries(
         np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
@@ -71,25 +190,102 @@ def signal_entries(rows: Sequence[Sequence[Any]], nbytes: int) -> SignalEntries:
         np.frombuffer(b"".join(bytes(r[3]) for r in rows), dtype=np.uint8).reshape(
             n, MATCH_ID_BYTES
         ),
+        [str(r[4]) for r in rows],
     )
 
 
 class Store(Protocol):
-    def add_entries(self, list_name: str, entries: Iterable[NewEntry]) -> AddCounts:
-        """Add entries to a list (created if new); committed durably before returning."""
+    def create_list(
+        self, name: str, owner: str = "", trust: str = "unverified", description: str = ""
+    ) -> ListInfo:
+        """A new, empty list; ListExists if the name is taken."""
+        ...
+
+    def list_info(self, name: str) -> ListInfo:
+        """NoSuchList if there is no such list."""
         ...
 
     def lists(self) -> dict[int, str]: ...
 
-    def list_entries(self, list_name: str) -> Iterator[ListEntry]:
-        """Every entry of one list, oldest first; KeyError if there is no such list."""
+    def add_entries(
+        self,
+        list_name: str,
+        entries: Iterable[NewEntry],
+        *,
+        submitter: str = "",
+        create: bool = True,
+    ) -> AddCounts:
+        """Add entries (the list is created if new and `create`, else NoSuchList);
+        each batch is committed durably, with its change log lines, before the next."""
         ...
 
-    def signal_names(self) -> list[str]: ...
+    def remove_entries(self, list_name: str, keys: Iterable[tuple[str, bytes]]) -> int:
+        """Remove the entries with these (signal, hash) keys; returns how many went."""
+        ...
 
-    def read_signal(self, signal: str, nbytes: int) -> SignalEntries: ...
+    def create_case(self, entries: Sequence[NewEntry]) -> CaseReceipt:
+        """A victim's case: its hashes go on the case list under a new case id."""
+        ...
 
-    def last_entry_id(self) -> int: ...
+    def withdraw_case(self, case_id: str, secret: str) -> int:
+        """Remove every entry of the case; NoSuchCase unless id and secret agree."""
+        ...
+
+    def case_status(self, case_id: str, secret: str) -> CaseStatus: ...
+
+    def list_entries(self, list_name: str) -> Iterator[NewEntry]:
+        """Every entry of one list, oldest first; NoSuchList if there is no such list."""
+        ...
+
+    def read_image(self, nbytes: Mapping[str, int]) -> StoreImage:
+        """Every entry of the signals in `nbytes` (name → hash bytes), consistently."""
+        ...
+
+    def changes(self, after_seq: int, limit: int, list_name: str | None = None) -> list[Change]:
+        """Change log lines after `after_seq`, oldest first."""
+        ...
+
+    def last_seq(self) -> int: ...
+
+    def sync_cursor(self, source: str) -> int:
+        """The last change of `source` applied here (0 if none)."""
+        ...
+
+    def apply_sync(self, source: str, list_name: str, changes: Sequence[Change]) -> None:
+        """Apply pulled changes to a local list and advance `source`'s cursor past them,
+        in one transaction: a puller killed at any point resumes without loss or repeat."""
+        ...
+
+    def create_key(
+        self,
+        tenant: str,
+        roles: Iterable[str],
+        lists: Iterable[str] | None = None,
+        rate: float | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new API key and its token, which is shown once and stored only hashed."""
+        ...
+
+    def revoke_key(self, key_id: str) -> bool: ...
+
+    def api_keys(self) -> list[ApiKey]: ...
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
+
+    def audit_events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditEvent]: ...
+
+    def set_quarantine(self, list_name: str, quarantine: bool) -> None:
+        """Whether entries of the list flagged for anomalous matching stop matching."""
+        ...
+
+    def flag_entry(self, match_id: bytes, matches: int) -> EntryFlag | None:
+        """Flag an entry for review (quarantined if its list says so); None if it is not
+        an entry, and an entry a list manager confirmed stays confirmed."""
+        ...
+
+    def confirm_entry(self, list_name: str, match_id: bytes) -> bool: ...
+
+    def entry_flags(self) -> list[EntryFlag]: ...
 
     def close(self) -> None: ...
 
@@ -113,3 +309,6 @@ def open_store(url: str) -> Store:
     raise StoreURLError(
         f"store URL {url!r}: unsupported scheme {scheme!r} (supported: sqlite, postgresql)"
     )
+
+
+__all__ = ["NewEntry"]

@@ -1,26 +1,17 @@
 """SQLite hash store: the embedded default.
 
-WAL with synchronous=FULL, so a committed (acknowledged) import survives a
+WAL with synchronous=FULL, so a committed (acknowledged) write survives a
 kill -9 or power loss. The schema is versioned through PRAGMA user_version.
 """
 
 from __future__ import annotations
 
-import itertools
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from indexer.store import (
-    AddCounts,
-    ListEntry,
-    NewEntry,
-    SignalEntries,
-    new_entry_rows,
-    signal_entries,
-)
+from indexer.store.sql import Cursor, SqlStore
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -42,17 +33,107 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX entries_by_signal ON entries (signal, id);
     """,
+    # 2: list metadata, provenance, victim cases, the change log, sync cursors. An entry is
+    # unique per (list, hash, origin): two victims may submit the same photo, and one
+    # withdrawing must not end the other's protection.
+    """
+    ALTER TABLE lists ADD COLUMN owner TEXT NOT NULL DEFAULT '';
+    ALTER TABLE lists ADD COLUMN trust TEXT NOT NULL DEFAULT 'unverified';
+    ALTER TABLE lists ADD COLUMN description TEXT NOT NULL DEFAULT '';
+    CREATE TABLE entries_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        signal TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        match_id BLOB NOT NULL UNIQUE,
+        quality INTEGER,
+        source_ref TEXT,
+        submitter TEXT NOT NULL DEFAULT '',
+        origin TEXT NOT NULL DEFAULT '',
+        added_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+        UNIQUE (list_id, signal, hash, origin)
+    );
+    INSERT INTO entries_v2 (id, list_id, signal, hash, match_id, quality, source_ref, added_at)
+        SELECT id, list_id, signal, hash, match_id, quality, source_ref, added_at FROM entries;
+    DROP TABLE entries;
+    ALTER TABLE entries_v2 RENAME TO entries;
+    CREATE INDEX entries_by_signal ON entries (signal, id);
+    CREATE INDEX entries_by_origin ON entries (origin) WHERE origin <> '';
+    CREATE TABLE cases (
+        id TEXT PRIMARY KEY,
+        secret_salt BLOB NOT NULL,
+        secret_hash BLOB NOT NULL,
+        created_at TEXT NOT NULL,
+        withdrawn_at TEXT
+    );
+    CREATE TABLE changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        op TEXT NOT NULL CHECK (op IN ('add', 'remove')),
+        at REAL NOT NULL,
+        entry_id INTEGER NOT NULL,
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        signal TEXT NOT NULL,
+        hash BLOB NOT NULL,
+        match_id BLOB NOT NULL,
+        quality INTEGER,
+        source_ref TEXT
+    );
+    CREATE INDEX changes_by_list ON changes (list_id, seq);
+    INSERT INTO changes (op, at, entry_id, list_id, signal, hash, match_id, quality, source_ref)
+        SELECT 'add', CAST(strftime('%s', 'now') AS REAL), id, list_id, signal, hash, match_id,
+            quality, source_ref
+        FROM entries ORDER BY id;
+    CREATE TABLE sync_cursors (
+        source TEXT PRIMARY KEY,
+        cursor INTEGER NOT NULL
+    );
+    """,
+    # 3: API keys (salted hashes only), the append-only audit log, entries flagged for
+    # matching far more than their list's norm, and each list's quarantine policy.
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        tenant TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        lists TEXT,
+        rate REAL,
+        secret_salt BLOB NOT NULL,
+        secret_hash BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        revoked_at REAL
+    );
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        list TEXT,
+        detail TEXT NOT NULL
+    );
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TABLE entry_flags (
+        match_id BLOB PRIMARY KEY,
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        state TEXT NOT NULL CHECK (state IN ('flagged', 'quarantined', 'confirmed')),
+        matches INTEGER NOT NULL,
+        at REAL NOT NULL
+    );
+    ALTER TABLE lists ADD COLUMN quarantine INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 4: which variant of a submitted image an entry is (hashmatch.variants).
+    """
+    ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
+    ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
+    """,
 )
 
-BATCH = 10_000
 
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-class SqliteStore:
+class SqliteStore(SqlStore):
     def __init__(self, path: str) -> None:
+        super().__init__()
         parent = Path(path).parent
         if not parent.is_dir():
             raise FileNotFoundError(f"no directory {str(parent)!r} for the SQLite store")
@@ -72,71 +153,27 @@ class SqliteStore:
                 f"this hashmatch knows up to {len(MIGRATIONS)}"
             )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            self._db.executescript(f"BEGIN; {script}; PRAGMA user_version={number}; COMMIT;")
-
-    def _list_id(self, name: str) -> int:
-        self._db.execute(
-            "INSERT OR IGNORE INTO lists (name, created_at) VALUES (?, ?)", (name, _now())
-        )
-        row = self._db.execute("SELECT id FROM lists WHERE name = ?", (name,)).fetchone()
-        return int(row[0])
-
-    def add_entries(self, list_name: str, entries: Iterable[NewEntry]) -> AddCounts:
-        """Add in batches, each committed on its own: a crash loses at most the batch in
-        flight, and re-running the same import is idempotent (duplicates are skipped)."""
-        added = duplicates = 0
-        it = iter(entries)
-        with self._transaction():
-            list_id = self._list_id(list_name)
-        while batch := list(itertools.islice(it, BATCH)):
-            now = _now()
-            with self._transaction():
-                cur = self._db.executemany(
-                    "INSERT OR IGNORE INTO entries"
-                    " (list_id, signal, hash, match_id, quality, source_ref, added_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    [(*row, now) for row in new_entry_rows(list_id, batch)],
-                )
-            added += cur.rowcount
-            duplicates += len(batch) - cur.rowcount
-        return AddCounts(added, duplicates)
+            self._db.executescript(
+                f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;"
+            )
 
     @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
+    def _transaction(self, begin: str) -> Iterator[Cursor]:
+        cur = self._db.cursor()
+        cur.execute(begin)
         try:
-            yield
+            yield cur
         except BaseException:
-            self._db.execute("ROLLBACK")
+            cur.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        cur.execute("COMMIT")
 
-    def lists(self) -> dict[int, str]:
-        return {int(i): str(n) for i, n in self._db.execute("SELECT id, name FROM lists")}
+    def _begin_write(self) -> AbstractContextManager[Cursor]:
+        return self._transaction("BEGIN IMMEDIATE")
 
-    def list_entries(self, list_name: str) -> Iterator[ListEntry]:
-        row = self._db.execute("SELECT id FROM lists WHERE name = ?", (list_name,)).fetchone()
-        if row is None:
-            raise KeyError(list_name)
-        cur = self._db.execute(
-            "SELECT signal, hash, source_ref FROM entries WHERE list_id = ? ORDER BY id", (row[0],)
-        )
-        for signal, hash_bytes, ref in cur:
-            yield ListEntry(str(signal), bytes(hash_bytes), ref)
-
-    def signal_names(self) -> list[str]:
-        rows = self._db.execute("SELECT DISTINCT signal FROM entries ORDER BY signal")
-        return [str(r[0]) for r in rows]
-
-    def read_signal(self, signal: str, nbytes: int) -> SignalEntries:
-        rows = self._db.execute(
-            "SELECT id, list_id, hash, match_id FROM entries WHERE signal = ? ORDER BY id",
-            (signal,),
-        ).fetchall()
-        return signal_entries(rows, nbytes)
-
-    def last_entry_id(self) -> int:
-        return int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM entries").fetchone()[0])
+    def _begin_read(self) -> AbstractContextManager[Cursor]:
+        # A deferred transaction in WAL mode reads one committed state throughout.
+        return self._transaction("BEGIN")
 
     def close(self) -> None:
         self._db.close()

@@ -1,0 +1,573 @@
+"""The SQL both backends share; each backend supplies its connection, transactions,
+placeholder style and migrations.
+
+Writers are serialized (SQLite's write lock; a PostgreSQL advisory lock), so
+change log sequence numbers are handed out in commit order: a reader that has
+seen change N has seen every change before it, which is what lets a cursor
+stand for "everything up to here".
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from datetime import datetime
+from typing import Any, Protocol
+
+from indexer.credentials import (
+    api_key_token,
+    hash_secret,
+    new_salt,
+    new_secret,
+    secret_matches,
+)
+from indexer.store import (
+    CASE_LIST,
+    ROLES,
+    TRUST_LEVELS,
+    AddCounts,
+    ApiKey,
+    AuditEvent,
+    CaseReceipt,
+    CaseStatus,
+    Change,
+    EntryFlag,
+    EntryRow,
+    InvalidValue,
+    ListExists,
+    ListInfo,
+    NewEntry,
+    NoSuchCase,
+    NoSuchList,
+    StoreImage,
+    new_entry_rows,
+    signal_entries,
+)
+
+BATCH = 10_000
+
+# The second term lets the planner use the partial index on non-empty origins.
+BY_ORIGIN = "origin = ? AND origin <> ''"
+_CHANGE_COLUMNS = "entry_id, list_id, signal, hash, match_id, quality, source_ref, variant"
+
+
+class Cursor(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def execute(self, sql: Any, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: Any, params: Any, /) -> Any: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+class SqlStore(ABC):
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        # One connection per store object, shared by the service's threads.
+        self._lock = threading.RLock()
+
+    @abstractmethod
+    def _begin_write(self) -> AbstractContextManager[Cursor]:
+        """A transaction that holds the store's single writer lock until it commits."""
+
+    @abstractmethod
+    def _begin_read(self) -> AbstractContextManager[Cursor]:
+        """A transaction whose reads all see one committed state."""
+
+    @contextmanager
+    def _write(self) -> Iterator[Cursor]:
+        with self._lock, self._begin_write() as cur:
+            yield cur
+
+    @contextmanager
+    def _read(self) -> Iterator[Cursor]:
+        with self._lock, self._begin_read() as cur:
+            yield cur
+
+    def _q(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def _one(self, cur: Cursor, sql: str, *params: Any) -> Any:
+        cur.execute(self._q(sql), params)
+        return cur.fetchone()
+
+    def _all(self, cur: Cursor, sql: str, *params: Any) -> list[Any]:
+        cur.execute(self._q(sql), params)
+        return cur.fetchall()
+
+    # Lists
+
+    def _list_id(self, cur: Cursor, name: str) -> int | None:
+        row = self._one(cur, "SELECT id FROM lists WHERE name = ?", name)
+        return None if row is None else int(row[0])
+
+    def _insert_list(self, cur: Cursor, name: str, owner: str, trust: str, description: str) -> int:
+        if trust not in TRUST_LEVELS:
+            raise InvalidValue(f"trust level {trust!r} is not one of {', '.join(TRUST_LEVELS)}")
+        cur.execute(
+            self._q(
+                "INSERT INTO lists (name, owner, trust, description, created_at)"
+                " VALUES (?, ?, ?, ?, CURRENT_TIMESTAMP)"
+            ),
+            (name, owner, trust, description),
+        )
+        list_id = self._list_id(cur, name)
+        assert list_id is not None
+        return list_id
+
+    def _ensure_list(self, cur: Cursor, name: str, create: bool, trust: str = "unverified") -> int:
+        list_id = self._list_id(cur, name)
+        if list_id is not None:
+            return list_id
+        if not create:
+            raise NoSuchList(name)
+        return self._insert_list(cur, name, "", trust, "")
+
+    def create_list(
+        self, name: str, owner: str = "", trust: str = "unverified", description: str = ""
+    ) -> ListInfo:
+        if not name or len(name) > 200 or name != name.strip():
+            raise InvalidValue("a list name must be 1 to 200 characters, without outer spaces")
+        with self._write() as cur:
+            if self._list_id(cur, name) is not None:
+                raise ListExists(f"a list named {name!r} exists already")
+            self._insert_list(cur, name, owner, trust, description)
+        return self.list_info(name)
+
+    def list_info(self, name: str) -> ListInfo:
+        with self._read() as cur:
+            row = self._one(
+                cur,
+                "SELECT id, owner, trust, description, created_at, quarantine FROM lists"
+                " WHERE name = ?",
+                name,
+            )
+            if row is None:
+                raise NoSuchList(name)
+            counts = self._all(
+                cur,
+                "SELECT signal, COUNT(*) FROM entries WHERE list_id = ? GROUP BY signal"
+                " ORDER BY signal",
+                row[0],
+            )
+            last = self._one(
+                cur, "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE list_id = ?", row[0]
+            )
+        return ListInfo(
+            name,
+            str(row[1]),
+            str(row[2]),
+            str(row[3]),
+            _iso(row[4]),
+            {str(s): int(n) for s, n in counts},
+            int(last[0]),
+            bool(row[5]),
+        )
+
+    def lists(self) -> dict[int, str]:
+        with self._read() as cur:
+            return {int(i): str(n) for i, n in self._all(cur, "SELECT id, name FROM lists")}
+
+    # Adding and removing, always with change log lines
+
+    def _insert(self, cur: Cursor, rows: Sequence[EntryRow]) -> int:
+        """Insert entry rows (duplicates skipped) and log an add for each one inserted."""
+        before = int(self._one(cur, "SELECT COALESCE(MAX(id), 0) FROM entries")[0])
+        cur.executemany(
+            self._q(
+                "INSERT INTO entries (list_id, signal, hash, match_id, quality, source_ref,"
+                " submitter, origin, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT DO NOTHING"
+            ),
+            rows,
+        )
+        inserted = cur.rowcount
+        after = int(self._one(cur, "SELECT COALESCE(MAX(id), 0) FROM entries")[0])
+        # Writers are serialized, so this transaction's entries are exactly those in
+        # (before, after]. Both bounds keep a generic (prepared) plan on the id index.
+        cur.execute(
+            self._q(
+                f"INSERT INTO changes (op, at, {_CHANGE_COLUMNS})"
+                f" SELECT 'add', ?, {_CHANGE_COLUMNS.replace('entry_id', 'id')}"
+                " FROM entries WHERE id > ? AND id <= ? ORDER BY id"
+            ),
+            (time.time(), before, after),
+        )
+        return inserted
+
+    def _remove_where(self, cur: Cursor, where: str, params: Sequence[Any]) -> int:
+        cur.execute(
+            self._q(
+                f"INSERT INTO changes (op, at, {_CHANGE_COLUMNS})"
+                f" SELECT 'remove', ?, {_CHANGE_COLUMNS.replace('entry_id', 'id')}"
+                f" FROM entries WHERE {where}"
+            ),
+            (time.time(), *params),
+        )
+        cur.execute(self._q(f"DELETE FROM entries WHERE {where}"), tuple(params))
+        return cur.rowcount
+
+    def add_entries(
+        self,
+        list_name: str,
+        entries: Iterable[NewEntry],
+        *,
+        submitter: str = "",
+        create: bool = True,
+    ) -> AddCounts:
+        """Add in batches, each committed on its own: a crash loses at most the batch in
+        flight, and re-running the same import is idempotent (duplicates are skipped)."""
+        added = duplicates = 0
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create)
+        it = iter(entries)
+        while batch := list(itertools.islice(it, BATCH)):
+            with self._write() as cur:
+                inserted = self._insert(cur, new_entry_rows(list_id, batch, submitter))
+            added += inserted
+            duplicates += len(batch) - inserted
+        return AddCounts(added, duplicates)
+
+    def remove_entries(self, list_name: str, keys: Iterable[tuple[str, bytes]]) -> int:
+        removed = 0
+        it = iter(keys)
+        while batch := list(itertools.islice(it, BATCH)):
+            with self._write() as cur:
+                list_id = self._ensure_list(cur, list_name, create=False)
+                for signal, hash_bytes in batch:
+                    removed += self._remove_where(
+                        cur,
+                        "list_id = ? AND signal = ? AND hash = ?",
+                        (list_id, signal, hash_bytes),
+                    )
+        return removed
+
+    # Victim cases
+
+    def create_case(self, entries: Sequence[NewEntry]) -> CaseReceipt:
+        case_id, secret, salt = secrets.token_hex(8), new_secret(), new_salt()
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, CASE_LIST, create=True, trust="victim")
+            cur.execute(
+                self._q(
+                    "INSERT INTO cases (id, secret_salt, secret_hash, created_at)"
+                    " VALUES (?, ?, ?, CURRENT_TIMESTAMP)"
+                ),
+                (case_id, salt, hash_secret(secret, salt)),
+            )
+            added = self._insert(cur, new_entry_rows(list_id, entries, origin=f"case:{case_id}"))
+        return CaseReceipt(case_id, secret, added)
+
+    def _verify_case(self, cur: Cursor, case_id: str, secret: str) -> bool:
+        """Whether the case is withdrawn; NoSuchCase unless the secret is right."""
+        row = self._one(
+            cur, "SELECT secret_salt, secret_hash, withdrawn_at FROM cases WHERE id = ?", case_id
+        )
+        if row is None or not secret_matches(secret, bytes(row[0]), bytes(row[1])):
+            raise NoSuchCase(case_id)
+        return row[2] is not None
+
+    def withdraw_case(self, case_id: str, secret: str) -> int:
+        with self._write() as cur:
+            self._verify_case(cur, case_id, secret)
+            removed = self._remove_where(cur, BY_ORIGIN, (f"case:{case_id}",))
+            cur.execute(
+                self._q("UPDATE cases SET withdrawn_at = CURRENT_TIMESTAMP WHERE id = ?"),
+                (case_id,),
+            )
+        return removed
+
+    def case_status(self, case_id: str, secret: str) -> CaseStatus:
+        with self._read() as cur:
+            withdrawn = self._verify_case(cur, case_id, secret)
+            row = self._one(
+                cur, f"SELECT COUNT(*) FROM entries WHERE {BY_ORIGIN}", f"case:{case_id}"
+            )
+        return CaseStatus(int(row[0]), withdrawn)
+
+    # Reading
+
+    def list_entries(self, list_name: str) -> Iterator[NewEntry]:
+        with self._read() as cur:
+            list_id = self._list_id(cur, list_name)
+            if list_id is None:
+                raise NoSuchList(list_name)
+            rows = self._all(
+                cur,
+                "SELECT signal, hash, quality, source_ref, variant FROM entries"
+                " WHERE list_id = ? ORDER BY id",
+                list_id,
+            )
+        for signal, hash_bytes, quality, ref, variant in rows:
+            yield NewEntry(str(signal), bytes(hash_bytes), quality, ref, str(variant))
+
+    def read_image(self, nbytes: Mapping[str, int]) -> StoreImage:
+        with self._read() as cur:
+            lists = {int(i): str(n) for i, n in self._all(cur, "SELECT id, name FROM lists")}
+            last_seq = int(self._one(cur, "SELECT COALESCE(MAX(seq), 0) FROM changes")[0])
+            names = [
+                str(r[0])
+                for r in self._all(cur, "SELECT DISTINCT signal FROM entries ORDER BY signal")
+            ]
+            signals = {
+                name: signal_entries(
+                    self._all(
+                        cur,
+                        "SELECT id, list_id, hash, match_id, variant FROM entries"
+                        " WHERE signal = ? ORDER BY id",
+                        name,
+                    ),
+                    nbytes[name],
+                )
+                for name in names
+                if name in nbytes
+            }
+        return StoreImage(lists, last_seq, signals, [n for n in names if n not in nbytes])
+
+    def changes(self, after_seq: int, limit: int, list_name: str | None = None) -> list[Change]:
+        sql = (
+            "SELECT c.seq, c.op, c.entry_id, l.name, c.signal, c.hash, c.match_id, c.quality,"
+            " c.source_ref, c.at, c.variant FROM changes c JOIN lists l ON l.id = c.list_id"
+            " WHERE c.seq > ?"
+        )
+        params: list[Any] = [after_seq]
+        if list_name is not None:
+            sql += " AND l.name = ?"
+            params.append(list_name)
+        with self._read() as cur:
+            rows = self._all(cur, sql + " ORDER BY c.seq LIMIT ?", *params, limit)
+        return [
+            Change(
+                int(r[0]),
+                str(r[1]),
+                int(r[2]),
+                str(r[3]),
+                str(r[4]),
+                bytes(r[5]),
+                bytes(r[6]),
+                r[7],
+                r[8],
+                float(r[9]),
+                str(r[10]),
+            )
+            for r in rows
+        ]
+
+    def last_seq(self) -> int:
+        with self._read() as cur:
+            return int(self._one(cur, "SELECT COALESCE(MAX(seq), 0) FROM changes")[0])
+
+    # Sync
+
+    def sync_cursor(self, source: str) -> int:
+        with self._read() as cur:
+            row = self._one(cur, "SELECT cursor FROM sync_cursors WHERE source = ?", source)
+        return 0 if row is None else int(row[0])
+
+    def apply_sync(self, source: str, list_name: str, changes: Sequence[Change]) -> None:
+        if not changes:
+            return
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create=True)
+            for op, group in itertools.groupby(changes, key=lambda c: c.op):
+                batch = list(group)
+                if op == "add":
+                    # The remote's match id is kept: it makes a re-applied add a duplicate,
+                    # and both copies answer a checker with the same opaque id.
+                    self._insert(
+                        cur,
+                        [
+                            (
+                                list_id,
+                                c.signal,
+                                c.hash,
+                                c.match_id,
+                                c.quality,
+                                c.source_ref,
+                                f"sync:{source}",
+                                f"sync:{c.match_id.hex()}",
+                                c.variant,
+                            )
+                            for c in batch
+                        ],
+                    )
+                else:
+                    for c in batch:
+                        self._remove_where(
+                            cur, "list_id = ? AND match_id = ?", (list_id, c.match_id)
+                        )
+            cur.execute(
+                self._q(
+                    "INSERT INTO sync_cursors (source, cursor) VALUES (?, ?)"
+                    " ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor"
+                ),
+                (source, changes[-1].seq),
+            )
+
+    # API keys
+
+    def create_key(
+        self,
+        tenant: str,
+        roles: Iterable[str],
+        lists: Iterable[str] | None = None,
+        rate: float | None = None,
+    ) -> tuple[ApiKey, str]:
+        roles = frozenset(roles)
+        if not roles or not roles <= set(ROLES):
+            raise InvalidValue(f"roles must be some of {', '.join(ROLES)}, got {sorted(roles)}")
+        if not tenant:
+            raise InvalidValue("a key needs a tenant")
+        scope = None if lists is None else frozenset(lists)
+        key_id, secret, salt = secrets.token_hex(6), new_secret(), new_salt()
+        key = ApiKey(
+            key_id, tenant, roles, scope, rate, salt, hash_secret(secret, salt), time.time(), False
+        )
+        with self._write() as cur:
+            cur.execute(
+                self._q(
+                    "INSERT INTO api_keys (id, tenant, roles, lists, rate, secret_salt,"
+                    " secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                ),
+                (
+                    key_id,
+                    tenant,
+                    ",".join(sorted(roles)),
+                    None if scope is None else json.dumps(sorted(scope)),
+                    rate,
+                    salt,
+                    key.secret_hash,
+                    key.created_at,
+                ),
+            )
+        return key, api_key_token(key_id, secret)
+
+    def revoke_key(self, key_id: str) -> bool:
+        with self._write() as cur:
+            cur.execute(
+                self._q("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL"),
+                (time.time(), key_id),
+            )
+            return cur.rowcount > 0
+
+    def api_keys(self) -> list[ApiKey]:
+        with self._read() as cur:
+            rows = self._all(
+                cur,
+                "SELECT id, tenant, roles, lists, rate, secret_salt, secret_hash, created_at,"
+                " revoked_at FROM api_keys ORDER BY created_at",
+            )
+        return [
+            ApiKey(
+                str(r[0]),
+                str(r[1]),
+                frozenset(str(r[2]).split(",")),
+                None if r[3] is None else frozenset(json.loads(r[3])),
+                None if r[4] is None else float(r[4]),
+                bytes(r[5]),
+                bytes(r[6]),
+                float(r[7]),
+                r[8] is not None,
+            )
+            for r in rows
+        ]
+
+    # Audit log: appended to, never changed (the schema refuses updates and deletes)
+
+    def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        if not events:
+            return
+        with self._write() as cur:
+            cur.executemany(
+                self._q(
+                    "INSERT INTO audit (at, actor, action, list, detail) VALUES (?, ?, ?, ?, ?)"
+                ),
+                [
+                    (e.at or time.time(), e.actor, e.action, e.list, json.dumps(e.detail))
+                    for e in events
+                ],
+            )
+
+    def audit_events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditEvent]:
+        with self._read() as cur:
+            rows = self._all(
+                cur,
+                "SELECT seq, at, actor, action, list, detail FROM audit WHERE seq > ?"
+                " ORDER BY seq LIMIT ?",
+                after_seq,
+                limit,
+            )
+        return [
+            AuditEvent(str(r[2]), str(r[3]), r[4], json.loads(r[5]), float(r[1]), int(r[0]))
+            for r in rows
+        ]
+
+    # Entries matching far above their list's norm
+
+    def set_quarantine(self, list_name: str, quarantine: bool) -> None:
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create=False)
+            cur.execute(
+                self._q("UPDATE lists SET quarantine = ? WHERE id = ?"), (quarantine, list_id)
+            )
+
+    def flag_entry(self, match_id: bytes, matches: int) -> EntryFlag | None:
+        with self._write() as cur:
+            row = self._one(
+                cur,
+                "SELECT e.list_id, l.name, l.quarantine FROM entries e"
+                " JOIN lists l ON l.id = e.list_id WHERE e.match_id = ?",
+                match_id,
+            )
+            if row is None:
+                return None
+            existing = self._one(cur, "SELECT state FROM entry_flags WHERE match_id = ?", match_id)
+            if existing is not None and existing[0] == "confirmed":
+                state = "confirmed"
+            else:
+                state = "quarantined" if row[2] else "flagged"
+            cur.execute(
+                self._q(
+                    "INSERT INTO entry_flags (match_id, list_id, state, matches, at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (match_id) DO UPDATE"
+                    " SET state = excluded.state, matches = excluded.matches, at = excluded.at"
+                ),
+                (match_id, row[0], state, matches, time.time()),
+            )
+        return EntryFlag(match_id, str(row[1]), state, matches, time.time())
+
+    def confirm_entry(self, list_name: str, match_id: bytes) -> bool:
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create=False)
+            cur.execute(
+                self._q(
+                    "UPDATE entry_flags SET state = 'confirmed', at = ?"
+                    " WHERE match_id = ? AND list_id = ?"
+                ),
+                (time.time(), match_id, list_id),
+            )
+            return cur.rowcount > 0
+
+    def entry_flags(self) -> list[EntryFlag]:
+        with self._read() as cur:
+            rows = self._all(
+                cur,
+                "SELECT f.match_id, l.name, f.state, f.matches, f.at FROM entry_flags f"
+                " JOIN lists l ON l.id = f.list_id ORDER BY f.at",
+            )
+        return [EntryFlag(bytes(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4])) for r in rows]
