@@ -1,7 +1,9 @@
-"""Server-side CLI verbs of the indexer: `hashmatch import` and `hashmatch index build`."""
+"""Server-side CLI verbs of the indexer: `hashmatch import`, `export`, `index build|compact`
+and `sync pull`."""
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -9,20 +11,40 @@ from pathlib import Path
 from typing import TextIO
 
 import click
+import grpc
 
+from hashmatch.channel import Credentials, connection_options, rpc_failure
+from hashmatch.list_formats import FORMATS, NotExportable, format_line
 from hashmatch.signals import SIGNALS
-from indexer.build import build_snapshot
+from indexer.build import build_snapshot, compact_snapshot
 from indexer.imports import import_lines
-from indexer.list_formats import FORMATS, NotExportable, format_line
-from indexer.snapshot import read_snapshot_dir
-from indexer.store import DEFAULT_STORE_URL, Store, StoreURLError, open_store
+from indexer.snapshot import SnapshotError, read_snapshot, read_snapshot_dir
+from indexer.store import (
+    DEFAULT_STORE_URL,
+    ROLES,
+    AuditEvent,
+    Change,
+    Store,
+    StoreURLError,
+    open_store,
+)
+from indexer.sync import SyncError, pull
+
+COMPACT_PAGE = 100_000
+OUT_OPTION = click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Snapshot root directory (the service's --index).",
+)
 
 STORE_OPTION = click.option(
     "--store",
     "store_url",
     default=DEFAULT_STORE_URL,
     show_default=True,
-    help="Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db.",
+    help="Store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+    "postgresql://user@host:port/database.",
 )
 
 
@@ -108,12 +130,7 @@ def index_group() -> None:
 
 @index_group.command("build")
 @STORE_OPTION
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Snapshot root directory (the service's --index).",
-)
+@OUT_OPTION
 def build_command(store_url: str, out: Path) -> None:
     """Build a snapshot of every signal type in the store and make it current."""
     started = time.perf_counter()
@@ -129,3 +146,187 @@ def build_command(store_url: str, out: Path) -> None:
         f"in {time.perf_counter() - started:.2f}s"
     )
     sys.exit(0)
+
+
+@index_group.command("compact")
+@STORE_OPTION
+@OUT_OPTION
+def compact_command(store_url: str, out: Path) -> None:
+    """Fold the store's changes since the current snapshot into a new snapshot.
+
+    Reads only the change log past the snapshot, not the whole store; with no
+    usable snapshot yet, builds one from the whole store.
+    """
+    started = time.perf_counter()
+    store = _open(store_url)
+    try:
+        try:
+            base = read_snapshot(out)
+        except SnapshotError as exc:
+            click.echo(f"no snapshot to compact ({exc}); building from the whole store")
+            path = build_snapshot(store, out)
+        else:
+            changes: list[Change] = []
+            while page := store.changes(
+                changes[-1].seq if changes else base.last_seq, COMPACT_PAGE
+            ):
+                changes.extend(page)
+            if not changes:
+                click.echo(f"snapshot version {base.version} is up to date")
+                return
+            path = compact_snapshot(base, changes, out)
+    finally:
+        store.close()
+    snapshot = read_snapshot_dir(path)
+    click.echo(
+        f"snapshot version {snapshot.version} with changes up to {snapshot.last_seq} "
+        f"({', '.join(f'{s} {t.count}' for s, t in snapshot.tables.items()) or 'no entries'}) "
+        f"in {time.perf_counter() - started:.2f}s"
+    )
+
+
+@click.group("sync")
+def sync_group() -> None:
+    """Keep local copies of lists on other hashmatch servers."""
+
+
+@sync_group.command("pull")
+@STORE_OPTION
+@click.option("--from", "target", required=True, metavar="HOST:PORT", help="The remote server.")
+@click.option("--list", "list_name", required=True, help="The remote list to copy.")
+@click.option("--into", default=None, help="Local list name (default: the remote's).")
+@click.option("--follow", is_flag=True, help="Keep pulling every --interval seconds.")
+@click.option("--interval", type=float, default=5.0, show_default=True)
+@connection_options
+def pull_command(
+    store_url: str,
+    target: str,
+    list_name: str,
+    into: str | None,
+    follow: bool,
+    interval: float,
+    credentials: Credentials,
+) -> None:
+    """Bring the local copy of a remote list up to date. Resumable after a crash, and
+    idempotent: the cursor is committed with the changes it covers."""
+    store = _open(store_url)
+    try:
+        while True:
+            try:
+                report = pull(
+                    store,
+                    target,
+                    list_name,
+                    into,
+                    lambda r: click.echo(f"{r.source}: applied up to change {r.cursor}", err=True),
+                    credentials,
+                )
+            except grpc.RpcError as exc:
+                raise click.ClickException(rpc_failure(target, exc)) from None
+            except SyncError as exc:
+                raise click.ClickException(str(exc)) from None
+            click.echo(
+                f"{report.source} -> {into or list_name}: added {report.added}, "
+                f"removed {report.removed}, at change {report.cursor}"
+            )
+            if not follow:
+                return
+            time.sleep(interval)
+    finally:
+        store.close()
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """Issue and revoke API keys (stored only as salted hashes)."""
+
+
+@keys_group.command("create")
+@STORE_OPTION
+@click.option("--tenant", required=True, help="Who the key is for, e.g. a platform or hotline.")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(ROLES),
+    help="A role the key holds (repeat for several).",
+)
+@click.option(
+    "--list",
+    "lists",
+    multiple=True,
+    help="A list the key may read or manage (repeat; default: every list).",
+)
+@click.option("--rate", type=float, default=None, help="Hashes per second (default: server's).")
+def keys_create_command(
+    store_url: str, tenant: str, roles: tuple[str, ...], lists: tuple[str, ...], rate: float | None
+) -> None:
+    """Create a key and print it once: it cannot be shown again."""
+    store = _open(store_url)
+    try:
+        key, token = store.create_key(tenant, roles, lists or None, rate)
+    finally:
+        store.close()
+    click.echo(f"key id: {key.key_id}")
+    click.echo(f"key:    {token}")
+    click.echo("Give the key to its holder now; only a salted hash of it is kept.", err=True)
+
+
+@keys_group.command("revoke")
+@STORE_OPTION
+@click.argument("key_id")
+def keys_revoke_command(store_url: str, key_id: str) -> None:
+    """Revoke a key; running servers refuse it within a second."""
+    store = _open(store_url)
+    try:
+        revoked = store.revoke_key(key_id)
+        if revoked:
+            store.append_audit([AuditEvent("operator", "revoke_key", None, {"key_id": key_id})])
+    finally:
+        store.close()
+    if not revoked:
+        raise click.ClickException(f"no active key {key_id!r}")
+    click.echo(f"key {key_id} revoked")
+
+
+@keys_group.command("list")
+@STORE_OPTION
+def keys_list_command(store_url: str) -> None:
+    """Every key: id, tenant, roles, lists, rate, state (never the key itself)."""
+    store = _open(store_url)
+    try:
+        keys = store.api_keys()
+    finally:
+        store.close()
+    for k in keys:
+        lists = ",".join(sorted(k.lists)) if k.lists is not None else "*"
+        rate = "default" if k.rate is None else f"{k.rate:g}/s"
+        state = "revoked" if k.revoked else "active"
+        click.echo(f"{k.key_id}  {k.tenant}  {','.join(sorted(k.roles))}  {lists}  {rate}  {state}")
+
+
+@click.command("audit")
+@STORE_OPTION
+@click.option("--after", type=int, default=0, help="Show events after this sequence number.")
+@click.option("--limit", type=int, default=1000, show_default=True)
+def audit_command(store_url: str, after: int, limit: int) -> None:
+    """Print audit log events as JSON lines, oldest first."""
+    store = _open(store_url)
+    try:
+        events = store.audit_events(after, limit)
+    finally:
+        store.close()
+    for e in events:
+        click.echo(
+            json.dumps(
+                {
+                    "seq": e.seq,
+                    "at": e.at,
+                    "actor": e.actor,
+                    "action": e.action,
+                    "list": e.list,
+                    **e.detail,
+                }
+            )
+        )

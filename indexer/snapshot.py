@@ -35,7 +35,7 @@ import numpy.typing as npt
 from indexer.mih import Plan, Tables
 
 FORMAT = "hashmatch-snapshot"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 KEEP_VERSIONS = 3
@@ -58,6 +58,15 @@ class SignalTable:
     match_ids: npt.NDArray[np.uint8]  # (n, MATCH_ID_BYTES)
     entry_ids: npt.NDArray[np.int64]
     mih: Tables | None = None
+    # Which variant of a listed image each entry is: an index into variant_names
+    # ("" for the image as listed); None when every entry is the image as listed.
+    variants: npt.NDArray[np.uint8] | None = None
+    variant_names: tuple[str, ...] = ()
+
+    def variant_of(self, rows: npt.NDArray[np.int64]) -> list[str]:
+        if self.variants is None:
+            return [""] * len(rows)
+        return [self.variant_names[c] for c in self.variants[rows].tolist()]
 
     @property
     def count(self) -> int:
@@ -68,7 +77,7 @@ class SignalTable:
 class Snapshot:
     version: int
     created_at: str
-    last_entry_id: int
+    last_seq: int
     lists: tuple[str, ...]
     tables: dict[str, SignalTable]
     path: Path
@@ -140,6 +149,8 @@ def _arrays(t: SignalTable) -> dict[str, npt.NDArray[Any]]:
         "match_ids": t.match_ids,
         "entry_ids": t.entry_ids,
     }
+    if t.variants is not None:
+        arrays["variants"] = t.variants
     if t.mih is not None:
         arrays["mih_offsets"] = t.mih.offsets
         arrays["mih_ids"] = t.mih.ids
@@ -167,7 +178,7 @@ def current_version(root: Path) -> int | None:
 
 
 def write_snapshot(
-    root: Path, lists: tuple[str, ...], tables: list[SignalTable], last_entry_id: int
+    root: Path, lists: tuple[str, ...], tables: list[SignalTable], last_seq: int
 ) -> Path:
     """Write a new version under `root`, make it current, and prune old versions."""
     root.mkdir(parents=True, exist_ok=True)
@@ -187,13 +198,14 @@ def write_snapshot(
                 "exact": t.exact,
                 "count": t.count,
                 "mih": t.mih.plan.to_json() if t.mih else None,
+                "variant_names": list(t.variant_names),
             }
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "version": version,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "last_entry_id": last_entry_id,
+            "last_seq": last_seq,
             "lists": list(lists),
             "signals": signals,
             "files": files,
@@ -305,11 +317,13 @@ def read_snapshot_dir(directory: Path) -> Snapshot:
                 arrays["match_ids"],
                 arrays["entry_ids"],
                 mih,
+                arrays.get("variants"),
+                tuple(info.get("variant_names", ())),
             )
         return Snapshot(
             int(manifest["version"]),
             str(manifest["created_at"]),
-            int(manifest["last_entry_id"]),
+            int(manifest["last_seq"]),
             tuple(manifest["lists"]),
             tables,
             directory,

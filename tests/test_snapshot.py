@@ -52,6 +52,7 @@ def test_build_and_read_round_trip(store_url: str, tmp_path: Path) -> None:
         "exact": False,
         "count": 3,
         "mih": None,
+        "variant_names": [],
     }
     assert all(len(f["sha256"]) == 64 for f in manifest["files"].values())
     assert not [p for p in root.iterdir() if p.name.startswith(".")], "no temporary leftovers"
@@ -126,7 +127,7 @@ def test_running_holder_refuses_a_bad_new_snapshot_and_keeps_serving(
     build_index(store_url, root)
     assert holder.refresh() is True
     assert holder.matcher.version == 3
-    assert holder.matcher.snapshot.lists == ("hotline-a", "hotline-b")
+    assert holder.matcher.base.lists == ("hotline-a", "hotline-b")
 
 
 def test_missing_snapshot_says_how_to_build_one(tmp_path: Path) -> None:
@@ -159,7 +160,7 @@ def test_large_lists_are_served_by_multi_index_tables(tmp_path: Path) -> None:
     snap = read_snapshot(build_index(url, tmp_path / "index").parent)
     assert snap.tables["pdq"].mih is not None and not snap.tables["pdq"].mih.plan.inline
     assert snap.tables["phash"].mih is not None and snap.tables["phash"].mih.plan.inline
-    matcher = Matcher(snap)
+    matcher = Matcher.of(snap)
     assert isinstance(matcher._engines["pdq"], MihEngine)
     queries = []
     for signal, entries, flips in (("pdq", pdq, (0, 31, 32)), ("phash", phash, (0, 10, 11))):
