@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from service.matcher import Hit, Matcher
+from service.matcher import Checker, Hit
 from service.queries import ParsedQuery
 
 PIECE = 256
@@ -40,7 +40,7 @@ class DeadlineExceeded(Exception):
 
 @dataclass
 class _Job:
-    matcher: Matcher
+    matcher: Checker
     results: list[list[Hit]]
     pending: int
     deadline: float | None = None
@@ -67,7 +67,7 @@ class _Piece:
 class Batcher:
     def __init__(
         self,
-        current: Callable[[], Matcher],
+        current: Callable[[], Checker],
         workers: int | None = None,
         max_queued: int = DEFAULT_MAX_QUEUED,
     ) -> None:

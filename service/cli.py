@@ -11,13 +11,22 @@ from types import FrameType
 import click
 from prometheus_client import start_http_server
 
-from indexer.snapshot import SnapshotError
+from indexer.build import build_snapshot
+from indexer.snapshot import SnapshotError, current_version
+from indexer.store import Store, StoreURLError, open_store
+from service.anomaly import AnomalyWatch
+from service.audit import AuditLog
+from service.auth import Gate
 from service.batcher import DEFAULT_MAX_QUEUED
+from service.follower import ChangeFollower, Compactor
 from service.logs import configure as configure_logs
-from service.server import build_server
+from service.probing import ProbeWatch
+from service.server import Feed, Guards, build_server
 from service.snapshots import SnapshotHolder
+from service.tls import TLS
 
 log = logging.getLogger("hashmatch.serve")
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 @click.command("serve")
@@ -28,6 +37,83 @@ log = logging.getLogger("hashmatch.serve")
     type=click.Path(file_okay=False, path_type=Path),
     help="Snapshot root written by `hashmatch index build --out`.",
 )
+@click.option(
+    "--store",
+    "store_url",
+    default=None,
+    help="Store URL (sqlite:///PATH or postgresql://...): takes submissions and list uploads, "
+    "serves sync pulls, and follows the store's change log so changes match within seconds.",
+)
+@click.option(
+    "--poll-interval",
+    type=float,
+    default=0.2,
+    show_default=True,
+    help="Seconds between reads of the store's change log.",
+)
+@click.option(
+    "--compact-at",
+    type=int,
+    default=50_000,
+    show_default=True,
+    help="Compact the in-memory delta into a new snapshot once it holds this many changes.",
+)
+@click.option(
+    "--compact-after",
+    type=float,
+    default=600.0,
+    show_default=True,
+    help="... or once its oldest change is this many seconds old.",
+)
+@click.option(
+    "--compact/--no-compact",
+    default=True,
+    show_default=True,
+    help="Run compactions (give --no-compact to all but one server sharing an --index).",
+)
+@click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve without API keys: every caller may do everything. Only on a loopback address.",
+)
+@click.option(
+    "--default-key-rate",
+    type=float,
+    default=50_000.0,
+    show_default=True,
+    help="Hash checks (or submitted hashes) per second for a key with no rate of its own.",
+)
+@click.option(
+    "--anonymous-submit",
+    "anonymous_submits",
+    type=float,
+    default=None,
+    metavar="CASES_PER_MINUTE",
+    help="Let victims submit, withdraw and ask about cases without a key, each address at "
+    "most this often.",
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Require client certificates signed by this CA (mutual TLS).",
+)
+@click.option(
+    "--flag-min-matches",
+    type=int,
+    default=100,
+    show_default=True,
+    help="Flag an entry with at least this many matches in a window ...",
+)
+@click.option(
+    "--flag-factor",
+    type=float,
+    default=20.0,
+    show_default=True,
+    help="... and this many times the mean of its list's other matched entries.",
+)
+@click.option("--flag-window", type=float, default=600.0, show_default=True, help="Seconds.")
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, metavar="HOST:PORT")
 @click.option(
     "--metrics-port",
@@ -67,6 +153,20 @@ log = logging.getLogger("hashmatch.serve")
 )
 def serve_command(
     index_root: Path,
+    store_url: str | None,
+    poll_interval: float,
+    compact_at: int,
+    compact_after: float,
+    compact: bool,
+    no_auth: bool,
+    default_key_rate: float,
+    anonymous_submits: float | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    flag_min_matches: int,
+    flag_factor: float,
+    flag_window: float,
     listen: str,
     metrics_port: int | None,
     metrics_host: str,
@@ -76,30 +176,88 @@ def serve_command(
     log_format: str,
     grace: float,
 ) -> None:
-    """Serve MatchService from the snapshots under --index."""
+    """Serve MatchService from the snapshots under --index; with --store, also
+    SubmissionService and SyncService, with changes matched within seconds."""
     configure_logs(log_format)
+    host = listen.rsplit(":", 1)[0]
+    if no_auth and host not in LOOPBACK:
+        raise click.UsageError(f"--no-auth only on a loopback address, not {host}")
+    if not no_auth and store_url is None:
+        raise click.UsageError(
+            "API keys live in the store: give --store URL (or --no-auth on a loopback address)"
+        )
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
+    tls = TLS(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
+    feed_stores: tuple[Store, Store] | None = None
+    if store_url is not None:
+        try:
+            feed_stores = (open_store(store_url), open_store(store_url))
+        except (StoreURLError, FileNotFoundError) as exc:
+            raise click.ClickException(str(exc)) from None
+        if current_version(index_root) is None:
+            log.info("no snapshot under %s yet: building one from the store", index_root)
+            build_snapshot(feed_stores[1], index_root)
     try:
         holder = SnapshotHolder(index_root)
     except SnapshotError as exc:
         raise click.ClickException(f"cannot serve: {exc}") from None
+    stop = threading.Event()
+    guard_store = None if no_auth or store_url is None else open_store(store_url)
+    gate = Gate(
+        guard_store,
+        default_rate=default_key_rate,
+        anonymous_submits_per_minute=anonymous_submits,
+    )
+    record_store = None if store_url is None else open_store(store_url)
+    audit = AuditLog(record_store)
+    anomaly = AnomalyWatch(
+        record_store,
+        audit,
+        window=flag_window,
+        min_matches=flag_min_matches,
+        factor=flag_factor,
+    )
+    guards = Guards(gate, audit, anomaly, ProbeWatch(gate, audit))
+    feed = None
+    if feed_stores is not None and store_url is not None:
+        compactor = (
+            Compactor(store_url, index_root, holder, compact_at, compact_after) if compact else None
+        )
+        follower = ChangeFollower(feed_stores[1], holder, poll_interval, compactor)
+        follower.follow_once()  # serve the changes made since the snapshot from the start
+        follower.start(stop)
+        feed = Feed(feed_stores[0], feed_stores[1], follower)
     try:
         server, port = build_server(
             holder,
             listen,
             max_queued_queries=max_queued_queries,
             max_concurrent_rpcs=max_concurrent_rpcs,
+            feed=feed,
+            guards=guards,
+            tls=tls,
         )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     if metrics_port is not None:
         start_http_server(metrics_port, addr=metrics_host)
         log.info("metrics at http://%s:%d/metrics", metrics_host, metrics_port)
-    stop = threading.Event()
     holder.watch(reload_interval, stop)
+    if gate.enabled:
+        gate.watch(stop)
+    audit.start(stop)
+    anomaly.start(stop)
     server.start()
-    host = listen.rsplit(":", 1)[0]
     log.info(
-        "serving MatchService on %s:%d (snapshot version %d)", host, port, holder.matcher.version
+        "serving MatchService on %s:%d (snapshot version %d; %s%s)",
+        host,
+        port,
+        holder.matcher.version,
+        "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"),
+        ", no authentication" if no_auth else ", API keys required",
     )
 
     def shutdown(signum: int, frame: FrameType | None) -> None:

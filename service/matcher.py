@@ -1,12 +1,14 @@
-"""Answering parsed queries against one loaded snapshot."""
+"""Answering parsed queries: against one loaded snapshot, and live (snapshot plus delta)."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from indexer.snapshot import SignalTable, Snapshot
 from service.engine import Engine, FaissRangeEngine, SortedExactEngine
@@ -19,6 +21,18 @@ class Hit:
     list: str
     match_id: str
     distance: int
+    variant: str = ""
+
+
+def _order(hit: Hit) -> tuple[int, str, str]:
+    return (hit.distance, hit.list, hit.match_id)
+
+
+class Checker(Protocol):
+    @property
+    def version(self) -> int: ...
+
+    def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]: ...
 
 
 def make_engine(table: SignalTable) -> Engine:
@@ -30,18 +44,23 @@ def make_engine(table: SignalTable) -> Engine:
 
 
 class Matcher:
-    """Immutable view of one snapshot; swapped whole when a new snapshot loads."""
+    """Immutable engines over one set of tables: a snapshot's, or the delta's."""
 
-    def __init__(self, snapshot: Snapshot) -> None:
-        self.snapshot = snapshot
-        self._tables: dict[str, SignalTable] = snapshot.tables
-        self._engines = {name: make_engine(t) for name, t in snapshot.tables.items()}
+    def __init__(self, lists: Sequence[str], tables: dict[str, SignalTable], version: int) -> None:
+        self.lists = tuple(lists)
+        self.version = version
+        self._tables = tables
+        self._engines = {name: make_engine(t) for name, t in tables.items()}
 
-    @property
-    def version(self) -> int:
-        return self.snapshot.version
+    @classmethod
+    def of(cls, snapshot: Snapshot) -> Matcher:
+        return cls(snapshot.lists, snapshot.tables, snapshot.version)
 
-    def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]:
+    def check(
+        self, queries: Sequence[ParsedQuery], exclude: npt.NDArray[np.int64] | None = None
+    ) -> list[list[Hit]]:
+        """Every entry within each query's distance, nearest first; entries whose ids are
+        in `exclude` (sorted) are left out."""
         results: list[list[Hit]] = [[] for _ in queries]
         by_signal: dict[str, list[int]] = defaultdict(list)
         for i, q in enumerate(queries):
@@ -58,18 +77,49 @@ class Matcher:
             if not len(hits.rows):
                 continue
             # Look up every hit's list and match id at once; visit only queries with hits.
-            names = [self.snapshot.lists[p] for p in table.list_positions[hits.rows].tolist()]
+            names = [self.lists[p] for p in table.list_positions[hits.rows].tolist()]
             match_ids = table.match_ids[hits.rows].tobytes().hex()
             width = 2 * table.match_ids.shape[1]
             distances = hits.distances.tolist()
+            variants = table.variant_of(hits.rows)
+            if exclude is not None and len(exclude):
+                ids = table.entry_ids[hits.rows]
+                at = np.searchsorted(exclude, ids).clip(max=len(exclude) - 1)
+                gone = (exclude[at] == ids).tolist()
+            else:
+                gone = [False] * len(distances)
             lims = hits.lims.tolist()
             for k in np.flatnonzero(np.diff(hits.lims)).tolist():
                 limit = queries[positions[k]].max_distance
                 found = [
-                    Hit(names[j], match_ids[j * width : (j + 1) * width], distances[j])
+                    Hit(names[j], match_ids[j * width : (j + 1) * width], distances[j], variants[j])
                     for j in range(lims[k], lims[k + 1])
-                    if distances[j] <= limit
+                    if distances[j] <= limit and not gone[j]
                 ]
-                found.sort(key=lambda h: (h.distance, h.list, h.match_id))
+                found.sort(key=_order)
                 results[positions[k]] = found
+        return results
+
+
+class LiveMatcher:
+    """A snapshot's matcher, less the entries removed since it was built (tombstones), plus
+    the entries added since (the delta's own matcher). Immutable: swapped whole."""
+
+    def __init__(
+        self, base: Matcher, delta: Matcher | None, tombstones: npt.NDArray[np.int64]
+    ) -> None:
+        self.base = base
+        self.delta = delta
+        self.tombstones = tombstones
+
+    @property
+    def version(self) -> int:
+        return self.base.version
+
+    def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]:
+        results = self.base.check(queries, self.tombstones)
+        if self.delta is not None:
+            for i, extra in enumerate(self.delta.check(queries)):
+                if extra:
+                    results[i] = sorted(results[i] + extra, key=_order)
         return results

@@ -34,3 +34,30 @@ REJECTED = Counter(
     "hashmatch_rejected_total", "Requests refused before search, by reason", ["reason"]
 )
 QUEUED = Gauge("hashmatch_queued_queries", "Queries waiting for an engine worker")
+DELTA_ENTRIES = Gauge(
+    "hashmatch_delta_entries",
+    "Changes since the snapshot in service, held in memory: adds and tombstones",
+    ["kind"],
+)
+APPLIED_SEQ = Gauge(
+    "hashmatch_applied_change_seq", "Last change log sequence number the matcher reflects"
+)
+FRESHNESS_LAG = Histogram(
+    "hashmatch_freshness_lag_seconds",
+    "From a change's commit in the store to the matcher reflecting it (oldest of each batch)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+COMPACTIONS = Counter(
+    "hashmatch_compactions_total", "Background snapshot compactions, by outcome", ["outcome"]
+)
+AUDIT_DROPPED = Counter(
+    "hashmatch_audit_dropped_total", "Audit events dropped because the writer fell behind"
+)
+FLAGGED = Counter(
+    "hashmatch_flagged_entries_total",
+    "Entries flagged for matching far above their list's norm, by list and state",
+    ["list", "state"],
+)
+PROBING = Counter(
+    "hashmatch_probing_throttled_total", "Keys throttled for probing the list around one point"
+)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from hashmatch.codec import HashFormatError
-from hashmatch.signals import UnknownSignalError, get_signal
+from hashmatch.signals import Signal, UnknownSignalError, get_signal
 from hashmatch.v1 import match_pb2
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 
@@ -21,18 +22,31 @@ class ParsedQuery:
     max_distance: int
 
 
-def parse_query(index: int, q: match_pb2.Query) -> ParsedQuery:
+class HashMessage(Protocol):
+    """Query and HashEntry alike: a signal name and a `value` oneof of hash or hex."""
+
+    signal: str
+    hash: bytes
+    hex: str
+
+    def WhichOneof(self, name: Literal["value"]) -> str | None: ...
+
+
+def parse_hash(label: str, m: HashMessage) -> tuple[Signal, bytes]:
     try:
-        signal = get_signal(q.signal)
-        which = q.WhichOneof("value")
+        signal = get_signal(m.signal)
+        which = m.WhichOneof("value")
         if which == "hash":
-            hash_bytes = signal.check_bytes(q.hash)
-        elif which == "hex":
-            hash_bytes = signal.parse_hex(q.hex)
-        else:
-            raise HashFormatError("no hash given: set hash (bytes) or hex (text)")
+            return signal, signal.check_bytes(m.hash)
+        if which == "hex":
+            return signal, signal.parse_hex(m.hex)
+        raise HashFormatError("no hash given: set hash (bytes) or hex (text)")
     except (UnknownSignalError, HashFormatError) as exc:
-        raise InvalidRequest(f"query {index}: {exc}") from None
+        raise InvalidRequest(f"{label}: {exc}") from None
+
+
+def parse_query(index: int, q: match_pb2.Query) -> ParsedQuery:
+    signal, hash_bytes = parse_hash(f"query {index}", q)
     max_distance = signal.threshold
     if q.HasField("max_distance"):
         if q.max_distance > signal.threshold:

@@ -1,150 +1,120 @@
-"""The gRPC server: MatchService plus standard health checking and reflection."""
+"""The gRPC server: MatchService (plus, with a store, SubmissionService and SyncService),
+standard health checking and reflection."""
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from hashmatch.v1 import match_pb2, match_pb2_grpc
+from hashmatch.channel import MAX_MESSAGE_BYTES
+from hashmatch.v1 import (
+    match_pb2,
+    match_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
+from indexer.store import Store
 from service import metrics
-from service.batcher import DEFAULT_MAX_QUEUED, Batcher, DeadlineExceeded, Overloaded
-from service.queries import InvalidRequest, parse_request
+from service.anomaly import AnomalyWatch
+from service.audit import AuditLog
+from service.auth import Gate
+from service.batcher import DEFAULT_MAX_QUEUED, Batcher
+from service.decoding import TolerantDecoding
+from service.follower import ChangeFollower
+from service.matcher import Hit
+from service.probing import ProbeWatch
+from service.queries import parse_request
+from service.rpc import deadline_of, guarded, record
 from service.snapshots import SnapshotHolder
-
-log = logging.getLogger(__name__)
+from service.submission import SubmissionServicer
+from service.sync import SyncServicer
+from service.tls import TLS
 
 MATCH_SERVICE = match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
-RETRY_PUSHBACK_MS = 100
-MAX_WAIT_SECONDS = 24 * 3600
-
-T = TypeVar("T")
+SUBMISSION_SERVICE = submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name
+SYNC_SERVICE = sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
 
 
-def _request_id(context: grpc.ServicerContext) -> str:
-    """The caller's x-request-id, or a new one."""
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and isinstance(value, str) and value:
-            return value[:64]
-    return uuid.uuid4().hex[:16]
+@dataclass(frozen=True)
+class Feed:
+    """The store behind a server that takes submissions: one connection for writes, one
+    for reads (the change follower and sync pulls), and the follower itself."""
+
+    writer: Store
+    reader: Store
+    follower: ChangeFollower
 
 
-class _LogBudget:
-    """At most `per_second` log lines per status code; the rest are counted and
-    reported with the next line, so a flood of refusals is not also a flood of logs."""
+@dataclass(frozen=True)
+class Guards:
+    """What stands between a caller and the list: keys and limits, the audit log, the
+    match anomaly watch and the probing watch."""
 
-    def __init__(self, per_second: int = 10) -> None:
-        self._per_second = per_second
-        self._window: dict[str, tuple[int, int, int]] = {}  # code → (second, logged, dropped)
-        self._lock = threading.Lock()
+    gate: Gate
+    audit: AuditLog
+    anomaly: AnomalyWatch
+    probe: ProbeWatch
 
-    def take(self, code: str) -> int | None:
-        """None if this event should not be logged, else how many were dropped before it."""
-        now = int(time.monotonic())
-        with self._lock:
-            second, logged, dropped = self._window.get(code, (now, 0, 0))
-            if second != now:
-                second, logged = now, 0
-            if logged >= self._per_second:
-                self._window[code] = (second, logged, dropped + 1)
-                return None
-            self._window[code] = (second, logged + 1, 0)
-            return dropped
-
-
-_log_budget = _LogBudget()
-
-
-def _refuse(
-    method: str,
-    context: grpc.ServicerContext,
-    code: grpc.StatusCode,
-    message: str,
-    *extra: tuple[str, str],
-) -> None:
-    """End the RPC with `code`, logging it and returning its request id to the caller."""
-    request_id = _request_id(context)
-    dropped = _log_budget.take(code.name)
-    if dropped is not None:
-        fields = {"request_id": request_id, "method": method, "code": code.name}
-        more = f" ({dropped} more {code.name} not logged)" if dropped else ""
-        log.warning("%s refused: %s%s", method, message, more, extra=fields)
-    context.set_trailing_metadata((("x-request-id", request_id), *extra))
-    context.abort(code, message)
-
-
-def _guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
-    """Run a handler body: bad input → INVALID_ARGUMENT, a bug → INTERNAL, never UNKNOWN."""
-    try:
-        return work()
-    except InvalidRequest as exc:
-        _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except Overloaded as exc:
-        metrics.REJECTED.labels("overloaded").inc()
-        # gRPC's standard hint to clients with retry policies: wait before retrying.
-        pushback = ("grpc-retry-pushback-ms", str(RETRY_PUSHBACK_MS))
-        _refuse(method, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), pushback)
-    except DeadlineExceeded as exc:
-        metrics.REJECTED.labels("deadline").inc()
-        _refuse(method, context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-    except Exception as exc:
-        if _status(context) is not None:  # context.abort() already chose the status
-            raise
-        request_id = _request_id(context)
-        log.exception("%s failed", method, extra={"request_id": request_id, "method": method})
-        context.set_trailing_metadata((("x-request-id", request_id),))
-        context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {request_id})")
-        raise exc  # unreachable: abort raises
-    raise AssertionError("unreachable: every refusal aborts")
-
-
-def _timeout(context: grpc.ServicerContext) -> float | None:
-    """Seconds left before the caller's deadline; None without one (grpcio reports ~forever)."""
-    remaining = context.time_remaining()
-    return None if remaining is None or remaining > MAX_WAIT_SECONDS else max(0.0, remaining)
-
-
-def _status(context: grpc.ServicerContext) -> grpc.StatusCode | None:
-    """The status a handler has set (grpcio's context has code(); the stubs lack it)."""
-    code: grpc.StatusCode | None = cast(Any, context).code()
-    return code
-
-
-def _record(method: str, context: grpc.ServicerContext, started: float) -> None:
-    code = _status(context) or grpc.StatusCode.OK
-    metrics.RPCS.labels(method, code.name).inc()
-    metrics.RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+    @classmethod
+    def open(cls, store: Store | None = None) -> Guards:
+        """Guards with default settings; no store means no authentication (loopback use)."""
+        gate, audit = Gate(store), AuditLog(store)
+        return cls(gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit))
 
 
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
-    def __init__(self, batcher: Batcher) -> None:
+    def __init__(self, batcher: Batcher, guards: Guards) -> None:
         self._batcher = batcher
+        self._guards = guards
 
     def _answer(
-        self, request: match_pb2.CheckRequest, context: grpc.ServicerContext
+        self, request: match_pb2.CheckRequest, context: grpc.ServicerContext, method: str
     ) -> match_pb2.CheckResponse:
+        guards = self._guards
+        caller = guards.gate.caller(context, "check")
         queries = parse_request(request)
-        version, found = self._batcher.check(queries, _timeout(context))
+        guards.gate.charge(caller, len(queries))
+        guards.probe.observe(caller, queries)
+        version, found = self._batcher.check(queries, deadline_of(context))
+        quarantined = guards.anomaly.quarantined
         response = match_pb2.CheckResponse(snapshot_version=version)
         checked: Counter[str] = Counter()
         matched: Counter[tuple[str, str]] = Counter()
+        answered: list[Hit] = []
         for q, hits in zip(queries, found, strict=True):
             checked[q.signal] += 1
+            if hits and (quarantined or caller.lists is not None):
+                # A caller sees only the lists it may read; quarantined entries match no one.
+                hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
             result = response.results.add(matched=bool(hits))
             for h in hits:
                 matched[q.signal, h.list] += 1
-                result.matches.add(list=h.list, match_id=h.match_id, distance=h.distance)
+                result.matches.add(
+                    list=h.list, match_id=h.match_id, distance=h.distance, variant=h.variant
+                )
+                guards.audit.record(
+                    caller.actor,
+                    "match",
+                    h.list,
+                    match_id=h.match_id,
+                    distance=h.distance,
+                    signal=q.signal,
+                    query=q.hash.hex(),
+                )
+            answered += hits
+        if answered:
+            guards.anomaly.count(answered)
+        guards.audit.key_used(caller.actor, method)
         # One counter update per label set, not per query: the labels() lookups and
         # their locks were a visible share of a 1,000-query request.
         for signal, n in checked.items():
@@ -158,9 +128,9 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     ) -> match_pb2.CheckResponse:
         started = time.perf_counter()
         try:
-            return _guarded("Check", context, lambda: self._answer(request, context))
+            return guarded("Check", context, lambda: self._answer(request, context, "Check"))
         finally:
-            _record("Check", context, started)
+            record("Check", context, started)
 
     def CheckStream(
         self, request_iterator: Iterator[match_pb2.CheckRequest], context: grpc.ServicerContext
@@ -168,9 +138,11 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         started = time.perf_counter()
         try:
             for request in request_iterator:
-                yield _guarded("CheckStream", context, partial(self._answer, request, context))
+                yield guarded(
+                    "CheckStream", context, partial(self._answer, request, context, "CheckStream")
+                )
         finally:
-            _record("CheckStream", context, started)
+            record("CheckStream", context, started)
 
 
 def build_server(
@@ -179,6 +151,9 @@ def build_server(
     max_workers: int = 64,
     max_queued_queries: int = DEFAULT_MAX_QUEUED,
     max_concurrent_rpcs: int = 1024,
+    feed: Feed | None = None,
+    guards: Guards | None = None,
+    tls: TLS | None = None,
 ) -> tuple[grpc.Server, int]:
     """A server ready to start, bound to `listen`; returns it with the bound port.
 
@@ -192,19 +167,37 @@ def build_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ],
         maximum_concurrent_rpcs=max_concurrent_rpcs,
+        interceptors=[TolerantDecoding()],
     )
     batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries)
     metrics.QUEUED.set_function(lambda: batcher.queued)
-    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher), server)
+    guards = guards or Guards.open()
+    match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher, guards), server)
+    services = [MATCH_SERVICE]
+    if feed is not None:
+        submission_pb2_grpc.add_SubmissionServiceServicer_to_server(
+            SubmissionServicer(
+                feed.writer, feed.follower, guards.gate, guards.audit, guards.anomaly.confirm
+            ),
+            server,
+        )
+        sync_pb2_grpc.add_SyncServiceServicer_to_server(
+            SyncServicer(feed.reader, guards.gate, guards.audit), server
+        )
+        services += [SUBMISSION_SERVICE, SYNC_SERVICE]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", MATCH_SERVICE):
+    for name in ("", *services):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     reflection.enable_server_reflection(
-        (MATCH_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(listen)
+        port = (
+            server.add_secure_port(listen, tls.server_credentials())
+            if tls is not None
+            else server.add_insecure_port(listen)
+        )
     except RuntimeError as exc:
         raise OSError(f"cannot listen on {listen}: {exc}") from None
     if port == 0:

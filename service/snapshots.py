@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from indexer.snapshot import (
     read_snapshot_dir,
     version_dir_name,
 )
+from indexer.store import Change
 from service import metrics
-from service.matcher import Matcher
+from service.delta import Delta
+from service.matcher import LiveMatcher, Matcher
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +57,29 @@ def load_best(root: Path) -> Snapshot:
 
 
 class SnapshotHolder:
-    """The matcher in service; replaced whole, so a request sees one snapshot throughout."""
+    """What is in service: the snapshot's matcher plus the delta since it, published as one
+    immutable LiveMatcher, so a request sees one consistent state throughout."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self._refused: set[int] = set()
-        self.matcher = self._install(load_best(root))
+        self._lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        snapshot = load_best(root)
+        self._base = self._install(snapshot)
+        self._delta = Delta.empty(snapshot.last_seq)
+        self._publish()
+
+    @property
+    def applied_seq(self) -> int:
+        return self._delta.applied_seq
+
+    @property
+    def delta(self) -> Delta:
+        return self._delta
 
     def _install(self, snapshot: Snapshot) -> Matcher:
-        matcher = Matcher(snapshot)
+        matcher = Matcher.of(snapshot)
         metrics.SNAPSHOT_VERSION.set(snapshot.version)
         metrics.SNAPSHOT_LOADED.set(time.time())
         created = datetime.fromisoformat(snapshot.created_at).timestamp()
@@ -71,26 +88,57 @@ class SnapshotHolder:
         for name, table in snapshot.tables.items():
             metrics.SNAPSHOT_ENTRIES.labels(name).set(table.count)
         counts = ", ".join(f"{n} {t.count}" for n, t in snapshot.tables.items()) or "no entries"
-        log.info("snapshot version %d in service (%s)", snapshot.version, counts)
+        log.info(
+            "snapshot version %d in service (%s; changes up to %d)",
+            snapshot.version,
+            counts,
+            snapshot.last_seq,
+        )
         return matcher
+
+    def _publish(self) -> None:
+        delta = self._delta
+        self.matcher = LiveMatcher(
+            self._base, delta.matcher(self._base.version), delta.tombstones()
+        )
+        metrics.DELTA_ENTRIES.labels("adds").set(len(delta.adds))
+        metrics.DELTA_ENTRIES.labels("tombstones").set(len(delta.removed))
+        metrics.APPLIED_SEQ.set(delta.applied_seq)
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Bring the matcher up to date with change log lines read from the store."""
+        if not changes:
+            return
+        with self._lock:
+            self._delta = self._delta.apply(changes)
+            self._publish()
+        metrics.FRESHNESS_LAG.observe(max(0.0, time.time() - min(c.at for c in changes)))
 
     def refresh(self) -> bool:
         """Swap in a newer current snapshot if there is one that verifies."""
+        with self._refresh_lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         try:
             version = current_version(self.root)
         except SnapshotError as exc:
             log.error("%s", exc)
             return False
-        if version is None or version == self.matcher.version or version in self._refused:
+        if version is None or version == self._base.version or version in self._refused:
             return False
         try:
             snapshot = read_snapshot_dir(self.root / version_dir_name(version))
         except SnapshotError as exc:
             self._refused.add(version)
             _refuse(version, exc)
-            log.error("still serving snapshot version %d", self.matcher.version)
+            log.error("still serving snapshot version %d", self._base.version)
             return False
-        self.matcher = self._install(snapshot)
+        base = self._install(snapshot)  # engines are built before the lock: no pause
+        with self._lock:
+            self._base = base
+            self._delta = self._delta.rebase(snapshot.last_seq)
+            self._publish()
         return True
 
     def watch(self, interval: float, stop: threading.Event) -> threading.Thread:
@@ -100,7 +148,7 @@ class SnapshotHolder:
                     self.refresh()
                 except Exception:
                     log.exception(
-                        "snapshot refresh failed; still serving version %d", self.matcher.version
+                        "snapshot refresh failed; still serving version %d", self._base.version
                     )
 
         thread = threading.Thread(target=loop, name="snapshot-watch", daemon=True)

@@ -241,6 +241,7 @@ def test_serve_refuses_a_tampered_snapshot_at_start(index_root: Path, tmp_path: 
             str(copy),
             "--listen",
             "127.0.0.1:0",
+            "--no-auth",
         ],
         capture_output=True,
         text=True,
@@ -273,7 +274,7 @@ def test_running_server_swaps_in_new_snapshots_and_refuses_bad_ones(
     rebuild()
     moon = query("pdq", pdq_of(photos["moon"]))
     with (
-        running_server(root, "--reload-interval", "0.2") as srv,
+        running_server(root, "--no-auth", "--reload-interval", "0.2") as srv,
         grpc.insecure_channel(srv.address) as ch,
     ):
         stub = match_pb2_grpc.MatchServiceStub(ch)
@@ -296,7 +297,7 @@ def test_overload_is_shed_with_resource_exhausted_and_the_server_recovers(
     codes: list[grpc.StatusCode] = []
     pushback: list[str] = []
     with (
-        running_server(index_root, "--max-queued-queries", "1000") as srv,
+        running_server(index_root, "--no-auth", "--max-queued-queries", "1000") as srv,
         grpc.insecure_channel(srv.address) as ch,
     ):
         stub = match_pb2_grpc.MatchServiceStub(ch)
@@ -350,7 +351,7 @@ def test_refusals_carry_a_request_id_into_the_json_log(
 
 
 def test_refusal_logs_are_rate_limited_per_status() -> None:
-    from service.server import _LogBudget
+    from service.rpc import _LogBudget
 
     budget = _LogBudget(per_second=3)
     taken = [budget.take("RESOURCE_EXHAUSTED") for _ in range(10)]

@@ -1,0 +1,133 @@
+"""Following the store's change log, so that the matcher reflects a change within a poll
+interval of its commit; and compacting the delta into a new snapshot when it grows."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from indexer.store import Store
+from service import metrics
+from service.snapshots import SnapshotHolder
+
+log = logging.getLogger(__name__)
+
+PAGE = 10_000
+
+
+class Compactor:
+    """Runs `hashmatch index compact` in a child process when the delta is large or old.
+
+    A child, not a thread: a rebuild of millions of entries then neither holds the
+    server's GIL nor leaves its peak memory behind in the serving process.
+    """
+
+    def __init__(
+        self, store_url: str, root: Path, holder: SnapshotHolder, at_size: int, after: float
+    ) -> None:
+        self._command = [
+            sys.executable,
+            "-m",
+            "hashmatch",
+            "index",
+            "compact",
+            "--store",
+            store_url,
+            "--out",
+            str(root),
+        ]
+        self._holder = holder
+        self._at_size = at_size
+        self._after = after
+        self._running: subprocess.Popen[str] | None = None
+        self._started = 0.0
+
+    def poll(self) -> None:
+        if self._running is not None:
+            if self._running.poll() is None:
+                return
+            output = self._running.stdout.read() if self._running.stdout else ""
+            seconds = time.monotonic() - self._started
+            if self._running.returncode == 0:
+                metrics.COMPACTIONS.labels("ok").inc()
+                log.info("compaction done in %.1fs: %s", seconds, output.strip())
+                self._holder.refresh()
+            else:
+                metrics.COMPACTIONS.labels("failed").inc()
+                log.error("compaction failed (exit %d): %s", self._running.returncode, output)
+            self._running = None
+            return
+        delta = self._holder.delta
+        oldest = delta.oldest_at
+        if not delta.size or not (
+            delta.size >= self._at_size
+            or (oldest is not None and time.time() - oldest >= self._after)
+        ):
+            return
+        log.info("compacting a delta of %d changes into a new snapshot", delta.size)
+        self._started = time.monotonic()
+        self._running = subprocess.Popen(
+            self._command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def stop(self) -> None:
+        if self._running is not None and self._running.poll() is None:
+            self._running.terminate()
+            self._running.wait(30)
+
+
+class ChangeFollower:
+    def __init__(
+        self,
+        store: Store,
+        holder: SnapshotHolder,
+        interval: float,
+        compactor: Compactor | None = None,
+    ) -> None:
+        self._store = store
+        self._holder = holder
+        self._interval = interval
+        self._compactor = compactor
+        self._wake = threading.Event()
+        self._applied = threading.Condition()
+
+    def poke(self) -> None:
+        """Read the change log now rather than at the next interval."""
+        self._wake.set()
+
+    def wait_for(self, seq: int, timeout: float) -> bool:
+        """Wait until the matcher reflects change `seq`; False on timeout."""
+        self.poke()
+        with self._applied:
+            return self._applied.wait_for(lambda: self._holder.applied_seq >= seq, timeout)
+
+    def follow_once(self) -> int:
+        changes = self._store.changes(self._holder.applied_seq, PAGE)
+        self._holder.apply(changes)
+        with self._applied:
+            self._applied.notify_all()
+        return len(changes)
+
+    def start(self, stop: threading.Event) -> threading.Thread:
+        def loop() -> None:
+            while not stop.is_set():
+                try:
+                    read = self.follow_once()
+                    if self._compactor is not None:
+                        self._compactor.poll()
+                except Exception:
+                    log.exception("reading the change log failed; retrying")
+                    read = 0
+                if read < PAGE:
+                    self._wake.wait(self._interval)
+                    self._wake.clear()
+            if self._compactor is not None:
+                self._compactor.stop()
+
+        thread = threading.Thread(target=loop, name="change-follower", daemon=True)
+        thread.start()
+        return thread

@@ -1,0 +1,168 @@
+"""How every handler answers: statuses that name the problem (never UNKNOWN), a request
+id on every refusal, rate-limited refusal logs, and per-method metrics."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
+
+import grpc
+
+from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList
+from service import metrics
+from service.auth import Caller, Gate, PermissionDenied, RateLimited, Unauthenticated
+from service.batcher import DeadlineExceeded, Overloaded
+from service.queries import InvalidRequest
+
+log = logging.getLogger(__name__)
+
+RETRY_PUSHBACK_MS = 100
+MAX_WAIT_SECONDS = 24 * 3600
+
+T = TypeVar("T")
+
+
+def request_id(context: grpc.ServicerContext) -> str:
+    """The caller's x-request-id, or a new one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and value:
+            return value[:64]
+    return uuid.uuid4().hex[:16]
+
+
+class _LogBudget:
+    """At most `per_second` log lines per status code; the rest are counted and
+    reported with the next line, so a flood of refusals is not also a flood of logs."""
+
+    def __init__(self, per_second: int = 10) -> None:
+        self._per_second = per_second
+        self._window: dict[str, tuple[int, int, int]] = {}  # code → (second, logged, dropped)
+        self._lock = threading.Lock()
+
+    def take(self, code: str) -> int | None:
+        """None if this event should not be logged, else how many were dropped before it."""
+        now = int(time.monotonic())
+        with self._lock:
+            second, logged, dropped = self._window.get(code, (now, 0, 0))
+            if second != now:
+                second, logged = now, 0
+            if logged >= self._per_second:
+                self._window[code] = (second, logged, dropped + 1)
+                return None
+            self._window[code] = (second, logged + 1, 0)
+            return dropped
+
+
+_log_budget = _LogBudget()
+
+
+def _refuse(
+    method: str,
+    context: grpc.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    *extra: tuple[str, str],
+) -> None:
+    """End the RPC with `code`, logging it and returning its request id to the caller."""
+    rid = request_id(context)
+    dropped = _log_budget.take(code.name)
+    if dropped is not None:
+        fields = {"request_id": rid, "method": method, "code": code.name}
+        more = f" ({dropped} more {code.name} not logged)" if dropped else ""
+        log.warning("%s refused: %s%s", method, message, more, extra=fields)
+    context.set_trailing_metadata((("x-request-id", rid), *extra))
+    context.abort(code, message)
+
+
+def guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
+    """Run a handler body: bad input → INVALID_ARGUMENT, a bug → INTERNAL, never UNKNOWN."""
+    try:
+        return work()
+    except InvalidRequest as exc:
+        _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except (NoSuchList, NoSuchCase) as exc:
+        _refuse(method, context, grpc.StatusCode.NOT_FOUND, str(exc))
+    except ListExists as exc:
+        _refuse(method, context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
+    except InvalidValue as exc:
+        _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+    except Unauthenticated as exc:
+        metrics.REJECTED.labels("unauthenticated").inc()
+        _refuse(method, context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
+    except PermissionDenied as exc:
+        metrics.REJECTED.labels("permission_denied").inc()
+        _refuse(method, context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
+    except RateLimited as exc:
+        metrics.REJECTED.labels("rate_limited").inc()
+        pushback = ("grpc-retry-pushback-ms", str(max(1, math.ceil(exc.retry_after * 1000))))
+        _refuse(method, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), pushback)
+    except Overloaded as exc:
+        metrics.REJECTED.labels("overloaded").inc()
+        # gRPC's standard hint to clients with retry policies: wait before retrying.
+        pushback = ("grpc-retry-pushback-ms", str(RETRY_PUSHBACK_MS))
+        _refuse(method, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), pushback)
+    except DeadlineExceeded as exc:
+        metrics.REJECTED.labels("deadline").inc()
+        _refuse(method, context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    except Exception as exc:
+        if status_of(context) is not None:  # context.abort() already chose the status
+            raise
+        rid = request_id(context)
+        log.exception("%s failed", method, extra={"request_id": rid, "method": method})
+        context.set_trailing_metadata((("x-request-id", rid),))
+        context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})")
+        raise exc  # unreachable: abort raises
+    raise AssertionError("unreachable: every refusal aborts")
+
+
+def deadline_of(context: grpc.ServicerContext) -> float | None:
+    """Seconds left before the caller's deadline; None without one (grpcio reports ~forever)."""
+    remaining = context.time_remaining()
+    return None if remaining is None or remaining > MAX_WAIT_SECONDS else max(0.0, remaining)
+
+
+def status_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
+    """The status a handler has set (grpcio's context has code(); the stubs lack it)."""
+    code: grpc.StatusCode | None = cast(Any, context).code()
+    return code
+
+
+def record(method: str, context: grpc.ServicerContext, started: float) -> None:
+    code = status_of(context) or grpc.StatusCode.OK
+    metrics.RPCS.labels(method, code.name).inc()
+    metrics.RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+
+
+class Guarded(Protocol):
+    gate: Gate
+
+
+Handler = Callable[[Any, Any, grpc.ServicerContext, Caller], T]
+
+
+def unary(
+    method: str, role: str
+) -> Callable[[Handler[T]], Callable[[Any, Any, grpc.ServicerContext], T]]:
+    """Wrap a handler with one response (its request may be a stream): the caller must
+    hold `role`; its errors become clear statuses; it is counted in the RPC metrics."""
+
+    def wrap(handler: Handler[T]) -> Callable[[Any, Any, grpc.ServicerContext], T]:
+        def run(self: Guarded, request: Any, context: grpc.ServicerContext) -> T:
+            started = time.perf_counter()
+            try:
+                return guarded(
+                    method,
+                    context,
+                    lambda: handler(self, request, context, self.gate.caller(context, role)),
+                )
+            finally:
+                record(method, context, started)
+
+        return run
+
+    return wrap

@@ -1,0 +1,256 @@
+"""SubmissionService: victims' cases and hotlines' lists, written to the store.
+
+Every accepted hash is checked like an import line: a featureless or
+low-quality hash would match huge numbers of innocent uploads, so it is
+refused with the reason. Changes that must take effect at once (a withdrawal,
+a removal, a new case) return only after the matcher reflects them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+
+import grpc
+
+from hashmatch.submission import MAX_CASE_HASHES
+from hashmatch.v1 import submission_pb2, submission_pb2_grpc
+from indexer.store import CASE_LIST, EntryFlag, ListInfo, NewEntry, Store
+from service.audit import AuditLog
+from service.auth import Caller, Gate, PermissionDenied
+from service.follower import ChangeFollower
+from service.queries import InvalidRequest, parse_hash
+from service.rpc import unary
+
+MAX_REFUSALS_LISTED = 1_000
+MAX_VARIANT_NAME = 40
+IN_EFFECT_TIMEOUT = 5.0
+
+
+def parse_entry(label: str, m: submission_pb2.HashEntry) -> NewEntry:
+    signal, hash_bytes = parse_hash(label, m)
+    quality = m.quality if m.HasField("quality") else None
+    if reason := signal.degenerate(hash_bytes, quality):
+        raise InvalidRequest(f"{label}: refused: {reason}")
+    if len(m.variant) > MAX_VARIANT_NAME or not m.variant.isprintable():
+        raise InvalidRequest(
+            f"{label}: variant must be at most {MAX_VARIANT_NAME} printable characters"
+        )
+    return NewEntry(signal.name, hash_bytes, quality, m.source_ref or None, m.variant)
+
+
+def _list_info(info: ListInfo, flags: list[EntryFlag]) -> submission_pb2.ListInfo:
+    return submission_pb2.ListInfo(
+        quarantine_anomalies=info.quarantine,
+        flagged=[
+            submission_pb2.FlaggedEntry(match_id=f.match_id.hex(), state=f.state, matches=f.matches)
+            for f in flags
+        ],
+        name=info.name,
+        owner=info.owner,
+        trust=info.trust,
+        description=info.description,
+        created_at=info.created_at,
+        entries_by_signal=info.entries_by_signal,
+        entries=info.entries,
+        last_seq=info.last_seq,
+    )
+
+
+def _case(request: submission_pb2.CaseRequest) -> tuple[str, str]:
+    if not request.case_id or not request.withdrawal_secret:
+        raise InvalidRequest("case_id and withdrawal_secret are both required")
+    return request.case_id, request.withdrawal_secret
+
+
+class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
+    def __init__(
+        self,
+        store: Store,
+        follower: ChangeFollower,
+        gate: Gate,
+        audit: AuditLog,
+        confirmed: Callable[[bytes], None],
+    ) -> None:
+        self._store = store
+        self._follower = follower
+        self.gate = gate
+        self._audit = audit
+        self._confirmed = confirmed
+
+    def _info(self, name: str) -> submission_pb2.ListInfo:
+        info = self._store.list_info(name)
+        return _list_info(info, [f for f in self._store.entry_flags() if f.list == name])
+
+    def _in_effect(self) -> None:
+        """Return once the matcher reflects everything committed so far."""
+        self._follower.wait_for(self._store.last_seq(), IN_EFFECT_TIMEOUT)
+
+    @unary("SubmitCase", "submit")
+    def SubmitCase(
+        self,
+        request: submission_pb2.SubmitCaseRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> submission_pb2.SubmitCaseResponse:
+        n = len(request.hashes)
+        if not 1 <= n <= MAX_CASE_HASHES:
+            raise InvalidRequest(f"a case holds 1 to {MAX_CASE_HASHES} hashes, got {n}")
+        self.gate.charge(caller, n)
+        entries = [parse_entry(f"hash {i}", h) for i, h in enumerate(request.hashes)]
+        receipt = self._store.create_case(entries)
+        self._audit.record(
+            caller.actor, "submit_case", CASE_LIST, case=receipt.case_id, added=receipt.added
+        )
+        self._in_effect()
+        return submission_pb2.SubmitCaseResponse(
+            case_id=receipt.case_id, withdrawal_secret=receipt.secret, added=receipt.added
+        )
+
+    @unary("Withdraw", "submit")
+    def Withdraw(
+        self, request: submission_pb2.CaseRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> submission_pb2.WithdrawResponse:
+        self.gate.charge(caller, 1)
+        removed = self._store.withdraw_case(*_case(request))
+        self._audit.record(
+            caller.actor, "withdraw_case", CASE_LIST, case=request.case_id, removed=removed
+        )
+        self._in_effect()
+        return submission_pb2.WithdrawResponse(removed=removed)
+
+    @unary("CaseStatus", "submit")
+    def CaseStatus(
+        self, request: submission_pb2.CaseRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> submission_pb2.CaseStatusResponse:
+        self.gate.charge(caller, 1)
+        status = self._store.case_status(*_case(request))
+        return submission_pb2.CaseStatusResponse(
+            active_hashes=status.active, withdrawn=status.withdrawn
+        )
+
+    @unary("CreateList", "list-manage")
+    def CreateList(
+        self,
+        request: submission_pb2.CreateListRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> submission_pb2.ListInfo:
+        _may_manage(caller, request.name)
+        self._store.create_list(
+            request.name, request.owner, request.trust or "unverified", request.description
+        )
+        if request.quarantine_anomalies:
+            self._store.set_quarantine(request.name, True)
+        self._audit.record(
+            caller.actor,
+            "create_list",
+            request.name,
+            owner=request.owner,
+            trust=request.trust or "unverified",
+            quarantine_anomalies=request.quarantine_anomalies,
+        )
+        return self._info(request.name)
+
+    @unary("GetList", "list-manage")
+    def GetList(
+        self, request: submission_pb2.GetListRequest, context: grpc.ServicerContext, caller: Caller
+    ) -> submission_pb2.ListInfo:
+        _may_manage(caller, request.name)
+        return self._info(request.name)
+
+    @unary("Upload", "list-manage")
+    def Upload(
+        self,
+        requests: Iterator[submission_pb2.UploadRequest],
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> submission_pb2.UploadResponse:
+        response = submission_pb2.UploadResponse()
+        list_name = submitter = ""
+        index = 0
+        for request in requests:
+            if not list_name:
+                if not request.list:
+                    raise InvalidRequest("the first UploadRequest must name the list")
+                list_name, submitter = request.list, request.submitter or caller.actor
+                _may_manage(caller, list_name)
+                self._store.list_info(list_name)  # NOT_FOUND before any entry is read
+            elif request.list and request.list != list_name:
+                raise InvalidRequest(
+                    f"one upload goes to one list: {list_name!r}, not {request.list!r}"
+                )
+            accepted = []
+            for m in request.entries:
+                try:
+                    accepted.append(parse_entry(f"entry {index}", m))
+                except InvalidRequest as exc:
+                    response.refused += 1
+                    if len(response.refusals) < MAX_REFUSALS_LISTED:
+                        response.refusals.add(index=index, reason=str(exc))
+                index += 1
+            # Committed per message: what the server has read survives a crash, and a
+            # re-sent upload only counts duplicates.
+            counts = self._store.add_entries(list_name, accepted, submitter=submitter, create=False)
+            response.added += counts.added
+            response.duplicates += counts.duplicates
+        if not list_name:
+            raise InvalidRequest("an upload needs at least one message naming the list")
+        self._audit.record(
+            caller.actor,
+            "upload",
+            list_name,
+            added=response.added,
+            duplicates=response.duplicates,
+            refused=response.refused,
+        )
+        self._follower.poke()
+        return response
+
+    @unary("RemoveEntries", "list-manage")
+    def RemoveEntries(
+        self,
+        request: submission_pb2.RemoveEntriesRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> submission_pb2.RemoveEntriesResponse:
+        _may_manage(caller, request.list)
+        keys = _keys(request.entries)
+        removed = self._store.remove_entries(request.list, keys)
+        self._audit.record(
+            caller.actor, "remove_entries", request.list, asked=len(keys), removed=removed
+        )
+        self._in_effect()
+        return submission_pb2.RemoveEntriesResponse(removed=removed)
+
+    @unary("ConfirmEntry", "list-manage")
+    def ConfirmEntry(
+        self,
+        request: submission_pb2.ConfirmEntryRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> submission_pb2.ConfirmEntryResponse:
+        _may_manage(caller, request.list)
+        try:
+            match_id = bytes.fromhex(request.match_id)
+        except ValueError:
+            raise InvalidRequest(f"match_id {request.match_id[:40]!r} is not hex") from None
+        confirmed = self._store.confirm_entry(request.list, match_id)
+        if confirmed:
+            self._audit.record(
+                caller.actor, "confirm_entry", request.list, match_id=request.match_id
+            )
+            self._confirmed(match_id)
+        return submission_pb2.ConfirmEntryResponse(confirmed=confirmed)
+
+
+def _may_manage(caller: Caller, list_name: str) -> None:
+    if not caller.may_see(list_name) or (list_name == CASE_LIST and "admin" not in caller.roles):
+        raise PermissionDenied(f"{caller.actor} may not manage list {list_name!r}")
+
+
+def _keys(entries: Iterable[submission_pb2.HashEntry]) -> list[tuple[str, bytes]]:
+    keys = []
+    for i, m in enumerate(entries):
+        signal, hash_bytes = parse_hash(f"entry {i}", m)
+        keys.append((signal.name, hash_bytes))
+    return keys

@@ -1,0 +1,77 @@
+"""SyncService: a list's change log after a cursor, for keeping copies in step."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from functools import partial
+
+import grpc
+
+from hashmatch.v1 import sync_pb2, sync_pb2_grpc
+from indexer.store import Change, Store
+from service.audit import AuditLog
+from service.auth import Gate, PermissionDenied
+from service.queries import InvalidRequest
+from service.rpc import guarded, record
+
+PAGE = 1_000
+MAX_SEQ = 2**63 - 1
+"""Change sequences are signed 64-bit in both stores; a cursor past that names nothing."""
+
+_OPS = {"add": sync_pb2.Change.OP_ADD, "remove": sync_pb2.Change.OP_REMOVE}
+
+
+def to_message(c: Change) -> sync_pb2.Change:
+    m = sync_pb2.Change(
+        seq=c.seq,
+        op=_OPS[c.op],
+        signal=c.signal,
+        hash=c.hash,
+        match_id=c.match_id,
+        source_ref=c.source_ref or "",
+        variant=c.variant,
+    )
+    if c.quality is not None:
+        m.quality = c.quality
+    return m
+
+
+class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
+    def __init__(self, store: Store, gate: Gate, audit: AuditLog) -> None:
+        self._store = store
+        self._gate = gate
+        self._audit = audit
+
+    def _page(
+        self, request: sync_pb2.PullRequest, context: grpc.ServicerContext, after: int
+    ) -> list[Change]:
+        if after == request.after_seq:
+            caller = self._gate.caller(context, "sync-read")
+            if not request.list:
+                raise InvalidRequest("name the list to pull")
+            if request.after_seq > MAX_SEQ:
+                raise InvalidRequest(
+                    f"after_seq {request.after_seq} is beyond the largest change sequence {MAX_SEQ}"
+                )
+            if not caller.may_see(request.list):
+                raise PermissionDenied(f"{caller.actor} may not read list {request.list!r}")
+            self._store.list_info(request.list)  # NOT_FOUND for an unknown list
+            self._audit.record(caller.actor, "pull", request.list, after_seq=after)
+        return self._store.changes(after, PAGE, request.list)
+
+    def Pull(
+        self, request: sync_pb2.PullRequest, context: grpc.ServicerContext
+    ) -> Iterator[sync_pb2.PullResponse]:
+        started = time.perf_counter()
+        after = request.after_seq
+        try:
+            while True:
+                page = guarded("Pull", context, partial(self._page, request, context, after))
+                if page:
+                    yield sync_pb2.PullResponse(changes=[to_message(c) for c in page])
+                    after = page[-1].seq
+                if len(page) < PAGE:
+                    return
+        finally:
+            record("Pull", context, started)

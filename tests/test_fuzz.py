@@ -1,0 +1,212 @@
+"""Fuzzing every request handler over real gRPC: whatever arrives, the answer is a clear
+status (never UNKNOWN, never a crash) and the server keeps serving."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.v1 import (
+    match_pb2,
+    match_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
+
+CLEAR = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+FUZZ = settings(
+    max_examples=int(os.environ.get("HASHMATCH_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+signals = st.one_of(
+    st.sampled_from(["pdq", "phash", "dhash", "ahash", "whash", "md5", "sha256", "PDQ", ""]),
+    st.text(max_size=12),
+)
+hashes = st.binary(max_size=40)
+hexes = st.one_of(st.text(alphabet="0123456789abcdefABCDEF", max_size=70), st.text(max_size=70))
+
+
+@st.composite
+def queries(draw: st.DrawFn) -> match_pb2.Query:
+    q = match_pb2.Query(signal=draw(signals))
+    which = draw(st.sampled_from(["hash", "hex", None]))
+    if which == "hash":
+        q.hash = draw(hashes)
+    elif which == "hex":
+        q.hex = draw(hexes)
+    if draw(st.booleans()):
+        q.max_distance = draw(st.integers(0, 2**32 - 1))
+    return q
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> submission_pb2.HashEntry:
+    e = submission_pb2.HashEntry(signal=draw(signals), source_ref=draw(st.text(max_size=20)))
+    if draw(st.booleans()):
+        e.hash = draw(hashes)
+    else:
+        e.hex = draw(hexes)
+    if draw(st.booleans()):
+        e.quality = draw(st.integers(-(2**31), 2**31 - 1))
+    return e
+
+
+names = st.one_of(st.sampled_from(["", "fuzz", "victim-cases", " x "]), st.text(max_size=30))
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("fuzz")
+    url = f"sqlite:///{tmp / 'store.db'}"
+    with running_server(tmp / "index", "--store", url, "--no-auth") as proc:
+        with grpc.insecure_channel(proc.address) as ch:
+            submission_pb2_grpc.SubmissionServiceStub(ch).CreateList(
+                submission_pb2.CreateListRequest(name="fuzz")
+            )
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def channel(served: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(served.address) as ch:
+        yield ch
+
+
+def clear(call: object) -> None:
+    try:
+        call()  # type: ignore[operator]
+    except grpc.RpcError as exc:
+        assert exc.code() in CLEAR, f"{exc.code()}: {exc.details()}"
+        assert exc.details(), "a refusal must say why"
+
+
+@FUZZ
+@given(batch=st.lists(queries(), max_size=30))
+def test_check(channel: grpc.Channel, batch: list[match_pb2.Query]) -> None:
+    stub = match_pb2_grpc.MatchServiceStub(channel)
+    request = match_pb2.CheckRequest(queries=batch)
+    clear(lambda: stub.Check(request, timeout=10))
+    clear(lambda: list(stub.CheckStream(iter([request, request]), timeout=10)))
+
+
+@FUZZ
+@given(
+    batch=st.lists(entries(), max_size=20), case=st.text(max_size=30), secret=st.text(max_size=40)
+)
+def test_cases(
+    channel: grpc.Channel, batch: list[submission_pb2.HashEntry], case: str, secret: str
+) -> None:
+    stub = submission_pb2_grpc.SubmissionServiceStub(channel)
+    clear(lambda: stub.SubmitCase(submission_pb2.SubmitCaseRequest(hashes=batch), timeout=10))
+    request = submission_pb2.CaseRequest(case_id=case, withdrawal_secret=secret)
+    clear(lambda: stub.Withdraw(request, timeout=10))
+    clear(lambda: stub.CaseStatus(request, timeout=10))
+
+
+@FUZZ
+@given(
+    name=names,
+    owner=st.text(max_size=20),
+    trust=st.one_of(
+        st.sampled_from(["verified", "unverified", "victim", ""]), st.text(max_size=10)
+    ),
+    batches=st.lists(st.tuples(names, st.lists(entries(), max_size=10)), max_size=4),
+    match_id=st.text(max_size=30),
+    after=st.integers(0, 2**64 - 1),
+)
+@example(name="fuzz", owner="D", trust="verified", batches=[], match_id="", after=2**63)
+def test_lists_and_sync(
+    channel: grpc.Channel,
+    name: str,
+    owner: str,
+    trust: str,
+    batches: list[tuple[str, list[submission_pb2.HashEntry]]],
+    match_id: str,
+    after: int,
+) -> None:
+    stub = submission_pb2_grpc.SubmissionServiceStub(channel)
+    clear(
+        lambda: stub.CreateList(
+            submission_pb2.CreateListRequest(name=name, owner=owner, trust=trust), timeout=10
+        )
+    )
+    clear(lambda: stub.GetList(submission_pb2.GetListRequest(name=name), timeout=10))
+    uploads = [submission_pb2.UploadRequest(list=n, entries=e) for n, e in batches]
+    clear(lambda: stub.Upload(iter(uploads), timeout=10))
+    removal = submission_pb2.RemoveEntriesRequest(
+        list=name, entries=batches[0][1] if batches else []
+    )
+    clear(lambda: stub.RemoveEntries(removal, timeout=10))
+    confirm = submission_pb2.ConfirmEntryRequest(list=name, match_id=match_id)
+    clear(lambda: stub.ConfirmEntry(confirm, timeout=10))
+    pull = sync_pb2_grpc.SyncServiceStub(channel)
+    clear(lambda: list(pull.Pull(sync_pb2.PullRequest(list=name, after_seq=after), timeout=10)))
+
+
+METHODS = [
+    ("/hashmatch.v1.MatchService/Check", "unary"),
+    ("/hashmatch.v1.MatchService/CheckStream", "stream_stream"),
+    ("/hashmatch.v1.SubmissionService/SubmitCase", "unary"),
+    ("/hashmatch.v1.SubmissionService/Withdraw", "unary"),
+    ("/hashmatch.v1.SubmissionService/CaseStatus", "unary"),
+    ("/hashmatch.v1.SubmissionService/CreateList", "unary"),
+    ("/hashmatch.v1.SubmissionService/GetList", "unary"),
+    ("/hashmatch.v1.SubmissionService/Upload", "stream_unary"),
+    ("/hashmatch.v1.SubmissionService/RemoveEntries", "unary"),
+    ("/hashmatch.v1.SubmissionService/ConfirmEntry", "unary"),
+    ("/hashmatch.v1.SyncService/Pull", "unary_stream"),
+]
+
+
+@FUZZ
+@given(method=st.sampled_from(METHODS), payload=st.binary(max_size=200))
+def test_raw_bytes_and_invalid_utf8(
+    channel: grpc.Channel, method: tuple[str, str], payload: bytes
+) -> None:
+    """Messages no protobuf library would build: invalid UTF-8, bad wire format."""
+    path, kind = method
+    if kind == "unary":
+        call = channel.unary_unary(path)
+        clear(lambda: call(payload, timeout=10))
+    elif kind == "unary_stream":
+        stream = channel.unary_stream(path)
+        clear(lambda: list(stream(payload, timeout=10)))
+    elif kind == "stream_unary":
+        upload = channel.stream_unary(path)
+        clear(lambda: upload(iter([payload, payload]), timeout=10))
+    else:
+        both = channel.stream_stream(path)
+        clear(lambda: list(both(iter([payload]), timeout=10)))
+
+
+def test_huge_batches_and_the_server_still_serves(channel: grpc.Channel) -> None:
+    stub = match_pb2_grpc.MatchServiceStub(channel)
+    huge = match_pb2.CheckRequest(queries=[match_pb2.Query(signal="pdq", hash=bytes(32))] * 10_001)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Check(huge, timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    too_big = match_pb2.CheckRequest(queries=[match_pb2.Query(signal="pdq", hex="ab" * 10**6)] * 20)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Check(too_big, timeout=30)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # over the message limit
+    ok = stub.Check(
+        match_pb2.CheckRequest(queries=[match_pb2.Query(signal="pdq", hex="ab" * 32)]), timeout=10
+    )
+    assert len(ok.results) == 1

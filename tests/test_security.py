@@ -1,0 +1,412 @@
+"""Only the right callers, no list leakage, no poisoning: over real gRPC with real keys."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from hashmatch.channel import Credentials, open_channel
+from hashmatch.client import MatchClient
+from hashmatch.list_formats import NewEntry
+from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.submission import SubmissionClient
+from hashmatch.v1 import (
+    match_pb2,
+    match_pb2_grpc,
+    submission_pb2,
+    submission_pb2_grpc,
+    sync_pb2,
+    sync_pb2_grpc,
+)
+from indexer.store import open_store
+from tests.conftest import run_cli
+
+
+def random_pdq(n: int, seed: int) -> list[bytes]:
+    rows = np.random.default_rng(seed).integers(0, 256, (n, 32), dtype=np.uint8)
+    return [bytes(r) for r in rows]
+
+
+HASHES = random_pdq(20, 5)
+
+
+@contextmanager
+def secured(tmp_path: Path, *args: str) -> Iterator[tuple[ServerProcess, str]]:
+    """A server requiring keys, with lists 'a' (HASHES[:10]) and 'b' (HASHES[10:])."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    store.add_entries("a", [NewEntry("pdq", h) for h in HASHES[:10]])
+    store.add_entries("b", [NewEntry("pdq", h) for h in HASHES[10:]])
+    store.close()
+    with running_server(tmp_path / "index", "--store", url, "--poll-interval", "0.1", *args) as p:
+        yield p, url
+
+
+def key(url: str, *roles: str, lists: tuple[str, ...] = (), rate: float | None = None) -> str:
+    args = [a for r in roles for a in ("--role", r)] + [a for n in lists for a in ("--list", n)]
+    done = run_cli(
+        "keys", "create", "--store", url, "--tenant", "t", *args,
+        *(["--rate", str(rate)] if rate else []),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return next(line.split()[1] for line in done.stdout.splitlines() if line.startswith("key:"))
+
+
+def creds(token: str | None) -> Credentials:
+    return Credentials(api_key=token)
+
+
+def code_of(call: object) -> grpc.StatusCode:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    return info.value.code()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[ServerProcess, str]]:
+    with secured(tmp_path) as s:
+        yield s
+
+
+def test_every_rpc_but_health_needs_a_key(server: tuple[ServerProcess, str]) -> None:
+    proc, _ = server
+    with open_channel(proc.address, creds(None)) as ch:
+        health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        match = match_pb2_grpc.MatchServiceStub(ch)
+        sub = submission_pb2_grpc.SubmissionServiceStub(ch)
+        sync = sync_pb2_grpc.SyncServiceStub(ch)
+        q = match_pb2.CheckRequest(queries=[match_pb2.Query(signal="pdq", hash=HASHES[0])])
+        entry = submission_pb2.HashEntry(signal="pdq", hash=HASHES[0])
+        calls = [
+            lambda: match.Check(q, timeout=5),
+            lambda: list(match.CheckStream(iter([q]), timeout=5)),
+            lambda: sub.SubmitCase(submission_pb2.SubmitCaseRequest(hashes=[entry]), timeout=5),
+            lambda: sub.Withdraw(submission_pb2.CaseRequest(case_id="x", withdrawal_secret="y")),
+            lambda: sub.CreateList(submission_pb2.CreateListRequest(name="c"), timeout=5),
+            lambda: sub.GetList(submission_pb2.GetListRequest(name="a"), timeout=5),
+            lambda: sub.Upload(iter([submission_pb2.UploadRequest(list="a")]), timeout=5),
+            lambda: sub.RemoveEntries(submission_pb2.RemoveEntriesRequest(list="a"), timeout=5),
+            lambda: sub.ConfirmEntry(submission_pb2.ConfirmEntryRequest(list="a"), timeout=5),
+            lambda: list(sync.Pull(sync_pb2.PullRequest(list="a"), timeout=5)),
+        ]
+        for call in calls:
+            assert code_of(call) == grpc.StatusCode.UNAUTHENTICATED
+    with MatchClient(proc.address, credentials=creds("hm_0000_wrong")) as client:
+        assert code_of(lambda: client.check([("pdq", HASHES[0])])) == (
+            grpc.StatusCode.UNAUTHENTICATED
+        )
+
+
+def test_a_checker_learns_match_and_an_opaque_id_and_nothing_else(
+    server: tuple[ServerProcess, str],
+) -> None:
+    proc, url = server
+    checker = key(url, "check")
+    with MatchClient(proc.address, credentials=creds(checker)) as client:
+        [v] = client.check([("pdq", HASHES[0])])
+        assert v.matched and v.matches[0].list == "a" and v.matches[0].distance == 0
+        assert bytes.fromhex(v.matches[0].match_id) not in HASHES[0]
+    with SubmissionClient(proc.address, credentials=creds(checker)) as sub:
+        for call in (
+            lambda: sub.list_info("a"),
+            lambda: sub.upload("a", []),
+            lambda: sub.remove("a", [("pdq", HASHES[0])]),
+            lambda: sub.submit_case([NewEntry("pdq", HASHES[0])]),
+        ):
+            assert code_of(call) == grpc.StatusCode.PERMISSION_DENIED
+    with open_channel(proc.address, creds(checker)) as ch:
+        pull = sync_pb2_grpc.SyncServiceStub(ch).Pull(sync_pb2.PullRequest(list="a"), timeout=5)
+        assert code_of(lambda: list(pull)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_keys_see_only_their_lists(server: tuple[ServerProcess, str]) -> None:
+    proc, url = server
+    only_b = key(url, "check", lists=("b",))
+    with MatchClient(proc.address, credentials=creds(only_b)) as client:
+        verdicts = client.check([("pdq", HASHES[0]), ("pdq", HASHES[10])])
+        assert [v.matched for v in verdicts] == [False, True]
+    hotline_a = key(url, "list-manage", "sync-read", lists=("a",))
+    with SubmissionClient(proc.address, credentials=creds(hotline_a)) as sub:
+        assert sub.list_info("a").entries == 10
+        assert code_of(lambda: sub.list_info("b")) == grpc.StatusCode.PERMISSION_DENIED
+        assert code_of(lambda: sub.upload("b", [])) == grpc.StatusCode.PERMISSION_DENIED
+    with open_channel(proc.address, creds(hotline_a)) as ch:
+        stub = sync_pb2_grpc.SyncServiceStub(ch)
+        pages = list(stub.Pull(sync_pb2.PullRequest(list="a"), timeout=5))
+        assert sum(len(p.changes) for p in pages) == 10
+        b = stub.Pull(sync_pb2.PullRequest(list="b"), timeout=5)
+        assert code_of(lambda: list(b)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_revoked_key_is_refused_within_a_second(server: tuple[ServerProcess, str]) -> None:
+    proc, url = server
+    token = key(url, "check")
+    key_id = token.split("_")[1]
+    with MatchClient(proc.address, credentials=creds(token)) as client:
+        assert client.check([("pdq", HASHES[0])])[0].matched
+        done = run_cli("keys", "revoke", "--store", url, key_id)
+        assert done.returncode == 0, done.stderr
+        revoked = time.monotonic()
+        while True:
+            try:
+                client.check([("pdq", HASHES[0])])
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAUTHENTICATED
+                break
+            time.sleep(0.02)
+        assert time.monotonic() - revoked < 1.0
+    listed = run_cli("keys", "list", "--store", url).stdout
+    assert f"{key_id}  t  check  *  default  revoked" in listed and token not in listed
+
+
+def test_keys_are_stored_only_as_salted_hashes(server: tuple[ServerProcess, str]) -> None:
+    _, url = server
+    token = key(url, "check")
+    raw = b"".join(
+        p.read_bytes() for p in Path(url.removeprefix("sqlite:///")).parent.glob("*.db*")
+    )
+    assert token.split("_", 2)[2].encode() not in raw
+
+
+def test_rate_limits_answer_resource_exhausted_with_a_retry_hint(
+    server: tuple[ServerProcess, str],
+) -> None:
+    proc, url = server
+    token = key(url, "check", rate=100)
+    with grpc.insecure_channel(proc.address) as ch:
+        stub = match_pb2_grpc.MatchServiceStub(ch)
+        queries = [match_pb2.Query(signal="pdq", hash=h) for h in random_pdq(150, 9)]
+        meta = (("authorization", f"Bearer {token}"),)
+        stub.Check(match_pb2.CheckRequest(queries=queries), metadata=meta, timeout=5)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Check(match_pb2.CheckRequest(queries=queries), metadata=meta, timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "rate limit of 100 hashes/s" in (info.value.details() or "")
+        trailers = dict(info.value.trailing_metadata() or ())  # type: ignore[attr-defined]
+        assert 0 < int(trailers["grpc-retry-pushback-ms"]) <= 2000
+        time.sleep(1.6)
+        stub.Check(match_pb2.CheckRequest(queries=queries), metadata=meta, timeout=5)
+
+
+def test_a_key_walking_around_one_point_is_throttled_and_audited(
+    server: tuple[ServerProcess, str],
+) -> None:
+    proc, url = server
+    token = key(url, "check")
+    rng = np.random.default_rng(1)
+    centre = np.frombuffer(HASHES[0], np.uint8)
+    walk = []
+    for _ in range(400):
+        step = np.unpackbits(centre).copy()
+        step[rng.choice(256, size=int(rng.integers(1, 4)), replace=False)] ^= 1
+        walk.append(np.packbits(step).tobytes())
+    throttled = False
+    with MatchClient(proc.address, credentials=creds(token)) as client:
+        for h in walk:
+            try:
+                client.check([("pdq", h)])
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                throttled = True
+                break
+    assert throttled, "a 400-query walk around one hash was never throttled"
+    assert "probing_suspected" in audit_actions(url)
+    # An honest checker, with random uploads and exact repeats, is not throttled.
+    honest = key(url, "check")
+    with MatchClient(proc.address, credentials=creds(honest)) as client:
+        for h in random_pdq(300, 2) + [HASHES[0]] * 100:
+            client.check([("pdq", h)])
+
+
+def audit_actions(url: str, deadline: float = 5.0) -> list[str]:
+    time.sleep(0.7)  # one flush interval
+    store = open_store(url)
+    try:
+        return [e.action for e in store.audit_events(0, 100_000)]
+    finally:
+        store.close()
+
+
+def test_an_anomalously_matching_entry_is_flagged_quarantined_and_confirmed(
+    tmp_path: Path,
+) -> None:
+    with secured(tmp_path, "--flag-min-matches", "30", "--flag-factor", "5") as (proc, url):
+        store = open_store(url)
+        store.set_quarantine("a", True)
+        store.close()
+        checker, manager = key(url, "check"), key(url, "list-manage")
+        popular, usual = HASHES[3], HASHES[4:10]
+        with MatchClient(proc.address, credentials=creds(checker)) as client:
+            for _ in range(5):
+                client.check([("pdq", h) for h in usual])
+            for _ in range(40):  # a "popular benign image" that slipped onto the list
+                client.check([("pdq", popular)])
+            deadline = time.monotonic() + 10
+            while client.check([("pdq", popular)])[0].matched:
+                assert time.monotonic() < deadline, "the entry was never quarantined"
+                time.sleep(0.2)
+            assert all(v.matched for v in client.check([("pdq", h) for h in usual]))
+        assert "entry_quarantined" in audit_actions(url)
+        with SubmissionClient(proc.address, credentials=creds(manager)) as sub:
+            [flag] = sub.list_info("a").flagged
+            assert flag.state == "quarantined" and flag.matches >= 30
+            with open_channel(proc.address, creds(manager)) as ch:
+                confirmed = submission_pb2_grpc.SubmissionServiceStub(ch).ConfirmEntry(
+                    submission_pb2.ConfirmEntryRequest(list="a", match_id=flag.match_id)
+                )
+            assert confirmed.confirmed
+        with MatchClient(proc.address, credentials=creds(checker)) as client:
+            assert client.check([("pdq", popular)])[0].matched
+
+
+def test_victims_may_submit_without_a_key_when_the_operator_allows_it(tmp_path: Path) -> None:
+    with secured(tmp_path, "--anonymous-submit", "2") as (proc, _):
+        with SubmissionClient(proc.address, credentials=creds(None)) as sub:
+            receipt = sub.submit_case([NewEntry("pdq", HASHES[15], 100)])
+            assert receipt.added == 1
+            with pytest.raises(grpc.RpcError) as info:
+                for h in random_pdq(5, 3):
+                    sub.submit_case([NewEntry("pdq", h, 100)])
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            refused = sub.submit_case
+            assert code_of(lambda: refused([NewEntry("pdq", bytes(32))])) in (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            )
+            assert code_of(lambda: sub.create_list("x")) == grpc.StatusCode.UNAUTHENTICATED
+        with MatchClient(proc.address, credentials=creds(None)) as client:
+            assert code_of(lambda: client.check([("pdq", HASHES[0])])) == (
+                grpc.StatusCode.UNAUTHENTICATED
+            )
+
+
+def test_the_audit_log_records_who_did_what_and_is_append_only(
+    server: tuple[ServerProcess, str],
+) -> None:
+    proc, url = server
+    checker, victim_portal, hotline = key(url, "check"), key(url, "submit"), key(url, "admin")
+    with SubmissionClient(proc.address, credentials=creds(victim_portal)) as sub:
+        receipt = sub.submit_case([NewEntry("pdq", HASHES[16], 100)])
+        sub.withdraw(receipt.case_id, receipt.withdrawal_secret)
+    with SubmissionClient(proc.address, credentials=creds(hotline)) as sub:
+        sub.create_list("c", owner="hotline")
+        sub.upload("c", [NewEntry("pdq", HASHES[17])])
+        sub.remove("c", [("pdq", HASHES[17])])
+    with MatchClient(proc.address, credentials=creds(checker)) as client:
+        client.check([("pdq", HASHES[1])])
+    time.sleep(0.7)
+    done = run_cli("audit", "--store", url)
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    actions = [e["action"] for e in events]
+    for action in ("submit_case", "withdraw_case", "create_list", "upload", "remove_entries"):
+        assert action in actions, action
+    match = next(e for e in events if e["action"] == "match")
+    assert match["actor"].startswith("t/") and match["list"] == "a"
+    assert match["query"] == HASHES[1].hex() and match["distance"] == 0
+    assert any(e["action"] == "key_use" and e["actor"] == match["actor"] for e in events)
+    with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE audit SET actor = 'someone else'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM audit")
+
+
+def _certificates(tmp_path: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def issue(
+        name: str, issuer: x509.Name | None, signer: ec.EllipticCurvePrivateKey | None, ca: bool
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer or subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            import ipaddress
+
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
+                critical=False,
+            )
+        return key, builder.sign(signer or key, hashes.SHA256())
+
+    files: dict[str, Path] = {}
+
+    def write(name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        files[f"{name}.key"] = tmp_path / f"{name}.key"
+        files[f"{name}.crt"] = tmp_path / f"{name}.crt"
+        files[f"{name}.key"].write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        files[f"{name}.crt"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+    ca_key, ca_cert = issue("hashmatch test CA", None, None, True)
+    write("ca", ca_key, ca_cert)
+    for name in ("server", "client"):
+        k, c = issue(name, ca_cert.subject, ca_key, False)
+        write(name, k, c)
+    return files
+
+
+def test_tls_and_mutual_tls(tmp_path: Path) -> None:
+    f = _certificates(tmp_path)
+    tls = ("--tls-cert", str(f["server.crt"]), "--tls-key", str(f["server.key"]))
+    with secured(tmp_path / "one", *tls) as (proc, url):
+        token = key(url, "check")
+        with MatchClient(proc.address, credentials=Credentials(token, f["ca.crt"])) as client:
+            assert client.check([("pdq", HASHES[0])])[0].matched
+        with MatchClient(proc.address, credentials=creds(token), timeout=3) as plain:
+            assert code_of(lambda: plain.check([("pdq", HASHES[0])])) == (
+                grpc.StatusCode.UNAVAILABLE
+            )
+    mtls = (*tls, "--tls-client-ca", str(f["ca.crt"]))
+    with secured(tmp_path / "two", *mtls) as (proc, url):
+        assert any("mutual TLS" in line for line in proc.log)
+        token = key(url, "check")
+        full = Credentials(token, f["ca.crt"], f["client.crt"], f["client.key"])
+        with MatchClient(proc.address, credentials=full) as client:
+            assert client.check([("pdq", HASHES[0])])[0].matched
+        no_cert = Credentials(token, f["ca.crt"])
+        with MatchClient(proc.address, credentials=no_cert, timeout=3) as client:
+            assert code_of(lambda: client.check([("pdq", HASHES[0])])) == (
+                grpc.StatusCode.UNAVAILABLE
+            )
+
+
+def test_no_auth_is_only_for_loopback(tmp_path: Path) -> None:
+    done = run_cli("serve", "--index", str(tmp_path), "--listen", "0.0.0.0:0", "--no-auth")
+    assert done.returncode == 2 and "--no-auth only on a loopback address" in done.stderr
+    done = run_cli("serve", "--index", str(tmp_path), "--listen", "127.0.0.1:0")
+    assert done.returncode == 2 and "API keys live in the store" in done.stderr
