@@ -18,10 +18,11 @@ from typing import Any, TextIO
 import click
 import grpc
 
+from hashmatch.channel import Credentials, connection_options, rpc_failure
 from hashmatch.client import MatchClient, Verdict
 from hashmatch.codec import HashFormatError
 from hashmatch.hashing import hash_files
-from hashmatch.signals import DEFAULT_SIGNALS, SIGNALS, Signal, UnknownSignalError, get_signal
+from hashmatch.signals import DEFAULT_SIGNALS, Signal, UnknownSignalError, get_signal
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 
 
@@ -108,12 +109,14 @@ def hash_command(signals: tuple[Signal, ...], images: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True)
 class CheckInput:
-    """One line of `check` output: a file or a SIGNAL:HEX, its queries or why it has none."""
+    """One line of `check` output: a file or a SIGNAL:HEX, its queries or why it has none.
+    With --robust, `variants` names what each query hashed (an orientation, a trim...)."""
 
     key: str
     label: str
     queries: tuple[tuple[str, bytes], ...] = ()
     error: str | None = None
+    variants: tuple[str, ...] | None = None
 
 
 def parse_signal_hex(text: str) -> tuple[str, bytes]:
@@ -139,33 +142,50 @@ def hash_file_lines(stream: TextIO) -> Iterator[str]:
             yield stripped
 
 
-def image_inputs(paths: Iterable[str], signals: Sequence[Signal]) -> Iterator[CheckInput]:
-    for result in hash_files(paths, signals):
+def image_inputs(
+    paths: Iterable[str], signals: Sequence[Signal], robust: bool = False
+) -> Iterator[CheckInput]:
+    for result in hash_files(paths, signals, robust):
         queries = tuple((h.signal, h.hash) for h in result.hashes)
-        yield CheckInput("file", result.file, queries, result.error)
+        yield CheckInput("file", result.file, queries, result.error, result.variants)
 
 
 def verdict_object(item: CheckInput, verdicts: Sequence[Verdict]) -> dict[str, Any]:
-    matches = [
-        {"signal": m.signal, "list": m.list, "match_id": m.match_id, "distance": m.distance}
-        for v in verdicts
-        for m in v.matches
-    ]
+    matches = []
+    seen: set[tuple[str, str]] = set()
+    for k, v in enumerate(verdicts):
+        for m in v.matches:
+            if (m.list, m.match_id) in seen:
+                continue  # one entry found through several variants: report the first
+            seen.add((m.list, m.match_id))
+            match = {
+                "signal": m.signal,
+                "list": m.list,
+                "match_id": m.match_id,
+                "distance": m.distance,
+            }
+            if item.variants is not None:
+                match["variant"] = item.variants[k]
+            if m.variant:
+                match["listed_variant"] = m.variant
+            matches.append(match)
     return {item.key: item.label, "matched": bool(matches), "matches": matches}
 
 
 def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[dict[str, Any]]:
     """Verdicts in input order; queries are sent in batches of up to the request limit."""
     it = iter(items)
+    pending: CheckInput | None = None
     while True:
-        chunk: list[CheckInput] = []
-        count = 0
+        chunk: list[CheckInput] = [pending] if pending is not None else []
+        count = len(pending.queries) if pending is not None else 0
+        pending = None
         for item in it:
+            if chunk and count + len(item.queries) > MAX_QUERIES_PER_REQUEST:
+                pending = item
+                break
             chunk.append(item)
             count += len(item.queries)
-            # An image adds at most one query per signal type; stop before the limit.
-            if count > MAX_QUERIES_PER_REQUEST - len(SIGNALS):
-                break
         if not chunk:
             return
         verdicts = iter(client.check([q for item in chunk for q in item.queries]))
@@ -191,12 +211,21 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
     default=None,
     help="Read SIGNAL:HEX hashes, one a line, from FILE ('-' for stdin).",
 )
+@click.option(
+    "--robust",
+    is_flag=True,
+    help="Also check each image mirrored, turned, without borders and without a caption "
+    "band; each match says which variant found it.",
+)
 @click.argument("inputs", nargs=-1)
+@connection_options
 def check_command(
     server: str,
+    credentials: Credentials,
     signals: tuple[Signal, ...],
     hash_mode: bool,
     hash_file: TextIO | None,
+    robust: bool,
     inputs: tuple[str, ...],
 ) -> None:
     """Check images (hashed locally) or hashes against the list on SERVER.
@@ -215,19 +244,17 @@ def check_command(
     else:
         if not inputs:
             raise click.UsageError("give image files, --hash SIGNAL:HEX ..., or --hash-file FILE")
-        items = image_inputs(inputs, signals)
+        items = image_inputs(inputs, signals, robust)
     failed = False
     try:
-        with MatchClient(server) as client:
+        with MatchClient(server, credentials=credentials) as client:
             for obj in check_inputs(client, items):
                 if "error" in obj:
                     failed = True
                     warn(f"{obj.get('file') or obj.get('hash')}: {obj['error']}")
                 emit(obj)
     except grpc.RpcError as exc:
-        code = exc.code().name if isinstance(exc, grpc.Call) else "ERROR"
-        detail = exc.details() if isinstance(exc, grpc.Call) else str(exc)
-        raise click.ClickException(f"server {server}: {code}: {detail}") from None
+        raise click.ClickException(rpc_failure(server, exc)) from None
     sys.exit(1 if failed else 0)
 
 

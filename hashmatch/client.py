@@ -5,10 +5,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 
-import grpc
-
+from hashmatch.channel import Credentials, ServiceClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST, query
 
@@ -19,6 +17,7 @@ class Match:
     list: str
     match_id: str
     distance: int
+    variant: str = ""  # which variant of the listed image matched; "" the image as listed
 
 
 @dataclass(frozen=True)
@@ -30,31 +29,18 @@ class Verdict:
 Query = tuple[str, bytes]
 
 
-class MatchClient:
+class MatchClient(ServiceClient):
     """Checks hashes against a hashmatch server.
 
     Large inputs go over one CheckStream in full-size batches, so checking
     100,000 hashes costs ten round trips, not 100,000.
     """
 
-    def __init__(self, target: str, *, timeout: float = 60.0) -> None:
-        self._channel = grpc.insecure_channel(target)
-        self._stub = match_pb2_grpc.MatchServiceStub(self._channel)
-        self._timeout = timeout
-
-    def __enter__(self) -> MatchClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
+    def __init__(
+        self, target: str, *, timeout: float = 60.0, credentials: Credentials | None = None
     ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._channel.close()
+        super().__init__(target, timeout=timeout, credentials=credentials)
+        self._stub = match_pb2_grpc.MatchServiceStub(self._channel)
 
     def check(self, queries: Sequence[Query]) -> list[Verdict]:
         if len(queries) <= MAX_QUERIES_PER_REQUEST:
@@ -92,7 +78,9 @@ def _verdicts(queries: Sequence[Query], response: match_pb2.CheckResponse) -> li
     return [
         Verdict(
             matched=result.matched,
-            matches=tuple(Match(signal, m.list, m.match_id, m.distance) for m in result.matches),
+            matches=tuple(
+                Match(signal, m.list, m.match_id, m.distance, m.variant) for m in result.matches
+            ),
         )
         for (signal, _), result in zip(queries, response.results, strict=True)
     ]

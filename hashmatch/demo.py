@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from hashmatch.channel import Credentials
 from hashmatch.client import MatchClient, Verdict
 from hashmatch.hashing import hash_bytes
 from hashmatch.serve_process import running_server
@@ -123,11 +124,19 @@ def _run(work: Path) -> int:
     print("   " + _cli("import", "--store", store, "--list", LIST_NAME, str(hashes)).strip())
     print(f"3. build the index into {index}")
     print("   " + _cli("index", "build", "--store", store, "--out", str(index)).strip())
-    print("4. start the gRPC service on loopback")
+    print("4. issue an API key with the check role, as for a platform")
+    issued = _cli(
+        "keys", "create", "--store", store, "--tenant", "demo-platform", "--role", "check"
+    )
+    token = next(line.split()[1] for line in issued.splitlines() if line.startswith("key:"))
+    print("5. start the gRPC service on loopback (API keys required)")
     rows: list[Row] = []
-    with running_server(index, echo=_echo) as server, MatchClient(server.address) as client:
+    with (
+        running_server(index, "--store", store, echo=_echo) as server,
+        MatchClient(server.address, credentials=Credentials(api_key=token)) as client,
+    ):
         print(
-            f"5. check edited copies ({', '.join(EDITS)}) and unrelated photos "
+            f"6. check edited copies ({', '.join(EDITS)}) and unrelated photos "
             f"over gRPC at {server.address}"
         )
         cases: list[tuple[str, str, bool, bytes]] = []

@@ -135,5 +135,5 @@ def test_check_against_a_dead_server_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_serve_on_an_empty_directory_says_how_to_build(tmp_path: Path) -> None:
-    done = run_cli("serve", "--index", str(tmp_path), "--listen", "127.0.0.1:0")
+    done = run_cli("serve", "--index", str(tmp_path), "--listen", "127.0.0.1:0", "--no-auth")
     assert done.returncode == 1 and "hashmatch index build" in done.stderr

@@ -1,0 +1,107 @@
+"""Client SDK for SubmissionService: victims' cases and hotlines' lists."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from hashmatch.channel import Credentials, ServiceClient
+from hashmatch.list_formats import NewEntry
+from hashmatch.v1 import submission_pb2, submission_pb2_grpc
+
+UPLOAD_BATCH = 5_000
+MAX_CASE_HASHES = 1_000  # the server's limit for one case
+
+
+@dataclass(frozen=True)
+class CaseReceipt:
+    case_id: str
+    withdrawal_secret: str
+    added: int
+
+
+@dataclass(frozen=True)
+class UploadReport:
+    added: int
+    duplicates: int
+    refused: int
+    refusals: tuple[tuple[int, str], ...]  # (entry position, reason), the first 1,000
+
+
+def to_message(e: NewEntry) -> submission_pb2.HashEntry:
+    m = submission_pb2.HashEntry(
+        signal=e.signal, hash=e.hash, source_ref=e.source_ref or "", variant=e.variant
+    )
+    if e.quality is not None:
+        m.quality = e.quality
+    return m
+
+
+class SubmissionClient(ServiceClient):
+    def __init__(
+        self, target: str, *, timeout: float = 60.0, credentials: Credentials | None = None
+    ) -> None:
+        super().__init__(target, timeout=timeout, credentials=credentials)
+        self._stub = submission_pb2_grpc.SubmissionServiceStub(self._channel)
+
+    def submit_case(self, entries: Sequence[NewEntry]) -> CaseReceipt:
+        r = self._stub.SubmitCase(
+            submission_pb2.SubmitCaseRequest(hashes=[to_message(e) for e in entries]),
+            timeout=self._timeout,
+        )
+        return CaseReceipt(r.case_id, r.withdrawal_secret, r.added)
+
+    def withdraw(self, case_id: str, secret: str) -> int:
+        request = submission_pb2.CaseRequest(case_id=case_id, withdrawal_secret=secret)
+        return self._stub.Withdraw(request, timeout=self._timeout).removed
+
+    def case_status(self, case_id: str, secret: str) -> submission_pb2.CaseStatusResponse:
+        request = submission_pb2.CaseRequest(case_id=case_id, withdrawal_secret=secret)
+        return self._stub.CaseStatus(request, timeout=self._timeout)
+
+    def create_list(
+        self, name: str, owner: str = "", trust: str = "", description: str = ""
+    ) -> submission_pb2.ListInfo:
+        request = submission_pb2.CreateListRequest(
+            name=name, owner=owner, trust=trust, description=description
+        )
+        return self._stub.CreateList(request, timeout=self._timeout)
+
+    def list_info(self, name: str) -> submission_pb2.ListInfo:
+        return self._stub.GetList(submission_pb2.GetListRequest(name=name), timeout=self._timeout)
+
+    def upload(
+        self,
+        list_name: str,
+        entries: Iterable[NewEntry],
+        submitter: str = "",
+        sent: Callable[[int], object] | None = None,
+    ) -> UploadReport:
+        """Stream entries to the list in batches; `sent(n)` is told of each batch."""
+
+        def requests() -> Iterator[submission_pb2.UploadRequest]:
+            it = iter(entries)
+            first = True
+            while (batch := list(itertools.islice(it, UPLOAD_BATCH))) or first:
+                yield submission_pb2.UploadRequest(
+                    list=list_name if first else "",
+                    submitter=submitter if first else "",
+                    entries=[to_message(e) for e in batch],
+                )
+                first = False
+                if sent is not None:
+                    sent(len(batch))
+
+        # No overall deadline: an upload may carry millions of entries.
+        r = self._stub.Upload(requests())
+        return UploadReport(
+            r.added, r.duplicates, r.refused, tuple((x.index, x.reason) for x in r.refusals)
+        )
+
+    def remove(self, list_name: str, keys: Sequence[tuple[str, bytes]]) -> int:
+        request = submission_pb2.RemoveEntriesRequest(
+            list=list_name,
+            entries=[submission_pb2.HashEntry(signal=s, hash=h) for s, h in keys],
+        )
+        return self._stub.RemoveEntries(request, timeout=self._timeout).removed

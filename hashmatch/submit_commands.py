@@ -1,0 +1,316 @@
+"""CLI verbs that feed the list over SubmissionService: `submit`, `withdraw`, `status`
+(a victim's case) and `list create|info|upload|remove` (a hotline's lists).
+
+Images are hashed here, on the submitter's machine; only hashes are sent.
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+import click
+import grpc
+from tqdm import tqdm
+
+from hashmatch.channel import Credentials, connection_options, rpc_failure
+from hashmatch.cli import SIGNALS_OPTION, warn
+from hashmatch.codec import HashFormatError
+from hashmatch.images import ImageError, ImageSource
+from hashmatch.list_formats import NewEntry, Refusal, read_lines
+from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
+from hashmatch.submission import MAX_CASE_HASHES, SubmissionClient
+from hashmatch.v1 import submission_pb2
+from hashmatch.variants import listing_variants
+
+SERVER_OPTION = click.option(
+    "--server", required=True, metavar="HOST:PORT", help="SubmissionService address."
+)
+REMOVE_BATCH = 10_000
+
+
+def _client(server: str, credentials: Credentials) -> SubmissionClient:
+    return SubmissionClient(server, credentials=credentials)
+
+
+def _fail(server: str, exc: grpc.RpcError) -> click.ClickException:
+    return click.ClickException(rpc_failure(server, exc))
+
+
+def case_entries(
+    images: tuple[str, ...], signals: tuple[Signal, ...], variants: bool = True
+) -> list[NewEntry]:
+    """Hashes of the images that are safe to list (with `variants`, also of their crops,
+    borderless and band-cut versions: hashmatch.variants); the rest are named."""
+    entries = []
+    for path in images:
+        try:
+            source = ImageSource(Path(path).read_bytes())
+            found = (
+                [(v.name, v.hash) for v in listing_variants(source, signals)]
+                if variants
+                else [("original", signal.compute(source)) for signal in signals]
+            )
+        except OSError as exc:
+            warn(f"{path}: cannot read file: {exc.strerror or exc}")
+            continue
+        except ImageError as exc:
+            warn(f"{path}: {exc}")
+            continue
+        for name, h in found:
+            reason = SIGNALS[h.signal].degenerate(h.hash, h.quality)
+            if reason and name == "original":
+                warn(f"{path}: {h.signal} not submitted: {reason}")
+            elif not reason:
+                variant = "" if name == "original" else name
+                entries.append(NewEntry(h.signal, h.hash, h.quality, None, variant))
+    return entries
+
+
+@click.command("submit")
+@SERVER_OPTION
+@connection_options
+@SIGNALS_OPTION
+@click.option(
+    "--variants/--no-variants",
+    default=True,
+    show_default=True,
+    help="Also list crops and borderless versions, so cropped or framed re-uploads match.",
+)
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def submit_command(
+    server: str,
+    credentials: Credentials,
+    signals: tuple[Signal, ...],
+    variants: bool,
+    images: tuple[str, ...],
+) -> None:
+    """Hash your IMAGES on this machine and ask for them to be blocked, as one case.
+
+    Only the hashes leave this machine. You get a case id and a withdrawal
+    secret; keep both to withdraw the case later.
+    """
+    entries = case_entries(images, signals, variants)
+    if not entries:
+        raise click.ClickException("no usable hashes to submit")
+    if len(entries) > MAX_CASE_HASHES:
+        raise click.ClickException(
+            f"{len(entries)} hashes are more than one case holds ({MAX_CASE_HASHES}): "
+            "submit fewer images at a time"
+        )
+    try:
+        with _client(server, credentials) as client:
+            receipt = client.submit_case(entries)
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+    click.echo(f"case id:           {receipt.case_id}")
+    click.echo(f"withdrawal secret: {receipt.withdrawal_secret}")
+    click.echo(f"hashes listed:     {receipt.added}")
+    click.echo(
+        "Keep the case id and the secret somewhere safe: the secret is shown only this once,\n"
+        "and it is the only way to withdraw these hashes or ask about them later."
+    )
+
+
+CASE_OPTION = click.option("--case", "case_id", required=True, help="The case id from `submit`.")
+SECRET_OPTION = click.option(
+    "--secret",
+    prompt="withdrawal secret",
+    hide_input=True,
+    envvar="HASHMATCH_WITHDRAWAL_SECRET",
+    help="The withdrawal secret from `submit` (prompted for if not given).",
+)
+
+
+@click.command("withdraw")
+@SERVER_OPTION
+@connection_options
+@CASE_OPTION
+@SECRET_OPTION
+def withdraw_command(server: str, credentials: Credentials, case_id: str, secret: str) -> None:
+    """Withdraw a case: its hashes stop matching before this command returns."""
+    try:
+        with _client(server, credentials) as client:
+            removed = client.withdraw(case_id, secret)
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+    click.echo(f"case {case_id} withdrawn: {removed} hashes removed")
+
+
+@click.command("status")
+@SERVER_OPTION
+@connection_options
+@CASE_OPTION
+@SECRET_OPTION
+def status_command(server: str, credentials: Credentials, case_id: str, secret: str) -> None:
+    """How many hashes of a case are active."""
+    try:
+        with _client(server, credentials) as client:
+            status = client.case_status(case_id, secret)
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+    state = "withdrawn" if status.withdrawn else "active"
+    click.echo(f"case {case_id}: {state}, {status.active_hashes} hashes active")
+
+
+@click.group("list")
+def list_group() -> None:
+    """Create, fill and curate a hotline's lists on a server."""
+
+
+def _echo_info(info: submission_pb2.ListInfo) -> None:
+    click.echo(f"list {info.name}")
+    click.echo(f"  owner:       {info.owner or '-'}")
+    click.echo(f"  trust:       {info.trust}")
+    click.echo(f"  description: {info.description or '-'}")
+    click.echo(f"  created:     {info.created_at}")
+    by_signal = ", ".join(f"{s} {n}" for s, n in sorted(info.entries_by_signal.items()))
+    click.echo(f"  entries:     {info.entries}" + (f" ({by_signal})" if by_signal else ""))
+    click.echo(f"  last change: {info.last_seq}")
+
+
+@list_group.command("create")
+@SERVER_OPTION
+@connection_options
+@click.argument("name")
+@click.option("--owner", default="", help="Who curates the list.")
+@click.option(
+    "--trust",
+    type=click.Choice(["verified", "unverified"]),
+    default="unverified",
+    show_default=True,
+)
+@click.option("--description", default="")
+def create_command(
+    server: str, credentials: Credentials, name: str, owner: str, trust: str, description: str
+) -> None:
+    """Create an empty list NAME."""
+    try:
+        with _client(server, credentials) as client:
+            _echo_info(client.create_list(name, owner, trust, description))
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+
+
+@list_group.command("info")
+@SERVER_OPTION
+@connection_options
+@click.argument("name")
+def info_command(server: str, credentials: Credentials, name: str) -> None:
+    """Show a list's metadata and entry counts."""
+    try:
+        with _client(server, credentials) as client:
+            _echo_info(client.list_info(name))
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+
+
+BARE_SIGNAL_OPTION = click.option(
+    "--signal",
+    "bare_signal",
+    type=click.Choice(sorted(SIGNALS)),
+    default=None,
+    help="Signal type of lines holding a bare hex hash.",
+)
+
+
+@list_group.command("upload")
+@SERVER_OPTION
+@connection_options
+@click.argument("name")
+@click.argument("file", type=click.File("r", encoding="utf-8", errors="replace"))
+@BARE_SIGNAL_OPTION
+@click.option("--submitter", default="", help="Who uploads (kept as provenance).")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def upload_command(
+    server: str,
+    credentials: Credentials,
+    name: str,
+    file: TextIO,
+    bare_signal: str | None,
+    submitter: str,
+    progress: bool,
+) -> None:
+    """Upload the hashes in FILE ('-' for stdin) to list NAME: JSON lines from `hashmatch
+    hash`, CSV signal,hexhash[,ref], python-threatexchange lines, or bare hex with --signal.
+
+    Ends with the counts added, duplicates and refused, and why each was refused.
+    """
+    refused: list[Refusal] = []
+    lines = array("L")  # the file line of each entry sent, to name the server's refusals
+    bar = tqdm(unit=" hashes", disable=not progress, file=sys.stderr, mininterval=0.5)
+    reading = [0]
+
+    def numbered() -> Iterator[str]:
+        for number, text in enumerate(file, start=1):
+            reading[0] = number
+            yield text
+
+    def entries() -> Iterator[NewEntry]:
+        for entry in read_lines(numbered(), bare_signal, refused.append):
+            lines.append(reading[0])  # read_lines yields each entry before reading on
+            yield entry
+
+    try:
+        with _client(server, credentials) as client:
+            report = client.upload(name, entries(), submitter, sent=bar.update)
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+    finally:
+        bar.close()
+    for r in refused:
+        click.echo(f"line {r.line}: refused: {r.reason}", err=True)
+    for index, reason in report.refusals:
+        click.echo(f"line {lines[index]}: refused: {reason}", err=True)
+    more = report.refused - len(report.refusals)
+    if more:
+        click.echo(f"... and {more} more refused by the server", err=True)
+    click.echo(
+        f"list {name}: added {report.added}, duplicates {report.duplicates}, "
+        f"refused {len(refused) + report.refused}"
+    )
+
+
+@list_group.command("remove")
+@SERVER_OPTION
+@connection_options
+@click.argument("name")
+@click.argument("file", type=click.File("r", encoding="utf-8", errors="replace"), required=False)
+@BARE_SIGNAL_OPTION
+@click.option("--hash", "hashes", multiple=True, metavar="SIGNAL:HEX", help="A hash to remove.")
+def remove_command(
+    server: str,
+    credentials: Credentials,
+    name: str,
+    file: TextIO | None,
+    bare_signal: str | None,
+    hashes: tuple[str, ...],
+) -> None:
+    """Remove entries from list NAME: the hashes in FILE and/or given with --hash.
+    They stop matching before this command returns."""
+    keys: list[tuple[str, bytes]] = []
+    refused: list[Refusal] = []
+    if file is not None:
+        keys += [(e.signal, e.hash) for e in read_lines(file, bare_signal, refused.append)]
+    for text in hashes:
+        signal_name, _, hex_text = text.partition(":")
+        try:
+            signal = get_signal(signal_name)
+            keys.append((signal.name, signal.parse_hex(hex_text)))
+        except (UnknownSignalError, HashFormatError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--hash") from None
+    for r in refused:
+        click.echo(f"line {r.line}: refused: {r.reason}", err=True)
+    if not keys:
+        raise click.UsageError("give a FILE of hashes or --hash SIGNAL:HEX")
+    removed = 0
+    try:
+        with _client(server, credentials) as client:
+            for start in range(0, len(keys), REMOVE_BATCH):
+                removed += client.remove(name, keys[start : start + REMOVE_BATCH])
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+    click.echo(f"list {name}: removed {removed} of {len(keys)}")
