@@ -260,7 +260,7 @@ def main() -> None:
             [sys.executable, str(Path(__file__).with_name("synthetic.py")), str(n), "256", tmp],
             check=True,
         )
-        with running_server(Path(tmp), start_timeout=300) as server:
+        with running_server(Path(tmp), "--no-auth", start_timeout=300) as server:
             pid = server.process.pid
             for mode in args.modes.split(","):
                 print(f"{mode}: closed loop ...", file=sys.stderr, flush=True)
