@@ -9,7 +9,10 @@ right angle, cropped or framed. Two places can make up for that:
   list, including lists that arrive as bare hashes from other hotlines;
 - when listing from an image (a victim's own photo), crops are hashed too: a
   cropped re-upload is only a part of the original, which no hash of the part
-  can be grown back from, so the parts must be listed.
+  can be grown back from, so the parts must be listed;
+- on both sides, a signal whose hash depends on the input's size (PDQ) also
+  hashes the image resized to fixed small squares, so a downscaled re-upload
+  meets the listed image at the same size.
 
 Each variant has a name, so a match can say which scheme found it.
 """
@@ -130,9 +133,14 @@ def _crops(signal: Signal, image: Image.Image, crops: Sequence[Crop]) -> list[Va
     ]
 
 
+def rescaled(image: Image.Image, size: int) -> Image.Image:
+    return image.resize((size, size), Image.Resampling.LANCZOS)
+
+
 def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
-    """What to check an upload with: every orientation, of the image and of the image
-    without its borders. Exact signals (file digests) have only the file's own hash."""
+    """What to check an upload with: every orientation, of the image, of the image
+    without its borders and at the signal's fixed sizes. Exact signals (file digests)
+    have only the file's own hash."""
     image = source.rgb
     trimmed = trim_borders(image)
     found: list[Variant] = []
@@ -144,11 +152,15 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
         if trimmed is not None:
             found += [Variant(f"trimmed+{v.name}", v.hash) for v in oriented(signal, trimmed)]
         found += _crops(signal, image, BANDS)
+        for size in signal.rescaled_sizes:
+            small = oriented(signal, rescaled(image, size))
+            found += [Variant(f"scale-{size}+{v.name}", v.hash) for v in small]
     return _distinct(found)
 
 
 def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
-    """What to list an image under: itself, without its borders, and its crops."""
+    """What to list an image under: itself, without its borders, its crops, and at the
+    signal's fixed sizes."""
     image = source.rgb
     trimmed = trim_borders(image)
     found: list[Variant] = []
@@ -159,6 +171,10 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
         if trimmed is not None:
             found.append(Variant("trimmed", _hash(signal, trimmed)))
         found += _crops(signal, image, (*CROPS, *BANDS))
+        found += [
+            Variant(f"scale-{size}", _hash(signal, rescaled(image, size)))
+            for size in signal.rescaled_sizes
+        ]
     return _distinct(found)
 
 

@@ -12,7 +12,13 @@ from hashmatch.images import ImageSource
 from hashmatch.serve_process import running_server
 from hashmatch.signals import SIGNALS
 from hashmatch.standins import TRANSFORMS
-from hashmatch.variants import ORIENTATIONS, dihedral, probe_variants, trim_borders
+from hashmatch.variants import (
+    ORIENTATIONS,
+    dihedral,
+    listing_variants,
+    probe_variants,
+    trim_borders,
+)
 from tests.conftest import run_cli
 
 PDQ = SIGNALS["pdq"]
@@ -38,6 +44,31 @@ def test_orientations_are_named_as_the_turn_that_undoes_them(photos: dict[str, b
         exact = PDQ.compute(ImageSource(b"", turned)).hash
         distance = int.from_bytes(exact, "big") ^ int.from_bytes(v.hash.hash, "big")
         assert distance.bit_count() <= 31, name
+
+
+def distance(a: bytes, b: bytes) -> int:
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).bit_count()
+
+
+@pytest.mark.parametrize("texture", ["brick", "chessboard_GRAY", "page"])
+def test_a_downscaled_texture_meets_its_listing_at_a_fixed_size(
+    photos: dict[str, bytes], texture: str
+) -> None:
+    image = image_of(photos[texture])
+    half = TRANSFORMS["resize 1/2 (1/4 area)"](image)
+    assert (
+        distance(
+            PDQ.compute(ImageSource(b"", image)).hash, PDQ.compute(ImageSource(b"", half)).hash
+        )
+        > PDQ.threshold
+    )
+    listed = listing_variants(ImageSource(b"", image), [PDQ])
+    probes = probe_variants(ImageSource(b"", half), [PDQ])
+    d, listed_name, probe_name = min(
+        (distance(v.hash.hash, p.hash.hash), v.name, p.name) for v in listed for p in probes
+    )
+    assert d <= PDQ.threshold
+    assert listed_name.startswith("scale-") and probe_name.startswith("scale-")
 
 
 @pytest.mark.parametrize("frame", ["border 10% white", "letterbox 16:9"])

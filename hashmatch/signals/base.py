@@ -31,6 +31,9 @@ class Signal(ABC):
     # information and would match many innocent images (None: no bound).
     ones_range: tuple[int, int] | None = None
     min_quality: int | None = None
+    # Square sizes the image is also hashed at by the robust schemes (hashmatch.variants),
+    # for hashes whose result depends on the input's size.
+    rescaled_sizes: tuple[int, ...] = ()
 
     @property
     def nbytes(self) -> int:
