@@ -163,12 +163,14 @@ def test_large_lists_are_served_by_multi_index_tables(tmp_path: Path) -> None:
     matcher = Matcher.of(snap)
     assert isinstance(matcher._engines["pdq"], MihEngine)
     queries = []
-    for signal, entries, flips in (("pdq", pdq, (0, 31, 32)), ("phash", phash, (0, 10, 11))):
-        for k in flips:
+    thresholds = [SIGNALS[s].threshold for s in ("pdq", "phash")]
+    for signal, entries in (("pdq", pdq), ("phash", phash)):
+        t = SIGNALS[signal].threshold
+        for k in (0, t, t + 1):
             bits = np.unpackbits(entries[k])
             bits[:k] ^= 1
             queries.append(
                 ParsedQuery(signal, np.packbits(bits).tobytes(), SIGNALS[signal].threshold)
             )
     found = [[h.distance for h in hits] for hits in matcher.check(queries)]
-    assert found == [[0], [31], [], [0], [10], []]
+    assert found == [[0], [thresholds[0]], [], [0], [thresholds[1]], []]

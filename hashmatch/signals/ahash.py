@@ -1,6 +1,6 @@
 """ahash: 64-bit average hash (imagehash.average_hash).
 
-Threshold: see load_tests/calibrate_thresholds.py and README.
+Threshold: chosen from load_tests/robustness_benchmark.py; see README, "Signals and thresholds".
 """
 
 import imagehash

@@ -1,6 +1,6 @@
 """dhash: 64-bit gradient (difference) hash (imagehash.dhash).
 
-Threshold: see load_tests/calibrate_thresholds.py and README.
+Threshold: chosen from load_tests/robustness_benchmark.py; see README, "Signals and thresholds".
 """
 
 import imagehash

@@ -1,10 +1,10 @@
 """phash: 64-bit DCT-based perceptual hash (imagehash.phash).
 
-Threshold: see load_tests/calibrate_thresholds.py and README.
+Threshold: chosen from load_tests/robustness_benchmark.py; see README, "Signals and thresholds".
 """
 
 import imagehash
 
 from hashmatch.signals.imagehash_family import ImagehashSignal
 
-PHASH = ImagehashSignal("phash", imagehash.phash, threshold=10)
+PHASH = ImagehashSignal("phash", imagehash.phash, threshold=7)

@@ -1,6 +1,6 @@
 """whash: 64-bit Haar wavelet hash (imagehash.whash).
 
-Threshold: see load_tests/calibrate_thresholds.py and README.
+Threshold: chosen from load_tests/robustness_benchmark.py; see README, "Signals and thresholds".
 """
 
 import imagehash
