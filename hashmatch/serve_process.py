@@ -25,6 +25,18 @@ class ServerProcess:
     process: subprocess.Popen[str]
     log: list[str] = field(default_factory=list)
 
+    def pids(self) -> list[int]:
+        """The server's process and its helpers (`serve --processes`), from /proc."""
+        found = [self.process.pid]
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if parent == self.process.pid:
+                found.append(int(stat.parent.name))
+        return found
+
 
 @contextmanager
 def running_server(

@@ -21,6 +21,7 @@ from service.batcher import DEFAULT_MAX_QUEUED
 from service.follower import ChangeFollower, Compactor
 from service.logs import configure as configure_logs
 from service.probing import ProbeWatch
+from service.processes import Helpers, announce_ready
 from service.server import Feed, Guards, build_server
 from service.snapshots import SnapshotHolder
 from service.tls import TLS
@@ -151,6 +152,15 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     show_default=True,
     help="Seconds in-flight RPCs get to finish on shutdown.",
 )
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Server processes on the one port (one GIL each; each holds its own copy of the "
+    "snapshot, and rate limits are per process).",
+)
+@click.option("--helper", is_flag=True, hidden=True)
 def serve_command(
     index_root: Path,
     store_url: str | None,
@@ -175,6 +185,8 @@ def serve_command(
     max_concurrent_rpcs: int,
     log_format: str,
     grace: float,
+    processes: int,
+    helper: bool,
 ) -> None:
     """Serve MatchService from the snapshots under --index; with --store, also
     SubmissionService and SyncService, with changes matched within seconds."""
@@ -251,6 +263,15 @@ def serve_command(
     audit.start(stop)
     anomaly.start(stop)
     server.start()
+    if helper:
+        announce_ready()
+    helpers = None
+    if processes > 1:
+        try:
+            helpers = Helpers.start(processes - 1, host, port, metrics_port)
+        except RuntimeError as exc:
+            server.stop(0)
+            raise click.ClickException(str(exc)) from None
     log.info(
         "serving MatchService on %s:%d (snapshot version %d; %s%s)",
         host,
@@ -263,9 +284,13 @@ def serve_command(
     def shutdown(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: draining for up to %.1fs", signum, grace)
         stop.set()
+        if helpers is not None:
+            threading.Thread(target=helpers.stop, args=(grace,), daemon=True).start()
         server.stop(grace)
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     server.wait_for_termination()
+    if helpers is not None:
+        helpers.stop(grace)
     log.info("stopped")

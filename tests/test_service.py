@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from hashmatch.signals import SIGNALS, get_signal
 from hashmatch.standins import EDITS
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST, query
-from tests.conftest import LISTED, add_photos, build_index
+from tests.conftest import LISTED, add_photos, build_index, free_port
 
 PDQ = get_signal("pdq")
 
@@ -359,3 +360,41 @@ def test_refusal_logs_are_rate_limited_per_status() -> None:
     assert budget.take("INVALID_ARGUMENT") == 0, "each status code has its own budget"
     time.sleep(1.05)
     assert budget.take("RESOURCE_EXHAUSTED") == 7, "the next line says how many were dropped"
+
+
+def _rpc_ok(port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith('hashmatch_rpcs_total{code="OK",method="Check"}'):
+            return int(float(line.split()[-1]))
+    return 0
+
+
+def test_several_processes_share_the_port_and_stop_together(
+    index_root: Path, photos: dict[str, bytes]
+) -> None:
+    while True:  # two consecutive free ports: the helper's metrics port follows the primary's
+        metrics = free_port()
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", metrics + 1))
+            break
+        except OSError:
+            continue
+    with running_server(
+        index_root, "--no-auth", "--processes", "2", "--metrics-port", str(metrics)
+    ) as proc:
+        helpers = proc.pids()[1:]
+        assert len(helpers) == 1
+        near = pdq_of(EDITS["half size"](photos["astronaut"]))
+        for _ in range(24):  # fresh connections, which the kernel spreads over the processes
+            with grpc.insecure_channel(
+                proc.address, options=[("grpc.use_local_subchannel_pool", 1)]
+            ) as ch:
+                r = check(match_pb2_grpc.MatchServiceStub(ch), query("pdq", near)).results[0]
+                assert r.matched
+        answered = [_rpc_ok(metrics), _rpc_ok(metrics + 1)]
+        assert sum(answered) == 24 and min(answered) > 0, answered
+    for pid in helpers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
