@@ -12,7 +12,17 @@ scheduled send time so queueing is not hidden (no coordinated omission).
 1% of the hashes are hits. Clients and server share this machine's cores.
 Every scenario is bounded in time; traffic goes to loopback only.
 
-Writes load_tests/results/grpc_load_<N>.md (table) and .png (latency plot).
+With `--driver h2load` (Debian: apt-get install nghttp2-client) the load comes
+from nghttp2's C load generator instead of Python processes, which otherwise
+take most of the two cores: the server's own throughput shows. It runs the
+unary and batched Check scenarios and grpcio's health Check, sending one
+message over and over; --rps paces it at half the maximum (latency from each
+request's actual send). gRPC statuses are read from the server's /metrics.
+
+`--server-processes N` starts `serve --processes N`: N processes on one port,
+one GIL each, the kernel spreading connections over them.
+
+Writes load_tests/results/grpc_load_<N>[_h2load][_xN].md (table) and .png (latency plot).
 """
 
 from __future__ import annotations
@@ -20,6 +30,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,10 +50,25 @@ from synthetic import dataset, parse_n, perturb
 # machine allows before any checking, measured in the same run as the rest.
 MODES = {"health": 0, "unary": 1, "batch100": 100, "batch1000": 1000, "stream1000": 1000}
 HIT_RATE = 0.01
+MAX_IN_FLIGHT_QUERIES = 8_000
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 # ---------------------------------------------------------------- client process
+
+
+def check_request(size: int, rng: np.random.Generator) -> Any:
+    """A Check of `size` random PDQ hashes, HIT_RATE of them near a listed one."""
+    from hashmatch.v1 import match_pb2
+
+    known = dataset(1000, 256)  # the first rows of the served list
+    hashes = rng.integers(0, 256, size=(size, 32), dtype=np.uint8)
+    hit = rng.random(size) < HIT_RATE
+    if hit.any():
+        hashes[hit] = perturb(known[rng.integers(0, 1000, int(hit.sum()))], 20, rng)
+    return match_pb2.CheckRequest(
+        queries=[match_pb2.Query(signal="pdq", hash=h.tobytes()) for h in hashes]
+    )
 
 
 def client(
@@ -52,22 +79,11 @@ def client(
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    from hashmatch.v1 import match_pb2, match_pb2_grpc
+    from hashmatch.v1 import match_pb2_grpc
 
     size = MODES[mode]
     rng = np.random.default_rng(seed)
-    known = dataset(1000, 256)  # the first rows of the served list: hits
-
-    def request() -> Any:
-        hashes = rng.integers(0, 256, size=(size, 32), dtype=np.uint8)
-        hit = rng.random(size) < HIT_RATE
-        if hit.any():
-            hashes[hit] = perturb(known[rng.integers(0, 1000, int(hit.sum()))], 20, rng)
-        return match_pb2.CheckRequest(
-            queries=[match_pb2.Query(signal="pdq", hash=h.tobytes()) for h in hashes]
-        )
-
-    pool = [request() for _ in range(64)] if size else []
+    pool = [check_request(size, rng) for _ in range(64)] if size else []
     latencies: list[float] = []
     codes: Counter[str] = Counter()
     lock = threading.Lock()
@@ -153,16 +169,23 @@ def client(
 # ---------------------------------------------------------------- orchestration
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
 def run_scenario(
     target: str,
-    server_pid: int,
+    server_pids: list[int],
     mode: str,
     seconds: float,
     procs: int,
     concurrency: int,
     rate: float,
 ) -> dict[str, Any]:
-    cpu_before = cpu_seconds(server_pid)
+    cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
     started = time.perf_counter()
     children = [
         subprocess.Popen(
@@ -184,7 +207,7 @@ def run_scenario(
     ]
     outputs = [json.loads(c.communicate(timeout=seconds + 120)[0]) for c in children]
     wall = time.perf_counter() - started
-    cpu = (cpu_seconds(server_pid) - cpu_before) / wall
+    cpu = (sum(cpu_seconds(pid) for pid in server_pids) - cpu_before) / wall
     latencies = np.sort(np.concatenate([o["latencies"] for o in outputs])) * 1000
     codes: Counter[str] = Counter()
     for o in outputs:
@@ -205,7 +228,100 @@ def run_scenario(
         "p999": pct[99.9],
         "errors": {k: v for k, v in codes.items() if k != "OK"},
         "server_cpu": cpu,
-        "server_rss_mb": rss_mb(server_pid),
+        "server_rss_mb": sum(rss_mb(pid) for pid in server_pids),
+    }
+
+
+GRPC_PATHS = {
+    mode: "/grpc.health.v1.Health/Check" if mode == "health" else "/hashmatch.v1.MatchService/Check"
+    for mode in MODES
+    if not mode.startswith("stream")
+}
+
+
+def rpc_counts(metrics_urls: list[str]) -> Counter[str]:
+    """The server processes' own count of MatchService.Check RPCs by status code."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    counts: Counter[str] = Counter()
+    for url in metrics_urls:
+        with urlopen(url, timeout=10) as reply:
+            text = reply.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "hashmatch_rpcs_total" and sample.labels["method"] == "Check":
+                    counts[sample.labels["code"]] += int(sample.value)
+    return counts
+
+
+def h2load_scenario(
+    target: str,
+    server_pids: list[int],
+    metrics_urls: list[str],
+    mode: str,
+    seconds: float,
+    connections: int,
+    streams: int,
+    rate: float,
+) -> dict[str, Any]:
+    """The scenario driven by h2load, nghttp2's load generator in C, so the clients take
+    little of the cores the server needs. It sends one message over and over (the
+    Python driver varies them). Throughput and statuses come from the server's own
+    metrics; latencies from h2load's log, which can't tell an error from an answer."""
+    if shutil.which("h2load") is None:
+        sys.exit("h2load not found: apt-get install nghttp2-client")
+    size = MODES[mode]
+    # Keep what is in flight within the server's queue bound, so the maximum is measured
+    # rather than the shedding.
+    streams = max(1, min(streams, MAX_IN_FLIGHT_QUERIES // (connections * max(size, 1))))
+    message = check_request(size, np.random.default_rng(7)).SerializeToString() if size else b""
+    with tempfile.TemporaryDirectory(prefix="hashmatch-h2load-") as tmp:
+        body, log = Path(tmp) / "body", Path(tmp) / "log"
+        body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)
+        command = [
+            "h2load",
+            f"--duration={seconds:g}",
+            f"--clients={connections}",
+            f"--max-concurrent-streams={streams}",
+            f"--data={body}",
+            "--header=content-type: application/grpc",
+            "--header=te: trailers",
+            f"--log-file={log}",
+            f"http://{target}{GRPC_PATHS[mode]}",
+        ]
+        if rate > 0:
+            command.append(f"--rps={max(1, round(rate / connections))}")
+        before = rpc_counts(metrics_urls)
+        cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
+        started = time.perf_counter()
+        subprocess.run(command, check=True, capture_output=True, timeout=seconds + 60)
+        wall = time.perf_counter() - started
+        cpu = (sum(cpu_seconds(pid) for pid in server_pids) - cpu_before) / wall
+        after = rpc_counts(metrics_urls)
+        rows = np.loadtxt(log, dtype=np.int64, ndmin=2)
+    ok_http = rows[rows[:, 1] == 200]
+    latencies = np.sort(ok_http[:, 2]) / 1000
+    codes = after - before
+    errors: dict[str, int] = {k: v for k, v in codes.items() if k != "OK"}
+    if len(rows) > len(ok_http):
+        errors["HTTP non-200"] = len(rows) - len(ok_http)
+    pct = {p: float(np.percentile(latencies, p)) for p in (50, 90, 99, 99.9)}
+    # grpcio's health service is not in hashmatch's metrics: count its HTTP answers.
+    done = (len(ok_http) if mode == "health" else codes["OK"]) / seconds
+    return {
+        "mode": f"{mode} (h2load)",
+        "offered": "max (closed loop)" if rate <= 0 else f"{rate:,.0f} RPC/s (h2load --rps)",
+        "rpcs_per_s": done,
+        "checks_per_s": done * size,
+        "p50": pct[50],
+        "p90": pct[90],
+        "p99": pct[99],
+        "p999": pct[99.9],
+        "errors": errors,
+        "server_cpu": cpu,
+        "server_rss_mb": sum(rss_mb(pid) for pid in server_pids),
     }
 
 
@@ -241,7 +357,20 @@ def main() -> None:
     parser.add_argument(
         "--concurrency", type=int, default=8, help="closed-loop callers per process"
     )
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", help="comma-separated; default: every mode the driver has")
+    parser.add_argument(
+        "--driver",
+        choices=("python", "h2load"),
+        default="python",
+        help="python: grpcio client processes; h2load: nghttp2's C load generator",
+    )
+    parser.add_argument("--connections", type=int, default=4, help="h2load connections")
+    parser.add_argument(
+        "--streams", type=int, default=8, help="h2load requests in flight per connection"
+    )
+    parser.add_argument(
+        "--server-processes", type=int, default=1, help="serve --processes (one GIL each)"
+    )
     parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -252,6 +381,20 @@ def main() -> None:
     from hashmatch.serve_process import running_server
 
     n = parse_n(args.n)
+    default_modes = GRPC_PATHS if args.driver == "h2load" else MODES
+    modes = (args.modes or ",".join(default_modes)).split(",")
+    metrics_port = free_port()
+    metrics_urls = [
+        f"http://127.0.0.1:{metrics_port + k}/metrics" for k in range(args.server_processes)
+    ]
+
+    def scenario(target: str, pids: list[int], mode: str, rate: float) -> dict[str, Any]:
+        if args.driver == "h2load":
+            return h2load_scenario(
+                target, pids, metrics_urls, mode, args.seconds, args.connections, args.streams, rate
+            )
+        return run_scenario(target, pids, mode, args.seconds, args.procs, args.concurrency, rate)
+
     RESULTS.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hashmatch-load-") as tmp:
@@ -260,25 +403,34 @@ def main() -> None:
             [sys.executable, str(Path(__file__).with_name("synthetic.py")), str(n), "256", tmp],
             check=True,
         )
-        with running_server(Path(tmp), "--no-auth", start_timeout=300) as server:
-            pid = server.process.pid
-            for mode in args.modes.split(","):
+        with running_server(
+            Path(tmp),
+            "--no-auth",
+            "--metrics-port",
+            str(metrics_port),
+            "--processes",
+            str(args.server_processes),
+            start_timeout=300,
+        ) as server:
+            pids = server.pids()
+            for mode in modes:
                 print(f"{mode}: closed loop ...", file=sys.stderr, flush=True)
-                best = run_scenario(
-                    server.address, pid, mode, args.seconds, args.procs, args.concurrency, 0
-                )
+                best = scenario(server.address, pids, mode, 0)
                 rows.append(best)
                 half = best["rpcs_per_s"] / 2
                 print(f"{mode}: open loop at {half:,.0f} RPC/s ...", file=sys.stderr, flush=True)
-                rows.append(
-                    run_scenario(
-                        server.address, pid, mode, args.seconds, args.procs, args.concurrency, half
-                    )
-                )
-            peak = rss_mb(pid, "VmHWM")
+                rows.append(scenario(server.address, pids, mode, half))
+            peak = sum(rss_mb(pid, "VmHWM") for pid in pids)
+    clients = (
+        f"h2load ({args.connections} connections x {args.streams} streams)"
+        if args.driver == "h2load"
+        else f"{args.procs} client processes"
+    )
+    if args.server_processes > 1:
+        clients += f"; {args.server_processes} server processes"
     title = (
         f"hashmatch gRPC load, {n / 1e6:g}M PDQ list, {date.today()}, "
-        f"{os.cpu_count()} cores shared by server and {args.procs} client processes"
+        f"{os.cpu_count()} cores shared by server and {clients}"
     )
     lines = [
         f"### {title}",
@@ -297,11 +449,15 @@ def main() -> None:
     lines += [
         "",
         f"Server peak RSS {peak:,.0f} MB. Command: `.venv/bin/python load_tests/grpc_load.py "
-        f"--n {args.n}`",
+        f"--n {args.n}"
+        + (" --driver h2load" if args.driver == "h2load" else "")
+        + (f" --server-processes {args.server_processes}" if args.server_processes > 1 else "")
+        + "`",
     ]
-    modes = args.modes.split(",")
-    subset = "" if set(modes) == set(MODES) else "_" + "-".join(modes)
-    stem = RESULTS / f"grpc_load_{args.n}{subset}"
+    subset = "" if set(modes) == set(default_modes) else "_" + "-".join(modes)
+    driver = "_h2load" if args.driver == "h2load" else ""
+    servers = f"_x{args.server_processes}" if args.server_processes > 1 else ""
+    stem = RESULTS / f"grpc_load_{args.n}{driver}{servers}{subset}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(rows, stem.with_suffix(".png"), title)
     print("\n".join(lines))
