@@ -1,10 +1,10 @@
 """Gathering queries from concurrent RPCs into engine batches.
 
 A single-hash Check costs one kernel call on its own; a thousand concurrent
-ones cost a handful when batched. One worker per core takes every piece that
-is waiting (up to a batch limit) and runs it as one engine batch; the engine
-releases the GIL, so the workers search in parallel. A large request is cut
-into pieces so that it, too, is spread over the cores.
+ones cost a handful when batched. One worker per core takes its fair share of
+the pieces waiting (up to a batch limit) and runs them as one engine batch; the
+engine releases the GIL, so the workers search in parallel. A large request is
+cut into pieces so that it, too, is spread over the cores.
 
 The queue is bounded: past `max_queued` waiting queries a call is refused at
 once (Overloaded) rather than left to wait without bound, and work whose
@@ -143,7 +143,10 @@ class Batcher:
                 return
             batch = [first]
             size = len(first.queries)
-            while size < MAX_BATCH:
+            # A fair share of what waits, so that one large request is spread over the idle
+            # workers rather than taken whole by the first; under load shares are large anyway.
+            share = min(MAX_BATCH, -(-(self._queued) // len(self._threads)))
+            while size < share:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:

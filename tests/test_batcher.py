@@ -76,6 +76,31 @@ def test_a_large_request_is_split_and_keeps_its_order() -> None:
     assert [hits[0].distance for hits in found] == [i % 256 for i in range(len(queries))]
 
 
+def test_a_lone_large_request_is_spread_over_the_workers() -> None:
+    class ThreadRecorder(EchoMatcher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.threads: set[str] = set()
+            self.both = threading.Event()
+
+        def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]:
+            self.threads.add(threading.current_thread().name)
+            if len(self.threads) == 2:
+                self.both.set()
+            return super().check(queries)
+
+    matcher = ThreadRecorder()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=2)
+    done = threading.Thread(target=batcher.check, args=([q(i) for i in range(PIECE * 4)],))
+    done.start()
+    # Both workers search pieces of the one request at the same time.
+    assert matcher.both.wait(5), matcher.threads
+    matcher.gate.set()
+    done.join(10)
+    batcher.close()
+    assert sum(matcher.batches) == PIECE * 4 and max(matcher.batches) <= PIECE * 2
+
+
 def test_engine_errors_reach_the_caller_and_the_workers_survive() -> None:
     matcher = EchoMatcher()
     matcher.gate.set()
