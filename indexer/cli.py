@@ -21,6 +21,7 @@ from indexer.imports import import_lines
 from indexer.snapshot import SnapshotError, read_snapshot, read_snapshot_dir
 from indexer.store import (
     DEFAULT_STORE_URL,
+    MAX_SEQ,
     ROLES,
     AuditEvent,
     Change,
@@ -308,7 +309,12 @@ def keys_list_command(store_url: str) -> None:
 
 @click.command("audit")
 @STORE_OPTION
-@click.option("--after", type=int, default=0, help="Show events after this sequence number.")
+@click.option(
+    "--after",
+    type=click.IntRange(0, MAX_SEQ),
+    default=0,
+    help="Show events after this sequence number.",
+)
 @click.option("--limit", type=int, default=1000, show_default=True)
 def audit_command(store_url: str, after: int, limit: int) -> None:
     """Print audit log events as JSON lines, oldest first."""

@@ -9,15 +9,13 @@ from functools import partial
 import grpc
 
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
-from indexer.store import Change, Store
+from indexer.store import MAX_SEQ, Change, Store
 from service.audit import AuditLog
 from service.auth import Gate, PermissionDenied
 from service.queries import InvalidRequest
 from service.rpc import guarded, record
 
 PAGE = 1_000
-MAX_SEQ = 2**63 - 1
-"""Change sequences are signed 64-bit in both stores; a cursor past that names nothing."""
 
 _OPS = {"add": sync_pb2.Change.OP_ADD, "remove": sync_pb2.Change.OP_REMOVE}
 

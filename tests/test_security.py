@@ -316,6 +316,8 @@ def test_the_audit_log_records_who_did_what_and_is_append_only(
     assert match["actor"].startswith("t/") and match["list"] == "a"
     assert match["query"] == HASHES[1].hex() and match["distance"] == 0
     assert any(e["action"] == "key_use" and e["actor"] == match["actor"] for e in events)
+    past = run_cli("audit", "--store", url, "--after", str(2**63))
+    assert past.returncode == 2 and "--after" in past.stderr and "range" in past.stderr
     with sqlite3.connect(url.removeprefix("sqlite:///")) as db:
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             db.execute("UPDATE audit SET actor = 'someone else'")

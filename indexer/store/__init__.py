@@ -20,6 +20,9 @@ from hashmatch.list_formats import NewEntry
 
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
 MATCH_ID_BYTES = 12
+# Change and audit sequence numbers are signed 64-bit in both stores: a cursor past this
+# names nothing and can't even be sent to the database.
+MAX_SEQ = 2**63 - 1
 TRUST_LEVELS = ("verified", "unverified", "victim")
 CASE_LIST = "victim-cases"
 # check: MatchService; submit: victims' cases; list-manage: hotline lists; sync-read:
