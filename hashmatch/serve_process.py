@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LISTENING = re.compile(r"serving MatchService on (\S+):(\d+)")
+
+
+def free_ports(count: int = 1) -> int:
+    """The first of `count` consecutive loopback ports that are free now (`serve
+    --processes N` puts helper k's metrics on PORT+k)."""
+    while True:
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port: int = first.getsockname()[1]
+            try:
+                for k in range(1, count):
+                    with socket.socket() as s:
+                        s.bind(("127.0.0.1", port + k))
+            except (OSError, OverflowError):  # taken, or past port 65535
+                continue
+            return port
 
 
 @dataclass

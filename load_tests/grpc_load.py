@@ -32,18 +32,19 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from proc import cpu_seconds, rss_mb
 from synthetic import dataset, parse_n, perturb
 
@@ -53,6 +54,7 @@ MODES = {"health": 0, "unary": 1, "batch100": 100, "batch1000": 1000, "stream100
 HIT_RATE = 0.01
 MAX_IN_FLIGHT_QUERIES = 8_000
 RESULTS = Path(__file__).resolve().parent / "results"
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- client process
@@ -170,11 +172,42 @@ def client(
 # ---------------------------------------------------------------- orchestration
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def while_measuring_server(server_pids: list[int], work: Callable[[], T]) -> tuple[T, float]:
+    """What `work` returns, and the server processes' CPU share (cores) meanwhile."""
+    before = sum(cpu_seconds(pid) for pid in server_pids)
+    started = time.perf_counter()
+    out = work()
+    wall = time.perf_counter() - started
+    return out, (sum(cpu_seconds(pid) for pid in server_pids) - before) / wall
+
+
+def result_row(
+    label: str,
+    size: int,
+    offered: str,
+    rpcs_per_s: float,
+    latencies_ms: npt.NDArray[np.float64],
+    errors: dict[str, int],
+    cpu: float,
+    server_pids: list[int],
+) -> dict[str, Any]:
+    pct = {
+        p: float(np.percentile(latencies_ms, p)) if len(latencies_ms) else float("nan")
+        for p in (50, 90, 99, 99.9)
+    }
+    return {
+        "mode": label,
+        "offered": offered,
+        "rpcs_per_s": rpcs_per_s,
+        "checks_per_s": rpcs_per_s * size,
+        "p50": pct[50],
+        "p90": pct[90],
+        "p99": pct[99],
+        "p999": pct[99.9],
+        "errors": errors,
+        "server_cpu": cpu,
+        "server_rss_mb": sum(rss_mb(pid) for pid in server_pids),
+    }
 
 
 def run_scenario(
@@ -186,51 +219,42 @@ def run_scenario(
     concurrency: int,
     rate: float,
 ) -> dict[str, Any]:
-    cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
-    started = time.perf_counter()
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--client",
-                mode,
-                target,
-                str(seconds),
-                str(concurrency),
-                str(rate / procs),
-                str(1000 + k),
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(procs)
-    ]
-    outputs = [json.loads(c.communicate(timeout=seconds + 120)[0]) for c in children]
-    wall = time.perf_counter() - started
-    cpu = (sum(cpu_seconds(pid) for pid in server_pids) - cpu_before) / wall
+    def clients() -> list[dict[str, Any]]:
+        children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    mode,
+                    target,
+                    str(seconds),
+                    str(concurrency),
+                    str(rate / procs),
+                    str(1000 + k),
+                ],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(procs)
+        ]
+        return [json.loads(c.communicate(timeout=seconds + 120)[0]) for c in children]
+
+    outputs, cpu = while_measuring_server(server_pids, clients)
     latencies = np.sort(np.concatenate([o["latencies"] for o in outputs])) * 1000
     codes: Counter[str] = Counter()
     for o in outputs:
         codes.update(o["codes"])
-    ok = codes.get("OK", 0)
-    pct = {
-        p: float(np.percentile(latencies, p)) if len(latencies) else float("nan")
-        for p in (50, 90, 99, 99.9)
-    }
-    return {
-        "mode": mode,
-        "offered": "max (closed loop)" if rate <= 0 else f"{rate:,.0f} RPC/s (open loop, Python)",
-        "rpcs_per_s": ok / seconds,
-        "checks_per_s": ok * MODES[mode] / seconds,
-        "p50": pct[50],
-        "p90": pct[90],
-        "p99": pct[99],
-        "p999": pct[99.9],
-        "errors": {k: v for k, v in codes.items() if k != "OK"},
-        "server_cpu": cpu,
-        "server_rss_mb": sum(rss_mb(pid) for pid in server_pids),
-    }
+    return result_row(
+        mode,
+        MODES[mode],
+        "max (closed loop)" if rate <= 0 else f"{rate:,.0f} RPC/s (open loop, Python)",
+        codes.get("OK", 0) / seconds,
+        latencies,
+        {k: v for k, v in codes.items() if k != "OK"},
+        cpu,
+        server_pids,
+    )
 
 
 GRPC_PATHS = {
@@ -268,8 +292,9 @@ def h2load_scenario(
 ) -> dict[str, Any]:
     """The scenario at its maximum, driven by h2load, nghttp2's load generator in C, so
     the clients take little of the cores the server needs. It sends one message over
-    and over (the Python driver varies them). Throughput and statuses come from the server's own
-    metrics; latencies from h2load's log, which can't tell an error from an answer."""
+    and over (the Python driver varies them). Throughput and statuses come from the
+    server's own metrics; latencies from h2load's log, which can't tell an error from an
+    answer."""
     if shutil.which("h2load") is None:
         sys.exit("h2load not found: apt-get install nghttp2-client")
     size = MODES[mode]
@@ -292,35 +317,29 @@ def h2load_scenario(
             f"http://{target}{GRPC_PATHS[mode]}",
         ]
         before = rpc_counts(metrics_urls)
-        cpu_before = sum(cpu_seconds(pid) for pid in server_pids)
-        started = time.perf_counter()
-        subprocess.run(command, check=True, capture_output=True, timeout=seconds + 60)
-        wall = time.perf_counter() - started
-        cpu = (sum(cpu_seconds(pid) for pid in server_pids) - cpu_before) / wall
+        _, cpu = while_measuring_server(
+            server_pids,
+            lambda: subprocess.run(command, check=True, capture_output=True, timeout=seconds + 60),
+        )
         after = rpc_counts(metrics_urls)
         rows = np.loadtxt(log, dtype=np.int64, ndmin=2)
     ok_http = rows[rows[:, 1] == 200]
-    latencies = np.sort(ok_http[:, 2]) / 1000
     codes = after - before
     errors: dict[str, int] = {k: v for k, v in codes.items() if k != "OK"}
     if len(rows) > len(ok_http):
         errors["HTTP non-200"] = len(rows) - len(ok_http)
-    pct = {p: float(np.percentile(latencies, p)) for p in (50, 90, 99, 99.9)}
     # grpcio's health service is not in hashmatch's metrics: count its HTTP answers.
-    done = (len(ok_http) if mode == "health" else codes["OK"]) / seconds
-    return {
-        "mode": f"{mode} (h2load)",
-        "offered": "max (closed loop)",
-        "rpcs_per_s": done,
-        "checks_per_s": done * size,
-        "p50": pct[50],
-        "p90": pct[90],
-        "p99": pct[99],
-        "p999": pct[99.9],
-        "errors": errors,
-        "server_cpu": cpu,
-        "server_rss_mb": sum(rss_mb(pid) for pid in server_pids),
-    }
+    done = len(ok_http) if mode == "health" else codes["OK"]
+    return result_row(
+        f"{mode} (h2load)",
+        size,
+        "max (closed loop)",
+        done / seconds,
+        np.sort(ok_http[:, 2]) / 1000,
+        errors,
+        cpu,
+        server_pids,
+    )
 
 
 def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
@@ -376,12 +395,12 @@ def main() -> None:
         client(mode, target, float(seconds), int(concurrency), float(rate), int(seed))
         return
 
-    from hashmatch.serve_process import running_server
+    from hashmatch.serve_process import free_ports, running_server
 
     n = parse_n(args.n)
     default_modes = GRPC_PATHS if args.driver == "h2load" else MODES
     modes = (args.modes or ",".join(default_modes)).split(",")
-    metrics_port = free_port()
+    metrics_port = free_ports(args.server_processes)
     metrics_urls = [
         f"http://127.0.0.1:{metrics_port + k}/metrics" for k in range(args.server_processes)
     ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ import grpc
 import pytest
 
 from hashmatch.hashing import hash_bytes
-from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.signals import SIGNALS
 from hashmatch.standins import bundled_photos
 from hashmatch.v1 import match_pb2_grpc
@@ -49,13 +48,6 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture(scope="session")
 def photos() -> dict[str, bytes]:
     return {p.stem: p.read_bytes() for p in bundled_photos()}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -106,7 +98,7 @@ def index_root(tmp_path_factory: pytest.TempPathFactory, photos: dict[str, bytes
 
 @pytest.fixture(scope="session")
 def metrics_port() -> int:
-    return free_port()
+    return free_ports()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -19,12 +18,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hashmatch.client import MatchClient
 from hashmatch.hashing import hash_bytes
-from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.signals import SIGNALS, get_signal
 from hashmatch.standins import EDITS
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST, query
-from tests.conftest import LISTED, add_photos, build_index, free_port
+from tests.conftest import LISTED, add_photos, build_index
 
 PDQ = get_signal("pdq")
 
@@ -374,14 +373,7 @@ def _rpc_ok(port: int) -> int:
 def test_several_processes_share_the_port_and_stop_together(
     index_root: Path, photos: dict[str, bytes]
 ) -> None:
-    while True:  # two consecutive free ports: the helper's metrics port follows the primary's
-        metrics = free_port()
-        try:
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", metrics + 1))
-            break
-        except OSError:
-            continue
+    metrics = free_ports(2)  # the helper's metrics port follows the primary's
     with running_server(
         index_root, "--no-auth", "--processes", "2", "--metrics-port", str(metrics)
     ) as proc:
