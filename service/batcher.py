@@ -145,7 +145,7 @@ class Batcher:
             size = len(first.queries)
             # A fair share of what waits, so that one large request is spread over the idle
             # workers rather than taken whole by the first; under load shares are large anyway.
-            share = min(MAX_BATCH, -(-(self._queued) // len(self._threads)))
+            share = min(MAX_BATCH, -(-self._queued // len(self._threads)))
             while size < share:
                 try:
                     more = self._queue.get_nowait()
