@@ -27,6 +27,7 @@ class AuditLog:
         self._queue: queue.Queue[AuditEvent] = queue.Queue(MAX_QUEUED)
         self._key_use: dict[str, tuple[float, int]] = {}  # actor → (last written, calls since)
         self._lock = threading.Lock()
+        self._unwritten: list[AuditEvent] = []
 
     def record(self, actor: str, action: str, list_name: str | None = None, **detail: Any) -> None:
         if self._store is None:
@@ -48,8 +49,9 @@ class AuditLog:
         self.record(actor, "key_use", None, method=method, calls_since_last=calls)
 
     def flush(self) -> None:
+        """Append what is queued; a batch the store refused is kept and tried again first."""
         assert self._store is not None
-        events: list[AuditEvent] = []
+        events = self._unwritten
         while len(events) < 10_000:
             try:
                 events.append(self._queue.get_nowait())
@@ -57,6 +59,7 @@ class AuditLog:
                 break
         if events:
             self._store.append_audit(events)
+            self._unwritten = []
 
     def start(self, stop: threading.Event) -> None:
         if self._store is None:
