@@ -14,7 +14,9 @@ answering the same queries in batches of 1,000 through its batch API).
 Recall is checked against a brute-force popcount scan on a sample.
 
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
-multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES.
+multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
+`--prefetch` measures the kernel's prefetch distance with its tables on 4 KiB
+and on huge pages, the measurement behind PREFETCH_HUGE and PREFETCH_SMALL.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from proc import rss_mb
 from synthetic import SIGNAL_FOR_BITS, dataset, parse_n, queries, write_snapshot_of
 
 BATCH = 1000
+PREFETCH_DISTANCES = (0, 12, 32, 64, 128, 256)
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -106,19 +109,21 @@ def summarize(count: int, wall: float, latencies: list[float]) -> dict[str, floa
 def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict[str, Any]:
     from indexer.snapshot import read_snapshot
     from service.batcher import Batcher
-    from service.matcher import Matcher
+    from service.matcher import Matcher, make_engine
     from service.queries import ParsedQuery
 
     started = time.perf_counter()
-    matcher = Matcher.of(read_snapshot(root))
+    snapshot = read_snapshot(root)
+    matcher = Matcher.of(snapshot)
     signal = SIGNAL_FOR_BITS[bits]
-    engine = type(matcher._engines[signal]).__name__
-    threshold = matcher.snapshot.tables[signal].threshold
+    table = snapshot.tables[signal]
+    engine = type(make_engine(table)).__name__
+    threshold = table.threshold
     warm = np.zeros((1, bits // 8), np.uint8)
     matcher.check([ParsedQuery(signal, warm.tobytes(), threshold)])
     load_s = time.perf_counter() - started
     batcher = Batcher(lambda: matcher, workers=2)
-    entries = matcher.snapshot.tables[signal].hashes
+    entries = table.hashes
     result: dict[str, Any] = {"load_s": load_s, "engine": engine}
     recall_ok = True
     for kind, qs in queries(entries, count).items():
@@ -136,7 +141,7 @@ def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict
         result[f"{kind}_found"] = found
     result["peak_rss_mb"] = rss_mb(key="VmHWM")
     # Recall against brute force, on a sample (after the RSS reading: the scan needs memory).
-    index_of = {bytes(m): i for i, m in enumerate(matcher.snapshot.tables[signal].match_ids)}
+    index_of = {bytes(m): i for i, m in enumerate(table.match_ids)}
     checked = 0
     for kind, qs in queries(entries, count).items():
         for i in range(0, count, max(1, count // sample)):
@@ -233,6 +238,43 @@ def worker_crossover(bits: int) -> list[dict[str, Any]]:
     return rows
 
 
+def worker_prefetch(n: int, bits: int) -> list[dict[str, Any]]:
+    from hashmatch.signals import get_signal
+    from indexer import hugepages
+    from indexer.mih import Tables, build_tables, plan_for
+    from service.mih_engine import MihEngine
+
+    threshold = get_signal(SIGNAL_FOR_BITS[bits]).threshold
+    entries = dataset(n, bits)
+    tables = build_tables(entries, plan_for(bits, threshold, n))
+    qs = queries(entries, 4000)["miss"]
+
+    def on(pages: str, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
+        out = hugepages.empty(a.shape, a.dtype) if pages == "2 MiB" else np.empty_like(a)
+        out[...] = a
+        return out
+
+    rows = []
+    for pages in ("4 KiB", "2 MiB"):
+        t = Tables(
+            tables.plan, on(pages, tables.offsets), on(pages, tables.ids), tables.inline_codes
+        )
+        engine = MihEngine(on(pages, entries), t)
+        engine.search(qs[:10], threshold)
+        row: dict[str, Any] = {"pages": pages}
+        for distance in PREFETCH_DISTANCES:
+            engine.prefetch = distance
+            best = 0.0
+            for _ in range(3):
+                started = time.perf_counter()
+                for i in range(0, len(qs), BATCH):
+                    engine.search(qs[i : i + BATCH], threshold)
+                best = max(best, len(qs) / (time.perf_counter() - started))
+            row[str(distance)] = best
+        rows.append(row)
+    return rows
+
+
 def spawn(*args: str) -> Any:
     done = subprocess.run(
         [sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=False
@@ -257,6 +299,11 @@ def main() -> None:
     )
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--crossover", action="store_true")
+    parser.add_argument(
+        "--prefetch",
+        action="store_true",
+        help="the kernel's prefetch distance on 4 KiB and on huge pages (first --n, one thread)",
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -270,6 +317,8 @@ def main() -> None:
             )
         elif role == "peer":
             out = worker_peer(int(rest[0]), int(rest[1]))
+        elif role == "prefetch":
+            out = worker_prefetch(int(rest[0]), int(rest[1]))
         else:
             out = worker_crossover(int(rest[0]))
         print(json.dumps(out))
@@ -285,6 +334,17 @@ def main() -> None:
             print("| entries | FAISS flat checks/s | multi-index checks/s |\n|---|---|---|")
             for row in spawn("crossover", str(bits)):
                 print(f"| {row['n']:,} | {row['faiss_flat']:,.0f} | {row['mih']:,.0f} |")
+        return
+
+    if args.prefetch:
+        n = parse_n(args.n.split(",")[0])
+        for bits in bits_list:
+            print(f"\n{n:,} x {bits}-bit misses, one thread, checks/s by prefetch distance:\n")
+            print("| pages | " + " | ".join(map(str, PREFETCH_DISTANCES)) + " |")
+            print("|---" * (len(PREFETCH_DISTANCES) + 1) + "|")
+            for row in spawn("prefetch", str(n), str(bits)):
+                cells = " | ".join(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES)
+                print(f"| {row['pages']} | {cells} |")
         return
 
     rows = []

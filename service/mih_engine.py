@@ -3,7 +3,7 @@
 The kernel is compiled with numba and releases the GIL, so one call per core
 runs in parallel. It works in phases per query, each a loop of independent
 memory reads with software prefetch: probe values, bucket bounds, bucket
-contents, candidate hashes, then popcount verification. Random reads dominate
+contents, then candidate hashes, verified by popcount as they arrive. Random reads dominate
 at 10M entries; keeping many in flight is what makes it fast.
 """
 
@@ -23,7 +23,11 @@ from numba.extending import intrinsic
 from indexer.mih import Tables, as_words, chunk_value
 from service.engine import Hits
 
-PREFETCH_DISTANCE = 12
+# Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): deep
+# where each probe reads a line or two at random; shallow for inline plans, whose
+# buckets span several lines each.
+PREFETCH = 128
+PREFETCH_INLINE = 12
 INITIAL_HITS_PER_QUERY = 16
 
 
@@ -40,8 +44,8 @@ def _prefetch_intrinsic(typingctx: Any, array: Any, index: Any) -> Any:
         i32 = ir.IntType(32)
         fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
         fn = cg.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        # read, high temporal locality, data cache
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        # read, into L2 and inward (prefetcht1: measured faster than t0 here), data cache
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(2), i32(1)])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -82,11 +86,9 @@ def _record(
 @nb.njit(nogil=True, cache=True)
 def _ball_beyond_three(
     probe_slot: npt.NDArray[np.int64],
-    probe_base: npt.NDArray[np.int64],
     p: int,
     base: int,
     v: int,
-    row_base: int,
     length: int,
     radius: int,
 ) -> int:
@@ -96,7 +98,6 @@ def _ball_beyond_three(
         mask = (1 << k) - 1
         while mask < limit:
             probe_slot[p] = base + (v ^ mask)
-            probe_base[p] = row_base
             p += 1
             low = mask & -mask
             ripple = mask + low
@@ -118,6 +119,7 @@ def _search(
     inline: bool,
     max_distance: int,
     cap: int,
+    prefetch: int,
 ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int32], npt.NDArray[np.int64]]:
     n = words.shape[0]
     n_words = words.shape[1]
@@ -136,12 +138,11 @@ def _search(
             ball += term
         max_probes += ball
     probe_slot = np.empty(max_probes, np.int64)
-    probe_base = np.empty(max_probes, np.int64)
+    chunk_end = np.empty(m, np.int64)
     lo = np.empty(max_probes, np.int64)
     hi = np.empty(max_probes, np.int64)
     cand = np.empty(1 << 11, np.int64)
-    rows = np.empty((1 << 11, n_words), np.uint64)
-    d = PREFETCH_DISTANCE
+    d = prefetch
     for qi in range(nq):
         q = queries[qi]
         # 1. every chunk value within the chunk's radius of the query's
@@ -151,42 +152,45 @@ def _search(
             radius = radii[c]
             v = int(chunk_value(q, starts[c], length))
             base = offset_base[c]
-            row_base = c * n
             probe_slot[p] = base + v
-            probe_base[p] = row_base
             p += 1
             if radius > 3:
-                p = _ball_beyond_three(probe_slot, probe_base, p, base, v, row_base, length, radius)
+                p = _ball_beyond_three(probe_slot, p, base, v, length, radius)
                 radius = 3
             for a in range(length if radius >= 1 else 0):
                 fa = 1 << a
                 probe_slot[p] = base + (v ^ fa)
-                probe_base[p] = row_base
                 p += 1
                 for b in range(a + 1, length if radius >= 2 else 0):
                     fb = fa | (1 << b)
                     probe_slot[p] = base + (v ^ fb)
-                    probe_base[p] = row_base
                     p += 1
                     for e in range(b + 1, length if radius >= 3 else 0):
                         probe_slot[p] = base + (v ^ (fb | (1 << e)))
-                        probe_base[p] = row_base
                         p += 1
+            chunk_end[c] = p
         # 2. bucket bounds
         for k in range(min(d, p)):
             _prefetch(offsets, probe_slot[k])
+        # (non-empty ones only: about a third of the buckets probed are empty)
         total = 0
-        for k in range(p):
-            if k + d < p:
-                _prefetch(offsets, probe_slot[k + d])
-            first = int(offsets[probe_slot[k]])
-            end = int(offsets[probe_slot[k] + 1])
-            lo[k] = probe_base[k] + first
-            hi[k] = probe_base[k] + end
-            total += end - first
+        filled = 0
+        start = 0
+        for c in range(m):
+            row_base = c * n
+            for k in range(start, chunk_end[c]):
+                if k + d < p:
+                    _prefetch(offsets, probe_slot[k + d])
+                first = int(offsets[probe_slot[k]])
+                end = int(offsets[probe_slot[k] + 1])
+                lo[filled] = row_base + first
+                hi[filled] = row_base + end
+                filled += end > first
+                total += end - first
+            start = chunk_end[c]
+        p = filled
         if not inline and total + 8 > cand.shape[0]:
             cand = np.empty(2 * total + 8, np.int64)
-            rows = np.empty((2 * total + 8, n_words), np.uint64)
         found = 0
         if inline:
             # 3'. hashes sit in the buckets: verify in place, read ids only for hits
@@ -217,22 +221,18 @@ def _search(
             for j in range(4, size):
                 cand[nc + j] = ids[s + j]
             nc += size
-        # 4. candidate hashes
+        # 4. candidate hashes, verified as they arrive
         for k in range(min(d, nc)):
             _prefetch(flat, cand[k] * n_words)
         for k in range(nc):
             if k + d < nc:
                 _prefetch(flat, cand[k + d] * n_words)
             row = cand[k]
-            for w in range(n_words):
-                rows[k, w] = words[row, w]
-        # 5. verify
-        for k in range(nc):
             dist = 0
             for w in range(n_words):
-                dist += _popcount(rows[k, w] ^ q[w])
+                dist += _popcount(words[row, w] ^ q[w])
             if dist <= max_distance:
-                found = _record(hit_rows, hit_dist, qi, found, cand[k], dist, cap)
+                found = _record(hit_rows, hit_dist, qi, found, row, dist, cap)
         counts[qi] = found
     return hit_rows, hit_dist, counts
 
@@ -249,6 +249,7 @@ class MihEngine:
         self._radii = np.array([c.radius for c in chunks], np.int64)
         sizes = [(1 << c.length) + 1 for c in chunks]
         self._offset_base = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self.prefetch = PREFETCH_INLINE if tables.plan.inline else PREFETCH
 
     @property
     def max_distance(self) -> int:
@@ -275,6 +276,7 @@ class MihEngine:
                 self._tables.plan.inline,
                 max_distance,
                 cap,
+                self.prefetch,
             )
             if counts.size == 0 or int(counts.max()) <= cap:
                 break
