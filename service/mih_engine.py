@@ -56,6 +56,14 @@ cg: Any = cgutils
 
 
 @nb.njit(inline="always")
+def _prefetch_span(array: Any, first: int, last: int) -> None:
+    """Prefetch the first and last element read: a span crossing a cache line
+    boundary otherwise stalls on its second line (a fifth of 16-byte id reads)."""
+    _prefetch(array, first)
+    _prefetch(array, last)
+
+
+@nb.njit(inline="always")
 def _popcount(x: np.uint64) -> int:
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
     x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
@@ -171,7 +179,7 @@ def _search(
             chunk_end[c] = p
         # 2. bucket bounds
         for k in range(min(d, p)):
-            _prefetch(offsets, probe_slot[k])
+            _prefetch_span(offsets, probe_slot[k], probe_slot[k] + 1)
         # (non-empty ones only: about a third of the buckets probed are empty)
         total = 0
         filled = 0
@@ -180,7 +188,7 @@ def _search(
             row_base = c * n
             for k in range(start, chunk_end[c]):
                 if k + d < p:
-                    _prefetch(offsets, probe_slot[k + d])
+                    _prefetch_span(offsets, probe_slot[k + d], probe_slot[k + d] + 1)
                 first = int(offsets[probe_slot[k]])
                 end = int(offsets[probe_slot[k] + 1])
                 lo[filled] = row_base + first
@@ -195,10 +203,10 @@ def _search(
         if inline:
             # 3'. hashes sit in the buckets: verify in place, read ids only for hits
             for k in range(min(d, p)):
-                _prefetch(inline_flat, lo[k] * n_words)
+                _prefetch_span(inline_flat, lo[k] * n_words, hi[k] * n_words - 1)
             for k in range(p):
                 if k + d < p:
-                    _prefetch(inline_flat, lo[k + d] * n_words)
+                    _prefetch_span(inline_flat, lo[k + d] * n_words, hi[k + d] * n_words - 1)
                 for j in range(lo[k], hi[k]):
                     dist = 0
                     for w in range(n_words):
@@ -209,11 +217,11 @@ def _search(
             continue
         # 3. bucket contents: entry rows
         for k in range(min(d, p)):
-            _prefetch(ids, lo[k])
+            _prefetch_span(ids, lo[k], lo[k] + 3)
         nc = 0
         for k in range(p):
             if k + d < p:
-                _prefetch(ids, lo[k + d])
+                _prefetch_span(ids, lo[k + d], lo[k + d] + 3)
             s = lo[k]
             size = hi[k] - s
             for j in range(4):
