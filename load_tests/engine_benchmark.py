@@ -11,7 +11,7 @@ process so peak RSS is that of one role: `build` (the indexer building and
 writing the snapshot), `serve` (the service loading it and answering), and
 `peer` (python-threatexchange's PDQIndex, FAISS IndexBinaryMultiHash inside,
 answering the same queries in batches of 1,000 through its batch API).
-Each throughput is the median of three runs. Recall is checked against a
+Each throughput is the median of five runs. Recall is checked against a
 brute-force popcount scan on a sample.
 
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
@@ -39,7 +39,7 @@ from proc import rss_mb
 from synthetic import SIGNAL_FOR_BITS, dataset, parse_n, queries, write_snapshot_of
 
 BATCH = 1000
-ROUNDS = 3
+ROUNDS = 5
 PREFETCH_DISTANCES = (0, 12, 32, 64, 128, 256)
 
 

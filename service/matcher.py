@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,8 +15,10 @@ from service.mih_engine import MihEngine
 from service.queries import ParsedQuery
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
+    """One matching entry. A tuple, not a dataclass: a busy server makes one per match,
+    and a frozen dataclass costs three times as much to construct."""
+
     list: str
     match_id: str
     distance: int
@@ -96,7 +97,8 @@ class Matcher:
                     for j in range(lims[k], lims[k + 1])
                     if distances[j] <= limit and not gone[j]
                 ]
-                found.sort(key=_order)
+                if len(found) > 1:
+                    found.sort(key=_order)
                 results[positions[k]] = found
         return results
 
