@@ -20,8 +20,6 @@ import numba as nb
 import numpy as np
 import numpy.typing as npt
 
-from indexer import hugepages
-
 # Bucket reads copy a fixed number of ids without branching; the padding keeps
 # those reads inside the array.
 PAD = 8
@@ -175,9 +173,8 @@ def build_tables(hashes: npt.NDArray[np.uint8], plan: Plan) -> Tables:
     words = as_words(hashes)
     n = words.shape[0]
     sizes = [(1 << c.length) + 1 for c in plan.chunks]
-    offsets = hugepages.empty((sum(sizes),), np.uint32)
-    ids = hugepages.empty((n * len(plan.chunks) + PAD,), np.uint32)
-    ids[-PAD:] = 0
+    offsets = np.empty(sum(sizes), np.uint32)
+    ids = np.zeros(n * len(plan.chunks) + PAD, np.uint32)
     at = 0
     for i, (c, size) in enumerate(zip(plan.chunks, sizes, strict=True)):
         _fill_chunk(words, c.start, c.length, offsets[at : at + size], ids[i * n : (i + 1) * n])

@@ -32,7 +32,6 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from indexer import hugepages
 from indexer.mih import Plan, Tables
 
 FORMAT = "hashmatch-snapshot"
@@ -250,7 +249,7 @@ def _read_npy(directory: Path, name: str, expected: dict[str, Any]) -> npt.NDArr
             raise SnapshotError(f"{path}: not a valid array: {exc}") from None
         if dtype.hasobject or fortran:
             raise SnapshotError(f"{path}: unsupported array layout")
-        array = hugepages.empty(shape, dtype)
+        array = np.empty(shape, dtype=dtype)
         view = memoryview(cast(Any, array.reshape(-1).view(np.uint8))).cast("B")
         while view.nbytes:
             got = src.readinto(view)

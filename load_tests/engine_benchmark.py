@@ -16,8 +16,8 @@ brute-force popcount scan on a sample.
 
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
-`--prefetch` measures the kernel's prefetch distance with its tables on 4 KiB
-and on huge pages, the measurement behind PREFETCH_HUGE and PREFETCH_SMALL.
+`--prefetch` measures the kernel's prefetch distance, the measurement behind
+PREFETCH and PREFETCH_INLINE.
 """
 
 from __future__ import annotations
@@ -244,41 +244,27 @@ def worker_crossover(bits: int) -> list[dict[str, Any]]:
     return rows
 
 
-def worker_prefetch(n: int, bits: int) -> list[dict[str, Any]]:
+def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     from hashmatch.signals import get_signal
-    from indexer import hugepages
-    from indexer.mih import Tables, build_tables, plan_for
+    from indexer.mih import build_tables, plan_for
     from service.mih_engine import MihEngine
 
     threshold = get_signal(SIGNAL_FOR_BITS[bits]).threshold
     entries = dataset(n, bits)
-    tables = build_tables(entries, plan_for(bits, threshold, n))
+    engine = MihEngine(entries, build_tables(entries, plan_for(bits, threshold, n)))
     qs = queries(entries, 4000)["miss"]
-
-    def on(pages: str, a: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        out = hugepages.empty(a.shape, a.dtype) if pages == "2 MiB" else np.empty_like(a)
-        out[...] = a
-        return out
-
-    rows = []
-    for pages in ("4 KiB", "2 MiB"):
-        t = Tables(
-            tables.plan, on(pages, tables.offsets), on(pages, tables.ids), tables.inline_codes
-        )
-        engine = MihEngine(on(pages, entries), t)
-        engine.search(qs[:10], threshold)
-        row: dict[str, Any] = {"pages": pages}
-        for distance in PREFETCH_DISTANCES:
-            engine.prefetch = distance
-            best = 0.0
-            for _ in range(3):
-                started = time.perf_counter()
-                for i in range(0, len(qs), BATCH):
-                    engine.search(qs[i : i + BATCH], threshold)
-                best = max(best, len(qs) / (time.perf_counter() - started))
-            row[str(distance)] = best
-        rows.append(row)
-    return rows
+    engine.search(qs[:10], threshold)
+    row = {}
+    for distance in PREFETCH_DISTANCES:
+        engine.prefetch = distance
+        best = 0.0
+        for _ in range(3):
+            started = time.perf_counter()
+            for i in range(0, len(qs), BATCH):
+                engine.search(qs[i : i + BATCH], threshold)
+            best = max(best, len(qs) / (time.perf_counter() - started))
+        row[str(distance)] = best
+    return row
 
 
 def spawn(*args: str) -> Any:
@@ -308,7 +294,7 @@ def main() -> None:
     parser.add_argument(
         "--prefetch",
         action="store_true",
-        help="the kernel's prefetch distance on 4 KiB and on huge pages (first --n, one thread)",
+        help="the kernel's speed by prefetch distance (first --n, one thread)",
     )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -344,13 +330,13 @@ def main() -> None:
 
     if args.prefetch:
         n = parse_n(args.n.split(",")[0])
+        print(f"\n{n:,} hashes, misses, one thread, checks/s by prefetch distance:\n")
+        print("| hash | " + " | ".join(map(str, PREFETCH_DISTANCES)) + " |")
+        print("|---" * (len(PREFETCH_DISTANCES) + 1) + "|")
         for bits in bits_list:
-            print(f"\n{n:,} x {bits}-bit misses, one thread, checks/s by prefetch distance:\n")
-            print("| pages | " + " | ".join(map(str, PREFETCH_DISTANCES)) + " |")
-            print("|---" * (len(PREFETCH_DISTANCES) + 1) + "|")
-            for row in spawn("prefetch", str(n), str(bits)):
-                cells = " | ".join(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES)
-                print(f"| {row['pages']} | {cells} |")
+            row = spawn("prefetch", str(n), str(bits))
+            cells = " | ".join(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES)
+            print(f"| {bits}-bit | {cells} |")
         return
 
     rows = []

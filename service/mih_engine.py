@@ -58,7 +58,8 @@ cg: Any = cgutils
 @nb.njit(inline="always")
 def _prefetch_span(array: Any, first: int, last: int) -> None:
     """Prefetch the first and last element read: a span crossing a cache line
-    boundary otherwise stalls on its second line (a fifth of 16-byte id reads)."""
+    boundary otherwise stalls on its second line (a fifth of 16-byte id reads, and
+    half of the 32-byte rows of an array that is not line-aligned)."""
     _prefetch(array, first)
     _prefetch(array, last)
 
@@ -231,10 +232,10 @@ def _search(
             nc += size
         # 4. candidate hashes, verified as they arrive
         for k in range(min(d, nc)):
-            _prefetch(flat, cand[k] * n_words)
+            _prefetch_span(flat, cand[k] * n_words, cand[k] * n_words + n_words - 1)
         for k in range(nc):
             if k + d < nc:
-                _prefetch(flat, cand[k + d] * n_words)
+                _prefetch_span(flat, cand[k + d] * n_words, cand[k + d] * n_words + n_words - 1)
             row = cand[k]
             dist = 0
             for w in range(n_words):
