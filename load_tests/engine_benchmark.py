@@ -122,6 +122,7 @@ def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict
     from service.batcher import Batcher
     from service.matcher import Matcher, make_engine
     from service.queries import ParsedQuery
+    from service.warmup import warm_up
 
     started = time.perf_counter()
     snapshot = read_snapshot(root)
@@ -130,8 +131,7 @@ def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict
     table = snapshot.tables[signal]
     engine = type(make_engine(table)).__name__
     threshold = table.threshold
-    warm = np.zeros((1, bits // 8), np.uint8)
-    matcher.check([ParsedQuery(signal, warm.tobytes(), threshold)])
+    warm_up(matcher)  # as `hashmatch serve` does
     load_s = time.perf_counter() - started
     batcher = Batcher(lambda: matcher, workers=2)
     entries = table.hashes
@@ -215,6 +215,18 @@ def worker_peer(n: int, count: int) -> dict[str, Any]:
     return result
 
 
+def single_thread_rate(engine: Any, qs: npt.NDArray[np.uint8], threshold: int) -> float:
+    """Checks/s of the best of three passes over `qs` in batches, in this thread."""
+    engine.search(qs[:10], threshold)
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for i in range(0, len(qs), BATCH):
+            engine.search(qs[i : i + BATCH], threshold)
+        best = max(best, len(qs) / (time.perf_counter() - started))
+    return best
+
+
 def worker_crossover(bits: int) -> list[dict[str, Any]]:
     from hashmatch.signals import get_signal
     from indexer.mih import build_tables, plan_for
@@ -232,14 +244,7 @@ def worker_crossover(bits: int) -> list[dict[str, Any]]:
         }
         row: dict[str, Any] = {"n": n}
         for name, engine in engines.items():
-            engine.search(qs[:10], threshold)
-            best = 0.0
-            for _ in range(3):
-                t = time.perf_counter()
-                for i in range(0, len(qs), BATCH):
-                    engine.search(qs[i : i + BATCH], threshold)
-                best = max(best, len(qs) / (time.perf_counter() - t))
-            row[name] = best
+            row[name] = single_thread_rate(engine, qs, threshold)
         rows.append(row)
     return rows
 
@@ -253,17 +258,10 @@ def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     entries = dataset(n, bits)
     engine = MihEngine(entries, build_tables(entries, plan_for(bits, threshold, n)))
     qs = queries(entries, 4000)["miss"]
-    engine.search(qs[:10], threshold)
     row = {}
     for distance in PREFETCH_DISTANCES:
         engine.prefetch = distance
-        best = 0.0
-        for _ in range(3):
-            started = time.perf_counter()
-            for i in range(0, len(qs), BATCH):
-                engine.search(qs[i : i + BATCH], threshold)
-            best = max(best, len(qs) / (time.perf_counter() - started))
-        row[str(distance)] = best
+        row[str(distance)] = single_thread_rate(engine, qs, threshold)
     return row
 
 

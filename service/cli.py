@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 import threading
@@ -26,6 +25,7 @@ from service.processes import Helpers, announce_ready
 from service.server import Feed, Guards, build_server
 from service.snapshots import SnapshotHolder
 from service.tls import TLS
+from service.warmup import warm_up
 
 log = logging.getLogger("hashmatch.serve")
 LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
@@ -258,11 +258,7 @@ def serve_command(
     if metrics_port is not None:
         start_http_server(metrics_port, addr=metrics_host)
         log.info("metrics at http://%s:%d/metrics", metrics_host, metrics_port)
-    holder.matcher.base.warm()
-    # What exists now (numba's, grpcio's and the snapshot's objects) lives as long as the
-    # process. Freezing it spares every full garbage collection from walking it: they took
-    # 50-85 ms, and were the slowest 1% of 1,000-hash checks.
-    gc.freeze()
+    warm_up(holder.matcher.base)
     holder.watch(reload_interval, stop)
     if gate.enabled:
         gate.watch(stop)

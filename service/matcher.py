@@ -57,16 +57,9 @@ class Matcher:
     def of(cls, snapshot: Snapshot) -> Matcher:
         return cls(snapshot.lists, snapshot.tables, snapshot.version)
 
-    def warm(self) -> None:
-        """Answer one query per signal, so that compiled kernels are loaded from numba's
-        cache now rather than in the first caller's time."""
-        self.check(
-            [
-                ParsedQuery(name, bytes(t.bits // 8), t.threshold)
-                for name, t in self._tables.items()
-                if t.count
-            ]
-        )
+    @property
+    def tables(self) -> dict[str, SignalTable]:
+        return self._tables
 
     def check(
         self, queries: Sequence[ParsedQuery], exclude: npt.NDArray[np.int64] | None = None

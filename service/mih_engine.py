@@ -2,9 +2,11 @@
 
 The kernel is compiled with numba and releases the GIL, so one call per core
 runs in parallel. It works in phases per query, each a loop of independent
-memory reads with software prefetch: probe values, bucket bounds, bucket
-contents, then candidate hashes, verified by popcount as they arrive. Random reads dominate
-at 10M entries; keeping many in flight is what makes it fast.
+memory reads with software prefetch: probe values, bucket bounds (empty
+buckets dropped), bucket contents, then candidate hashes, verified by popcount
+as they arrive. Random reads dominate; keeping many in flight, and never
+stalling on the second cache line of a read that crosses one, is what makes
+it fast.
 """
 
 from __future__ import annotations
