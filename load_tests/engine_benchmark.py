@@ -282,7 +282,7 @@ def main() -> None:
     parser.add_argument(
         "--bits", default="256,64", help="256 (PDQ, threshold 31) and/or 64 (pHash)"
     )
-    parser.add_argument("--queries", type=int, default=10_000, help="queries of each kind")
+    parser.add_argument("--queries", type=int, default=20_000, help="queries of each kind")
     parser.add_argument("--peer-queries", type=int, default=2_000)
     parser.add_argument(
         "--sample", type=int, default=100, help="queries of each kind checked by brute force"
