@@ -129,10 +129,10 @@ def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict
     matcher = Matcher.of(snapshot)
     signal = SIGNAL_FOR_BITS[bits]
     table = snapshot.tables[signal]
-    engine = type(make_engine(table)).__name__
     threshold = table.threshold
     warm_up(matcher)  # as `hashmatch serve` does
     load_s = time.perf_counter() - started
+    engine = type(make_engine(table)).__name__
     batcher = Batcher(lambda: matcher, workers=2)
     entries = table.hashes
     result: dict[str, Any] = {"load_s": load_s, "engine": engine}

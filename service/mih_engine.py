@@ -31,6 +31,9 @@ from service.engine import Hits
 PREFETCH = 128
 PREFETCH_INLINE = 12
 INITIAL_HITS_PER_QUERY = 16
+# Ids copied per bucket without a branch (indexer/mih.py PAD keeps the reads in bounds);
+# buckets hold about one entry, longer ones copy the rest in a loop.
+FIXED_COPY = 4
 
 
 @intrinsic
@@ -220,16 +223,16 @@ def _search(
             continue
         # 3. bucket contents: entry rows
         for k in range(min(d, p)):
-            _prefetch_span(ids, lo[k], lo[k] + 3)
+            _prefetch_span(ids, lo[k], lo[k] + FIXED_COPY - 1)
         nc = 0
         for k in range(p):
             if k + d < p:
-                _prefetch_span(ids, lo[k + d], lo[k + d] + 3)
+                _prefetch_span(ids, lo[k + d], lo[k + d] + FIXED_COPY - 1)
             s = lo[k]
             size = hi[k] - s
-            for j in range(4):
+            for j in range(FIXED_COPY):
                 cand[nc + j] = ids[s + j]
-            for j in range(4, size):
+            for j in range(FIXED_COPY, size):
                 cand[nc + j] = ids[s + j]
             nc += size
         # 4. candidate hashes, verified as they arrive
