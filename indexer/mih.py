@@ -4,8 +4,17 @@ Split each hash into chunks with radii r_i such that sum(r_i + 1) > R. Any
 entry within distance R of a query then differs from it by at most r_i bits
 in some chunk i (pigeonhole), so probing every chunk value within r_i of the
 query's chunk, and verifying the entries found there, returns exactly the
-entries within R. Tables are direct-addressed: `offsets[v]..offsets[v+1]` are
-the positions, in bucket order, of the entries whose chunk equals v.
+entries within R. Tables are direct-addressed by chunk value, their entries
+in bucket order.
+
+Each probe is a random read, so the bucket bounds are kept small enough to
+stay in cache: one byte per chunk value, relative to a 32-bit base every
+2^shift values. A bucket entry carries `fingerprint_words` 64-bit words of
+its hash: for 64-bit hashes the whole code, for longer ones (as memory
+allows) two words disjoint from the chunk, whose distance plus the probe's
+chunk distance is a lower bound of the true distance. Entries are rejected
+in the bucket by that bound, and only the rare survivor's full hash is
+fetched; with no fingerprint every candidate is fetched by id.
 
 Hashes are handled as little-endian uint64 words; any fixed bit order works,
 because query and entries are split the same way.
@@ -13,6 +22,7 @@ because query and entries are split the same way.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -27,11 +37,18 @@ PAD = 8
 # (crossover measured by load_tests/engine_benchmark.py --crossover).
 MIH_MIN_ENTRIES = 3000
 MAX_CHUNK_BITS = 24
+# Bucket bounds: a byte per chunk value, relative to a base every 2^shift values (at most).
+MAX_BOUNDS_SHIFT = 6
+# Fingerprints cost 8 bytes a word per entry and chunk; past this budget a table does
+# without them (a 10M PDQ list would need 1.8 GB).
+FINGERPRINT_BUDGET_BYTES = 1 << 30
+FINGERPRINT_WORDS = 2
 # Relative costs used to choose a plan, measured with load_tests/engine_benchmark.py:
-# a probe and a candidate fetched by id are random memory reads; an inline
-# candidate is read sequentially within its bucket.
+# a probe reads bucket bounds (mostly cached); a candidate fetched by id is two random
+# memory reads; a fingerprinted or inline candidate is read in its bucket.
 PROBE_COST = 1.0
 CANDIDATE_COST = 2.0
+FINGERPRINT_CANDIDATE_COST = 0.45
 INLINE_CANDIDATE_COST = 0.1
 
 
@@ -47,7 +64,13 @@ class Plan:
     bits: int
     max_distance: int
     chunks: tuple[Chunk, ...]
-    inline: bool
+    # 64-bit words of each entry's hash kept in its buckets: all of them (exact in place),
+    # FINGERPRINT_WORDS disjoint from the chunk (a lower bound), or none (fetch by id).
+    fingerprint_words: int
+
+    @property
+    def exact_in_bucket(self) -> bool:
+        return self.fingerprint_words == self.bits // 64
 
     def probes(self) -> int:
         return sum(_ball(c.length, c.radius) for c in self.chunks)
@@ -55,11 +78,19 @@ class Plan:
     def candidates(self, n: int) -> float:
         return float(sum(_ball(c.length, c.radius) * n / 2**c.length for c in self.chunks))
 
+    def words_of(self, chunk: Chunk) -> tuple[int, ...]:
+        """The hash words a chunk's buckets carry: all, or the first ones it doesn't touch."""
+        if self.exact_in_bucket:
+            return tuple(range(self.bits // 64))
+        touched = {chunk.start >> 6, (chunk.start + chunk.length - 1) >> 6}
+        free = [w for w in range(self.bits // 64) if w not in touched]
+        return tuple(free[: self.fingerprint_words])
+
     def to_json(self) -> dict[str, object]:
         return {
             "bits": self.bits,
             "max_distance": self.max_distance,
-            "inline": self.inline,
+            "fingerprint_words": self.fingerprint_words,
             "chunks": [[c.start, c.length, c.radius] for c in self.chunks],
         }
 
@@ -71,12 +102,22 @@ class Plan:
             int(str(obj["bits"])),
             int(str(obj["max_distance"])),
             tuple(Chunk(int(s), int(n), int(r)) for s, n, r in chunks),
-            bool(obj["inline"]),
+            int(str(obj["fingerprint_words"])),
         )
 
 
 def _ball(length: int, radius: int) -> int:
     return sum(math.comb(length, k) for k in range(radius + 1))
+
+
+def ball_masks(length: int, radius: int) -> tuple[list[int], list[int]]:
+    """Every XOR mask of at most `radius` of `length` bits, nearest first, with its weight."""
+    masks, weights = [], []
+    for k in range(radius + 1):
+        for bits in itertools.combinations(range(length), k):
+            masks.append(sum(1 << b for b in bits))
+            weights.append(k)
+    return masks, weights
 
 
 def _split(bits: int, m: int, max_distance: int) -> tuple[Chunk, ...]:
@@ -92,15 +133,15 @@ def _split(bits: int, m: int, max_distance: int) -> tuple[Chunk, ...]:
     return tuple(chunks)
 
 
-def plan_for(bits: int, max_distance: int, n: int) -> Plan:
+def plan_for(bits: int, max_distance: int, n: int, fingerprint_words: int | None = None) -> Plan:
     """The cheapest chunking for n entries by the cost model.
 
     A table has at most about 2n slots (and never more than 2^24), so memory
-    stays proportional to the list.
+    stays proportional to the list. 64-bit hashes sit whole in their buckets;
+    longer ones carry fingerprints while they fit the budget, unless
+    `fingerprint_words` says otherwise.
     """
-    inline = bits == 64
     longest = min(MAX_CHUNK_BITS, max(8, math.ceil(math.log2(max(n, 2))) + 1))
-    candidate_cost = INLINE_CANDIDATE_COST if inline else CANDIDATE_COST
     best: tuple[float, Plan] | None = None
     for m in range(1, bits + 1):
         chunks = _split(bits, m, max_distance)
@@ -108,9 +149,20 @@ def plan_for(bits: int, max_distance: int, n: int) -> Plan:
             continue
         if sum(c.radius + 1 for c in chunks) <= max_distance:
             continue
-        plan = Plan(bits, max_distance, chunks, inline)
+        words = fingerprint_words
+        if words is None:
+            affordable = n * len(chunks) * 8 * FINGERPRINT_WORDS <= FINGERPRINT_BUDGET_BYTES
+            words = bits // 64 if bits == 64 else FINGERPRINT_WORDS if affordable else 0
+        plan = Plan(bits, max_distance, chunks, words)
         if plan.probes() > 200_000:
             continue
+        candidate_cost = (
+            INLINE_CANDIDATE_COST
+            if plan.exact_in_bucket
+            else FINGERPRINT_CANDIDATE_COST
+            if words
+            else CANDIDATE_COST
+        )
         cost = plan.probes() * PROBE_COST + plan.candidates(n) * candidate_cost
         if best is None or cost < best[0]:
             best = (cost, plan)
@@ -155,12 +207,28 @@ def _fill_chunk(
 
 @dataclass(frozen=True)
 class Tables:
-    """All chunks' tables, concatenated so the search kernel indexes flat arrays."""
+    """All chunks' tables, concatenated so the search kernel indexes flat arrays.
+
+    Chunk c's bucket for value v spans entries bases[B + (v >> s)] + rel[R + v] up to
+    the same for v + 1, where s = shifts[c] and B, R are the chunk's first positions in
+    `bases` and `rel` (see bound_positions)."""
 
     plan: Plan
-    offsets: npt.NDArray[np.uint32]  # per chunk: 2^length + 1 slots
+    bases: npt.NDArray[np.uint32]  # per chunk: (2^length >> shift) + 1 block starts
+    rel: npt.NDArray[np.uint8]  # per chunk: 2^length + 1 bucket starts, less their block's
+    shifts: npt.NDArray[np.int64]  # per chunk: log2 of the values a base covers
     ids: npt.NDArray[np.uint32]  # per chunk: n entry rows in bucket order; + PAD
-    inline_codes: npt.NDArray[np.uint64]  # (len(ids), words): ids' hashes in bucket order, or empty
+    fingerprints: npt.NDArray[np.uint64]  # (len(ids), plan.fingerprint_words), bucket order
+
+    def bound_positions(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Where each chunk's bases and rel begin."""
+        lengths = [c.length for c in self.plan.chunks]
+        rel_sizes = [(1 << n) + 1 for n in lengths]
+        base_sizes = [((1 << n) >> int(s)) + 1 for n, s in zip(lengths, self.shifts, strict=True)]
+        return (
+            np.cumsum([0, *base_sizes[:-1]]).astype(np.int64),
+            np.cumsum([0, *rel_sizes[:-1]]).astype(np.int64),
+        )
 
 
 def as_words(hashes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
@@ -169,17 +237,44 @@ def as_words(hashes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     return np.ascontiguousarray(hashes).view("<u8").reshape(n, nbytes // 8)
 
 
+def _relative_bounds(
+    offsets: npt.NDArray[np.uint32],
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8], int]:
+    """Bucket starts as a base per block plus a byte each, with the widest block that
+    keeps every byte below 256 (crowded buckets narrow it, down to one value a block)."""
+    values = len(offsets) - 1
+    for shift in range(MAX_BOUNDS_SHIFT, -1, -1):
+        bases = offsets[: values : 1 << shift]
+        bases = np.append(bases, offsets[-1])
+        rel = offsets - np.repeat(bases, 1 << shift)[: len(offsets)]
+        rel[-1] = 0
+        if int(rel.max()) < 256:
+            return bases.astype(np.uint32), rel.astype(np.uint8), shift
+    raise AssertionError("one value per block always fits")
+
+
 def build_tables(hashes: npt.NDArray[np.uint8], plan: Plan) -> Tables:
     words = as_words(hashes)
     n = words.shape[0]
-    sizes = [(1 << c.length) + 1 for c in plan.chunks]
-    offsets = np.empty(sum(sizes), np.uint32)
-    ids = np.zeros(n * len(plan.chunks) + PAD, np.uint32)
-    at = 0
-    for i, (c, size) in enumerate(zip(plan.chunks, sizes, strict=True)):
-        _fill_chunk(words, c.start, c.length, offsets[at : at + size], ids[i * n : (i + 1) * n])
-        at += size
-    inline = np.zeros((len(ids) if plan.inline else 0, words.shape[1]), np.uint64)
-    if plan.inline:
-        inline[:-PAD] = words[ids[:-PAD]]
-    return Tables(plan, offsets, ids, inline)
+    m = len(plan.chunks)
+    ids = np.zeros(n * m + PAD, np.uint32)
+    fingerprints = np.zeros((len(ids), plan.fingerprint_words), np.uint64)
+    bases, rels, shifts = [], [], []
+    for i, c in enumerate(plan.chunks):
+        offsets = np.empty((1 << c.length) + 1, np.uint32)
+        rows = ids[i * n : (i + 1) * n]
+        _fill_chunk(words, c.start, c.length, offsets, rows)
+        base, rel, shift = _relative_bounds(offsets)
+        bases.append(base)
+        rels.append(rel)
+        shifts.append(shift)
+        if plan.fingerprint_words:
+            fingerprints[i * n : (i + 1) * n] = words[rows][:, list(plan.words_of(c))]
+    return Tables(
+        plan,
+        np.concatenate(bases),
+        np.concatenate(rels),
+        np.array(shifts, np.int64),
+        ids,
+        fingerprints,
+    )

@@ -10,8 +10,8 @@ saying why, on any mismatch.
 Per signal type, row-aligned .npy arrays: `<signal>.codes.npy` (the hashes),
 `<signal>.lists.npy` (list position), `<signal>.match_ids.npy` (opaque match
 id) and `<signal>.entry_ids.npy` (store id); for lists large enough that
-multi-index hashing beats a FAISS scan, its tables `<signal>.mih_offsets.npy`,
-`<signal>.mih_ids.npy` and, for 64-bit hashes, `<signal>.mih_inline.npy`, with
+multi-index hashing beats a FAISS scan, its tables (`<signal>.mih_bases.npy`,
+`mih_rel`, `mih_shifts`, `mih_ids` and `mih_fingerprints`; see indexer/mih.py), with
 the chunking plan in the manifest. Arrays are streamed through SHA-256 on
 write and on read, so a 10M-entry snapshot never needs a second copy in memory.
 """
@@ -35,7 +35,7 @@ import numpy.typing as npt
 from indexer.mih import Plan, Tables
 
 FORMAT = "hashmatch-snapshot"
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 KEEP_VERSIONS = 3
@@ -152,10 +152,11 @@ def _arrays(t: SignalTable) -> dict[str, npt.NDArray[Any]]:
     if t.variants is not None:
         arrays["variants"] = t.variants
     if t.mih is not None:
-        arrays["mih_offsets"] = t.mih.offsets
+        arrays["mih_bases"] = t.mih.bases
+        arrays["mih_rel"] = t.mih.rel
+        arrays["mih_shifts"] = t.mih.shifts
         arrays["mih_ids"] = t.mih.ids
-        if t.mih.plan.inline:
-            arrays["mih_inline"] = t.mih.inline_codes
+        arrays["mih_fingerprints"] = t.mih.fingerprints
     return arrays
 
 
@@ -304,9 +305,14 @@ def read_snapshot_dir(directory: Path) -> Snapshot:
                 raise SnapshotError(f"{directory}: {signal} files disagree on the entry count")
             mih = None
             if info.get("mih"):
-                plan = Plan.from_json(info["mih"])
-                inline = arrays.get("mih_inline", np.zeros((0, bits // 64), np.uint64))
-                mih = Tables(plan, arrays["mih_offsets"], arrays["mih_ids"], inline)
+                mih = Tables(
+                    Plan.from_json(info["mih"]),
+                    arrays["mih_bases"],
+                    arrays["mih_rel"],
+                    arrays["mih_shifts"],
+                    arrays["mih_ids"],
+                    arrays["mih_fingerprints"],
+                )
             tables[signal] = SignalTable(
                 signal,
                 bits,

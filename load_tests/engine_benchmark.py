@@ -17,7 +17,7 @@ brute-force popcount scan on a sample.
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 `--prefetch` measures the kernel's prefetch distance, the measurement behind
-PREFETCH and PREFETCH_INLINE.
+PREFETCH_BY_ID and PREFETCH_IN_BUCKET.
 """
 
 from __future__ import annotations

@@ -2,11 +2,13 @@
 
 The kernel is compiled with numba and releases the GIL, so one call per core
 runs in parallel. It works in phases per query, each a loop of independent
-memory reads with software prefetch: probe values, bucket bounds (empty
-buckets dropped), bucket contents, then candidate hashes, verified by popcount
-as they arrive. Random reads dominate; keeping many in flight, and never
-stalling on the second cache line of a read that crosses one, is what makes
-it fast.
+memory reads with software prefetch: probe values (the query's chunk values
+XOR masks precomputed per plan), bucket bounds (empty buckets dropped),
+bucket contents (fingerprints checked against a lower bound in place, or ids
+copied), then the surviving candidates' hashes, verified by popcount as they
+arrive. Random reads dominate; keeping many in flight, never stalling on the
+second cache line of a read that crosses one, and reading fewer lines per
+query are what make it fast.
 """
 
 from __future__ import annotations
@@ -22,14 +24,14 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from indexer.mih import Tables, as_words, chunk_value
+from indexer.mih import Tables, as_words, ball_masks, chunk_value
 from service.engine import Hits
 
-# Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): deep
-# where each probe reads a line or two at random; shallow for inline plans, whose
-# buckets span several lines each.
-PREFETCH = 128
-PREFETCH_INLINE = 12
+# Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): deep where
+# every candidate is fetched by id (random reads, many per query); shallower where
+# buckets carry fingerprints or whole codes and are mostly rejected in place.
+PREFETCH_BY_ID = 128
+PREFETCH_IN_BUCKET = 32
 INITIAL_HITS_PER_QUERY = 16
 # Ids copied per bucket without a branch (indexer/mih.py PAD keeps the reads in bounds);
 # buckets hold about one entry, longer ones copy the rest in a loop.
@@ -98,39 +100,22 @@ def _record(
 
 
 @nb.njit(nogil=True, cache=True)
-def _ball_beyond_three(
-    probe_slot: npt.NDArray[np.int64],
-    p: int,
-    base: int,
-    v: int,
-    length: int,
-    radius: int,
-) -> int:
-    """Probes at distances 4..radius (Gosper's next-combination); rare, so not tuned."""
-    limit = 1 << length
-    for k in range(4, radius + 1):
-        mask = (1 << k) - 1
-        while mask < limit:
-            probe_slot[p] = base + (v ^ mask)
-            p += 1
-            low = mask & -mask
-            ripple = mask + low
-            mask = (((ripple ^ mask) >> 2) // low) | ripple
-    return p
-
-
-@nb.njit(nogil=True, cache=True)
 def _search(
     words: npt.NDArray[np.uint64],
     queries: npt.NDArray[np.uint64],
     starts: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
-    radii: npt.NDArray[np.int64],
-    offset_base: npt.NDArray[np.int64],
-    offsets: npt.NDArray[np.uint32],
+    shifts: npt.NDArray[np.int64],
+    base_at: npt.NDArray[np.int64],
+    rel_at: npt.NDArray[np.int64],
+    bases: npt.NDArray[np.uint32],
+    rel: npt.NDArray[np.uint8],
     ids: npt.NDArray[np.uint32],
-    inline_codes: npt.NDArray[np.uint64],
-    inline: bool,
+    fingerprints: npt.NDArray[np.uint64],
+    fingerprint_of: npt.NDArray[np.int64],
+    masks: npt.NDArray[np.int64],
+    mask_weights: npt.NDArray[np.int64],
+    mask_chunk: npt.NDArray[np.int64],
     max_distance: int,
     cap: int,
     prefetch: int,
@@ -138,104 +123,104 @@ def _search(
     n = words.shape[0]
     n_words = words.shape[1]
     flat = words.reshape(-1)
-    inline_flat = inline_codes.reshape(-1)
     nq = queries.shape[0]
     m = starts.shape[0]
+    n_fp = fingerprints.shape[1]
+    fp_flat = fingerprints.reshape(-1)
+    # The probe's chunk distance adds to a fingerprint's only when their bits are disjoint.
+    disjoint = 0 if n_fp == n_words else 1
     hit_rows = np.empty((nq, cap), np.uint32)
     hit_dist = np.empty((nq, cap), np.int32)
     counts = np.zeros(nq, np.int64)
-    max_probes = 0
-    for c in range(m):
-        ball, term = 1, 1
-        for k in range(1, radii[c] + 1):
-            term = term * (lengths[c] - k + 1) // k
-            ball += term
-        max_probes += ball
-    probe_slot = np.empty(max_probes, np.int64)
-    chunk_end = np.empty(m, np.int64)
-    lo = np.empty(max_probes, np.int64)
-    hi = np.empty(max_probes, np.int64)
+    probes = masks.shape[0]
+    rel_slot = np.empty(probes, np.int64)
+    base_slot = np.empty(probes, np.int64)
+    next_base_slot = np.empty(probes, np.int64)
+    lo = np.empty(probes, np.int64)
+    hi = np.empty(probes, np.int64)
+    limit = np.empty(probes, np.int64)
+    owner = np.empty(probes, np.int64)
+    query_fp = np.empty((m, max(n_fp, 1)), np.uint64)
+    chunk_values = np.empty(m, np.int64)
     cand = np.empty(1 << 11, np.int64)
     d = prefetch
     for qi in range(nq):
         q = queries[qi]
         # 1. every chunk value within the chunk's radius of the query's
-        p = 0
         for c in range(m):
-            length = lengths[c]
-            radius = radii[c]
-            v = int(chunk_value(q, starts[c], length))
-            base = offset_base[c]
-            probe_slot[p] = base + v
-            p += 1
-            if radius > 3:
-                p = _ball_beyond_three(probe_slot, p, base, v, length, radius)
-                radius = 3
-            for a in range(length if radius >= 1 else 0):
-                fa = 1 << a
-                probe_slot[p] = base + (v ^ fa)
-                p += 1
-                for b in range(a + 1, length if radius >= 2 else 0):
-                    fb = fa | (1 << b)
-                    probe_slot[p] = base + (v ^ fb)
-                    p += 1
-                    for e in range(b + 1, length if radius >= 3 else 0):
-                        probe_slot[p] = base + (v ^ (fb | (1 << e)))
-                        p += 1
-            chunk_end[c] = p
-        # 2. bucket bounds
-        for k in range(min(d, p)):
-            _prefetch_span(offsets, probe_slot[k], probe_slot[k] + 1)
-        # (non-empty ones only: about a third of the buckets probed are empty)
+            chunk_values[c] = chunk_value(q, starts[c], lengths[c])
+            for w in range(n_fp):
+                query_fp[c, w] = q[fingerprint_of[c, w]]
+        for k in range(probes):
+            c = mask_chunk[k]
+            v = chunk_values[c] ^ masks[k]
+            rel_slot[k] = rel_at[c] + v
+            base_slot[k] = base_at[c] + (v >> shifts[c])
+            next_base_slot[k] = base_at[c] + ((v + 1) >> shifts[c])
+        # 2. bucket bounds (non-empty ones only: about a third of the buckets probed are empty)
+        for k in range(min(d, probes)):
+            _prefetch_span(rel, rel_slot[k], rel_slot[k] + 1)
+            _prefetch(bases, base_slot[k])
         total = 0
         filled = 0
-        start = 0
-        for c in range(m):
-            row_base = c * n
-            for k in range(start, chunk_end[c]):
-                if k + d < p:
-                    _prefetch_span(offsets, probe_slot[k + d], probe_slot[k + d] + 1)
-                first = int(offsets[probe_slot[k]])
-                end = int(offsets[probe_slot[k] + 1])
-                lo[filled] = row_base + first
-                hi[filled] = row_base + end
-                filled += end > first
-                total += end - first
-            start = chunk_end[c]
-        p = filled
-        if not inline and total + 8 > cand.shape[0]:
+        for k in range(probes):
+            if k + d < probes:
+                _prefetch_span(rel, rel_slot[k + d], rel_slot[k + d] + 1)
+                _prefetch(bases, base_slot[k + d])
+            c = mask_chunk[k]
+            first = np.int64(bases[base_slot[k]]) + np.int64(rel[rel_slot[k]])
+            end = np.int64(bases[next_base_slot[k]]) + np.int64(rel[rel_slot[k] + 1])
+            room = max_distance - disjoint * mask_weights[k]
+            lo[filled] = c * n + first
+            hi[filled] = c * n + end
+            limit[filled] = room
+            owner[filled] = c
+            filled += int((end > first) & (room >= 0))
+            total += int(end - first)
+        if total + 8 > cand.shape[0]:
             cand = np.empty(2 * total + 8, np.int64)
-        found = 0
-        if inline:
-            # 3'. hashes sit in the buckets: verify in place, read ids only for hits
-            for k in range(min(d, p)):
-                _prefetch_span(inline_flat, lo[k] * n_words, hi[k] * n_words - 1)
-            for k in range(p):
-                if k + d < p:
-                    _prefetch_span(inline_flat, lo[k + d] * n_words, hi[k + d] * n_words - 1)
-                for j in range(lo[k], hi[k]):
-                    dist = 0
-                    for w in range(n_words):
-                        dist += _popcount(inline_codes[j, w] ^ q[w])
-                    if dist <= max_distance:
-                        found = _record(hit_rows, hit_dist, qi, found, ids[j], dist, cap)
-            counts[qi] = found
-            continue
-        # 3. bucket contents: entry rows
-        for k in range(min(d, p)):
-            _prefetch_span(ids, lo[k], lo[k] + FIXED_COPY - 1)
+        # 3. bucket contents: entry rows that may be within reach
         nc = 0
-        for k in range(p):
-            if k + d < p:
-                _prefetch_span(ids, lo[k + d], lo[k + d] + FIXED_COPY - 1)
-            s = lo[k]
-            size = hi[k] - s
-            for j in range(FIXED_COPY):
-                cand[nc + j] = ids[s + j]
-            for j in range(FIXED_COPY, size):
-                cand[nc + j] = ids[s + j]
-            nc += size
+        if n_fp == 0:
+            for k in range(min(d, filled)):
+                _prefetch_span(ids, lo[k], lo[k] + FIXED_COPY - 1)
+            for k in range(filled):
+                if k + d < filled:
+                    _prefetch_span(ids, lo[k + d], lo[k + d] + FIXED_COPY - 1)
+                s = lo[k]
+                size = hi[k] - s
+                for j in range(FIXED_COPY):
+                    cand[nc + j] = ids[s + j]
+                for j in range(FIXED_COPY, size):
+                    cand[nc + j] = ids[s + j]
+                nc += size
+        else:
+            for k in range(min(d, filled)):
+                _prefetch_span(fp_flat, lo[k] * n_fp, hi[k] * n_fp - 1)
+            for k in range(filled):
+                if k + d < filled:
+                    _prefetch_span(fp_flat, lo[k + d] * n_fp, hi[k + d] * n_fp - 1)
+                c = owner[k]
+                room = limit[k]
+                if n_fp == 2:
+                    # PDQ's layout, unrolled: this loop sees every candidate.
+                    f0 = query_fp[c, 0]
+                    f1 = query_fp[c, 1]
+                    for j in range(lo[k], hi[k]):
+                        bound = _popcount(fingerprints[j, 0] ^ f0)
+                        if bound + _popcount(fingerprints[j, 1] ^ f1) <= room:
+                            cand[nc] = ids[j]
+                            nc += 1
+                    continue
+                for j in range(lo[k], hi[k]):
+                    bound = 0
+                    for w in range(n_fp):
+                        bound += _popcount(fingerprints[j, w] ^ query_fp[c, w])
+                    if bound <= room:
+                        cand[nc] = ids[j]
+                        nc += 1
         # 4. candidate hashes, verified as they arrive
+        found = 0
         for k in range(min(d, nc)):
             _prefetch_span(flat, cand[k] * n_words, cand[k] * n_words + n_words - 1)
         for k in range(nc):
@@ -252,18 +237,29 @@ def _search(
 
 
 class MihEngine:
-    """Exact search within the plan's distance; tighter radii are filtered afterwards."""
+    """Exact search within the plan's distance; tighter distances prune as they go."""
 
     def __init__(self, hashes: npt.NDArray[np.uint8], tables: Tables) -> None:
         self._words = as_words(hashes)
         self._tables = tables
-        chunks = tables.plan.chunks
+        plan = tables.plan
+        chunks = plan.chunks
         self._starts = np.array([c.start for c in chunks], np.int64)
         self._lengths = np.array([c.length for c in chunks], np.int64)
-        self._radii = np.array([c.radius for c in chunks], np.int64)
-        sizes = [(1 << c.length) + 1 for c in chunks]
-        self._offset_base = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self.prefetch = PREFETCH_INLINE if tables.plan.inline else PREFETCH
+        self._base_at, self._rel_at = tables.bound_positions()
+        self._fingerprint_of = np.array([plan.words_of(c) for c in chunks], np.int64).reshape(
+            len(chunks), plan.fingerprint_words
+        )
+        masks, weights, owners = [], [], []
+        for i, c in enumerate(chunks):
+            chunk_masks, chunk_weights = ball_masks(c.length, c.radius)
+            masks += chunk_masks
+            weights += chunk_weights
+            owners += [i] * len(chunk_masks)
+        self._masks = np.array(masks, np.int64)
+        self._mask_weights = np.array(weights, np.int64)
+        self._mask_chunk = np.array(owners, np.int64)
+        self.prefetch = PREFETCH_IN_BUCKET if plan.fingerprint_words else PREFETCH_BY_ID
 
     @property
     def max_distance(self) -> int:
@@ -275,6 +271,7 @@ class MihEngine:
                 f"tables answer up to distance {self.max_distance}, not {max_distance}"
             )
         q = as_words(queries)
+        t = self._tables
         cap = INITIAL_HITS_PER_QUERY
         while True:
             rows, dist, counts = _search(
@@ -282,12 +279,17 @@ class MihEngine:
                 q,
                 self._starts,
                 self._lengths,
-                self._radii,
-                self._offset_base,
-                self._tables.offsets,
-                self._tables.ids,
-                self._tables.inline_codes,
-                self._tables.plan.inline,
+                t.shifts,
+                self._base_at,
+                self._rel_at,
+                t.bases,
+                t.rel,
+                t.ids,
+                t.fingerprints,
+                self._fingerprint_of,
+                self._masks,
+                self._mask_weights,
+                self._mask_chunk,
                 max_distance,
                 cap,
                 self.prefetch,

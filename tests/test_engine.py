@@ -8,7 +8,7 @@ import numpy.typing as npt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.mih import Chunk, Plan, build_tables, plan_for
+from indexer.mih import MAX_BOUNDS_SHIFT, Chunk, Plan, build_tables, plan_for
 from service.engine import FaissRangeEngine, Hits, SortedExactEngine
 from service.mih_engine import MihEngine
 
@@ -77,13 +77,19 @@ def test_faiss_range_engine_equals_brute_force(
     assert as_sets(hits, len(queries)) == brute_force(entries, queries, radius)
 
 
-@settings(max_examples=150, deadline=None)
-@given(search_case(), st.integers(0, 3))
+@settings(max_examples=200, deadline=None)
+@given(search_case(), st.integers(0, 3), st.sampled_from([None, 0, 1, 2]))
 def test_multi_index_engine_equals_brute_force(
-    case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int], tighten: int
+    case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
+    tighten: int,
+    fingerprint_words: int | None,
 ) -> None:
+    """Every bucket layout: the planner's choice, ids only, one or two fingerprint words
+    (for 64-bit hashes one word is the whole code)."""
     nbits, entries, queries, radius = case
-    engine = MihEngine(entries, build_tables(entries, plan_for(nbits, radius, len(entries))))
+    words = None if fingerprint_words is None else min(fingerprint_words, nbits // 64)
+    plan = plan_for(nbits, radius, len(entries), words)
+    engine = MihEngine(entries, build_tables(entries, plan))
     assert as_sets(engine.search(queries, radius), len(queries)) == brute_force(
         entries, queries, radius
     )
@@ -98,11 +104,13 @@ def test_multi_index_engine_equals_brute_force(
 def test_multi_index_engine_with_wide_chunk_radii(
     case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
 ) -> None:
-    """Radius 5 per chunk: probes beyond distance 3 take the generic enumeration."""
+    """Radius 5 per chunk, in every bucket layout."""
     nbits, entries, queries, _ = case
-    plan = Plan(nbits, 11, (Chunk(0, 12, 5), Chunk(20, 12, 5)), inline=nbits == 64)
-    engine = MihEngine(entries, build_tables(entries, plan))
-    assert as_sets(engine.search(queries, 11), len(queries)) == brute_force(entries, queries, 11)
+    for words in {0, nbits // 64, 2 if nbits > 64 else 1}:
+        plan = Plan(nbits, 11, (Chunk(0, 12, 5), Chunk(20, 12, 5)), words)
+        engine = MihEngine(entries, build_tables(entries, plan))
+        found = engine.search(queries, 11)
+        assert as_sets(found, len(queries)) == brute_force(entries, queries, 11)
 
 
 def test_multi_index_engine_reports_every_hit_of_a_crowded_query() -> None:
@@ -115,6 +123,32 @@ def test_multi_index_engine_reports_every_hit_of_a_crowded_query() -> None:
     hits = engine.search(base[None, :], 31)
     assert as_sets(hits, 1) == brute_force(entries, base[None, :], 31)
     assert len(hits.rows) >= 500
+
+
+def test_crowded_buckets_narrow_the_bound_blocks_and_stay_exact() -> None:
+    """Thousands of entries sharing chunk values overflow a byte of relative bucket start:
+    those chunks fall back to smaller blocks (down to one value a block), and search
+    still returns exactly what brute force does."""
+    rng = np.random.default_rng(11)
+    base = rng.integers(0, 256, size=32, dtype=np.uint8)
+    crowd = np.vstack([flip(base, list(rng.choice(256, 4, replace=False))) for _ in range(3000)])
+    entries = np.vstack([crowd, rng.integers(0, 256, size=(4000, 32), dtype=np.uint8)])
+    for words in (0, 2):
+        tables = build_tables(entries, plan_for(256, 31, len(entries), words))
+        assert int(tables.shifts.min()) < MAX_BOUNDS_SHIFT
+        engine = MihEngine(entries, tables)
+        queries = np.vstack([base, crowd[:3], entries[-3:], flip(base, list(range(40)))])
+        assert as_sets(engine.search(queries, 31), len(queries)) == brute_force(
+            entries, queries, 31
+        )
+
+
+def test_planner_keeps_fingerprints_within_the_memory_budget() -> None:
+    """A 1M PDQ list gets fingerprints; a 10M one (1.8 GB of them) does not; pHash buckets
+    always hold the whole code."""
+    assert plan_for(256, 31, 1_000_000).fingerprint_words == 2
+    assert plan_for(256, 31, 10_000_000).fingerprint_words == 0
+    assert plan_for(64, 7, 10_000_000).exact_in_bucket
 
 
 @settings(max_examples=100, deadline=None)

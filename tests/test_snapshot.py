@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hashmatch.signals import SIGNALS
-from indexer.mih import MIH_MIN_ENTRIES
+from indexer.mih import FINGERPRINT_WORDS, MIH_MIN_ENTRIES
 from indexer.snapshot import (
     CURRENT,
     KEEP_VERSIONS,
@@ -158,8 +158,10 @@ def test_large_lists_are_served_by_multi_index_tables(tmp_path: Path) -> None:
     store.add_entries("big", [NewEntry("phash", bytes(h)) for h in phash])
     store.close()
     snap = read_snapshot(build_index(url, tmp_path / "index").parent)
-    assert snap.tables["pdq"].mih is not None and not snap.tables["pdq"].mih.plan.inline
-    assert snap.tables["phash"].mih is not None and snap.tables["phash"].mih.plan.inline
+    pdq_mih, phash_mih = snap.tables["pdq"].mih, snap.tables["phash"].mih
+    # PDQ buckets carry fingerprints (a lower bound); pHash buckets the whole 64-bit code.
+    assert pdq_mih is not None and pdq_mih.plan.fingerprint_words == FINGERPRINT_WORDS
+    assert phash_mih is not None and phash_mih.plan.exact_in_bucket
     matcher = Matcher.of(snap)
     assert isinstance(matcher._engines["pdq"], MihEngine)
     queries = []
