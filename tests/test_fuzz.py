@@ -20,6 +20,7 @@ from hashmatch.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from service.queries import InvalidRequest, ParsedQuery, parse_query, parse_request
 
 CLEAR = {
     grpc.StatusCode.OK,
@@ -54,6 +55,23 @@ def queries(draw: st.DrawFn) -> match_pb2.Query:
     if draw(st.booleans()):
         q.max_distance = draw(st.integers(0, 2**32 - 1))
     return q
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(queries(), min_size=1, max_size=20))
+def test_request_fast_path_agrees_with_the_full_parser(batch: list[match_pb2.Query]) -> None:
+    """parse_request's shortcut for well-formed raw hashes gives what parse_query gives,
+    and anything else still gets parse_query's message."""
+    request = match_pb2.CheckRequest(queries=batch)
+    expected: list[ParsedQuery] | str = []
+    try:
+        expected = [parse_query(i, q) for i, q in enumerate(request.queries)]
+    except InvalidRequest as exc:
+        expected = str(exc)
+    try:
+        assert parse_request(request) == expected
+    except InvalidRequest as exc:
+        assert str(exc) == expected
 
 
 @st.composite
