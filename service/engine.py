@@ -39,7 +39,7 @@ class FaissRangeEngine:
 
     def search(self, queries: npt.NDArray[np.uint8], max_distance: int) -> Hits:
         if self._index.ntotal == 0:
-            return _no_hits(len(queries))
+            return no_hits(len(queries))
         # FAISS keeps distances strictly below the radius.
         lims, distances, rows = self._index.range_search(
             np.ascontiguousarray(queries), max_distance + 1
@@ -65,5 +65,5 @@ class SortedExactEngine:
         return Hits(lims, rows.astype(np.int64), np.zeros(len(rows), dtype=np.int32))
 
 
-def _no_hits(n: int) -> Hits:
+def no_hits(n: int) -> Hits:
     return Hits(np.zeros(n + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int32))

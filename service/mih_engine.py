@@ -25,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from indexer.mih import Tables, as_words, ball_masks, chunk_value
-from service.engine import Hits
+from service.engine import Hits, no_hits
 
 # Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): deep where
 # every candidate is fetched by id (random reads, many per query); shallower where
@@ -294,9 +294,13 @@ class MihEngine:
                 cap,
                 self.prefetch,
             )
-            if counts.size == 0 or int(counts.max()) <= cap:
+            most = int(counts.max()) if counts.size else 0
+            if most == 0:
+                # Most checks match nothing; skip the gathering below (a third of a unary call).
+                return no_hits(len(q))
+            if most <= cap:
                 break
-            cap = int(counts.max())
+            cap = most
         keep = np.arange(cap)[None, :] < counts[:, None]
         lims = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
         return Hits(lims, rows[keep].astype(np.int64), dist[keep].astype(np.int32))

@@ -3,6 +3,7 @@ id on every refusal, rate-limited refusal logs, and per-method metrics."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -132,10 +133,18 @@ def status_of(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     return code
 
 
+@functools.cache
+def _series(method: str, code: str) -> tuple[Any, Any]:
+    """An RPC's counter and histogram, looked up once per method and code rather than
+    per call (labels() validates and locks every time)."""
+    return metrics.RPCS.labels(method, code), metrics.RPC_SECONDS.labels(method)
+
+
 def record(method: str, context: grpc.ServicerContext, started: float) -> None:
     code = status_of(context) or grpc.StatusCode.OK
-    metrics.RPCS.labels(method, code.name).inc()
-    metrics.RPC_SECONDS.labels(method).observe(time.perf_counter() - started)
+    calls, seconds = _series(method, code.name)
+    calls.inc()
+    seconds.observe(time.perf_counter() - started)
 
 
 class Guarded(Protocol):
