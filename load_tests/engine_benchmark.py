@@ -17,7 +17,9 @@ brute-force popcount scan on a sample.
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 `--prefetch` measures the kernel's prefetch distance, the measurement behind
-PREFETCH_BY_ID and PREFETCH_IN_BUCKET.
+PREFETCH_BY_ID and PREFETCH_IN_BUCKET. `--memory` measures the machine: what one
+random 8-byte read costs, with the kernel's prefetch, from arrays that fit in cache
+and from arrays that do not (the engine's speed follows it).
 """
 
 from __future__ import annotations
@@ -265,6 +267,38 @@ def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     return row
 
 
+def worker_memory() -> list[dict[str, Any]]:
+    import numba as nb
+
+    from service.mih_engine import _prefetch
+
+    @nb.njit(nogil=True)
+    def gather(array: Any, at: Any, distance: int) -> int:
+        total = 0
+        for k in range(at.shape[0]):
+            if k + distance < at.shape[0]:
+                _prefetch(array, at[k + distance])
+            total += array[at[k]]
+        return total
+
+    rows = []
+    rng = np.random.default_rng(1)
+    for mb in (1, 16, 256, 1024):
+        array = np.ones(mb * 2**20 // 8, np.uint64)
+        at = rng.integers(0, len(array), 4_000_000)
+        gather(array, at[:1000], 32)
+        for distance in (0, 32):
+            best = min(_timed(lambda a=array, i=at, d=distance: gather(a, i, d)) for _ in range(3))
+            rows.append({"mb": mb, "prefetch": distance, "ns": best / len(at) * 1e9})
+    return rows
+
+
+def _timed(work: Any) -> float:
+    started = time.perf_counter()
+    work()
+    return time.perf_counter() - started
+
+
 def spawn(*args: str) -> Any:
     done = subprocess.run(
         [sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=False
@@ -294,6 +328,9 @@ def main() -> None:
         action="store_true",
         help="the kernel's speed by prefetch distance (first --n, one thread)",
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="ns per random read by array size (one thread)"
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -309,9 +346,20 @@ def main() -> None:
             out = worker_peer(int(rest[0]), int(rest[1]))
         elif role == "prefetch":
             out = worker_prefetch(int(rest[0]), int(rest[1]))
+        elif role == "memory":
+            out = worker_memory()
         else:
             out = worker_crossover(int(rest[0]))
         print(json.dumps(out))
+        return
+
+    if args.memory:
+        print("\nns per random 8-byte read, one thread:\n")
+        print("| array | no prefetch | prefetch 32 ahead |\n|---|---|---|")
+        rows = spawn("memory")
+        for mb in sorted({r["mb"] for r in rows}):
+            cells = [f"{r['ns']:.1f}" for r in rows if r["mb"] == mb]
+            print(f"| {mb:,} MB | " + " | ".join(cells) + " |")
         return
 
     bits_list = [int(b) for b in args.bits.split(",")]
