@@ -247,7 +247,6 @@ def _relative_bounds(
         bases = offsets[: values : 1 << shift]
         bases = np.append(bases, offsets[-1])
         rel = offsets - np.repeat(bases, 1 << shift)[: len(offsets)]
-        rel[-1] = 0
         if int(rel.max()) < 256:
             return bases.astype(np.uint32), rel.astype(np.uint8), shift
     raise AssertionError("one value per block always fits")
