@@ -243,7 +243,9 @@ def _relative_bounds(
     """Bucket starts as a base per block plus a byte each, with the widest block that
     keeps every byte below 256 (crowded buckets narrow it, down to one value a block)."""
     values = len(offsets) - 1
-    for shift in range(MAX_BOUNDS_SHIFT, -1, -1):
+    # A block never spans more values than the chunk has (short chunks in small lists'
+    # plans), so every chunk has (values >> shift) + 1 bases, as bound_positions counts.
+    for shift in range(min(MAX_BOUNDS_SHIFT, values.bit_length() - 1), -1, -1):
         bases = offsets[: values : 1 << shift]
         bases = np.append(bases, offsets[-1])
         rel = offsets - np.repeat(bases, 1 << shift)[: len(offsets)]

@@ -143,6 +143,23 @@ def test_crowded_buckets_narrow_the_bound_blocks_and_stay_exact() -> None:
         )
 
 
+def test_chunks_shorter_than_a_bound_block_keep_later_chunks_in_place() -> None:
+    """Small lists' plans have chunks of fewer values than a block of bucket bounds: every
+    chunk's bases still sit where the kernel looks (an off-by-one here read the next
+    chunk's bases, and past the end of the last)."""
+    rng = np.random.default_rng(5)
+    entries = rng.integers(0, 256, size=(40, 8), dtype=np.uint8)
+    chunks = (Chunk(0, 3, 0), Chunk(3, 5, 1), Chunk(8, 4, 0), Chunk(12, 9, 1))
+    queries = np.vstack([entries[:5], flip(entries[0], [1, 5, 30]), flip(entries[1], [2, 9])])
+    for words in (0, 1):
+        tables = build_tables(entries, Plan(64, 4, chunks, words))
+        base_at, _ = tables.bound_positions()
+        last = chunks[-1].length
+        assert len(tables.bases) == base_at[-1] + ((1 << last) >> int(tables.shifts[-1])) + 1
+        engine = MihEngine(entries, tables)
+        assert as_sets(engine.search(queries, 4), len(queries)) == brute_force(entries, queries, 4)
+
+
 def test_planner_keeps_fingerprints_within_the_memory_budget() -> None:
     """A 1M PDQ list gets fingerprints; a 10M one (1.8 GB of them) does not; pHash buckets
     always hold the whole code."""
