@@ -35,6 +35,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections import Counter
@@ -375,7 +376,7 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
     ax.set_xticks(x, labels, fontsize=8)
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (log)")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 80), fontsize=10)
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
