@@ -48,7 +48,7 @@ FINGERPRINT_WORDS = 2
 # memory reads; a fingerprinted or inline candidate is read in its bucket.
 PROBE_COST = 1.0
 CANDIDATE_COST = 2.0
-FINGERPRINT_CANDIDATE_COST = 0.45
+FINGERPRINT_CANDIDATE_COST = 0.03
 INLINE_CANDIDATE_COST = 0.1
 
 

@@ -36,6 +36,9 @@ INITIAL_HITS_PER_QUERY = 16
 # Ids copied per bucket without a branch (indexer/mih.py PAD keeps the reads in bounds);
 # buckets hold about one entry, longer ones copy the rest in a loop.
 FIXED_COPY = 4
+# Buckets this long or longer are scanned eight fingerprints at a time; shorter ones one
+# by one, since a block of eight would read lines the bucket doesn't use.
+VECTOR_MIN_BUCKET = 4
 
 
 @intrinsic
@@ -62,6 +65,49 @@ _prefetch = cast(Callable[[Any, Any], None], _prefetch_intrinsic)
 cg: Any = cgutils
 
 
+@intrinsic
+def _fingerprint_mask8_intrinsic(
+    typingctx: Any, array: Any, index: Any, f0: Any, f1: Any, room: Any
+) -> Any:
+    """Bit t set when entry t of the eight two-word fingerprints at array[index:index + 16]
+    is within `room` of (f0, f1): one vector XOR, popcount and compare for eight entries,
+    where the scalar loop spends two popcounts on each."""
+    sig = types.int64(array, index, f0, f1, room)
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cg.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
+        v16, v8, v2 = ir.VectorType(i64, 16), ir.VectorType(i64, 8), ir.VectorType(i64, 2)
+
+        def picks(positions: list[int]) -> Any:
+            return ir.Constant(ir.VectorType(i32, len(positions)), positions)
+
+        data = builder.load(builder.bitcast(ptr, v16.as_pointer()), align=8)
+        pair = builder.insert_element(ir.Constant(v2, ir.Undefined), args[2], i32(0))
+        pair = builder.insert_element(pair, args[3], i32(1))
+        query = builder.shuffle_vector(pair, ir.Constant(v2, ir.Undefined), picks([0, 1] * 8))
+        ctpop = cg.get_or_insert_function(
+            builder.module, ir.FunctionType(v16, [v16]), "llvm.ctpop.v16i64"
+        )
+        bits = builder.call(ctpop, [builder.xor(data, query)])
+        undef = ir.Constant(v16, ir.Undefined)
+        distance = builder.add(
+            builder.shuffle_vector(bits, undef, picks(list(range(0, 16, 2)))),
+            builder.shuffle_vector(bits, undef, picks(list(range(1, 16, 2)))),
+        )
+        room = builder.insert_element(ir.Constant(v8, ir.Undefined), args[4], i32(0))
+        room = builder.shuffle_vector(room, ir.Constant(v8, ir.Undefined), picks([0] * 8))
+        within = builder.icmp_signed("<=", distance, room)
+        return builder.zext(builder.bitcast(within, ir.IntType(8)), i64)
+
+    return sig, codegen
+
+
+_fingerprint_mask8 = cast(Callable[[Any, Any, Any, Any, Any], int], _fingerprint_mask8_intrinsic)
+
+
 @nb.njit(inline="always")
 def _prefetch_span(array: Any, first: int, last: int) -> None:
     """Prefetch the first and last element read: a span crossing a cache line
@@ -69,6 +115,28 @@ def _prefetch_span(array: Any, first: int, last: int) -> None:
     half of the 32-byte rows of an array that is not line-aligned)."""
     _prefetch(array, first)
     _prefetch(array, last)
+
+
+@nb.njit(inline="always")
+def _prefetch_lines(array: Any, first: int, last: int) -> None:
+    """Prefetch every cache line from array[first] to array[last]: a bucket of a dozen
+    fingerprints spans four lines, and a line left out stalls the scan. Spans of one or
+    two lines, the common case in small buckets, take no loop (its exit mispredicts)."""
+    _prefetch(array, first)
+    _prefetch(array, last)
+    per_line = 64 // array.itemsize
+    if last - first > 2 * per_line:
+        for at in range(first + per_line, last, per_line):
+            _prefetch(array, at)
+
+
+@nb.njit(inline="always")
+def _scan_last(lo: int, hi: int, n_fp: int) -> int:
+    """The last fingerprint word a bucket's scan reads: buckets of VECTOR_MIN_BUCKET or
+    more two-word fingerprints are read in whole blocks of eight (PAD keeps that in bounds)."""
+    size = hi - lo
+    blocks = int(n_fp == 2) & int(size >= VECTOR_MIN_BUCKET)
+    return (lo + size + blocks * (-size & 7)) * n_fp - 1
 
 
 @nb.njit(inline="always")
@@ -196,21 +264,35 @@ def _search(
                 nc += size
         else:
             for k in range(min(d, filled)):
-                _prefetch_span(fp_flat, lo[k] * n_fp, hi[k] * n_fp - 1)
+                _prefetch_lines(fp_flat, lo[k] * n_fp, _scan_last(lo[k], hi[k], n_fp))
             for k in range(filled):
                 if k + d < filled:
-                    _prefetch_span(fp_flat, lo[k + d] * n_fp, hi[k + d] * n_fp - 1)
+                    f = k + d
+                    _prefetch_lines(fp_flat, lo[f] * n_fp, _scan_last(lo[f], hi[f], n_fp))
                 c = owner[k]
                 room = limit[k]
                 if n_fp == 2:
-                    # PDQ's layout, unrolled: this loop sees every candidate.
+                    # PDQ's layout: this loop sees every candidate.
                     f0 = query_fp[c, 0]
                     f1 = query_fp[c, 1]
-                    for j in range(lo[k], hi[k]):
-                        bound = _popcount(fingerprints[j, 0] ^ f0)
-                        if bound + _popcount(fingerprints[j, 1] ^ f1) <= room:
-                            cand[nc] = ids[j]
-                            nc += 1
+                    s = lo[k]
+                    e = hi[k]
+                    if e - s < VECTOR_MIN_BUCKET:
+                        for j in range(s, e):
+                            bound = _popcount(fingerprints[j, 0] ^ f0)
+                            if bound + _popcount(fingerprints[j, 1] ^ f1) <= room:
+                                cand[nc] = ids[j]
+                                nc += 1
+                        continue
+                    for j in range(s, e, 8):
+                        passed = _fingerprint_mask8(fp_flat, 2 * j, f0, f1, room)
+                        if passed:
+                            # Rare (a hit, or one random entry in a billion); the block's
+                            # entries past the bucket's end are not this probe's.
+                            for t in range(min(8, e - j)):
+                                if (passed >> t) & 1:
+                                    cand[nc] = ids[j + t]
+                                    nc += 1
                     continue
                 for j in range(lo[k], hi[k]):
                     bound = 0

@@ -99,6 +99,25 @@ def test_multi_index_engine_equals_brute_force(
     )
 
 
+@settings(max_examples=100, deadline=None)
+@given(search_case(), st.integers(0, 3))
+def test_multi_index_engine_with_crowded_buckets(
+    case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
+    tighten: int,
+) -> None:
+    """Chunks of 4 bits, so buckets hold dozens of entries: two-word fingerprints are
+    scanned eight at a time, with hits in every position of a block and at bucket ends."""
+    nbits, entries, queries, radius = case
+    chunks = tuple(Chunk(4 * i, 4, 0) for i in range(nbits // 4))
+    for words in {0, nbits // 64, 2 if nbits > 64 else 1}:
+        plan = Plan(nbits, nbits // 4 - 1, chunks, words)
+        engine = MihEngine(entries, build_tables(entries, plan))
+        for r in (radius, max(0, radius - tighten)):
+            assert as_sets(engine.search(queries, r), len(queries)) == brute_force(
+                entries, queries, r
+            )
+
+
 @settings(max_examples=40, deadline=None)
 @given(search_case())
 def test_multi_index_engine_with_wide_chunk_radii(
