@@ -9,6 +9,9 @@ from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
 from hashmatch.v1 import match_pb2
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 
+# Per signal name: (name, hash bytes, threshold), read once rather than per query.
+_FAST = {name: (s.name, s.nbytes, s.threshold) for name, s in SIGNALS.items()}
+
 
 class InvalidRequest(ValueError):
     """Maps to INVALID_ARGUMENT; the message is sent to the caller as is."""
@@ -66,15 +69,16 @@ def parse_request(request: match_pb2.CheckRequest) -> list[ParsedQuery]:
         raise InvalidRequest(
             f"batch of {n} queries exceeds the limit of {MAX_QUERIES_PER_REQUEST}; split it"
         )
-    parsed = []
+    parsed: list[ParsedQuery] = []
+    append = parsed.append
     for i, q in enumerate(request.queries):
         # The common case, raw bytes of the right length at the signal's own threshold, in a
         # few attribute reads: a 1,000-query batch spent 2.5 ms under the GIL in the general
         # parser. Anything else takes it, and gets its message.
-        signal = SIGNALS.get(q.signal)
+        known = _FAST.get(q.signal)
         raw = q.hash
-        if signal is not None and len(raw) == signal.nbytes and not q.HasField("max_distance"):
-            parsed.append(ParsedQuery(signal.name, raw, signal.threshold))
+        if known is not None and len(raw) == known[1] and not q.HasField("max_distance"):
+            append(ParsedQuery(known[0], raw, known[2]))
         else:
-            parsed.append(parse_query(i, q))
+            append(parse_query(i, q))
     return parsed

@@ -88,15 +88,17 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         version, found = self._batcher.check(queries, deadline_of(context))
         quarantined = guards.anomaly.quarantined
         response = match_pb2.CheckResponse(snapshot_version=version)
-        checked: Counter[str] = Counter()
         matched: Counter[tuple[str, str]] = Counter()
         answered: list[Hit] = []
+        add = response.results.add
         for q, hits in zip(queries, found, strict=True):
-            checked[q.signal] += 1
-            if hits and (quarantined or caller.lists is not None):
+            if not hits:
+                add()  # most checks: an empty result, a third of the cost of add(matched=False)
+                continue
+            if quarantined or caller.lists is not None:
                 # A caller sees only the lists it may read; quarantined entries match no one.
                 hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
-            result = response.results.add(matched=bool(hits))
+            result = add(matched=bool(hits))
             for h in hits:
                 matched[q.signal, h.list] += 1
                 result.matches.add(
@@ -117,7 +119,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         guards.audit.key_used(caller.actor, method)
         # One counter update per label set, not per query: the labels() lookups and
         # their locks were a visible share of a 1,000-query request.
-        for signal, n in checked.items():
+        for signal, n in Counter(q.signal for q in queries).items():
             metrics.QUERIES.labels(signal).inc(n)
         for (signal, list_name), n in matched.items():
             metrics.MATCHES.labels(signal, list_name).inc(n)
