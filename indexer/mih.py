@@ -43,9 +43,11 @@ MAX_BOUNDS_SHIFT = 6
 # without them (a 10M PDQ list would need 1.8 GB).
 FINGERPRINT_BUDGET_BYTES = 1 << 30
 FINGERPRINT_WORDS = 2
-# Relative costs used to choose a plan, measured with load_tests/engine_benchmark.py:
-# a probe reads bucket bounds (mostly cached); a candidate fetched by id is two random
-# memory reads; a fingerprinted or inline candidate is read in its bucket.
+# Relative costs used to choose a plan (load_tests/engine_benchmark.py --plans times the
+# pick beside its neighbours): a probe reads bucket bounds (mostly cached) and its bucket
+# (a random read, ~35 ns at 1M PDQ); a candidate fetched by id is two more random reads;
+# a fingerprinted candidate is compared in its bucket, eight at a time (~0.9 ns); a
+# 64-bit code held inline, one at a time.
 PROBE_COST = 1.0
 CANDIDATE_COST = 2.0
 FINGERPRINT_CANDIDATE_COST = 0.03
@@ -133,8 +135,10 @@ def _split(bits: int, m: int, max_distance: int) -> tuple[Chunk, ...]:
     return tuple(chunks)
 
 
-def plan_for(bits: int, max_distance: int, n: int, fingerprint_words: int | None = None) -> Plan:
-    """The cheapest chunking for n entries by the cost model.
+def plans(
+    bits: int, max_distance: int, n: int, fingerprint_words: int | None = None
+) -> list[tuple[float, Plan]]:
+    """Every chunking the planner considers for n entries, with its modelled cost.
 
     A table has at most about 2n slots (and never more than 2^24), so memory
     stays proportional to the list. 64-bit hashes sit whole in their buckets;
@@ -142,7 +146,7 @@ def plan_for(bits: int, max_distance: int, n: int, fingerprint_words: int | None
     `fingerprint_words` says otherwise.
     """
     longest = min(MAX_CHUNK_BITS, max(8, math.ceil(math.log2(max(n, 2))) + 1))
-    best: tuple[float, Plan] | None = None
+    found = []
     for m in range(1, bits + 1):
         chunks = _split(bits, m, max_distance)
         if not chunks or max(c.length for c in chunks) > longest:
@@ -163,12 +167,16 @@ def plan_for(bits: int, max_distance: int, n: int, fingerprint_words: int | None
             if words
             else CANDIDATE_COST
         )
-        cost = plan.probes() * PROBE_COST + plan.candidates(n) * candidate_cost
-        if best is None or cost < best[0]:
-            best = (cost, plan)
-    if best is None:
+        found.append((plan.probes() * PROBE_COST + plan.candidates(n) * candidate_cost, plan))
+    return found
+
+
+def plan_for(bits: int, max_distance: int, n: int, fingerprint_words: int | None = None) -> Plan:
+    """The cheapest chunking for n entries by the cost model (see `plans`)."""
+    found = plans(bits, max_distance, n, fingerprint_words)
+    if not found:
         raise ValueError(f"no multi-index plan for {bits} bits within distance {max_distance}")
-    return best[1]
+    return min(found, key=lambda costed: costed[0])[1]
 
 
 @nb.njit(inline="always")

@@ -17,9 +17,11 @@ brute-force popcount scan on a sample.
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 `--prefetch` measures the kernel's prefetch distance, the measurement behind
-PREFETCH_BY_ID and PREFETCH_IN_BUCKET. `--memory` measures the machine: what one
-random 8-byte read costs, with the kernel's prefetch, from arrays that fit in cache
-and from arrays that do not (the engine's speed follows it).
+PREFETCH_BY_ID and PREFETCH_IN_BUCKET; `--plans` times the planner's pick beside
+the chunkings next to it, the measurement behind its cost constants. `--memory`
+measures the machine: what one random 8-byte read costs, with the kernel's
+prefetch, from arrays that fit in cache and from arrays that do not (the engine's
+speed follows it).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from synthetic import SIGNAL_FOR_BITS, dataset, parse_n, queries, write_snapshot
 BATCH = 1000
 ROUNDS = 5
 PREFETCH_DISTANCES = (0, 12, 32, 64, 128, 256)
+# Chunkings timed on either side of the planner's pick by --plans.
+PLAN_NEIGHBOURS = 2
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -267,6 +271,35 @@ def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     return row
 
 
+def worker_plans(n: int, bits: int) -> list[dict[str, Any]]:
+    """The planner's pick and the chunkings next to it, each timed (one thread, misses)."""
+    from hashmatch.signals import get_signal
+    from indexer.mih import build_tables, plans
+    from service.mih_engine import MihEngine
+
+    threshold = get_signal(SIGNAL_FOR_BITS[bits]).threshold
+    entries = dataset(n, bits)
+    qs = queries(entries, 3000)["miss"]
+    costed = plans(bits, threshold, n)  # in order of chunk count asked for
+    pick = min(range(len(costed)), key=lambda i: costed[i][0])
+    rows = []
+    for cost, plan in costed[max(0, pick - PLAN_NEIGHBOURS) : pick + PLAN_NEIGHBOURS + 1]:
+        engine = MihEngine(entries, build_tables(entries, plan))
+        rows.append(
+            {
+                "chunks": len(plan.chunks),
+                "bits": sorted({c.length for c in plan.chunks}),
+                "probes": plan.probes(),
+                "candidates": plan.candidates(n),
+                "cost": cost,
+                "picked": plan is costed[pick][1],
+                "us": 1e6 / single_thread_rate(engine, qs, threshold),
+            }
+        )
+        del engine
+    return rows
+
+
 def worker_memory() -> list[dict[str, Any]]:
     import numba as nb
 
@@ -331,6 +364,11 @@ def main() -> None:
     parser.add_argument(
         "--memory", action="store_true", help="ns per random read by array size (one thread)"
     )
+    parser.add_argument(
+        "--plans",
+        action="store_true",
+        help="the planner's pick beside neighbouring chunkings, timed (each --n, one thread)",
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -348,6 +386,8 @@ def main() -> None:
             out = worker_prefetch(int(rest[0]), int(rest[1]))
         elif role == "memory":
             out = worker_memory()
+        elif role == "plans":
+            out = worker_plans(int(rest[0]), int(rest[1]))
         else:
             out = worker_crossover(int(rest[0]))
         print(json.dumps(out))
@@ -372,6 +412,23 @@ def main() -> None:
             print("| entries | FAISS flat checks/s | multi-index checks/s |\n|---|---|---|")
             for row in spawn("crossover", str(bits)):
                 print(f"| {row['n']:,} | {row['faiss_flat']:,.0f} | {row['mih']:,.0f} |")
+        return
+
+    if args.plans:
+        print("\nThe planner's pick beside other chunkings, misses, one thread:\n")
+        print("| list | hash | chunks | probes | candidates | model cost | µs per query |")
+        print("|---|---|---|---|---|---|---|")
+        for n in (parse_n(x) for x in args.n.split(",")):
+            for bits in bits_list:
+                for r in spawn("plans", str(n), str(bits)):
+                    mark = " (picked)" if r["picked"] else ""
+                    shortest, longest = r["bits"][0], r["bits"][-1]
+                    lengths = f"{shortest}" if shortest == longest else f"{shortest}-{longest}"
+                    print(
+                        f"| {n:,} | {bits}-bit | {r['chunks']} of {lengths} bits{mark} "
+                        f"| {r['probes']:,} "
+                        f"| {r['candidates']:,.0f} | {r['cost']:,.0f} | {r['us']:.1f} |"
+                    )
         return
 
     if args.prefetch:
