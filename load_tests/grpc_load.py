@@ -56,6 +56,7 @@ from synthetic import dataset, parse_n, perturb
 MODES = {"health": 0, "unary": 1, "batch100": 100, "batch1000": 1000, "stream1000": 1000}
 HIT_RATE = 0.01
 MAX_IN_FLIGHT_QUERIES = 8_000
+READY = "ready"
 RESULTS = Path(__file__).resolve().parent / "results"
 T = TypeVar("T")
 
@@ -78,10 +79,18 @@ def check_request(size: int, rng: np.random.Generator) -> Any:
 
 
 def client(
-    mode: str, target: str, seconds: float, concurrency: int, rate: float, seed: int
+    mode: str,
+    target: str,
+    seconds: float,
+    concurrency: int,
+    rate: float,
+    seed: int,
+    index: int,
+    count: int,
 ) -> None:
-    """One load process: `concurrency` closed-loop callers, or an open-loop schedule at
-    `rate` requests/s. Prints its latencies and status counts as JSON."""
+    """Load process `index` of `count`: `concurrency` closed-loop callers, or its share of
+    an open-loop schedule of `rate` requests/s in all. Prints "ready" once set up, starts
+    at the time read from stdin, and prints its latencies and status counts as JSON."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -106,7 +115,10 @@ def client(
     gc.collect()
     gc.freeze()
     gc.disable()
-    stop_at = time.perf_counter() + seconds
+    print(READY, flush=True)
+    start = time.perf_counter() + float(sys.stdin.readline()) - time.time()
+    time.sleep(max(0.0, start - time.perf_counter()))
+    stop_at = start + seconds
 
     def record(started: float, code: str) -> None:
         with lock:
@@ -162,7 +174,9 @@ def client(
         for t in threads:
             t.join()
     else:
-        # Open loop: request i is due at start + i / rate, whether or not earlier ones are done.
+        # Open loop: request i of the whole schedule is due at start + i / rate, whether or
+        # not earlier ones are done; this process sends every count-th, from its index on, so
+        # the processes together send evenly spaced requests rather than bursts.
         # Unary calls go out as grpcio futures, answered by a callback: a thread per request
         # (a pool of 256) cost the client enough CPU on two shared cores to show up in the
         # server's tail. Streams have no future API and keep the pool.
@@ -173,9 +187,8 @@ def client(
 
         unary = health.Check if mode == "health" else stub.Check
         sent: list[Any] = []
-        start = time.perf_counter()
         with ThreadPoolExecutor(max_workers=256) as executor:
-            i = 0
+            i = index
             while True:
                 due = start + i / rate
                 if due >= stop_at:
@@ -190,7 +203,7 @@ def client(
                     future = unary.future(request, timeout=10)
                     future.add_done_callback(partial(answered, due))
                     sent.append(future)
-                i += 1
+                i += count
         for future in sent:
             future.exception()  # waits for the answer; its callback has recorded it
     channel.close()
@@ -247,25 +260,39 @@ def run_scenario(
     concurrency: int,
     rate: float,
 ) -> dict[str, Any]:
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--client",
+                mode,
+                target,
+                str(seconds),
+                str(concurrency),
+                str(rate),
+                str(1000 + k),
+                str(k),
+                str(procs),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(procs)
+    ]
+    for c in children:
+        assert c.stdout is not None
+        if c.stdout.readline().strip() != READY:
+            raise RuntimeError(f"load client {c.pid} did not start")
+
     def clients() -> list[dict[str, Any]]:
-        children = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    __file__,
-                    "--client",
-                    mode,
-                    target,
-                    str(seconds),
-                    str(concurrency),
-                    str(rate / procs),
-                    str(1000 + k),
-                ],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for k in range(procs)
-        ]
+        # One start time for all, a moment ahead, so their schedules interleave.
+        start = f"{time.time() + 0.2}\n"
+        for c in children:
+            assert c.stdin is not None
+            c.stdin.write(start)
+            c.stdin.flush()
         return [json.loads(c.communicate(timeout=seconds + 120)[0]) for c in children]
 
     outputs, cpu = while_measuring_server(server_pids, clients)
@@ -416,11 +443,20 @@ def main() -> None:
     parser.add_argument(
         "--server-processes", type=int, default=1, help="serve --processes (one GIL each)"
     )
-    parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
-        mode, target, seconds, concurrency, rate, seed = args.client
-        client(mode, target, float(seconds), int(concurrency), float(rate), int(seed))
+        mode, target, seconds, concurrency, rate, seed, index, count = args.client
+        client(
+            mode,
+            target,
+            float(seconds),
+            int(concurrency),
+            float(rate),
+            int(seed),
+            int(index),
+            int(count),
+        )
         return
 
     from hashmatch.serve_process import free_ports, running_server
