@@ -18,7 +18,8 @@ brute-force popcount scan on a sample.
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 `--prefetch` measures the kernel's prefetch distance, the measurement behind
 PREFETCH_BY_ID and PREFETCH_IN_BUCKET; `--plans` times the planner's pick beside
-the chunkings next to it, the measurement behind its cost constants. `--memory`
+the chunkings next to it, the measurement behind its cost constants; `--idle` times
+a 1,000-hash batch after the cores have idled. `--memory`
 measures the machine: what one random 8-byte read costs, with the kernel's
 prefetch, from arrays that fit in cache and from arrays that do not (the engine's
 speed follows it).
@@ -47,6 +48,8 @@ ROUNDS = 5
 PREFETCH_DISTANCES = (0, 12, 32, 64, 128, 256)
 # Chunkings timed on either side of the planner's pick by --plans.
 PLAN_NEIGHBOURS = 2
+# Idle time before each batch timed by --idle.
+IDLE_GAPS_MS = (0, 5, 20, 50, 100)
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -300,6 +303,44 @@ def worker_plans(n: int, bits: int) -> list[dict[str, Any]]:
     return rows
 
 
+def worker_idle(n: int) -> list[dict[str, Any]]:
+    """A 1,000-hash PDQ batch through the batcher (two workers), timed after the cores
+    have idled for a while: a virtual machine's idle vCPUs may halt and be descheduled."""
+    from indexer.snapshot import read_snapshot
+    from service.batcher import Batcher
+    from service.matcher import Matcher
+    from service.queries import ParsedQuery
+    from service.warmup import warm_up
+
+    entries = dataset(n, 256)
+    with tempfile.TemporaryDirectory(prefix="hashmatch-idle-") as tmp:
+        write_snapshot_of(entries, Path(tmp))
+        matcher = Matcher.of(read_snapshot(Path(tmp)))
+    warm_up(matcher)
+    batcher = Batcher(lambda: matcher, workers=2)
+    miss = queries(entries, 8 * BATCH)["miss"]
+    batches = [
+        [ParsedQuery("pdq", row.tobytes(), 31) for row in miss[i : i + BATCH]]
+        for i in range(0, len(miss), BATCH)
+    ]
+    for batch in batches:
+        batcher.check(batch)
+    rows = []
+    for gap_ms in IDLE_GAPS_MS:
+        took = []
+        for i in range(40):
+            batch = batches[i % len(batches)]
+            time.sleep(gap_ms / 1000)
+            started = time.perf_counter()
+            batcher.check(batch)
+            took.append(time.perf_counter() - started)
+        ms = np.array(took) * 1000
+        rows.append(
+            {"gap_ms": gap_ms, "p50": float(np.median(ms)), "p90": float(np.percentile(ms, 90))}
+        )
+    return rows
+
+
 def worker_memory() -> list[dict[str, Any]]:
     import numba as nb
 
@@ -365,6 +406,11 @@ def main() -> None:
         "--memory", action="store_true", help="ns per random read by array size (one thread)"
     )
     parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="a 1,000-hash batch's time after the cores idled 0-100 ms (first --n)",
+    )
+    parser.add_argument(
         "--plans",
         action="store_true",
         help="the planner's pick beside neighbouring chunkings, timed (each --n, one thread)",
@@ -388,6 +434,8 @@ def main() -> None:
             out = worker_memory()
         elif role == "plans":
             out = worker_plans(int(rest[0]), int(rest[1]))
+        elif role == "idle":
+            out = worker_idle(int(rest[0]))
         else:
             out = worker_crossover(int(rest[0]))
         print(json.dumps(out))
@@ -412,6 +460,14 @@ def main() -> None:
             print("| entries | FAISS flat checks/s | multi-index checks/s |\n|---|---|---|")
             for row in spawn("crossover", str(bits)):
                 print(f"| {row['n']:,} | {row['faiss_flat']:,.0f} | {row['mih']:,.0f} |")
+        return
+
+    if args.idle:
+        n = parse_n(args.n.split(",")[0])
+        print(f"\n{n:,} PDQ hashes, one 1,000-hash batch after the cores idled, two workers:\n")
+        print("| idle before each batch | p50 ms | p90 ms |\n|---|---|---|")
+        for r in spawn("idle", str(n)):
+            print(f"| {r['gap_ms']} ms | {r['p50']:.2f} | {r['p90']:.2f} |")
         return
 
     if args.plans:
