@@ -122,8 +122,7 @@ def _prefetch_lines(array: Any, first: int, last: int) -> None:
     """Prefetch every cache line from array[first] to array[last]: a bucket of a dozen
     fingerprints spans four lines, and a line left out stalls the scan. Spans of one or
     two lines, the common case in small buckets, take no loop (its exit mispredicts)."""
-    _prefetch(array, first)
-    _prefetch(array, last)
+    _prefetch_span(array, first, last)
     per_line = 64 // array.itemsize
     if last - first > 2 * per_line:
         for at in range(first + per_line, last, per_line):
