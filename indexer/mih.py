@@ -9,15 +9,15 @@ in bucket order.
 
 Each probe is a random read, so the bucket bounds are kept small enough to
 stay in cache: one byte per chunk value, relative to a 32-bit base every
-2^shift values. A bucket entry carries `fingerprint_words` 64-bit words of
+2^shift values. A bucket entry carries `fingerprint_lanes` 32-bit lanes of
 its hash: for 64-bit hashes the whole code, for longer ones (as memory
-allows) two words disjoint from the chunk, whose distance plus the probe's
+allows) three lanes disjoint from the chunk, whose distance plus the probe's
 chunk distance is a lower bound of the true distance. Entries are rejected
 in the bucket by that bound, and only the rare survivor's full hash is
 fetched; with no fingerprint every candidate is fetched by id.
 
-Hashes are handled as little-endian uint64 words; any fixed bit order works,
-because query and entries are split the same way.
+Hashes are handled as little-endian uint64 words (and uint32 lanes); any
+fixed bit order works, because query and entries are split the same way.
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ MIH_MIN_ENTRIES = 3000
 MAX_CHUNK_BITS = 24
 # Bucket bounds: a byte per chunk value, relative to a base every 2^shift values (at most).
 MAX_BOUNDS_SHIFT = 6
-# Fingerprints cost 8 bytes a word per entry and chunk; past this budget a table does
-# without them (a 10M PDQ list would need 1.8 GB).
+# Fingerprints cost 4 bytes a lane per entry and chunk; past this budget a table does
+# without them (a 10M PDQ list would need 1.9 GB).
 FINGERPRINT_BUDGET_BYTES = 1 << 30
-FINGERPRINT_WORDS = 2
+# 96 bits: a random entry passes the bound at distance 31 about once in 2,600, so still
+# almost every candidate is rejected in its bucket, and a bucket of a dozen entries spans
+# a quarter fewer cache lines than with 128 (the random reads the search waits on).
+FINGERPRINT_LANES = 3
 # Relative costs used to choose a plan (load_tests/engine_benchmark.py --plans times the
 # pick beside its neighbours): a probe reads bucket bounds (mostly cached) and its bucket
 # (a random read, ~35 ns at 1M PDQ); a candidate fetched by id is two more random reads;
@@ -66,13 +69,22 @@ class Plan:
     bits: int
     max_distance: int
     chunks: tuple[Chunk, ...]
-    # 64-bit words of each entry's hash kept in its buckets: all of them (exact in place),
-    # FINGERPRINT_WORDS disjoint from the chunk (a lower bound), or none (fetch by id).
-    fingerprint_words: int
+    # 32-bit lanes of each entry's hash kept in its buckets: all of them (exact in place),
+    # FINGERPRINT_LANES disjoint from the chunk (a lower bound), or none (fetch by id).
+    fingerprint_lanes: int
+
+    def __post_init__(self) -> None:
+        if not self.exact_in_bucket:
+            for c in self.chunks:
+                if len(self.lanes_of(c)) < self.fingerprint_lanes:
+                    raise ValueError(
+                        f"chunk at bit {c.start} leaves fewer than {self.fingerprint_lanes} "
+                        f"of the {self.bits // 32} lanes for its fingerprint"
+                    )
 
     @property
     def exact_in_bucket(self) -> bool:
-        return self.fingerprint_words == self.bits // 64
+        return self.fingerprint_lanes == self.bits // 32
 
     def probes(self) -> int:
         return sum(_ball(c.length, c.radius) for c in self.chunks)
@@ -80,19 +92,19 @@ class Plan:
     def candidates(self, n: int) -> float:
         return float(sum(_ball(c.length, c.radius) * n / 2**c.length for c in self.chunks))
 
-    def words_of(self, chunk: Chunk) -> tuple[int, ...]:
-        """The hash words a chunk's buckets carry: all, or the first ones it doesn't touch."""
+    def lanes_of(self, chunk: Chunk) -> tuple[int, ...]:
+        """The hash lanes a chunk's buckets carry: all, or the first ones it doesn't touch."""
         if self.exact_in_bucket:
-            return tuple(range(self.bits // 64))
-        touched = {chunk.start >> 6, (chunk.start + chunk.length - 1) >> 6}
-        free = [w for w in range(self.bits // 64) if w not in touched]
-        return tuple(free[: self.fingerprint_words])
+            return tuple(range(self.bits // 32))
+        touched = {chunk.start >> 5, (chunk.start + chunk.length - 1) >> 5}
+        free = [w for w in range(self.bits // 32) if w not in touched]
+        return tuple(free[: self.fingerprint_lanes])
 
     def to_json(self) -> dict[str, object]:
         return {
             "bits": self.bits,
             "max_distance": self.max_distance,
-            "fingerprint_words": self.fingerprint_words,
+            "fingerprint_lanes": self.fingerprint_lanes,
             "chunks": [[c.start, c.length, c.radius] for c in self.chunks],
         }
 
@@ -104,7 +116,7 @@ class Plan:
             int(str(obj["bits"])),
             int(str(obj["max_distance"])),
             tuple(Chunk(int(s), int(n), int(r)) for s, n, r in chunks),
-            int(str(obj["fingerprint_words"])),
+            int(str(obj["fingerprint_lanes"])),
         )
 
 
@@ -136,14 +148,14 @@ def _split(bits: int, m: int, max_distance: int) -> tuple[Chunk, ...]:
 
 
 def plans(
-    bits: int, max_distance: int, n: int, fingerprint_words: int | None = None
+    bits: int, max_distance: int, n: int, fingerprint_lanes: int | None = None
 ) -> list[tuple[float, Plan]]:
     """Every chunking the planner considers for n entries, with its modelled cost.
 
     A table has at most about 2n slots (and never more than 2^24), so memory
     stays proportional to the list. 64-bit hashes sit whole in their buckets;
     longer ones carry fingerprints while they fit the budget, unless
-    `fingerprint_words` says otherwise.
+    `fingerprint_lanes` says otherwise.
     """
     longest = min(MAX_CHUNK_BITS, max(8, math.ceil(math.log2(max(n, 2))) + 1))
     found = []
@@ -153,27 +165,27 @@ def plans(
             continue
         if sum(c.radius + 1 for c in chunks) <= max_distance:
             continue
-        words = fingerprint_words
-        if words is None:
-            affordable = n * len(chunks) * 8 * FINGERPRINT_WORDS <= FINGERPRINT_BUDGET_BYTES
-            words = bits // 64 if bits == 64 else FINGERPRINT_WORDS if affordable else 0
-        plan = Plan(bits, max_distance, chunks, words)
+        lanes = fingerprint_lanes
+        if lanes is None:
+            affordable = n * len(chunks) * 4 * FINGERPRINT_LANES <= FINGERPRINT_BUDGET_BYTES
+            lanes = bits // 32 if bits == 64 else FINGERPRINT_LANES if affordable else 0
+        plan = Plan(bits, max_distance, chunks, lanes)
         if plan.probes() > 200_000:
             continue
         candidate_cost = (
             INLINE_CANDIDATE_COST
             if plan.exact_in_bucket
             else FINGERPRINT_CANDIDATE_COST
-            if words
+            if lanes
             else CANDIDATE_COST
         )
         found.append((plan.probes() * PROBE_COST + plan.candidates(n) * candidate_cost, plan))
     return found
 
 
-def plan_for(bits: int, max_distance: int, n: int, fingerprint_words: int | None = None) -> Plan:
+def plan_for(bits: int, max_distance: int, n: int, fingerprint_lanes: int | None = None) -> Plan:
     """The cheapest chunking for n entries by the cost model (see `plans`)."""
-    found = plans(bits, max_distance, n, fingerprint_words)
+    found = plans(bits, max_distance, n, fingerprint_lanes)
     if not found:
         raise ValueError(f"no multi-index plan for {bits} bits within distance {max_distance}")
     return min(found, key=lambda costed: costed[0])[1]
@@ -226,7 +238,7 @@ class Tables:
     rel: npt.NDArray[np.uint8]  # per chunk: 2^length + 1 bucket starts, less their block's
     shifts: npt.NDArray[np.int64]  # per chunk: log2 of the values a base covers
     ids: npt.NDArray[np.uint32]  # per chunk: n entry rows in bucket order; + PAD
-    fingerprints: npt.NDArray[np.uint64]  # (len(ids), plan.fingerprint_words), bucket order
+    fingerprints: npt.NDArray[np.uint32]  # (len(ids), plan.fingerprint_lanes), bucket order
 
     def bound_positions(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Where each chunk's bases and rel begin."""
@@ -243,6 +255,12 @@ def as_words(hashes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     """(n, nbytes) hash bytes → (n, nbytes / 8) uint64 words, without copying."""
     n, nbytes = hashes.shape
     return np.ascontiguousarray(hashes).view("<u8").reshape(n, nbytes // 8)
+
+
+def as_lanes(hashes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32]:
+    """(n, nbytes) hash bytes → (n, nbytes / 4) uint32 lanes, without copying."""
+    n, nbytes = hashes.shape
+    return np.ascontiguousarray(hashes).view("<u4").reshape(n, nbytes // 4)
 
 
 def _relative_bounds(
@@ -267,7 +285,8 @@ def build_tables(hashes: npt.NDArray[np.uint8], plan: Plan) -> Tables:
     n = words.shape[0]
     m = len(plan.chunks)
     ids = np.zeros(n * m + PAD, np.uint32)
-    fingerprints = np.zeros((len(ids), plan.fingerprint_words), np.uint64)
+    lanes = as_lanes(hashes)
+    fingerprints = np.zeros((len(ids), plan.fingerprint_lanes), np.uint32)
     bases, rels, shifts = [], [], []
     for i, c in enumerate(plan.chunks):
         offsets = np.empty((1 << c.length) + 1, np.uint32)
@@ -277,8 +296,8 @@ def build_tables(hashes: npt.NDArray[np.uint8], plan: Plan) -> Tables:
         bases.append(base)
         rels.append(rel)
         shifts.append(shift)
-        if plan.fingerprint_words:
-            fingerprints[i * n : (i + 1) * n] = words[rows][:, list(plan.words_of(c))]
+        if plan.fingerprint_lanes:
+            fingerprints[i * n : (i + 1) * n] = lanes[rows][:, list(plan.lanes_of(c))]
     return Tables(
         plan,
         np.concatenate(bases),

@@ -35,7 +35,8 @@ import numpy.typing as npt
 from indexer.mih import Plan, Tables
 
 FORMAT = "hashmatch-snapshot"
-FORMAT_VERSION = 4
+# 5: multi-index fingerprints are 32-bit lanes (the plan says fingerprint_lanes).
+FORMAT_VERSION = 5
 CURRENT = "CURRENT"
 MANIFEST = "manifest.json"
 KEEP_VERSIONS = 3

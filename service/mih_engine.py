@@ -24,7 +24,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from indexer.mih import Tables, as_words, ball_masks, chunk_value
+from indexer.mih import FINGERPRINT_LANES, Tables, as_lanes, as_words, ball_masks, chunk_value
 from service.engine import Hits, no_hits
 
 # Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): deep where
@@ -67,45 +67,53 @@ cg: Any = cgutils
 
 @intrinsic
 def _fingerprint_mask8_intrinsic(
-    typingctx: Any, array: Any, index: Any, f0: Any, f1: Any, room: Any
+    typingctx: Any, array: Any, index: Any, f0: Any, f1: Any, f2: Any, room: Any
 ) -> Any:
-    """Bit t set when entry t of the eight two-word fingerprints at array[index:index + 16]
-    is within `room` of (f0, f1): one vector XOR, popcount and compare for eight entries,
-    where the scalar loop spends two popcounts on each."""
-    sig = types.int64(array, index, f0, f1, room)
+    """Bit t set when entry t of the eight three-lane fingerprints at array[index:index + 24]
+    is within `room` of (f0, f1, f2): one vector XOR, popcount and compare for eight
+    entries, where the scalar loop spends three popcounts on each."""
+    sig = types.int64(array, index, f0, f1, f2, room)
 
     def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
         ptr = cg.get_item_pointer(context, builder, aryty, ary, [args[1]], wraparound=False)
-        i32, i64 = ir.IntType(32), ir.IntType(64)
-        v16, v8, v2 = ir.VectorType(i64, 16), ir.VectorType(i64, 8), ir.VectorType(i64, 2)
+        i32 = ir.IntType(32)
+        v24, v8, v3 = ir.VectorType(i32, 24), ir.VectorType(i32, 8), ir.VectorType(i32, 3)
 
         def picks(positions: list[int]) -> Any:
             return ir.Constant(ir.VectorType(i32, len(positions)), positions)
 
-        data = builder.load(builder.bitcast(ptr, v16.as_pointer()), align=8)
-        pair = builder.insert_element(ir.Constant(v2, ir.Undefined), args[2], i32(0))
-        pair = builder.insert_element(pair, args[3], i32(1))
-        query = builder.shuffle_vector(pair, ir.Constant(v2, ir.Undefined), picks([0, 1] * 8))
+        data = builder.load(builder.bitcast(ptr, v24.as_pointer()), align=4)
+        lanes = ir.Constant(v3, ir.Undefined)
+        for k in range(3):
+            lanes = builder.insert_element(lanes, builder.trunc(args[2 + k], i32), i32(k))
+        query = builder.shuffle_vector(lanes, ir.Constant(v3, ir.Undefined), picks([0, 1, 2] * 8))
         ctpop = cg.get_or_insert_function(
-            builder.module, ir.FunctionType(v16, [v16]), "llvm.ctpop.v16i64"
+            builder.module, ir.FunctionType(v24, [v24]), "llvm.ctpop.v24i32"
         )
         bits = builder.call(ctpop, [builder.xor(data, query)])
-        undef = ir.Constant(v16, ir.Undefined)
+        undef = ir.Constant(v24, ir.Undefined)
         distance = builder.add(
-            builder.shuffle_vector(bits, undef, picks(list(range(0, 16, 2)))),
-            builder.shuffle_vector(bits, undef, picks(list(range(1, 16, 2)))),
+            builder.add(
+                builder.shuffle_vector(bits, undef, picks(list(range(0, 24, 3)))),
+                builder.shuffle_vector(bits, undef, picks(list(range(1, 24, 3)))),
+            ),
+            builder.shuffle_vector(bits, undef, picks(list(range(2, 24, 3)))),
         )
-        room = builder.insert_element(ir.Constant(v8, ir.Undefined), args[4], i32(0))
+        room = builder.insert_element(
+            ir.Constant(v8, ir.Undefined), builder.trunc(args[5], i32), i32(0)
+        )
         room = builder.shuffle_vector(room, ir.Constant(v8, ir.Undefined), picks([0] * 8))
         within = builder.icmp_signed("<=", distance, room)
-        return builder.zext(builder.bitcast(within, ir.IntType(8)), i64)
+        return builder.zext(builder.bitcast(within, ir.IntType(8)), ir.IntType(64))
 
     return sig, codegen
 
 
-_fingerprint_mask8 = cast(Callable[[Any, Any, Any, Any, Any], int], _fingerprint_mask8_intrinsic)
+_fingerprint_mask8 = cast(
+    Callable[[Any, Any, Any, Any, Any, Any], int], _fingerprint_mask8_intrinsic
+)
 
 
 @nb.njit(inline="always")
@@ -131,10 +139,10 @@ def _prefetch_lines(array: Any, first: int, last: int) -> None:
 
 @nb.njit(inline="always")
 def _scan_last(lo: int, hi: int, n_fp: int) -> int:
-    """The last fingerprint word a bucket's scan reads: buckets of VECTOR_MIN_BUCKET or
-    more two-word fingerprints are read in whole blocks of eight (PAD keeps that in bounds)."""
+    """The last fingerprint lane a bucket's scan reads: buckets of VECTOR_MIN_BUCKET or
+    more three-lane fingerprints are read in whole blocks of eight (PAD keeps that in bounds)."""
     size = hi - lo
-    blocks = int(n_fp == 2) & int(size >= VECTOR_MIN_BUCKET)
+    blocks = int(n_fp == FINGERPRINT_LANES) & int(size >= VECTOR_MIN_BUCKET)
     return (lo + size + blocks * (-size & 7)) * n_fp - 1
 
 
@@ -170,6 +178,7 @@ def _record(
 def _search(
     words: npt.NDArray[np.uint64],
     queries: npt.NDArray[np.uint64],
+    query_lanes: npt.NDArray[np.uint32],
     starts: npt.NDArray[np.int64],
     lengths: npt.NDArray[np.int64],
     shifts: npt.NDArray[np.int64],
@@ -178,7 +187,7 @@ def _search(
     bases: npt.NDArray[np.uint32],
     rel: npt.NDArray[np.uint8],
     ids: npt.NDArray[np.uint32],
-    fingerprints: npt.NDArray[np.uint64],
+    fingerprints: npt.NDArray[np.uint32],
     fingerprint_of: npt.NDArray[np.int64],
     masks: npt.NDArray[np.int64],
     mask_weights: npt.NDArray[np.int64],
@@ -195,7 +204,10 @@ def _search(
     n_fp = fingerprints.shape[1]
     fp_flat = fingerprints.reshape(-1)
     # The probe's chunk distance adds to a fingerprint's only when their bits are disjoint.
-    disjoint = 0 if n_fp == n_words else 1
+    disjoint = 0 if n_fp == 2 * n_words else 1
+    # A 64-bit code whole in its bucket is compared as one word, not two lanes.
+    whole_word = n_fp == 2 and disjoint == 0
+    codes = fp_flat.view(np.uint64) if whole_word else np.empty(0, np.uint64)
     hit_rows = np.empty((nq, cap), np.uint32)
     hit_dist = np.empty((nq, cap), np.int32)
     counts = np.zeros(nq, np.int64)
@@ -207,17 +219,18 @@ def _search(
     hi = np.empty(probes, np.int64)
     limit = np.empty(probes, np.int64)
     owner = np.empty(probes, np.int64)
-    query_fp = np.empty((m, max(n_fp, 1)), np.uint64)
+    query_fp = np.empty((m, max(n_fp, 1)), np.uint32)
     chunk_values = np.empty(m, np.int64)
     cand = np.empty(1 << 11, np.int64)
     d = prefetch
     for qi in range(nq):
         q = queries[qi]
+        q_lanes = query_lanes[qi]
         # 1. every chunk value within the chunk's radius of the query's
         for c in range(m):
             chunk_values[c] = chunk_value(q, starts[c], lengths[c])
             for w in range(n_fp):
-                query_fp[c, w] = q[fingerprint_of[c, w]]
+                query_fp[c, w] = q_lanes[fingerprint_of[c, w]]
         for k in range(probes):
             c = mask_chunk[k]
             v = chunk_values[c] ^ masks[k]
@@ -270,21 +283,23 @@ def _search(
                     _prefetch_lines(fp_flat, lo[f] * n_fp, _scan_last(lo[f], hi[f], n_fp))
                 c = owner[k]
                 room = limit[k]
-                if n_fp == 2:
+                if n_fp == FINGERPRINT_LANES:
                     # PDQ's layout: this loop sees every candidate.
                     f0 = query_fp[c, 0]
                     f1 = query_fp[c, 1]
+                    f2 = query_fp[c, 2]
                     s = lo[k]
                     e = hi[k]
                     if e - s < VECTOR_MIN_BUCKET:
                         for j in range(s, e):
-                            bound = _popcount(fingerprints[j, 0] ^ f0)
-                            if bound + _popcount(fingerprints[j, 1] ^ f1) <= room:
+                            bound = _popcount(np.uint64(fingerprints[j, 0] ^ f0))
+                            bound += _popcount(np.uint64(fingerprints[j, 1] ^ f1))
+                            if bound + _popcount(np.uint64(fingerprints[j, 2] ^ f2)) <= room:
                                 cand[nc] = ids[j]
                                 nc += 1
                         continue
                     for j in range(s, e, 8):
-                        passed = _fingerprint_mask8(fp_flat, 2 * j, f0, f1, room)
+                        passed = _fingerprint_mask8(fp_flat, 3 * j, f0, f1, f2, room)
                         if passed:
                             # Rare (a hit, or one random entry in a billion); the block's
                             # entries past the bucket's end are not this probe's.
@@ -293,10 +308,17 @@ def _search(
                                     cand[nc] = ids[j + t]
                                     nc += 1
                     continue
+                if whole_word:
+                    code = q[0]
+                    for j in range(lo[k], hi[k]):
+                        if _popcount(codes[j] ^ code) <= room:
+                            cand[nc] = ids[j]
+                            nc += 1
+                    continue
                 for j in range(lo[k], hi[k]):
                     bound = 0
                     for w in range(n_fp):
-                        bound += _popcount(fingerprints[j, w] ^ query_fp[c, w])
+                        bound += _popcount(np.uint64(fingerprints[j, w] ^ query_fp[c, w]))
                     if bound <= room:
                         cand[nc] = ids[j]
                         nc += 1
@@ -328,8 +350,8 @@ class MihEngine:
         self._starts = np.array([c.start for c in chunks], np.int64)
         self._lengths = np.array([c.length for c in chunks], np.int64)
         self._base_at, self._rel_at = tables.bound_positions()
-        self._fingerprint_of = np.array([plan.words_of(c) for c in chunks], np.int64).reshape(
-            len(chunks), plan.fingerprint_words
+        self._fingerprint_of = np.array([plan.lanes_of(c) for c in chunks], np.int64).reshape(
+            len(chunks), plan.fingerprint_lanes
         )
         masks, weights, owners = [], [], []
         for i, c in enumerate(chunks):
@@ -340,7 +362,7 @@ class MihEngine:
         self._masks = np.array(masks, np.int64)
         self._mask_weights = np.array(weights, np.int64)
         self._mask_chunk = np.array(owners, np.int64)
-        self.prefetch = PREFETCH_IN_BUCKET if plan.fingerprint_words else PREFETCH_BY_ID
+        self.prefetch = PREFETCH_IN_BUCKET if plan.fingerprint_lanes else PREFETCH_BY_ID
 
     @property
     def max_distance(self) -> int:
@@ -358,6 +380,7 @@ class MihEngine:
             rows, dist, counts = _search(
                 self._words,
                 q,
+                as_lanes(queries),
                 self._starts,
                 self._lengths,
                 t.shifts,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import numpy.typing as npt
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.mih import MAX_BOUNDS_SHIFT, Chunk, Plan, build_tables, plan_for
+from indexer.mih import FINGERPRINT_LANES, MAX_BOUNDS_SHIFT, Chunk, Plan, build_tables, plan_for
 from service.engine import FaissRangeEngine, Hits, SortedExactEngine
 from service.mih_engine import MihEngine
 
@@ -78,17 +79,19 @@ def test_faiss_range_engine_equals_brute_force(
 
 
 @settings(max_examples=200, deadline=None)
-@given(search_case(), st.integers(0, 3), st.sampled_from([None, 0, 1, 2]))
+@given(search_case(), st.integers(0, 3), st.sampled_from([None, 0, 1, 2, 3, 4]))
 def test_multi_index_engine_equals_brute_force(
     case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
     tighten: int,
-    fingerprint_words: int | None,
+    fingerprint_lanes: int | None,
 ) -> None:
-    """Every bucket layout: the planner's choice, ids only, one or two fingerprint words
-    (for 64-bit hashes one word is the whole code)."""
+    """Every bucket layout: the planner's choice, ids only, one to four fingerprint lanes
+    (64-bit hashes take none or both: their chunks may touch both lanes)."""
     nbits, entries, queries, radius = case
-    words = None if fingerprint_words is None else min(fingerprint_words, nbits // 64)
-    plan = plan_for(nbits, radius, len(entries), words)
+    lanes = fingerprint_lanes
+    if nbits == 64 and lanes:
+        lanes = 2
+    plan = plan_for(nbits, radius, len(entries), lanes)
     engine = MihEngine(entries, build_tables(entries, plan))
     assert as_sets(engine.search(queries, radius), len(queries)) == brute_force(
         entries, queries, radius
@@ -105,12 +108,12 @@ def test_multi_index_engine_with_crowded_buckets(
     case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
     tighten: int,
 ) -> None:
-    """Chunks of 4 bits, so buckets hold dozens of entries: two-word fingerprints are
+    """Chunks of 4 bits, so buckets hold dozens of entries: three-lane fingerprints are
     scanned eight at a time, with hits in every position of a block and at bucket ends."""
     nbits, entries, queries, radius = case
     chunks = tuple(Chunk(4 * i, 4, 0) for i in range(nbits // 4))
-    for words in {0, nbits // 64, 2 if nbits > 64 else 1}:
-        plan = Plan(nbits, nbits // 4 - 1, chunks, words)
+    for lanes in {0, nbits // 32, FINGERPRINT_LANES if nbits > 64 else 1}:
+        plan = Plan(nbits, nbits // 4 - 1, chunks, lanes)
         engine = MihEngine(entries, build_tables(entries, plan))
         for r in (radius, max(0, radius - tighten)):
             assert as_sets(engine.search(queries, r), len(queries)) == brute_force(
@@ -125,8 +128,8 @@ def test_multi_index_engine_with_wide_chunk_radii(
 ) -> None:
     """Radius 5 per chunk, in every bucket layout."""
     nbits, entries, queries, _ = case
-    for words in {0, nbits // 64, 2 if nbits > 64 else 1}:
-        plan = Plan(nbits, 11, (Chunk(0, 12, 5), Chunk(20, 12, 5)), words)
+    for lanes in {0, nbits // 32, FINGERPRINT_LANES if nbits > 64 else 1}:
+        plan = Plan(nbits, 11, (Chunk(0, 12, 5), Chunk(20, 12, 5)), lanes)
         engine = MihEngine(entries, build_tables(entries, plan))
         found = engine.search(queries, 11)
         assert as_sets(found, len(queries)) == brute_force(entries, queries, 11)
@@ -152,8 +155,8 @@ def test_crowded_buckets_narrow_the_bound_blocks_and_stay_exact() -> None:
     base = rng.integers(0, 256, size=32, dtype=np.uint8)
     crowd = np.vstack([flip(base, list(rng.choice(256, 4, replace=False))) for _ in range(3000)])
     entries = np.vstack([crowd, rng.integers(0, 256, size=(4000, 32), dtype=np.uint8)])
-    for words in (0, 2):
-        tables = build_tables(entries, plan_for(256, 31, len(entries), words))
+    for lanes in (0, FINGERPRINT_LANES):
+        tables = build_tables(entries, plan_for(256, 31, len(entries), lanes))
         assert int(tables.shifts.min()) < MAX_BOUNDS_SHIFT
         engine = MihEngine(entries, tables)
         queries = np.vstack([base, crowd[:3], entries[-3:], flip(base, list(range(40)))])
@@ -170,8 +173,8 @@ def test_chunks_shorter_than_a_bound_block_keep_later_chunks_in_place() -> None:
     entries = rng.integers(0, 256, size=(40, 8), dtype=np.uint8)
     chunks = (Chunk(0, 3, 0), Chunk(3, 5, 1), Chunk(8, 4, 0), Chunk(12, 9, 1))
     queries = np.vstack([entries[:5], flip(entries[0], [1, 5, 30]), flip(entries[1], [2, 9])])
-    for words in (0, 1):
-        tables = build_tables(entries, Plan(64, 4, chunks, words))
+    for lanes in (0, 1, 2):
+        tables = build_tables(entries, Plan(64, 4, chunks, lanes))
         base_at, _ = tables.bound_positions()
         last = chunks[-1].length
         assert len(tables.bases) == base_at[-1] + ((1 << last) >> int(tables.shifts[-1])) + 1
@@ -179,11 +182,18 @@ def test_chunks_shorter_than_a_bound_block_keep_later_chunks_in_place() -> None:
         assert as_sets(engine.search(queries, 4), len(queries)) == brute_force(entries, queries, 4)
 
 
+def test_a_plan_refuses_fingerprints_its_chunks_leave_no_room_for() -> None:
+    """A partial fingerprint must be disjoint from every chunk for its bound to hold."""
+    with pytest.raises(ValueError, match="chunk at bit 28"):
+        Plan(64, 4, (Chunk(0, 8, 0), Chunk(28, 8, 0)), 1)
+    assert Plan(64, 4, (Chunk(28, 8, 0),), 2).exact_in_bucket
+
+
 def test_planner_keeps_fingerprints_within_the_memory_budget() -> None:
-    """A 1M PDQ list gets fingerprints; a 10M one (1.8 GB of them) does not; pHash buckets
+    """A 1M PDQ list gets fingerprints; a 10M one (1.9 GB of them) does not; pHash buckets
     always hold the whole code."""
-    assert plan_for(256, 31, 1_000_000).fingerprint_words == 2
-    assert plan_for(256, 31, 10_000_000).fingerprint_words == 0
+    assert plan_for(256, 31, 1_000_000).fingerprint_lanes == FINGERPRINT_LANES
+    assert plan_for(256, 31, 10_000_000).fingerprint_lanes == 0
     assert plan_for(64, 7, 10_000_000).exact_in_bucket
 
 

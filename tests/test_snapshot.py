@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hashmatch.signals import SIGNALS
-from indexer.mih import FINGERPRINT_WORDS, MIH_MIN_ENTRIES
+from indexer.mih import FINGERPRINT_LANES, MIH_MIN_ENTRIES
 from indexer.snapshot import (
     CURRENT,
     KEEP_VERSIONS,
@@ -160,7 +160,7 @@ def test_large_lists_are_served_by_multi_index_tables(tmp_path: Path) -> None:
     snap = read_snapshot(build_index(url, tmp_path / "index").parent)
     pdq_mih, phash_mih = snap.tables["pdq"].mih, snap.tables["phash"].mih
     # PDQ buckets carry fingerprints (a lower bound); pHash buckets the whole 64-bit code.
-    assert pdq_mih is not None and pdq_mih.plan.fingerprint_words == FINGERPRINT_WORDS
+    assert pdq_mih is not None and pdq_mih.plan.fingerprint_lanes == FINGERPRINT_LANES
     assert phash_mih is not None and phash_mih.plan.exact_in_bucket
     matcher = Matcher.of(snap)
     assert isinstance(matcher._engines["pdq"], MihEngine)
