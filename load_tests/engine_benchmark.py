@@ -19,7 +19,8 @@ multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 `--prefetch` measures the kernel's prefetch distance, the measurement behind
 PREFETCH_BY_ID and PREFETCH_IN_BUCKET; `--plans` times the planner's pick beside
 the chunkings next to it, the measurement behind its cost constants; `--idle` times
-a 1,000-hash batch after the cores have idled. `--memory`
+a 1,000-hash batch after the cores have idled, beside arithmetic and L2-sized
+reads after the same idle time. `--memory`
 measures the machine: what one random 8-byte read costs, with the kernel's
 prefetch, from arrays that fit in cache and from arrays that do not (the engine's
 speed follows it).
@@ -35,6 +36,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -305,12 +308,30 @@ def worker_plans(n: int, bits: int) -> list[dict[str, Any]]:
 
 def worker_idle(n: int) -> list[dict[str, Any]]:
     """A 1,000-hash PDQ batch through the batcher (two workers), timed after the cores
-    have idled for a while: a virtual machine's idle vCPUs may halt and be descheduled."""
+    have idled for a while: a virtual machine's idle vCPUs may halt and be descheduled.
+    Two controls after the same idle time tell the clock from the caches: a loop of
+    arithmetic, and a chain of dependent reads within 2 MB (a core's L2 holds it)."""
+    import numba as nb
+
     from indexer.snapshot import read_snapshot
     from service.batcher import Batcher
     from service.matcher import Matcher
     from service.queries import ParsedQuery
     from service.warmup import warm_up
+
+    @nb.njit(nogil=True)
+    def arithmetic(steps: int) -> int:
+        x = 1
+        for _ in range(steps):
+            x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFF
+        return x
+
+    @nb.njit(nogil=True)
+    def chase(chain: Any, steps: int) -> int:
+        at = 0
+        for _ in range(steps):
+            at = chain[at]
+        return int(at)
 
     entries = dataset(n, 256)
     with tempfile.TemporaryDirectory(prefix="hashmatch-idle-") as tmp:
@@ -325,18 +346,33 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
     ]
     for batch in batches:
         batcher.check(batch)
+    order = np.random.default_rng(2).permutation(2**20 // 8)
+    chain = np.empty(len(order), np.int64)
+    chain[order] = np.roll(order, 1)  # one cycle through every slot, in random order
+    # Each is timed after idling from a run of itself, so what it finds in cache is its own.
+    works: dict[str, Callable[[int], object]] = {
+        "batch": lambda i: batcher.check(batches[i % len(batches)]),
+        "arithmetic": lambda i: arithmetic(2_000_000),
+        "chase": lambda i: chase(chain, 50_000),
+    }
     rows = []
     for gap_ms in IDLE_GAPS_MS:
-        took = []
-        for i in range(40):
-            batch = batches[i % len(batches)]
-            time.sleep(gap_ms / 1000)
-            started = time.perf_counter()
-            batcher.check(batch)
-            took.append(time.perf_counter() - started)
-        ms = np.array(took) * 1000
+        ms = {}
+        for name, work in works.items():
+            work(0)
+            took = []
+            for i in range(40):
+                time.sleep(gap_ms / 1000)
+                took.append(_timed(partial(work, i)))
+            ms[name] = np.array(took) * 1000
         rows.append(
-            {"gap_ms": gap_ms, "p50": float(np.median(ms)), "p90": float(np.percentile(ms, 90))}
+            {
+                "gap_ms": gap_ms,
+                "p50": float(np.median(ms["batch"])),
+                "p90": float(np.percentile(ms["batch"], 90)),
+                "arithmetic": float(np.median(ms["arithmetic"])),
+                "chase": float(np.median(ms["chase"])),
+            }
         )
     return rows
 
@@ -464,10 +500,18 @@ def main() -> None:
 
     if args.idle:
         n = parse_n(args.n.split(",")[0])
-        print(f"\n{n:,} PDQ hashes, one 1,000-hash batch after the cores idled, two workers:\n")
-        print("| idle before each batch | p50 ms | p90 ms |\n|---|---|---|")
+        print(f"\n{n:,} PDQ hashes, one 1,000-hash batch after the cores idled, two workers;")
+        print("controls after the same idle time, one thread: 2M steps of arithmetic, and")
+        print("50,000 dependent reads within 2 MB:\n")
+        print(
+            "| idle before each | batch p50 ms | batch p90 ms | arithmetic p50 ms "
+            "| 2 MB reads p50 ms |\n|---|---|---|---|---|"
+        )
         for r in spawn("idle", str(n)):
-            print(f"| {r['gap_ms']} ms | {r['p50']:.2f} | {r['p90']:.2f} |")
+            print(
+                f"| {r['gap_ms']} ms | {r['p50']:.2f} | {r['p90']:.2f} "
+                f"| {r['arithmetic']:.2f} | {r['chase']:.2f} |"
+            )
         return
 
     if args.plans:
