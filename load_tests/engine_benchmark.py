@@ -20,7 +20,8 @@ multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 PREFETCH_BY_ID and PREFETCH_IN_BUCKET; `--plans` times the planner's pick beside
 the chunkings next to it, the measurement behind its cost constants; `--idle` times
 a 1,000-hash batch after the cores have idled, beside arithmetic and L2-sized
-reads after the same idle time. `--memory`
+reads after the same idle time; `--overlap` times two overlapping batches by how many
+queries a worker gathers into one run. `--memory`
 measures the machine: what one random 8-byte read costs, with the kernel's
 prefetch, from arrays that fit in cache and from arrays that do not (the engine's
 speed follows it).
@@ -53,6 +54,8 @@ PREFETCH_DISTANCES = (0, 12, 32, 64, 128, 256)
 PLAN_NEIGHBOURS = 2
 # Idle time before each batch timed by --idle.
 IDLE_GAPS_MS = (0, 5, 20, 50, 100)
+# Pairs of overlapping batches timed by --overlap, per gather limit.
+OVERLAP_ROUNDS = 40
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -377,6 +380,66 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _send_after(batcher: Any, batch: Any, after: float, times: dict[str, float], name: str) -> None:
+    time.sleep(after)
+    times[name] = _timed(partial(batcher.check, batch))
+
+
+def worker_overlap(n: int) -> list[dict[str, Any]]:
+    """Two 1,000-hash PDQ batches, the second sent 3 ms after the first, through batchers
+    that gather at most GATHER queries a run and at most 4,096 (as before), alternating."""
+    from indexer.snapshot import read_snapshot
+    from service.batcher import GATHER, Batcher
+    from service.matcher import Matcher
+    from service.queries import ParsedQuery
+    from service.warmup import warm_up
+
+    entries = dataset(n, 256)
+    with tempfile.TemporaryDirectory(prefix="hashmatch-overlap-") as tmp:
+        write_snapshot_of(entries, Path(tmp))
+        matcher = Matcher.of(read_snapshot(Path(tmp)))
+    warm_up(matcher)
+    miss = queries(entries, 8 * BATCH)["miss"]
+    batches = [
+        [ParsedQuery("pdq", row.tobytes(), 31) for row in miss[i : i + BATCH]]
+        for i in range(0, len(miss), BATCH)
+    ]
+    batchers = {g: Batcher(lambda: matcher, workers=2, gather=g) for g in (GATHER, 4096)}
+    took: dict[int, list[tuple[float, float]]] = {g: [] for g in batchers}
+    for i in range(-2, OVERLAP_ROUNDS):
+        for gather, batcher in batchers.items():
+            times: dict[str, float] = {}
+            pair = [
+                threading.Thread(
+                    target=_send_after, args=(batcher, batches[i % 8], 0.0, times, "first")
+                ),
+                threading.Thread(
+                    target=_send_after,
+                    args=(batcher, batches[(i + 1) % 8], 0.003, times, "second"),
+                ),
+            ]
+            for t in pair:
+                t.start()
+            for t in pair:
+                t.join()
+            if i >= 0:
+                took[gather].append((times["first"], times["second"]))
+            time.sleep(0.005)
+    rows = []
+    for gather, pairs in took.items():
+        ms = np.array(pairs) * 1000
+        rows.append(
+            {
+                "gather": gather,
+                "first_p50": float(np.median(ms[:, 0])),
+                "first_p90": float(np.percentile(ms[:, 0], 90)),
+                "second_p50": float(np.median(ms[:, 1])),
+                "second_p90": float(np.percentile(ms[:, 1], 90)),
+            }
+        )
+    return rows
+
+
 def worker_memory() -> list[dict[str, Any]]:
     import numba as nb
 
@@ -442,6 +505,11 @@ def main() -> None:
         "--memory", action="store_true", help="ns per random read by array size (one thread)"
     )
     parser.add_argument(
+        "--overlap",
+        action="store_true",
+        help="two overlapping 1,000-hash batches by the batcher's gather limit (first --n)",
+    )
+    parser.add_argument(
         "--idle",
         action="store_true",
         help="a 1,000-hash batch's time after the cores idled 0-100 ms (first --n)",
@@ -456,6 +524,7 @@ def main() -> None:
 
     if args.worker:
         role, *rest = args.worker
+        out: Any
         if role == "build":
             out = worker_build(int(rest[0]), int(rest[1]), Path(rest[2]))
         elif role == "serve":
@@ -472,6 +541,8 @@ def main() -> None:
             out = worker_plans(int(rest[0]), int(rest[1]))
         elif role == "idle":
             out = worker_idle(int(rest[0]))
+        elif role == "overlap":
+            out = worker_overlap(int(rest[0]))
         else:
             out = worker_crossover(int(rest[0]))
         print(json.dumps(out))
@@ -511,6 +582,20 @@ def main() -> None:
             print(
                 f"| {r['gap_ms']} ms | {r['p50']:.2f} | {r['p90']:.2f} "
                 f"| {r['arithmetic']:.2f} | {r['chase']:.2f} |"
+            )
+        return
+
+    if args.overlap:
+        n = parse_n(args.n.split(",")[0])
+        print(f"\n{n:,} PDQ hashes, two 1,000-hash batches 3 ms apart, two workers:\n")
+        print(
+            "| queries a run gathers, at most | first p50 ms | first p90 ms "
+            "| second p50 ms | second p90 ms |\n|---|---|---|---|---|"
+        )
+        for r in spawn("overlap", str(n)):
+            print(
+                f"| {r['gather']:,} | {r['first_p50']:.2f} | {r['first_p90']:.2f} "
+                f"| {r['second_p50']:.2f} | {r['second_p90']:.2f} |"
             )
         return
 

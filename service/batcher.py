@@ -1,10 +1,11 @@
 """Gathering queries from concurrent RPCs into engine batches.
 
 A single-hash Check costs one kernel call on its own; a thousand concurrent
-ones cost a handful when batched. One worker per core takes its fair share of
-the pieces waiting (up to a batch limit) and runs them as one engine batch; the
+ones cost a handful when batched. One worker per core takes the pieces waiting,
+up to GATHER queries or its fair share, and runs them as one engine batch; the
 engine releases the GIL, so the workers search in parallel. A large request is
-cut into pieces so that it, too, is spread over the cores.
+cut into pieces so that it, too, is spread over the cores, and its pieces run
+on their own: its last piece never waits for a piece of the next request.
 
 The queue is bounded: past `max_queued` waiting queries a call is refused at
 once (Overloaded) rather than left to wait without bound, and work whose
@@ -24,7 +25,10 @@ from service.matcher import Checker, Hit
 from service.queries import ParsedQuery
 
 PIECE = 256
-MAX_BATCH = 4096
+# Enough queries to amortise a kernel call; the pieces of large requests are longer and
+# run alone. Taking up to 4,096 instead made a request's last piece wait for pieces of
+# the next one (engine_benchmark.py --overlap).
+GATHER = 128
 DEFAULT_MAX_QUEUED = 20_000
 # Requests this small are searched in the caller's thread when nothing is queued.
 DIRECT = 16
@@ -70,9 +74,11 @@ class Batcher:
         current: Callable[[], Checker],
         workers: int | None = None,
         max_queued: int = DEFAULT_MAX_QUEUED,
+        gather: int = GATHER,
     ) -> None:
         self._current = current
         self.max_queued = max_queued
+        self._gather = gather
         self._queued = 0
         self._direct = 0
         self._lock = threading.Lock()
@@ -119,11 +125,14 @@ class Batcher:
                 )
             self._queued += len(queries)
         matcher = self._current()
-        starts = range(0, len(queries), PIECE)
+        # Near-equal pieces of at most PIECE: a request of 1,000 is four of 250, not three of
+        # 256 and one of 232, and no piece of a request longer than PIECE is below GATHER.
+        step = -(-len(queries) // -(-len(queries) // PIECE))
+        starts = range(0, len(queries), step)
         deadline = None if timeout is None else time.monotonic() + timeout
         job = _Job(matcher, [[] for _ in queries], pending=len(starts), deadline=deadline)
         for start in starts:
-            self._queue.put(_Piece(job, start, queries[start : start + PIECE]))
+            self._queue.put(_Piece(job, start, queries[start : start + step]))
         if not job.done.wait(timeout):
             raise DeadlineExceeded(f"deadline of {timeout:.3f}s passed while queued")
         if job.error is not None:
@@ -144,8 +153,8 @@ class Batcher:
             batch = [first]
             size = len(first.queries)
             # A fair share of what waits, so that one large request is spread over the idle
-            # workers rather than taken whole by the first; under load shares are large anyway.
-            share = min(MAX_BATCH, -(-self._queued // len(self._threads)))
+            # workers rather than taken whole by the first.
+            share = min(self._gather, -(-self._queued // len(self._threads)))
             while size < share:
                 try:
                     more = self._queue.get_nowait()

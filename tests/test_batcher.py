@@ -101,6 +101,27 @@ def test_a_lone_large_request_is_spread_over_the_workers() -> None:
     assert sum(matcher.batches) == PIECE * 4 and max(matcher.batches) <= PIECE * 2
 
 
+def test_a_large_requests_pieces_run_without_the_next_requests() -> None:
+    """Pieces of a large request are not glued to pieces of the request queued after it,
+    whose search would delay the first request's answer; small requests still share."""
+    matcher = EchoMatcher()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=1)
+    first = threading.Thread(target=batcher.check, args=([q(i) for i in range(PIECE + 100)],))
+    first.start()
+    assert matcher.entered.wait(5)  # the worker holds the first piece; the rest queue
+    calls = [threading.Thread(target=batcher.check, args=([q(i)] * 20,)) for i in range(8)]
+    for t in calls:
+        t.start()
+    while batcher.queued < (PIECE + 100) // 2 + 8 * 20:
+        threading.Event().wait(0.01)
+    matcher.gate.set()
+    for t in (first, *calls):
+        t.join(10)
+    batcher.close()
+    assert matcher.batches[:2] == [(PIECE + 100) // 2] * 2
+    assert max(matcher.batches[2:]) > 20, "small requests ran one by one"
+
+
 def test_engine_errors_reach_the_caller_and_the_workers_survive() -> None:
     matcher = EchoMatcher()
     matcher.gate.set()
