@@ -13,6 +13,7 @@ from hashmatch.signals import SIGNALS
 from indexer.mih import FINGERPRINT_LANES, MIH_MIN_ENTRIES
 from indexer.snapshot import (
     CURRENT,
+    FORMAT_VERSION,
     KEEP_VERSIONS,
     SnapshotError,
     current_version,
@@ -81,6 +82,12 @@ def corrupt_truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-7])
 
 
+def older_format(path: Path) -> None:
+    manifest = json.loads(path.read_text())
+    manifest["format_version"] -= 1
+    path.write_text(json.dumps(manifest))
+
+
 @pytest.mark.parametrize(
     ("victim", "damage", "message"),
     [
@@ -90,6 +97,7 @@ def corrupt_truncate(path: Path) -> None:
         ("md5.lists.npy", lambda p: p.unlink(), "missing"),
         ("phash.lists.npy", corrupt_header, "not a valid array"),
         ("manifest.json", corrupt_truncate, "manifest.json: not valid JSON"),
+        ("manifest.json", older_format, rf"format version {FORMAT_VERSION - 1}, this hashmatch"),
     ],
 )
 def test_damaged_snapshot_is_refused_saying_why(
