@@ -16,8 +16,8 @@ brute-force popcount scan on a sample.
 
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
-`--prefetch` measures the kernel's prefetch distance, the measurement behind
-PREFETCH_BY_ID and PREFETCH_IN_BUCKET; `--plans` times the planner's pick beside
+`--prefetch` measures the kernel's prefetch distance, warm and after the core
+idled, the measurement behind PREFETCH; `--plans` times the planner's pick beside
 the chunkings next to it, the measurement behind its cost constants; `--idle` times
 a 1,000-hash batch after the cores have idled, beside arithmetic and L2-sized
 reads after the same idle time; `--overlap` times two overlapping batches by how many
@@ -277,6 +277,12 @@ def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     for distance in PREFETCH_DISTANCES:
         engine.prefetch = distance
         row[str(distance)] = single_thread_rate(engine, qs, threshold)
+        # The same search starting cold: after the core idled (see --idle).
+        cold = []
+        for i in range(15):
+            time.sleep(0.05)
+            cold.append(_timed(partial(engine.search, qs[i * 200 : i * 200 + 200], threshold)))
+        row[f"cold {distance}"] = float(np.median(cold)) * 1e6 / 200
     return row
 
 
@@ -618,13 +624,16 @@ def main() -> None:
 
     if args.prefetch:
         n = parse_n(args.n.split(",")[0])
-        print(f"\n{n:,} hashes, misses, one thread, checks/s by prefetch distance:\n")
+        print(f"\n{n:,} hashes, misses, one thread, by prefetch distance: checks/s, and")
+        print("µs per query of 200 searched after the core idled 50 ms:\n")
         print("| hash | " + " | ".join(map(str, PREFETCH_DISTANCES)) + " |")
         print("|---" * (len(PREFETCH_DISTANCES) + 1) + "|")
         for bits in bits_list:
             row = spawn("prefetch", str(n), str(bits))
             cells = " | ".join(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES)
             print(f"| {bits}-bit | {cells} |")
+            cells = " | ".join(f"{row[f'cold {d}']:.1f} µs" for d in PREFETCH_DISTANCES)
+            print(f"| {bits}-bit, after idle | {cells} |")
         return
 
     rows = []

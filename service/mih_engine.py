@@ -27,11 +27,10 @@ from numba.extending import intrinsic
 from indexer.mih import FINGERPRINT_LANES, Tables, as_lanes, as_words, ball_masks, chunk_value
 from service.engine import Hits, no_hits
 
-# Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): deep where
-# every candidate is fetched by id (random reads, many per query); shallower where
-# buckets carry fingerprints or whole codes and are mostly rejected in place.
-PREFETCH_BY_ID = 128
-PREFETCH_IN_BUCKET = 32
+# Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): buckets or
+# candidates ahead. Where buckets carry fingerprints, 32 to 256 are equal with the data
+# warm, and deeper is faster when a batch starts with the core's caches cold.
+PREFETCH = 128
 INITIAL_HITS_PER_QUERY = 16
 # Ids copied per bucket without a branch (indexer/mih.py PAD keeps the reads in bounds);
 # buckets hold about one entry, longer ones copy the rest in a loop.
@@ -362,7 +361,7 @@ class MihEngine:
         self._masks = np.array(masks, np.int64)
         self._mask_weights = np.array(weights, np.int64)
         self._mask_chunk = np.array(owners, np.int64)
-        self.prefetch = PREFETCH_IN_BUCKET if plan.fingerprint_lanes else PREFETCH_BY_ID
+        self.prefetch = PREFETCH
 
     @property
     def max_distance(self) -> int:
