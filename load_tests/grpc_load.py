@@ -114,6 +114,8 @@ class _OpenStream:
     def close(self) -> None:
         self._outgoing.put(None)
         self._reader.join()
+        while self._due:  # sent after the stream had failed
+            self._record(self._due.popleft(), "UNANSWERED")
 
 
 def client(

@@ -104,6 +104,8 @@ class Batcher:
         whole queue is still taken when nothing else waits), DeadlineExceeded
         when `timeout` seconds pass first.
         """
+        if not queries:
+            return self._current().version, []
         if len(queries) <= DIRECT:
             with self._lock:
                 direct = not self._queued and self._direct < len(self._threads)

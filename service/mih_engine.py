@@ -83,10 +83,13 @@ def _fingerprint_mask8_intrinsic(
         def picks(positions: list[int]) -> Any:
             return ir.Constant(ir.VectorType(i32, len(positions)), positions)
 
+        def narrow(value: Any) -> Any:
+            return builder.trunc(value, i32) if value.type.width > 32 else value
+
         data = builder.load(builder.bitcast(ptr, v24.as_pointer()), align=4)
         lanes = ir.Constant(v3, ir.Undefined)
         for k in range(3):
-            lanes = builder.insert_element(lanes, builder.trunc(args[2 + k], i32), i32(k))
+            lanes = builder.insert_element(lanes, narrow(args[2 + k]), i32(k))
         query = builder.shuffle_vector(lanes, ir.Constant(v3, ir.Undefined), picks([0, 1, 2] * 8))
         ctpop = cg.get_or_insert_function(
             builder.module, ir.FunctionType(v24, [v24]), "llvm.ctpop.v24i32"
@@ -100,9 +103,7 @@ def _fingerprint_mask8_intrinsic(
             ),
             builder.shuffle_vector(bits, undef, picks(list(range(2, 24, 3)))),
         )
-        room = builder.insert_element(
-            ir.Constant(v8, ir.Undefined), builder.trunc(args[5], i32), i32(0)
-        )
+        room = builder.insert_element(ir.Constant(v8, ir.Undefined), narrow(args[5]), i32(0))
         room = builder.shuffle_vector(room, ir.Constant(v8, ir.Undefined), picks([0] * 8))
         within = builder.icmp_signed("<=", distance, room)
         return builder.zext(builder.bitcast(within, ir.IntType(8)), ir.IntType(64))
@@ -300,7 +301,7 @@ def _search(
                     for j in range(s, e, 8):
                         passed = _fingerprint_mask8(fp_flat, 3 * j, f0, f1, f2, room)
                         if passed:
-                            # Rare (a hit, or one random entry in a billion); the block's
+                            # Rare (a hit, or about one random entry in 2,600); the block's
                             # entries past the bucket's end are not this probe's.
                             for t in range(min(8, e - j)):
                                 if (passed >> t) & 1:

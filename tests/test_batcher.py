@@ -122,6 +122,18 @@ def test_a_large_requests_pieces_run_without_the_next_requests() -> None:
     assert max(matcher.batches[2:]) > 20, "small requests ran one by one"
 
 
+def test_an_empty_request_is_answered_even_while_workers_are_busy() -> None:
+    matcher = EchoMatcher()
+    batcher = Batcher(lambda: cast(Matcher, matcher), workers=1)
+    busy = threading.Thread(target=batcher.check, args=([q(i) for i in range(100)],))
+    busy.start()
+    assert matcher.entered.wait(5)
+    assert batcher.check([]) == (1, [])
+    matcher.gate.set()
+    busy.join(10)
+    batcher.close()
+
+
 def test_engine_errors_reach_the_caller_and_the_workers_survive() -> None:
     matcher = EchoMatcher()
     matcher.gate.set()
