@@ -207,7 +207,7 @@ def worker_peer(n: int, count: int) -> dict[str, Any]:
     index = PDQIndex((entries[i].tobytes().hex(), i) for i in range(n))
     build_s = time.perf_counter() - started
     result: dict[str, Any] = {"build_s": build_s}
-    threshold = PDQIndex.get_match_threshold()
+    threshold = PDQIndex.get_match_threshold()  # type: ignore[no-untyped-call]
     for kind, qs in queries(entries, count).items():
         hexes = [row.tobytes().hex() for row in qs]
         batches = [hexes[i : i + BATCH] for i in range(0, len(hexes), BATCH)]
@@ -315,6 +315,27 @@ def worker_plans(n: int, bits: int) -> list[dict[str, Any]]:
     return rows
 
 
+def served_batches(n: int) -> tuple[Any, list[list[Any]]]:
+    """A warmed-up matcher over a snapshot of n PDQ hashes, and eight 1,000-hash batches
+    of parsed queries that miss, as the server's batcher receives them."""
+    from indexer.snapshot import read_snapshot
+    from service.matcher import Matcher
+    from service.queries import ParsedQuery
+    from service.warmup import warm_up
+
+    entries = dataset(n, 256)
+    with tempfile.TemporaryDirectory(prefix="hashmatch-served-") as tmp:
+        write_snapshot_of(entries, Path(tmp))
+        matcher = Matcher.of(read_snapshot(Path(tmp)))
+    warm_up(matcher)
+    miss = queries(entries, 8 * BATCH)["miss"]
+    batches = [
+        [ParsedQuery("pdq", row.tobytes(), 31) for row in miss[i : i + BATCH]]
+        for i in range(0, len(miss), BATCH)
+    ]
+    return matcher, batches
+
+
 def worker_idle(n: int) -> list[dict[str, Any]]:
     """A 1,000-hash PDQ batch through the batcher (two workers), timed after the cores
     have idled for a while: a virtual machine's idle vCPUs may halt and be descheduled.
@@ -322,11 +343,7 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
     arithmetic, and a chain of dependent reads within 2 MB (a core's L2 holds it)."""
     import numba as nb
 
-    from indexer.snapshot import read_snapshot
     from service.batcher import Batcher
-    from service.matcher import Matcher
-    from service.queries import ParsedQuery
-    from service.warmup import warm_up
 
     @nb.njit(nogil=True)
     def arithmetic(steps: int) -> int:
@@ -342,17 +359,8 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
             at = chain[at]
         return int(at)
 
-    entries = dataset(n, 256)
-    with tempfile.TemporaryDirectory(prefix="hashmatch-idle-") as tmp:
-        write_snapshot_of(entries, Path(tmp))
-        matcher = Matcher.of(read_snapshot(Path(tmp)))
-    warm_up(matcher)
+    matcher, batches = served_batches(n)
     batcher = Batcher(lambda: matcher, workers=2)
-    miss = queries(entries, 8 * BATCH)["miss"]
-    batches = [
-        [ParsedQuery("pdq", row.tobytes(), 31) for row in miss[i : i + BATCH]]
-        for i in range(0, len(miss), BATCH)
-    ]
     for batch in batches:
         batcher.check(batch)
     order = np.random.default_rng(2).permutation(2**20 // 8)
@@ -394,22 +402,9 @@ def _send_after(batcher: Any, batch: Any, after: float, times: dict[str, float],
 def worker_overlap(n: int) -> list[dict[str, Any]]:
     """Two 1,000-hash PDQ batches, the second sent 3 ms after the first, through batchers
     that gather at most GATHER queries a run and at most 4,096 (as before), alternating."""
-    from indexer.snapshot import read_snapshot
     from service.batcher import GATHER, Batcher
-    from service.matcher import Matcher
-    from service.queries import ParsedQuery
-    from service.warmup import warm_up
 
-    entries = dataset(n, 256)
-    with tempfile.TemporaryDirectory(prefix="hashmatch-overlap-") as tmp:
-        write_snapshot_of(entries, Path(tmp))
-        matcher = Matcher.of(read_snapshot(Path(tmp)))
-    warm_up(matcher)
-    miss = queries(entries, 8 * BATCH)["miss"]
-    batches = [
-        [ParsedQuery("pdq", row.tobytes(), 31) for row in miss[i : i + BATCH]]
-        for i in range(0, len(miss), BATCH)
-    ]
+    matcher, batches = served_batches(n)
     batchers = {g: Batcher(lambda: matcher, workers=2, gather=g) for g in (GATHER, 4096)}
     took: dict[int, list[tuple[float, float]]] = {g: [] for g in batchers}
     for i in range(-2, OVERLAP_ROUNDS):
@@ -630,10 +625,10 @@ def main() -> None:
         print("|---" * (len(PREFETCH_DISTANCES) + 1) + "|")
         for bits in bits_list:
             row = spawn("prefetch", str(n), str(bits))
-            cells = " | ".join(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES)
-            print(f"| {bits}-bit | {cells} |")
-            cells = " | ".join(f"{row[f'cold {d}']:.1f} µs" for d in PREFETCH_DISTANCES)
-            print(f"| {bits}-bit, after idle | {cells} |")
+            warm = " | ".join(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES)
+            print(f"| {bits}-bit | {warm} |")
+            cold = " | ".join(f"{row[f'cold {d}']:.1f} µs" for d in PREFETCH_DISTANCES)
+            print(f"| {bits}-bit, after idle | {cold} |")
         return
 
     rows = []
