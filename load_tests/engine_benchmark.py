@@ -473,6 +473,16 @@ def _timed(work: Any) -> float:
     return time.perf_counter() - started
 
 
+def print_row(*cells: str) -> None:
+    print("| " + " | ".join(cells) + " |")
+
+
+def print_head(*columns: str) -> None:
+    """A Markdown table's header row and its separator."""
+    print_row(*columns)
+    print("|---" * len(columns) + "|")
+
+
 def spawn(*args: str) -> Any:
     done = subprocess.run(
         [sys.executable, __file__, "--worker", *args], capture_output=True, text=True, check=False
@@ -551,11 +561,10 @@ def main() -> None:
 
     if args.memory:
         print("\nns per random 8-byte read, one thread:\n")
-        print("| array | no prefetch | prefetch 32 ahead |\n|---|---|---|")
+        print_head("array", "no prefetch", "prefetch 32 ahead")
         rows = spawn("memory")
         for mb in sorted({r["mb"] for r in rows}):
-            cells = [f"{r['ns']:.1f}" for r in rows if r["mb"] == mb]
-            print(f"| {mb:,} MB | " + " | ".join(cells) + " |")
+            print_row(f"{mb:,} MB", *(f"{r['ns']:.1f}" for r in rows if r["mb"] == mb))
         return
 
     bits_list = [int(b) for b in args.bits.split(",")]
@@ -565,9 +574,9 @@ def main() -> None:
                 f"\nFAISS IndexBinaryFlat scan vs multi-index tables, {bits}-bit misses, "
                 "one thread:\n"
             )
-            print("| entries | FAISS flat checks/s | multi-index checks/s |\n|---|---|---|")
+            print_head("entries", "FAISS flat checks/s", "multi-index checks/s")
             for row in spawn("crossover", str(bits)):
-                print(f"| {row['n']:,} | {row['faiss_flat']:,.0f} | {row['mih']:,.0f} |")
+                print_row(f"{row['n']:,}", f"{row['faiss_flat']:,.0f}", f"{row['mih']:,.0f}")
         return
 
     if args.idle:
@@ -575,45 +584,54 @@ def main() -> None:
         print(f"\n{n:,} PDQ hashes, one 1,000-hash batch after the cores idled, two workers;")
         print("controls after the same idle time, one thread: 2M steps of arithmetic, and")
         print("50,000 dependent reads within 2 MB:\n")
-        print(
-            "| idle before each | batch p50 ms | batch p90 ms | arithmetic p50 ms "
-            "| 2 MB reads p50 ms |\n|---|---|---|---|---|"
+        print_head(
+            "idle before each",
+            "batch p50 ms",
+            "batch p90 ms",
+            "arithmetic p50 ms",
+            "2 MB reads p50 ms",
         )
         for r in spawn("idle", str(n)):
-            print(
-                f"| {r['gap_ms']} ms | {r['p50']:.2f} | {r['p90']:.2f} "
-                f"| {r['arithmetic']:.2f} | {r['chase']:.2f} |"
+            print_row(
+                f"{r['gap_ms']} ms",
+                *(f"{r[k]:.2f}" for k in ("p50", "p90", "arithmetic", "chase")),
             )
         return
 
     if args.overlap:
         n = parse_n(args.n.split(",")[0])
         print(f"\n{n:,} PDQ hashes, two 1,000-hash batches 3 ms apart, two workers:\n")
-        print(
-            "| queries a run gathers, at most | first p50 ms | first p90 ms "
-            "| second p50 ms | second p90 ms |\n|---|---|---|---|---|"
+        print_head(
+            "queries a run gathers, at most",
+            "first p50 ms",
+            "first p90 ms",
+            "second p50 ms",
+            "second p90 ms",
         )
         for r in spawn("overlap", str(n)):
-            print(
-                f"| {r['gather']:,} | {r['first_p50']:.2f} | {r['first_p90']:.2f} "
-                f"| {r['second_p50']:.2f} | {r['second_p90']:.2f} |"
+            print_row(
+                f"{r['gather']:,}",
+                *(f"{r[k]:.2f}" for k in ("first_p50", "first_p90", "second_p50", "second_p90")),
             )
         return
 
     if args.plans:
         print("\nThe planner's pick beside other chunkings, misses, one thread:\n")
-        print("| list | hash | chunks | probes | candidates | model cost | µs per query |")
-        print("|---|---|---|---|---|---|---|")
+        print_head("list", "hash", "chunks", "probes", "candidates", "model cost", "µs per query")
         for n in (parse_n(x) for x in args.n.split(",")):
             for bits in bits_list:
                 for r in spawn("plans", str(n), str(bits)):
                     mark = " (picked)" if r["picked"] else ""
                     shortest, longest = r["bits"][0], r["bits"][-1]
                     lengths = f"{shortest}" if shortest == longest else f"{shortest}-{longest}"
-                    print(
-                        f"| {n:,} | {bits}-bit | {r['chunks']} of {lengths} bits{mark} "
-                        f"| {r['probes']:,} "
-                        f"| {r['candidates']:,.0f} | {r['cost']:,.0f} | {r['us']:.1f} |"
+                    print_row(
+                        f"{n:,}",
+                        f"{bits}-bit",
+                        f"{r['chunks']} of {lengths} bits{mark}",
+                        f"{r['probes']:,}",
+                        f"{r['candidates']:,.0f}",
+                        f"{r['cost']:,.0f}",
+                        f"{r['us']:.1f}",
                     )
         return
 
@@ -621,14 +639,14 @@ def main() -> None:
         n = parse_n(args.n.split(",")[0])
         print(f"\n{n:,} hashes, misses, one thread, by prefetch distance: checks/s, and")
         print("µs per query of 200 searched after the core idled 50 ms:\n")
-        print("| hash | " + " | ".join(map(str, PREFETCH_DISTANCES)) + " |")
-        print("|---" * (len(PREFETCH_DISTANCES) + 1) + "|")
+        print_head("hash", *map(str, PREFETCH_DISTANCES))
         for bits in bits_list:
             row = spawn("prefetch", str(n), str(bits))
-            warm = " | ".join(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES)
-            print(f"| {bits}-bit | {warm} |")
-            cold = " | ".join(f"{row[f'cold {d}']:.1f} µs" for d in PREFETCH_DISTANCES)
-            print(f"| {bits}-bit, after idle | {cold} |")
+            print_row(f"{bits}-bit", *(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES))
+            print_row(
+                f"{bits}-bit, after idle",
+                *(f"{row[f'cold {d}']:.1f} µs" for d in PREFETCH_DISTANCES),
+            )
         return
 
     rows = []
