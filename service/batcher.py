@@ -129,7 +129,8 @@ class Batcher:
         matcher = self._current()
         # Near-equal pieces of at most PIECE: a request of 1,000 is four of 250, not three of
         # 256 and one of 232, and no piece of a request longer than PIECE is below GATHER.
-        step = -(-len(queries) // -(-len(queries) // PIECE))
+        pieces = -(-len(queries) // PIECE)
+        step = -(-len(queries) // pieces)
         starts = range(0, len(queries), step)
         deadline = None if timeout is None else time.monotonic() + timeout
         job = _Job(matcher, [[] for _ in queries], pending=len(starts), deadline=deadline)
