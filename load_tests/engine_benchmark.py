@@ -19,9 +19,9 @@ multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 `--prefetch` measures the kernel's prefetch distance, warm and after the core
 idled, the measurement behind PREFETCH; `--plans` times the planner's pick beside
 the chunkings next to it, the measurement behind its cost constants; `--idle` times
-a 1,000-hash batch after the cores have idled, beside arithmetic and L2-sized
-reads after the same idle time; `--overlap` times two overlapping batches by how many
-queries a worker gathers into one run. `--memory`
+a 1,000-hash batch after the cores have idled, with the workers pinned to a CPU each
+or not, beside arithmetic and L2-sized reads after the same idle time; `--overlap`
+times two overlapping batches by how many queries a worker gathers into one run. `--memory`
 measures the machine: what one random 8-byte read costs, with the kernel's
 prefetch, from arrays that fit in cache and from arrays that do not (the engine's
 speed follows it).
@@ -148,7 +148,7 @@ def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict
     warm_up(matcher)  # as `hashmatch serve` does
     load_s = time.perf_counter() - started
     engine = type(make_engine(table)).__name__
-    batcher = Batcher(lambda: matcher, workers=2)
+    batcher = Batcher(lambda: matcher, workers=2, pin=True)  # as `hashmatch serve` does
     entries = table.hashes
     result: dict[str, Any] = {"load_s": load_s, "engine": engine}
     recall_ok = True
@@ -337,10 +337,11 @@ def served_batches(n: int) -> tuple[Any, list[list[Any]]]:
 
 
 def worker_idle(n: int) -> list[dict[str, Any]]:
-    """A 1,000-hash PDQ batch through the batcher (two workers), timed after the cores
-    have idled for a while: a virtual machine's idle vCPUs may halt and be descheduled.
-    Two controls after the same idle time tell the clock from the caches: a loop of
-    arithmetic, and a chain of dependent reads within 2 MB (a core's L2 holds it)."""
+    """A 1,000-hash PDQ batch through the batcher (two workers, left to the scheduler or
+    pinned), timed after the cores have idled for a while: a virtual machine's idle vCPUs
+    may halt and be descheduled, and the woken workers may share one. Two controls after
+    the same idle time tell the clock from the caches: a loop of arithmetic, and a chain
+    of dependent reads within 2 MB (a core's L2 holds it)."""
     import numba as nb
 
     from service.batcher import Batcher
@@ -360,15 +361,17 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
         return int(at)
 
     matcher, batches = served_batches(n)
-    batcher = Batcher(lambda: matcher, workers=2)
-    for batch in batches:
-        batcher.check(batch)
+    batchers = {pin: Batcher(lambda: matcher, workers=2, pin=pin) for pin in (False, True)}
+    for batcher in batchers.values():
+        for batch in batches:
+            batcher.check(batch)
     order = np.random.default_rng(2).permutation(2**20 // 8)
     chain = np.empty(len(order), np.int64)
     chain[order] = np.roll(order, 1)  # one cycle through every slot, in random order
     # Each is timed after idling from a run of itself, so what it finds in cache is its own.
     works: dict[str, Callable[[int], object]] = {
-        "batch": lambda i: batcher.check(batches[i % len(batches)]),
+        "batch": lambda i: batchers[False].check(batches[i % len(batches)]),
+        "pinned": lambda i: batchers[True].check(batches[i % len(batches)]),
         "arithmetic": lambda i: arithmetic(2_000_000),
         "chase": lambda i: chase(chain, 50_000),
     }
@@ -387,6 +390,8 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
                 "gap_ms": gap_ms,
                 "p50": float(np.median(ms["batch"])),
                 "p90": float(np.percentile(ms["batch"], 90)),
+                "pinned p50": float(np.median(ms["pinned"])),
+                "pinned p90": float(np.percentile(ms["pinned"], 90)),
                 "arithmetic": float(np.median(ms["arithmetic"])),
                 "chase": float(np.median(ms["chase"])),
             }
@@ -581,21 +586,21 @@ def main() -> None:
 
     if args.idle:
         n = parse_n(args.n.split(",")[0])
-        print(f"\n{n:,} PDQ hashes, one 1,000-hash batch after the cores idled, two workers;")
-        print("controls after the same idle time, one thread: 2M steps of arithmetic, and")
-        print("50,000 dependent reads within 2 MB:\n")
+        print(f"\n{n:,} PDQ hashes, one 1,000-hash batch after the cores idled, two workers")
+        print("left to the scheduler or pinned to a CPU each; controls after the same idle")
+        print("time, one thread: 2M steps of arithmetic, and 50,000 dependent reads within 2 MB:\n")
         print_head(
             "idle before each",
             "batch p50 ms",
             "batch p90 ms",
+            "pinned p50 ms",
+            "pinned p90 ms",
             "arithmetic p50 ms",
             "2 MB reads p50 ms",
         )
+        keys = ("p50", "p90", "pinned p50", "pinned p90", "arithmetic", "chase")
         for r in spawn("idle", str(n)):
-            print_row(
-                f"{r['gap_ms']} ms",
-                *(f"{r[k]:.2f}" for k in ("p50", "p90", "arithmetic", "chase")),
-            )
+            print_row(f"{r['gap_ms']} ms", *(f"{r[k]:.2f}" for k in keys))
         return
 
     if args.overlap:

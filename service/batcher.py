@@ -10,6 +10,10 @@ on their own: its last piece never waits for a piece of the next request.
 The queue is bounded: past `max_queued` waiting queries a call is refused at
 once (Overloaded) rather than left to wait without bound, and work whose
 caller's deadline has passed is dropped unsearched.
+
+With `pin`, worker i runs only on the i-th CPU the process may use. Left to the
+scheduler, the workers woken for a batch that arrives after the cores idled may
+both land on one CPU and search one after the other (engine_benchmark.py --idle).
 """
 
 from __future__ import annotations
@@ -75,6 +79,7 @@ class Batcher:
         workers: int | None = None,
         max_queued: int = DEFAULT_MAX_QUEUED,
         gather: int = GATHER,
+        pin: bool = False,
     ) -> None:
         self._current = current
         self.max_queued = max_queued
@@ -83,12 +88,20 @@ class Batcher:
         self._direct = 0
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Piece | None] = queue.SimpleQueue()
+        allowed = sorted(os.sched_getaffinity(0))
         self._threads = [
             threading.Thread(target=self._work, name=f"engine-{i}", daemon=True)
-            for i in range(workers or os.cpu_count() or 1)
+            for i in range(workers or len(allowed))
         ]
-        for t in self._threads:
+        for i, t in enumerate(self._threads):
             t.start()
+            if pin and t.native_id is not None:
+                os.sched_setaffinity(t.native_id, {allowed[i % len(allowed)]})
+
+    @property
+    def cpus(self) -> list[set[int]]:
+        """The CPUs each worker may run on."""
+        return [os.sched_getaffinity(t.native_id or 0) for t in self._threads]
 
     @property
     def queued(self) -> int:

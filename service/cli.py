@@ -161,6 +161,13 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     help="Server processes on the one port (one GIL each; each holds its own copy of the "
     "snapshot, and rate limits are per process).",
 )
+@click.option(
+    "--pin-workers/--no-pin-workers",
+    default=True,
+    show_default=True,
+    help="Keep each engine worker thread on a CPU of its own (one per CPU this process "
+    "may use); after idle cores, the scheduler may otherwise run them on one.",
+)
 @click.option("--helper", is_flag=True, hidden=True)
 def serve_command(
     index_root: Path,
@@ -187,6 +194,7 @@ def serve_command(
     log_format: str,
     grace: float,
     processes: int,
+    pin_workers: bool,
     helper: bool,
 ) -> None:
     """Serve MatchService from the snapshots under --index; with --store, also
@@ -252,6 +260,7 @@ def serve_command(
             feed=feed,
             guards=guards,
             tls=tls,
+            pin_workers=pin_workers,
         )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None

@@ -156,11 +156,13 @@ def build_server(
     feed: Feed | None = None,
     guards: Guards | None = None,
     tls: TLS | None = None,
+    pin_workers: bool = False,
 ) -> tuple[grpc.Server, int]:
     """A server ready to start, bound to `listen`; returns it with the bound port.
 
     Past `max_concurrent_rpcs` in flight, gRPC itself answers RESOURCE_EXHAUSTED;
     past `max_queued_queries` waiting for the engine, so does the batcher.
+    `pin_workers` keeps each engine worker on a CPU of its own.
     """
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
@@ -171,7 +173,7 @@ def build_server(
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         interceptors=[TolerantDecoding()],
     )
-    batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries)
+    batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
     metrics.QUEUED.set_function(lambda: batcher.queued)
     guards = guards or Guards.open()
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher, guards), server)

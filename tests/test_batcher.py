@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from typing import cast
@@ -99,6 +100,35 @@ def test_a_lone_large_request_is_spread_over_the_workers() -> None:
     done.join(10)
     batcher.close()
     assert sum(matcher.batches) == PIECE * 4 and max(matcher.batches) <= PIECE * 2
+
+
+def test_pinned_workers_keep_to_a_cpu_each() -> None:
+    """By default one worker per CPU the process may use, each held to its own when pinned;
+    unpinned workers may run on any of them."""
+
+    class CpuRecorder(EchoMatcher):
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: dict[str, set[int]] = {}
+
+        def check(self, queries: Sequence[ParsedQuery]) -> list[list[Hit]]:
+            self.seen[threading.current_thread().name] = os.sched_getaffinity(0)
+            return super().check(queries)
+
+    allowed = sorted(os.sched_getaffinity(0))
+    matcher = CpuRecorder()
+    matcher.gate.set()
+    pinned = Batcher(lambda: cast(Matcher, matcher), pin=True)
+    free = Batcher(lambda: cast(Matcher, matcher), workers=2)
+    try:
+        assert pinned.cpus == [{cpu} for cpu in allowed]
+        assert free.cpus == [set(allowed)] * 2
+        _, found = pinned.check([q(i) for i in range(PIECE * 8)])
+        assert [hits[0].distance for hits in found] == [i % 256 for i in range(PIECE * 8)]
+        assert all(len(cpus) == 1 for cpus in matcher.seen.values()), matcher.seen
+    finally:
+        pinned.close()
+        free.close()
 
 
 def test_a_large_requests_pieces_run_without_the_next_requests() -> None:
