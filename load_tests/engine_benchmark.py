@@ -49,7 +49,8 @@ from synthetic import SIGNAL_FOR_BITS, dataset, parse_n, queries, write_snapshot
 
 BATCH = 1000
 ROUNDS = 5
-PREFETCH_DISTANCES = (0, 12, 32, 64, 128, 256)
+PREFETCH_DISTANCES = (0, 12, 32, 64, 128, 256, 512)
+PREFETCH_ROUNDS = 16
 # Chunkings timed on either side of the planner's pick by --plans.
 PLAN_NEIGHBOURS = 2
 # Idle time before each batch timed by --idle.
@@ -265,6 +266,9 @@ def worker_crossover(bits: int) -> list[dict[str, Any]]:
 
 
 def worker_prefetch(n: int, bits: int) -> dict[str, float]:
+    """µs per query by prefetch distance, warm and after the core idled 50 ms. The
+    distances take turns within each round (in alternating order), so that the host's
+    speed drifting during the run weighs on all of them alike; medians of the rounds."""
     from hashmatch.signals import get_signal
     from indexer.mih import build_tables, plan_for
     from service.mih_engine import MihEngine
@@ -273,16 +277,20 @@ def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     entries = dataset(n, bits)
     engine = MihEngine(entries, build_tables(entries, plan_for(bits, threshold, n)))
     qs = queries(entries, 4000)["miss"]
+    engine.search(qs[:10], threshold)
+    warm: dict[int, list[float]] = {d: [] for d in PREFETCH_DISTANCES}
+    cold: dict[int, list[float]] = {d: [] for d in PREFETCH_DISTANCES}
+    for r in range(PREFETCH_ROUNDS):
+        for distance in PREFETCH_DISTANCES[:: 1 if r % 2 else -1]:
+            engine.prefetch = distance
+            batch = qs[(r % 8) * 500 : (r % 8) * 500 + 500]
+            warm[distance].append(_timed(partial(engine.search, batch, threshold)) / 500)
+            time.sleep(0.05)
+            cold[distance].append(_timed(partial(engine.search, batch[:200], threshold)) / 200)
     row = {}
     for distance in PREFETCH_DISTANCES:
-        engine.prefetch = distance
-        row[str(distance)] = single_thread_rate(engine, qs, threshold)
-        # The same search starting cold: after the core idled (see --idle).
-        cold = []
-        for i in range(15):
-            time.sleep(0.05)
-            cold.append(_timed(partial(engine.search, qs[i * 200 : i * 200 + 200], threshold)))
-        row[f"cold {distance}"] = float(np.median(cold)) * 1e6 / 200
+        row[str(distance)] = 1e6 * float(np.median(warm[distance]))
+        row[f"cold {distance}"] = 1e6 * float(np.median(cold[distance]))
     return row
 
 
@@ -642,16 +650,17 @@ def main() -> None:
 
     if args.prefetch:
         n = parse_n(args.n.split(",")[0])
-        print(f"\n{n:,} hashes, misses, one thread, by prefetch distance: checks/s, and")
-        print("µs per query of 200 searched after the core idled 50 ms:\n")
+        print(f"\n{n:,} hashes, misses, one thread, by prefetch distance: µs per query of")
+        print("500 searched back to back, and of 200 searched after the core idled 50 ms")
+        print(f"(medians of {PREFETCH_ROUNDS} rounds, the distances taking turns in each):\n")
         print_head("hash", *map(str, PREFETCH_DISTANCES))
         for bits in bits_list:
             row = spawn("prefetch", str(n), str(bits))
-            print_row(f"{bits}-bit", *(f"{row[str(d)]:,.0f}" for d in PREFETCH_DISTANCES))
-            print_row(
-                f"{bits}-bit, after idle",
-                *(f"{row[f'cold {d}']:.1f} µs" for d in PREFETCH_DISTANCES),
-            )
+            for label, key in (("", "{}"), (", after idle", "cold {}")):
+                print_row(
+                    f"{bits}-bit{label}",
+                    *(f"{row[key.format(d)]:.1f}" for d in PREFETCH_DISTANCES),
+                )
         return
 
     rows = []
