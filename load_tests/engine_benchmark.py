@@ -17,14 +17,14 @@ brute-force popcount scan on a sample.
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES;
 `--prefetch` measures the kernel's prefetch distance, warm and after the core
-idled, the measurement behind PREFETCH; `--plans` times the planner's pick beside
-the chunkings next to it, the measurement behind its cost constants; `--idle` times
-a 1,000-hash batch after the cores have idled, with the workers pinned to a CPU each
-or not, beside arithmetic and L2-sized reads after the same idle time; `--overlap`
-times two overlapping batches by how many queries a worker gathers into one run. `--memory`
-measures the machine: what one random 8-byte read costs, with the kernel's
-prefetch, from arrays that fit in cache and from arrays that do not (the engine's
-speed follows it).
+idled, the measurement behind PREFETCH and PREFETCH_FINGERPRINTED; `--plans` times
+the planner's pick beside the chunkings next to it, the measurement behind its cost
+constants; `--idle` times a 1,000-hash batch after the cores have idled, with the
+workers pinned to a CPU each or not, beside arithmetic and L2-sized reads after the
+same idle time; `--overlap` times two overlapping batches by how many queries a
+worker gathers into one run. `--memory` measures the machine: what one random 8-byte
+read costs, with the kernel's prefetch, from arrays that fit in cache and from
+arrays that do not (the engine's speed follows it).
 """
 
 from __future__ import annotations
