@@ -38,6 +38,13 @@ DEFAULT_MAX_QUEUED = 20_000
 DIRECT = 16
 
 
+def _allowed_cpus() -> list[int]:
+    """The CPUs this process may run on; all of them where the OS does not say (macOS)."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 class Overloaded(Exception):
     """More queries are waiting than the server is configured to hold."""
 
@@ -88,19 +95,21 @@ class Batcher:
         self._direct = 0
         self._lock = threading.Lock()
         self._queue: queue.SimpleQueue[_Piece | None] = queue.SimpleQueue()
-        allowed = sorted(os.sched_getaffinity(0))
+        allowed = _allowed_cpus()
         self._threads = [
             threading.Thread(target=self._work, name=f"engine-{i}", daemon=True)
             for i in range(workers or len(allowed))
         ]
         for i, t in enumerate(self._threads):
             t.start()
-            if pin and t.native_id is not None:
+            if pin and hasattr(os, "sched_setaffinity") and t.native_id is not None:
                 os.sched_setaffinity(t.native_id, {allowed[i % len(allowed)]})
 
     @property
     def cpus(self) -> list[set[int]]:
         """The CPUs each worker may run on."""
+        if not hasattr(os, "sched_getaffinity"):
+            return [set(_allowed_cpus()) for _ in self._threads]
         return [os.sched_getaffinity(t.native_id or 0) for t in self._threads]
 
     @property

@@ -131,6 +131,21 @@ def test_pinned_workers_keep_to_a_cpu_each() -> None:
         free.close()
 
 
+def test_without_cpu_affinity_calls_workers_run_unpinned(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the OS has no affinity calls (macOS), one worker per CPU, none pinned."""
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.delattr(os, "sched_setaffinity")
+    matcher = EchoMatcher()
+    matcher.gate.set()
+    batcher = Batcher(lambda: cast(Matcher, matcher), pin=True)
+    try:
+        everyone = set(range(os.cpu_count() or 1))
+        assert batcher.cpus == [everyone] * len(everyone)
+        assert len(batcher.check([q(i) for i in range(PIECE * 2)])[1]) == PIECE * 2
+    finally:
+        batcher.close()
+
+
 def test_a_large_requests_pieces_run_without_the_next_requests() -> None:
     """Pieces of a large request are not glued to pieces of the request queued after it,
     whose search would delay the first request's answer; small requests still share."""
