@@ -268,7 +268,9 @@ def worker_crossover(bits: int) -> list[dict[str, Any]]:
 def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     """µs per query by prefetch distance, warm and after the core idled 50 ms. The
     distances take turns within each round (in alternating order), so that the host's
-    speed drifting during the run weighs on all of them alike; medians of the rounds."""
+    speed drifting during the run weighs on all of them alike; medians of the rounds.
+    Every search has queries of its own, so none finds buckets an earlier one left in
+    cache."""
     from hashmatch.signals import get_signal
     from indexer.mih import build_tables, plan_for
     from service.mih_engine import MihEngine
@@ -276,17 +278,25 @@ def worker_prefetch(n: int, bits: int) -> dict[str, float]:
     threshold = get_signal(SIGNAL_FOR_BITS[bits]).threshold
     entries = dataset(n, bits)
     engine = MihEngine(entries, build_tables(entries, plan_for(bits, threshold, n)))
-    qs = queries(entries, 4000)["miss"]
-    engine.search(qs[:10], threshold)
+    per_search = (500, 200)  # warm, then after idle
+    fresh = iter(
+        queries(entries, PREFETCH_ROUNDS * len(PREFETCH_DISTANCES) * sum(per_search))[
+            "miss"
+        ].reshape(-1, sum(per_search), entries.shape[1])
+    )
+    engine.search(entries[:10], threshold)
     warm: dict[int, list[float]] = {d: [] for d in PREFETCH_DISTANCES}
     cold: dict[int, list[float]] = {d: [] for d in PREFETCH_DISTANCES}
     for r in range(PREFETCH_ROUNDS):
         for distance in PREFETCH_DISTANCES[:: 1 if r % 2 else -1]:
             engine.prefetch = distance
-            batch = qs[(r % 8) * 500 : (r % 8) * 500 + 500]
-            warm[distance].append(_timed(partial(engine.search, batch, threshold)) / 500)
+            qs = next(fresh)
+            batch, after_idle = qs[: per_search[0]], qs[per_search[0] :]
+            warm[distance].append(_timed(partial(engine.search, batch, threshold)) / len(batch))
             time.sleep(0.05)
-            cold[distance].append(_timed(partial(engine.search, batch[:200], threshold)) / 200)
+            cold[distance].append(
+                _timed(partial(engine.search, after_idle, threshold)) / len(after_idle)
+            )
     row = {}
     for distance in PREFETCH_DISTANCES:
         row[str(distance)] = 1e6 * float(np.median(warm[distance]))

@@ -29,9 +29,10 @@ from service.engine import Hits, no_hits
 
 # Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): buckets or
 # candidates ahead. Where buckets carry fingerprints, a query probes a few hundred, and
-# prefetching all of them before the first is scanned was 16-19% faster than 128 ahead
+# prefetching all of them before the first is scanned was about 20% faster than 128 ahead
 # at 1M PDQ on an AMD EPYC host (on a Xeon, 256 ahead measured equal to 128); where
-# candidates are fetched by id (thousands a query), 128 ahead is fastest.
+# candidates are fetched by id (thousands a query), 128 and 256 ahead were equal and 512
+# slower.
 PREFETCH = 128
 PREFETCH_FINGERPRINTED = 512
 INITIAL_HITS_PER_QUERY = 16
