@@ -23,9 +23,6 @@ PostgreSQL instead of SQLite.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -35,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from grpc_load import LoadClients
 from synthetic import dataset, parse_n
 
 RESULTS = Path(__file__).resolve().parent / "results"
-LOAD = Path(__file__).resolve().parent / "grpc_load.py"
 
 
 @contextmanager
@@ -123,24 +120,10 @@ def main() -> None:
             Path(tmp) / "index", "--store", url, "--no-auth", "--log-format", "text"
         ) as server:
             seconds = 10 + 2 * args.trials  # the trials take well under 2 s each
-            load = [
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(LOAD),
-                        "--client",
-                        "batch100",
-                        server.address,
-                        str(seconds),
-                        "8",
-                        str(args.load_rate / args.load_procs),
-                        str(50 + k),
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-                for k in range(args.load_procs)
-            ]
+            load = LoadClients(
+                "batch100", server.address, seconds, args.load_procs, 8, args.load_rate, seed=50
+            )
+            load.start()
             time.sleep(3)
             timings: dict[str, list[float]] = {
                 "add (store, another process)": [],
@@ -183,7 +166,8 @@ def main() -> None:
                     timings["RemoveEntries (gRPC)"].append(time.perf_counter() - started)
                     assert not hit(h), "RemoveEntries returned before the entry stopped matching"
             store.close()
-            outputs = [json.loads(p.communicate(timeout=seconds + 120)[0]) for p in load]
+            outputs = load.results()
+            load.close()
         ok = sum(o["codes"].get("OK", 0) for o in outputs)
         errors = {k: v for o in outputs for k, v in o["codes"].items() if k != "OK"}
         latencies = np.concatenate([o["latencies"] for o in outputs]) * 1000

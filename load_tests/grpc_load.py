@@ -305,6 +305,65 @@ def result_row(
     }
 
 
+class LoadClients:
+    """`procs` client processes (see `client`) on one schedule: started, they send for
+    `seconds`; `results` collects what each measured."""
+
+    def __init__(
+        self,
+        mode: str,
+        target: str,
+        seconds: float,
+        procs: int,
+        callers: int,
+        rate: float,
+        seed: int = 1000,
+    ) -> None:
+        self._children = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--client",
+                    mode,
+                    target,
+                    str(seconds),
+                    str(callers),
+                    str(rate),
+                    str(seed + k),
+                    str(k),
+                    str(procs),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for k in range(procs)
+        ]
+        for c in self._children:
+            assert c.stdout is not None
+            if c.stdout.readline().strip() != READY:
+                raise RuntimeError(f"load client {c.pid} did not start")
+
+    def start(self) -> None:
+        """One start time for all, a moment ahead, so their schedules interleave."""
+        start = f"{time.time() + 0.2}\n"
+        for c in self._children:
+            assert c.stdin is not None
+            c.stdin.write(start)
+            c.stdin.flush()
+
+    def results(self) -> list[dict[str, Any]]:
+        """Each process's latencies and status counts. They exit only once all have
+        reported (`close`): one tearing down beside the others' last requests (about
+        0.1 s of CPU) counted as the server's latency."""
+        return [json.loads(c.stdout.readline()) for c in self._children if c.stdout]
+
+    def close(self) -> None:
+        for c in self._children:
+            c.communicate(timeout=120)  # closes their stdin: now they exit
+
+
 def run_scenario(
     target: str,
     server_pids: list[int],
@@ -318,44 +377,14 @@ def run_scenario(
     # so the maximum is measured rather than the shedding (24 callers of 1,000 hashes held
     # more than the 20,000 queries the server queues).
     callers = max(1, min(concurrency, MAX_IN_FLIGHT_QUERIES // (procs * max(MODES[mode], 1))))
-    children = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                __file__,
-                "--client",
-                mode,
-                target,
-                str(seconds),
-                str(callers),
-                str(rate),
-                str(1000 + k),
-                str(k),
-                str(procs),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(procs)
-    ]
-    for c in children:
-        assert c.stdout is not None
-        if c.stdout.readline().strip() != READY:
-            raise RuntimeError(f"load client {c.pid} did not start")
+    load = LoadClients(mode, target, seconds, procs, callers, rate)
 
     def clients() -> list[dict[str, Any]]:
-        # One start time for all, a moment ahead, so their schedules interleave.
-        start = f"{time.time() + 0.2}\n"
-        for c in children:
-            assert c.stdin is not None
-            c.stdin.write(start)
-            c.stdin.flush()
-        return [json.loads(c.stdout.readline()) for c in children if c.stdout is not None]
+        load.start()
+        return load.results()
 
     outputs, cpu = while_measuring_server(server_pids, clients)
-    for c in children:
-        c.communicate(timeout=120)  # closes their stdin: now they exit
+    load.close()
     latencies = np.sort(np.concatenate([o["latencies"] for o in outputs])) * 1000
     codes: Counter[str] = Counter()
     for o in outputs:
