@@ -92,6 +92,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--load-rate", type=float, default=80.0, help="100-hash RPCs/s")
     parser.add_argument("--load-procs", type=int, default=2)
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the table")
     parser.add_argument(
         "--postgres",
         metavar="URL",
@@ -207,9 +208,9 @@ def main() -> None:
     ]
     text = "\n".join(lines)
     print(text)
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(exist_ok=True)
     suffix = f"{args.n // 1_000_000}M" if args.n % 1_000_000 == 0 else str(args.n)
-    (RESULTS / f"freshness_{suffix}_{backend.lower()}.md").write_text(text + "\n")
+    (args.results / f"freshness_{suffix}_{backend.lower()}.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

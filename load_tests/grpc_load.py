@@ -541,6 +541,9 @@ def main() -> None:
     parser.add_argument(
         "--server-processes", type=int, default=1, help="serve --processes (one GIL each)"
     )
+    parser.add_argument(
+        "--results", type=Path, default=RESULTS, help="folder for the table and plot"
+    )
     parser.add_argument("--client", nargs=8, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.client:
@@ -578,7 +581,7 @@ def main() -> None:
         seconds = args.seconds if rate <= 0 else args.open_seconds
         return run_scenario(target, pids, mode, seconds, args.procs, args.concurrency, rate)
 
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(exist_ok=True)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hashmatch-load-") as tmp:
         print(f"building a snapshot of {n:,} PDQ hashes ...", file=sys.stderr, flush=True)
@@ -640,7 +643,7 @@ def main() -> None:
     subset = "" if set(modes) == set(default_modes) else "_" + "-".join(modes)
     driver = "_h2load" if args.driver == "h2load" else ""
     servers = f"_x{args.server_processes}" if args.server_processes > 1 else ""
-    stem = RESULTS / f"grpc_load_{args.n}{driver}{servers}{subset}"
+    stem = args.results / f"grpc_load_{args.n}{driver}{servers}{subset}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     plot(rows, stem.with_suffix(".png"), title)
     print("\n".join(lines))

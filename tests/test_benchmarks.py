@@ -1,0 +1,61 @@
+"""The load benchmarks run end to end on a small list, so that one that breaks is
+found by the suite rather than by the next person to measure with it (the
+freshness benchmark failed at start for five hours on 12-01 unnoticed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+LOAD_TESTS = Path(__file__).resolve().parents[1] / "load_tests"
+
+
+def run(script: str, *args: str) -> None:
+    done = subprocess.run(
+        [sys.executable, str(LOAD_TESTS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def table_rows(text: str) -> list[list[str]]:
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in text.splitlines()
+        if line.startswith("| ") and not line.startswith(("| scenario", "| path"))
+    ]
+
+
+def test_grpc_load_measures_each_mode_closed_and_open_loop(tmp_path: Path) -> None:
+    run(
+        "grpc_load.py",
+        *("--n", "20000", "--modes", "unary,batch100,stream1000"),
+        *("--seconds", "1", "--open-seconds", "1", "--results", str(tmp_path)),
+    )
+    stem = tmp_path / "grpc_load_20000_unary-batch100-stream1000"
+    rows = table_rows(stem.with_suffix(".md").read_text())
+    loops = [(r[0], "open" if "open loop" in r[1] else "closed") for r in rows]
+    modes = ("unary", "batch100", "stream1000")
+    assert loops == [(mode, loop) for mode in modes for loop in ("closed", "open")]
+    for mode, _, checks, rpcs, *_, errors, _, _ in rows:
+        assert float(checks.replace(",", "")) > 0 and float(rpcs.replace(",", "")) > 0, mode
+        assert errors == "0", (mode, errors)
+    assert stem.with_suffix(".png").stat().st_size > 0
+
+
+def test_freshness_benchmark_times_every_path_under_load(tmp_path: Path) -> None:
+    run("freshness_benchmark.py", "--n", "5000", "--trials", "1", "--results", str(tmp_path))
+    text = (tmp_path / "freshness_5000_sqlite.md").read_text()
+    assert [r[0] for r in table_rows(text)] == [
+        "add (store, another process)",
+        "remove (store, another process)",
+        "SubmitCase (gRPC)",
+        "Withdraw (gRPC)",
+        "RemoveEntries (gRPC)",
+    ]
+    assert all(r[-1] == "yes" for r in table_rows(text))
+    assert "errors none" in text
