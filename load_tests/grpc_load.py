@@ -354,10 +354,15 @@ class LoadClients:
             c.stdin.flush()
 
     def results(self) -> list[dict[str, Any]]:
-        """Each process's latencies and status counts. They exit only once all have
-        reported (`close`): one tearing down beside the others' last requests (about
-        0.1 s of CPU) counted as the server's latency."""
-        return [json.loads(c.stdout.readline()) for c in self._children if c.stdout]
+        """Each process's latencies and status counts; the processes then wait for `close`."""
+        outputs = []
+        for c in self._children:
+            assert c.stdout is not None
+            line = c.stdout.readline()
+            if not line:
+                raise RuntimeError(f"load client {c.pid} ended without reporting")
+            outputs.append(json.loads(line))
+        return outputs
 
     def close(self) -> None:
         for c in self._children:
