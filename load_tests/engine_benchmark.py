@@ -22,7 +22,9 @@ the planner's pick beside the chunkings next to it, the measurement behind its c
 constants; `--idle` times a 1,000-hash batch after the cores have idled, with the
 workers pinned to a CPU each or not, beside arithmetic and L2-sized reads after the
 same idle time; `--overlap` times two overlapping batches by how many queries a
-worker gathers into one run. `--memory` measures the machine: what one random 8-byte
+worker gathers into one run; `--cadence` times 1,000-hash batches at the half-load
+cadence beside controls that never touch the service's code, which tell whether a
+batch's tail is the host's. `--memory` measures the machine: what one random 8-byte
 read costs, with the kernel's prefetch, from arrays that fit in cache and from
 arrays that do not (the engine's speed follows it).
 """
@@ -30,6 +32,7 @@ arrays that do not (the engine's speed follows it).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -57,6 +60,10 @@ PLAN_NEIGHBOURS = 2
 IDLE_GAPS_MS = (0, 5, 20, 50, 100)
 # Pairs of overlapping batches timed by --overlap, per gather limit.
 OVERLAP_ROUNDS = 40
+# --cadence: one slot per 1,000-hash batch at half load (38 RPC/s on the Xeon of 12-01).
+CADENCE_GAP_MS = 26.0
+CADENCE_ROUNDS = 700
+CADENCE_ARRAY_BYTES = 192 * 2**20
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -333,6 +340,41 @@ def worker_plans(n: int, bits: int) -> list[dict[str, Any]]:
     return rows
 
 
+@functools.cache
+def control_kernels() -> tuple[Callable[[int], int], Callable[[Any, int], int], Any]:
+    """Work that never touches the service's code, to tell the host from the engine:
+    `arithmetic(steps)` needs no memory, `chase(chain, steps)` follows dependent reads,
+    `gather(array, at, distance)` makes random reads with the engine's prefetch."""
+    import numba as nb
+
+    from service.mih_engine import _prefetch
+
+    @nb.njit(nogil=True)
+    def arithmetic(steps: int) -> int:
+        x = 1
+        for _ in range(steps):
+            x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFF
+        return x
+
+    @nb.njit(nogil=True)
+    def chase(chain: Any, steps: int) -> int:
+        at = 0
+        for _ in range(steps):
+            at = chain[at]
+        return int(at)
+
+    @nb.njit(nogil=True)
+    def gather(array: Any, at: Any, distance: int) -> int:
+        total = 0
+        for k in range(at.shape[0]):
+            if k + distance < at.shape[0]:
+                _prefetch(array, at[k + distance])
+            total += array[at[k]]
+        return total
+
+    return arithmetic, chase, gather
+
+
 def served_batches(n: int) -> tuple[Any, list[list[Any]]]:
     """A warmed-up matcher over a snapshot of n PDQ hashes, and eight 1,000-hash batches
     of parsed queries that miss, as the server's batcher receives them."""
@@ -360,24 +402,9 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
     may halt and be descheduled, and the woken workers may share one. Two controls after
     the same idle time tell the clock from the caches: a loop of arithmetic, and a chain
     of dependent reads within 2 MB (a core's L2 holds it)."""
-    import numba as nb
-
     from service.batcher import Batcher
 
-    @nb.njit(nogil=True)
-    def arithmetic(steps: int) -> int:
-        x = 1
-        for _ in range(steps):
-            x = (x * 6364136223846793005 + 1442695040888963407) & 0xFFFFFFFFFFFF
-        return x
-
-    @nb.njit(nogil=True)
-    def chase(chain: Any, steps: int) -> int:
-        at = 0
-        for _ in range(steps):
-            at = chain[at]
-        return int(at)
-
+    arithmetic, chase, _ = control_kernels()
     matcher, batches = served_batches(n)
     batchers = {pin: Batcher(lambda: matcher, workers=2, pin=pin) for pin in (False, True)}
     for batcher in batchers.values():
@@ -415,6 +442,40 @@ def worker_idle(n: int) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def worker_cadence(n: int, gap_ms: float, rounds: int) -> dict[str, Any]:
+    """At the cadence of 1,000-hash batches at half load, one slot every `gap_ms`: a batch
+    through the pinned batcher, then two controls, 3M steps of arithmetic and 400,000
+    random reads from 192 MB (the size of the 1M PDQ fingerprint tables). Where the
+    controls' p99 is a multiple of their p50 too, the host took the cores away for a
+    while, and the batch's tail is the host's rather than the engine's."""
+    from service.batcher import Batcher
+
+    arithmetic, _, gather = control_kernels()
+    matcher, batches = served_batches(n)
+    batcher = Batcher(lambda: matcher, workers=2, pin=True)
+    rng = np.random.default_rng(3)
+    array = np.ones(CADENCE_ARRAY_BYTES // 8, np.uint64)
+    reads = [rng.integers(0, len(array), 400_000) for _ in range(8)]
+    works: dict[str, Callable[[int], object]] = {
+        "batch": lambda i: batcher.check(batches[i % len(batches)]),
+        "arithmetic": lambda i: arithmetic(3_000_000),
+        "reads": lambda i: gather(array, reads[i % len(reads)], 32),
+    }
+    for work in works.values():
+        work(0)
+    took: dict[str, list[float]] = {name: [] for name in works}
+    start = time.perf_counter()
+    for i in range(rounds):
+        time.sleep(max(0.0, start + i * gap_ms / 1000 - time.perf_counter()))
+        for name, work in works.items():
+            took[name].append(_timed(partial(work, i)) * 1000)
+    out: dict[str, Any] = {"gap_ms": gap_ms, "rounds": rounds}
+    for name, ms in took.items():
+        out[name] = {f"p{p:g}": float(np.percentile(ms, p)) for p in (50, 90, 99)}
+        out[name]["max"] = max(ms)
+    return out
 
 
 def _send_after(batcher: Any, batch: Any, after: float, times: dict[str, float], name: str) -> None:
@@ -465,19 +526,7 @@ def worker_overlap(n: int) -> list[dict[str, Any]]:
 
 
 def worker_memory() -> list[dict[str, Any]]:
-    import numba as nb
-
-    from service.mih_engine import _prefetch
-
-    @nb.njit(nogil=True)
-    def gather(array: Any, at: Any, distance: int) -> int:
-        total = 0
-        for k in range(at.shape[0]):
-            if k + distance < at.shape[0]:
-                _prefetch(array, at[k + distance])
-            total += array[at[k]]
-        return total
-
+    _, _, gather = control_kernels()
     rows = []
     rng = np.random.default_rng(1)
     for mb in (1, 16, 256, 1024):
@@ -553,6 +602,17 @@ def main() -> None:
         action="store_true",
         help="the planner's pick beside neighbouring chunkings, timed (each --n, one thread)",
     )
+    parser.add_argument(
+        "--cadence",
+        action="store_true",
+        help="1,000-hash batches at the half-load cadence beside host controls (first --n)",
+    )
+    parser.add_argument(
+        "--cadence-ms", type=float, default=CADENCE_GAP_MS, help="--cadence: ms between slots"
+    )
+    parser.add_argument(
+        "--cadence-rounds", type=int, default=CADENCE_ROUNDS, help="--cadence: slots timed"
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -577,6 +637,8 @@ def main() -> None:
             out = worker_idle(int(rest[0]))
         elif role == "overlap":
             out = worker_overlap(int(rest[0]))
+        elif role == "cadence":
+            out = worker_cadence(int(rest[0]), float(rest[1]), int(rest[2]))
         else:
             out = worker_crossover(int(rest[0]))
         print(json.dumps(out))
@@ -619,6 +681,23 @@ def main() -> None:
         keys = ("p50", "p90", "pinned p50", "pinned p90", "arithmetic", "chase")
         for r in spawn("idle", str(n)):
             print_row(f"{r['gap_ms']} ms", *(f"{r[k]:.2f}" for k in keys))
+        return
+
+    if args.cadence:
+        n = parse_n(args.n.split(",")[0])
+        r = spawn("cadence", str(n), str(args.cadence_ms), str(args.cadence_rounds))
+        print(f"\n{n:,} PDQ hashes, {r['rounds']} slots {r['gap_ms']:g} ms apart, each: a")
+        print("1,000-hash batch (two pinned workers), then 3M steps of arithmetic and 400,000")
+        print("random reads from 192 MB (one thread). A control's p99 far above its p50 is the")
+        print("host's doing:\n")
+        print_head("work", "p50 ms", "p90 ms", "p99 ms", "max ms", "p99 / p50")
+        for name in ("batch", "arithmetic", "reads"):
+            t = r[name]
+            print_row(
+                name,
+                *(f"{t[k]:.2f}" for k in ("p50", "p90", "p99", "max")),
+                f"{t['p99'] / t['p50']:.1f}",
+            )
         return
 
     if args.overlap:

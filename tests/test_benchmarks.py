@@ -11,7 +11,8 @@ from pathlib import Path
 LOAD_TESTS = Path(__file__).resolve().parents[1] / "load_tests"
 
 
-def run(script: str, *args: str) -> None:
+def run(script: str, *args: str) -> str:
+    """What the script printed; it must exit 0."""
     done = subprocess.run(
         [sys.executable, str(LOAD_TESTS / script), *args],
         capture_output=True,
@@ -20,6 +21,7 @@ def run(script: str, *args: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
 
 
 def table_rows(text: str) -> list[list[str]]:
@@ -59,3 +61,16 @@ def test_freshness_benchmark_times_every_path_under_load(tmp_path: Path) -> None
     ]
     assert all(r[-1] == "yes" for r in table_rows(text))
     assert "errors none" in text
+
+
+def test_cadence_times_batches_beside_host_controls() -> None:
+    out = run(
+        "engine_benchmark.py",
+        *("--cadence", "--n", "20000", "--cadence-ms", "5", "--cadence-rounds", "20"),
+    )
+    rows = {r[0]: r[1:] for r in table_rows(out) if r[0] != "work"}
+    assert set(rows) == {"batch", "arithmetic", "reads"}
+    for work, cells in rows.items():
+        p50, p90, p99, most, ratio = map(float, cells)
+        assert 0 < p50 <= p90 <= p99 <= most, (work, cells)
+        assert ratio >= 1, (work, cells)
