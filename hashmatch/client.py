@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hashmatch.channel import Credentials, ServiceClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from hashmatch.wire import MAX_QUERIES_PER_REQUEST, query
+from hashmatch.wire import MAX_QUERIES_PER_REQUEST, check_request
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class MatchClient(ServiceClient):
 
     def check(self, queries: Sequence[Query]) -> list[Verdict]:
         if len(queries) <= MAX_QUERIES_PER_REQUEST:
-            response = self._stub.Check(_request(queries), timeout=self._timeout)
+            response = self._stub.Check(check_request(queries), timeout=self._timeout)
             return _verdicts(queries, response)
         return list(self.check_stream(queries))
 
@@ -58,16 +58,12 @@ class MatchClient(ServiceClient):
             it = iter(queries)
             while batch := list(itertools.islice(it, batch_size)):
                 sent.append(batch)
-                yield _request(batch)
+                yield check_request(batch)
 
         # No overall deadline: a stream may carry millions of hashes.
         for i, response in enumerate(self._stub.CheckStream(requests())):
             yield from _verdicts(sent[i], response)
             sent[i] = []
-
-
-def _request(queries: Iterable[Query]) -> match_pb2.CheckRequest:
-    return match_pb2.CheckRequest(queries=[query(signal, h) for signal, h in queries])
 
 
 def _verdicts(queries: Sequence[Query], response: match_pb2.CheckResponse) -> list[Verdict]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from hashmatch.signals import SIGNALS
 from hashmatch.v1 import match_pb2
 
 MAX_QUERIES_PER_REQUEST = 10_000
@@ -12,3 +15,19 @@ def query(signal: str, hash_bytes: bytes, max_distance: int | None = None) -> ma
     if max_distance is not None:
         q.max_distance = max_distance
     return q
+
+
+def check_request(queries: Sequence[tuple[str, bytes]]) -> match_pb2.CheckRequest:
+    """A CheckRequest for (signal, raw hash) pairs. Hashes all of one signal and of its
+    size go packed in one HashBatch (a 1,000-hash batch is cheaper to build, send and
+    parse by half or more); anything else goes as one Query each, so that the server
+    names the bad one (packed, a short hash would shift every hash after it)."""
+    names = {name for name, _ in queries}
+    if len(names) == 1:
+        signal = SIGNALS.get(names.pop())
+        if signal is not None and all(len(h) == signal.nbytes for _, h in queries):
+            hashes = b"".join(h for _, h in queries)
+            return match_pb2.CheckRequest(
+                batch=match_pb2.HashBatch(signal=signal.name, hashes=hashes)
+            )
+    return match_pb2.CheckRequest(queries=[query(name, h) for name, h in queries])

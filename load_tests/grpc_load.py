@@ -5,11 +5,11 @@
 
 Builds a snapshot of N seeded synthetic PDQ hashes, starts `hashmatch serve`
 on 127.0.0.1, and runs the standard scenarios: unary single-hash `Check`,
-batched `Check` of 100 and 1,000 hashes, and `CheckStream` of 1,000-hash
-batches, each first closed-loop (as fast as the clients go, 10 s) and then
-open-loop at half of that maximum (30 s, so that p99 rests on enough requests),
-where latency is measured from each request's scheduled send time so queueing
-is not hidden (no coordinated omission).
+batched `Check` of 100 and 1,000 hashes (the latter also packed in one HashBatch
+field), and `CheckStream` of 1,000-hash batches, each first closed-loop (as
+fast as the clients go, 10 s) and then open-loop at half of that maximum (30 s,
+so that p99 rests on enough requests), where latency is measured from each
+request's scheduled send time so queueing is not hidden (no coordinated omission).
 1% of the hashes are hits. Clients and server share this machine's cores.
 Every scenario is bounded in time; traffic goes to loopback only.
 
@@ -55,7 +55,15 @@ from synthetic import dataset, parse_n, perturb
 
 # "health" is grpcio's own health Check, which does no work: the RPC rate this
 # machine allows before any checking, measured in the same run as the rest.
-MODES = {"health": 0, "unary": 1, "batch100": 100, "batch1000": 1000, "stream1000": 1000}
+# "packed1000" sends its 1,000 hashes as one HashBatch field rather than 1,000 Query messages.
+MODES = {
+    "health": 0,
+    "unary": 1,
+    "batch100": 100,
+    "batch1000": 1000,
+    "packed1000": 1000,
+    "stream1000": 1000,
+}
 HIT_RATE = 0.01
 MAX_IN_FLIGHT_QUERIES = 8_000
 # Long-lived CheckStreams per open-loop client process.
@@ -68,8 +76,9 @@ T = TypeVar("T")
 # ---------------------------------------------------------------- client process
 
 
-def check_request(size: int, rng: np.random.Generator) -> Any:
-    """A Check of `size` random PDQ hashes, HIT_RATE of them near a listed one."""
+def check_request(size: int, rng: np.random.Generator, packed: bool = False) -> Any:
+    """A Check of `size` random PDQ hashes, HIT_RATE of them near a listed one: as Query
+    messages, or `packed` in one HashBatch."""
     from hashmatch.v1 import match_pb2
 
     known = dataset(1000, 256)  # the first rows of the served list
@@ -77,6 +86,10 @@ def check_request(size: int, rng: np.random.Generator) -> Any:
     hit = rng.random(size) < HIT_RATE
     if hit.any():
         hashes[hit] = perturb(known[rng.integers(0, 1000, int(hit.sum()))], 20, rng)
+    if packed:
+        return match_pb2.CheckRequest(
+            batch=match_pb2.HashBatch(signal="pdq", hashes=hashes.tobytes())
+        )
     return match_pb2.CheckRequest(
         queries=[match_pb2.Query(signal="pdq", hash=h.tobytes()) for h in hashes]
     )
@@ -139,7 +152,8 @@ def client(
 
     size = MODES[mode]
     rng = np.random.default_rng(seed)
-    pool = [check_request(size, rng) for _ in range(64)] if size else []
+    packed = mode.startswith("packed")
+    pool = [check_request(size, rng, packed) for _ in range(64)] if size else []
     latencies: list[float] = []
     codes: Counter[str] = Counter()
     lock = threading.Lock()
@@ -450,7 +464,8 @@ def h2load_scenario(
     # Keep what is in flight within the server's queue bound, so the maximum is measured
     # rather than the shedding.
     streams = max(1, min(streams, MAX_IN_FLIGHT_QUERIES // (connections * max(size, 1))))
-    message = check_request(size, np.random.default_rng(7)).SerializeToString() if size else b""
+    request = check_request(size, np.random.default_rng(7), mode.startswith("packed"))
+    message = request.SerializeToString() if size else b""
     with tempfile.TemporaryDirectory(prefix="hashmatch-h2load-") as tmp:
         body, log = Path(tmp) / "body", Path(tmp) / "log"
         body.write_bytes(b"\x00" + len(message).to_bytes(4, "big") + message)

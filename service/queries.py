@@ -48,20 +48,58 @@ def parse_hash(label: str, m: HashMessage) -> tuple[Signal, bytes]:
         raise InvalidRequest(f"{label}: {exc}") from None
 
 
+def _max_distance(label: str, signal: Signal, requested: int | None) -> int:
+    """The signal's threshold, or a tighter one the caller asked for."""
+    if requested is None:
+        return signal.threshold
+    if requested > signal.threshold:
+        raise InvalidRequest(
+            f"{label}: max_distance {requested} exceeds the {signal.name} "
+            f"threshold {signal.threshold}; it can only be tightened"
+        )
+    return requested
+
+
 def parse_query(index: int, q: match_pb2.Query) -> ParsedQuery:
-    signal, hash_bytes = parse_hash(f"query {index}", q)
-    max_distance = signal.threshold
-    if q.HasField("max_distance"):
-        if q.max_distance > signal.threshold:
-            raise InvalidRequest(
-                f"query {index}: max_distance {q.max_distance} exceeds the {signal.name} "
-                f"threshold {signal.threshold}; it can only be tightened"
-            )
-        max_distance = q.max_distance
-    return ParsedQuery(signal.name, hash_bytes, max_distance)
+    label = f"query {index}"
+    signal, hash_bytes = parse_hash(label, q)
+    requested = q.max_distance if q.HasField("max_distance") else None
+    return ParsedQuery(signal.name, hash_bytes, _max_distance(label, signal, requested))
+
+
+def parse_batch(batch: match_pb2.HashBatch) -> list[ParsedQuery]:
+    """A packed batch's hashes as queries; it holds no query messages to walk, so a
+    1,000-hash batch is 1,000 slices of one bytes field."""
+    try:
+        signal = get_signal(batch.signal)
+    except UnknownSignalError as exc:
+        raise InvalidRequest(f"batch: {exc}") from None
+    raw, size = batch.hashes, signal.nbytes
+    n, extra = divmod(len(raw), size)
+    if extra:
+        raise InvalidRequest(
+            f"batch: {len(raw)} bytes of hashes is not a whole number of {signal.name} "
+            f"hashes ({size} bytes each)"
+        )
+    if n == 0:
+        raise InvalidRequest("empty batch: a HashBatch needs at least one hash")
+    if n > MAX_QUERIES_PER_REQUEST:
+        raise InvalidRequest(
+            f"batch of {n} hashes exceeds the limit of {MAX_QUERIES_PER_REQUEST}; split it"
+        )
+    requested = batch.max_distance if batch.HasField("max_distance") else None
+    name, limit = signal.name, _max_distance("batch", signal, requested)
+    make = tuple.__new__
+    return [
+        make(ParsedQuery, (name, raw[at : at + size], limit)) for at in range(0, len(raw), size)
+    ]
 
 
 def parse_request(request: match_pb2.CheckRequest) -> list[ParsedQuery]:
+    if request.HasField("batch"):
+        if len(request.queries):
+            raise InvalidRequest("set queries or batch in a CheckRequest, not both")
+        return parse_batch(request.batch)
     n = len(request.queries)
     if n == 0:
         raise InvalidRequest("empty batch: a CheckRequest needs at least one query")

@@ -35,13 +35,13 @@ def table_rows(text: str) -> list[list[str]]:
 def test_grpc_load_measures_each_mode_closed_and_open_loop(tmp_path: Path) -> None:
     run(
         "grpc_load.py",
-        *("--n", "20000", "--modes", "unary,batch100,stream1000"),
+        *("--n", "20000", "--modes", "unary,batch100,packed1000,stream1000"),
         *("--seconds", "1", "--open-seconds", "1", "--results", str(tmp_path)),
     )
-    stem = tmp_path / "grpc_load_20000_unary-batch100-stream1000"
+    stem = tmp_path / "grpc_load_20000_unary-batch100-packed1000-stream1000"
     rows = table_rows(stem.with_suffix(".md").read_text())
     loops = [(r[0], "open" if "open loop" in r[1] else "closed") for r in rows]
-    modes = ("unary", "batch100", "stream1000")
+    modes = ("unary", "batch100", "packed1000", "stream1000")
     assert loops == [(mode, loop) for mode in modes for loop in ("closed", "open")]
     for mode, _, checks, rpcs, *_, errors, _, _ in rows:
         assert float(checks.replace(",", "")) > 0 and float(rpcs.replace(",", "")) > 0, mode

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.signals import SIGNALS
 from hashmatch.v1 import (
     match_pb2,
     match_pb2_grpc,
@@ -72,6 +73,59 @@ def test_request_fast_path_agrees_with_the_full_parser(batch: list[match_pb2.Que
         assert parse_request(request) == expected
     except InvalidRequest as exc:
         assert str(exc) == expected
+
+
+@st.composite
+def hash_batches(draw: st.DrawFn) -> match_pb2.HashBatch:
+    batch = match_pb2.HashBatch(signal=draw(signals), hashes=draw(st.binary(max_size=200)))
+    if draw(st.booleans()):
+        batch.max_distance = draw(st.integers(0, 2**32 - 1))
+    return batch
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    signal=st.sampled_from(sorted(SIGNALS)),
+    count=st.integers(1, 40),
+    seed=st.binary(min_size=1, max_size=8),
+    max_distance=st.one_of(st.none(), st.integers(0, 300)),
+)
+def test_a_packed_batch_parses_as_its_queries_do(
+    signal: str, count: int, seed: bytes, max_distance: int | None
+) -> None:
+    """The same hashes, packed or one Query each, are the same queries, or the same
+    refusal (but for where it says the problem is)."""
+    size = SIGNALS[signal].nbytes
+    raw = (seed * (count * size))[: count * size]
+    queries = [
+        match_pb2.Query(signal=signal, hash=raw[i : i + size]) for i in range(0, len(raw), size)
+    ]
+    batch = match_pb2.HashBatch(signal=signal, hashes=raw)
+    if max_distance is not None:
+        batch.max_distance = max_distance
+        for q in queries:
+            q.max_distance = max_distance
+    try:
+        expected: list[ParsedQuery] | str = parse_request(match_pb2.CheckRequest(queries=queries))
+    except InvalidRequest as exc:
+        expected = str(exc).replace("query 0", "batch")
+    try:
+        assert parse_request(match_pb2.CheckRequest(batch=batch)) == expected
+    except InvalidRequest as exc:
+        assert str(exc) == expected
+
+
+@FUZZ
+@given(batch=hash_batches(), with_queries=st.booleans())
+def test_check_packed(
+    channel: grpc.Channel, batch: match_pb2.HashBatch, with_queries: bool
+) -> None:
+    stub = match_pb2_grpc.MatchServiceStub(channel)
+    request = match_pb2.CheckRequest(batch=batch)
+    if with_queries:
+        request.queries.add(signal="pdq", hash=bytes(32))
+    clear(lambda: stub.Check(request, timeout=10))
+    clear(lambda: list(stub.CheckStream(iter([request, request]), timeout=10)))
 
 
 @st.composite

@@ -22,7 +22,7 @@ from hashmatch.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.signals import SIGNALS, get_signal
 from hashmatch.standins import EDITS
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from hashmatch.wire import MAX_QUERIES_PER_REQUEST, query
+from hashmatch.wire import MAX_QUERIES_PER_REQUEST, check_request, query
 from tests.conftest import LISTED, add_photos, build_index
 
 PDQ = get_signal("pdq")
@@ -148,8 +148,79 @@ def test_bad_input_is_invalid_argument_naming_the_problem(
     assert check(stub, GOOD).results[0].matched is False, "the server keeps serving"
 
 
+def packed(signal: str, hashes: bytes, max_distance: int | None = None) -> match_pb2.CheckRequest:
+    batch = match_pb2.HashBatch(signal=signal, hashes=hashes)
+    if max_distance is not None:
+        batch.max_distance = max_distance
+    return match_pb2.CheckRequest(batch=batch)
+
+
+def test_a_packed_batch_answers_as_its_queries_do(
+    stub: match_pb2_grpc.MatchServiceStub, photos: dict[str, bytes]
+) -> None:
+    hashes = [pdq_of(EDITS["half size"](photos[name])) for name in LISTED]
+    hashes += [pdq_of(photos[name]) for name in ("moon", "brick", "horse")]
+    hashes += [bytes([i]) * 32 for i in range(50)]
+    as_queries = check(stub, *(query("pdq", h) for h in hashes))
+    as_batch = stub.Check(packed("pdq", b"".join(hashes)), timeout=30)
+    assert as_batch == as_queries
+    listed, unrelated = as_batch.results[: len(LISTED)], as_batch.results[len(LISTED) :][:3]
+    assert all(r.matched for r in listed) and not any(r.matched for r in unrelated)
+    nearest = min(r.matches[0].distance for r in listed)
+    tightened = stub.Check(packed("pdq", b"".join(hashes), max_distance=nearest), timeout=30)
+    assert tightened == check(stub, *(query("pdq", h, max_distance=nearest) for h in hashes))
+    assert 0 < sum(r.matched for r in tightened.results) < len(LISTED)
+
+
+def test_the_client_sdk_packs_one_signal_and_sends_anything_else_as_queries() -> None:
+    pdq = [("pdq", bytes([i]) * 32) for i in range(3)]
+    request = check_request(pdq)
+    assert request.HasField("batch") and not request.queries
+    assert request.batch.signal == "pdq"
+    assert request.batch.hashes == b"".join(h for _, h in pdq)
+    for mixed in ([*pdq, ("phash", b"\x00" * 8)], [*pdq, ("pdq", b"\x01" * 31)], [("PDQ", b"")]):
+        request = check_request(mixed)
+        assert not request.HasField("batch")
+        assert [(q.signal, q.hash) for q in request.queries] == mixed
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (packed("photodna", b"x" * 32), "batch: unknown signal 'photodna'"),
+        (
+            packed("pdq", b"\x00" * 65),
+            "batch: 65 bytes of hashes is not a whole number of pdq hashes (32 bytes each)",
+        ),
+        (packed("pdq", b""), "empty batch: a HashBatch needs at least one hash"),
+        (
+            packed("phash", b"\x00" * 8 * (MAX_QUERIES_PER_REQUEST + 1)),
+            "batch of 10001 hashes exceeds the limit of 10000",
+        ),
+        (
+            packed("pdq", b"\x00" * 32, max_distance=PDQ.threshold + 1),
+            "batch: max_distance 32 exceeds the pdq threshold 31",
+        ),
+        (
+            match_pb2.CheckRequest(queries=[GOOD], batch=match_pb2.HashBatch(signal="pdq")),
+            "set queries or batch in a CheckRequest, not both",
+        ),
+    ],
+)
+def test_a_bad_packed_batch_is_invalid_argument_naming_the_problem(
+    stub: match_pb2_grpc.MatchServiceStub, request_: match_pb2.CheckRequest, message: str
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Check(request_, timeout=30)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in err.value.details()
+    assert check(stub, GOOD).results[0].matched is False, "the server keeps serving"
+
+
 def test_a_full_batch_is_accepted(stub: match_pb2_grpc.MatchServiceStub) -> None:
     assert len(check(stub, *[GOOD] * MAX_QUERIES_PER_REQUEST).results) == MAX_QUERIES_PER_REQUEST
+    full = packed("pdq", GOOD.hash * MAX_QUERIES_PER_REQUEST)
+    assert len(stub.Check(full, timeout=30).results) == MAX_QUERIES_PER_REQUEST
 
 
 def test_stream_answers_each_batch_in_order(
