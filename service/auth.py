@@ -108,7 +108,7 @@ class Gate:
         self._buckets: dict[str, TokenBucket] = {}
         self._throttled: dict[str, tuple[float, float]] = {}  # key → (rate, until)
         self._lock = threading.Lock()
-        self._reloaded = 0.0
+        self._reloaded_for_unknown = 0.0
         if store is not None:
             self.reload()
 
@@ -118,16 +118,16 @@ class Gate:
 
     def reload(self) -> None:
         assert self._store is not None
-        self._reloaded = time.monotonic()
         self._keys = {k.key_id: k for k in self._store.api_keys() if not k.revoked}
 
     def _reload_soon(self) -> bool:
         """Reload for an unknown key id, but at most every 0.1 s: unknown ids are cheap to
-        send and must not turn into a flood of store reads."""
+        send and must not turn into a flood of store reads. The periodic reloads do not
+        count: one that began just before a key was issued refused the key's first use."""
         with self._lock:
-            if time.monotonic() - self._reloaded < 0.1:
+            if time.monotonic() - self._reloaded_for_unknown < 0.1:
                 return False
-            self._reloaded = time.monotonic()
+            self._reloaded_for_unknown = time.monotonic()
         self.reload()
         return True
 

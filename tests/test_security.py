@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, cast
 
 import grpc
 import numpy as np
@@ -412,3 +413,39 @@ def test_no_auth_is_only_for_loopback(tmp_path: Path) -> None:
     assert done.returncode == 2 and "--no-auth only on a loopback address" in done.stderr
     done = run_cli("serve", "--index", str(tmp_path), "--listen", "127.0.0.1:0")
     assert done.returncode == 2 and "API keys live in the store" in done.stderr
+
+
+class _Metadata:
+    """What Gate.caller reads of a grpc context: the call's metadata."""
+
+    def __init__(self, token: str) -> None:
+        self._metadata = (("authorization", f"Bearer {token}"),)
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return self._metadata
+
+
+def test_a_key_issued_just_after_a_periodic_reload_is_known_at_once(tmp_path: Path) -> None:
+    from service.auth import Gate
+
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    reads = 0
+    api_keys = store.api_keys
+
+    def counted() -> list[Any]:
+        nonlocal reads
+        reads += 1
+        return api_keys()
+
+    store.api_keys = counted  # type: ignore[method-assign]
+    gate = Gate(store)
+    gate.reload()  # as the periodic reload does, just before the key is issued
+    _, token = store.create_key("t", ["check"])
+    before = reads
+    assert gate.caller(cast(grpc.ServicerContext, _Metadata(token)), "check").key_id
+    assert reads == before + 1
+    for _ in range(50):  # a flood of unknown ids reads the store once per 0.1 s at most
+        with pytest.raises(Exception, match="unknown or revoked API key"):
+            gate.caller(cast(grpc.ServicerContext, _Metadata("hm_000000000000_x")), "check")
+    assert reads <= before + 2
+    store.close()
