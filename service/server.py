@@ -43,6 +43,9 @@ from service.tls import TLS
 MATCH_SERVICE = match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
 SUBMISSION_SERVICE = submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name
 SYNC_SERVICE = sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
+# One empty Result as CheckResponse bytes: a response starts as one per query, decoded in C
+# (13 µs for 1,000, where 1,000 results.add() took 174 µs), and only hits are filled in.
+EMPTY_RESULT = match_pb2.CheckResponse(results=[match_pb2.Result()]).SerializeToString()
 
 
 @dataclass(frozen=True)
@@ -88,17 +91,19 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         version, found = self._batcher.check(queries, deadline_of(context))
         quarantined = guards.anomaly.quarantined
         response = match_pb2.CheckResponse(snapshot_version=version)
+        response.MergeFromString(EMPTY_RESULT * len(queries))
+        results = response.results
         matched: Counter[tuple[str, str]] = Counter()
         answered: list[Hit] = []
-        add = response.results.add
-        for q, hits in zip(queries, found, strict=True):
+        for i, hits in enumerate(found):
             if not hits:
-                add()  # most checks: an empty result, a third of the cost of add(matched=False)
                 continue
+            q = queries[i]
             if quarantined or caller.lists is not None:
                 # A caller sees only the lists it may read; quarantined entries match no one.
                 hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
-            result = add(matched=bool(hits))
+            result = results[i]
+            result.matched = bool(hits)
             for h in hits:
                 matched[q.signal, h.list] += 1
                 result.matches.add(
