@@ -34,6 +34,7 @@ import gc
 import json
 import os
 import queue
+import shlex
 import shutil
 import subprocess
 import sys
@@ -654,11 +655,8 @@ def main() -> None:
         )
     lines += [
         "",
-        f"Server peak RSS {peak:,.0f} MB. Command: `.venv/bin/python load_tests/grpc_load.py "
-        f"--n {args.n}"
-        + (" --driver h2load" if args.driver == "h2load" else "")
-        + (f" --server-processes {args.server_processes}" if args.server_processes > 1 else "")
-        + "`",
+        f"Server peak RSS {peak:,.0f} MB. Command: "
+        f"`.venv/bin/python load_tests/grpc_load.py {shlex.join(sys.argv[1:])}`",
     ]
     subset = "" if set(modes) == set(default_modes) else "_" + "-".join(modes)
     driver = "_h2load" if args.driver == "h2load" else ""
