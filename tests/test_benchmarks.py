@@ -74,3 +74,19 @@ def test_cadence_times_batches_beside_host_controls() -> None:
         p50, p90, p99, most, ratio = map(float, cells)
         assert 0 < p50 <= p90 <= p99 <= most, (work, cells)
         assert ratio >= 1, (work, cells)
+
+
+def test_wire_benchmark_times_both_request_forms() -> None:
+    out = run("wire_benchmark.py", "--n", "100", "--repeat", "3")
+    rows = {r[0]: r[1:] for r in table_rows(out) if r[0] not in ("request form", "built by")}
+    assert set(rows) == {
+        "Query messages",
+        "packed HashBatch",
+        "results.add() each",
+        "decoding their bytes",
+    }
+    size = {
+        form: int(rows[form][0].replace(",", "")) for form in ("Query messages", "packed HashBatch")
+    }
+    assert 100 * 32 < size["packed HashBatch"] < size["Query messages"]
+    assert all(float(cell.replace(",", "")) > 0 for cells in rows.values() for cell in cells)
