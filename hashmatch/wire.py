@@ -19,8 +19,8 @@ def query(signal: str, hash_bytes: bytes, max_distance: int | None = None) -> ma
 
 def check_request(queries: Sequence[tuple[str, bytes]]) -> match_pb2.CheckRequest:
     """A CheckRequest for (signal, raw hash) pairs. Hashes all of one signal and of its
-    size go packed in one HashBatch (a 1,000-hash batch takes 0.02 ms to build instead
-    of 1.5, and the server parses it in well under half the time: wire_benchmark.py);
+    size go packed in one HashBatch (a 1,000-hash batch takes a quarter of the time to
+    build, and the server parses it in under a third: wire_benchmark.py);
     anything else goes as one Query each, so that the server names the bad one (packed,
     a short hash would shift every hash after it)."""
     names = {name for name, _ in queries}

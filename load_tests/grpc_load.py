@@ -79,8 +79,9 @@ T = TypeVar("T")
 
 def check_request(size: int, rng: np.random.Generator, packed: bool = False) -> Any:
     """A Check of `size` random PDQ hashes, HIT_RATE of them near a listed one: as Query
-    messages, or `packed` in one HashBatch."""
+    messages, or `packed` in one HashBatch as the SDK sends them."""
     from hashmatch.v1 import match_pb2
+    from hashmatch.wire import check_request as sdk_request
 
     known = dataset(1000, 256)  # the first rows of the served list
     hashes = rng.integers(0, 256, size=(size, 32), dtype=np.uint8)
@@ -88,9 +89,7 @@ def check_request(size: int, rng: np.random.Generator, packed: bool = False) -> 
     if hit.any():
         hashes[hit] = perturb(known[rng.integers(0, 1000, int(hit.sum()))], 20, rng)
     if packed:
-        return match_pb2.CheckRequest(
-            batch=match_pb2.HashBatch(signal="pdq", hashes=hashes.tobytes())
-        )
+        return sdk_request([("pdq", h.tobytes()) for h in hashes])
     return match_pb2.CheckRequest(
         queries=[match_pb2.Query(signal="pdq", hash=h.tobytes()) for h in hashes]
     )

@@ -3,10 +3,11 @@
     .venv/bin/python load_tests/wire_benchmark.py
 
 For a batch of N PDQ hashes sent as N Query messages and as one packed HashBatch:
-the caller building the request, the server decoding and parsing it (protobuf
-decode plus service.queries.parse_request, all under the GIL), and the server
-starting the answer (one empty Result per query). Best of several rounds, one
-thread. The engine's own time is engine_benchmark.py's.
+the caller building the request (packed as the SDK's check_request packs it), the
+server decoding and parsing it (protobuf decode plus service.queries.parse_request,
+all under the GIL), and the server starting the answer (one empty Result per
+query). Best of several rounds, one thread. The engine's own time is
+engine_benchmark.py's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from hashmatch.v1 import match_pb2
-from hashmatch.wire import query
+from hashmatch.wire import check_request, query
 from service.queries import parse_request
 from service.server import EMPTY_RESULT
 
@@ -47,10 +48,10 @@ def main() -> None:
     def as_queries() -> match_pb2.CheckRequest:
         return match_pb2.CheckRequest(queries=[query("pdq", h) for h in rows])
 
+    pairs = [("pdq", h) for h in rows]
+
     def packed() -> match_pb2.CheckRequest:
-        return match_pb2.CheckRequest(
-            batch=match_pb2.HashBatch(signal="pdq", hashes=b"".join(rows))
-        )
+        return check_request(pairs)
 
     print(f"\n{args.n:,} PDQ hashes in one Check, ms (best of {ROUNDS} rounds, one thread):\n")
     print("| request form | bytes | caller builds | server decodes and parses |")
