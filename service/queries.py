@@ -67,6 +67,16 @@ def parse_query(index: int, q: match_pb2.Query) -> ParsedQuery:
     return ParsedQuery(signal.name, hash_bytes, _max_distance(label, signal, requested))
 
 
+def _check_size(n: int, holder: str, one: str, many: str) -> None:
+    """At least one, at most MAX_QUERIES_PER_REQUEST, whichever form the batch takes."""
+    if n == 0:
+        raise InvalidRequest(f"empty batch: {holder} needs at least one {one}")
+    if n > MAX_QUERIES_PER_REQUEST:
+        raise InvalidRequest(
+            f"batch of {n} {many} exceeds the limit of {MAX_QUERIES_PER_REQUEST}; split it"
+        )
+
+
 def parse_batch(batch: match_pb2.HashBatch) -> list[ParsedQuery]:
     """A packed batch's hashes as queries; it holds no query messages to walk, so a
     1,000-hash batch is 1,000 slices of one bytes field."""
@@ -81,12 +91,7 @@ def parse_batch(batch: match_pb2.HashBatch) -> list[ParsedQuery]:
             f"batch: {len(raw)} bytes of hashes is not a whole number of {signal.name} "
             f"hashes ({size} bytes each)"
         )
-    if n == 0:
-        raise InvalidRequest("empty batch: a HashBatch needs at least one hash")
-    if n > MAX_QUERIES_PER_REQUEST:
-        raise InvalidRequest(
-            f"batch of {n} hashes exceeds the limit of {MAX_QUERIES_PER_REQUEST}; split it"
-        )
+    _check_size(n, "a HashBatch", "hash", "hashes")
     requested = batch.max_distance if batch.HasField("max_distance") else None
     name, limit = signal.name, _max_distance("batch", signal, requested)
     make = tuple.__new__
@@ -100,13 +105,7 @@ def parse_request(request: match_pb2.CheckRequest) -> list[ParsedQuery]:
         if len(request.queries):
             raise InvalidRequest("set queries or batch in a CheckRequest, not both")
         return parse_batch(request.batch)
-    n = len(request.queries)
-    if n == 0:
-        raise InvalidRequest("empty batch: a CheckRequest needs at least one query")
-    if n > MAX_QUERIES_PER_REQUEST:
-        raise InvalidRequest(
-            f"batch of {n} queries exceeds the limit of {MAX_QUERIES_PER_REQUEST}; split it"
-        )
+    _check_size(len(request.queries), "a CheckRequest", "query", "queries")
     parsed: list[ParsedQuery] = []
     append = parsed.append
     # tuple.__new__ skips the namedtuple's __new__, a Python function: 0.69 → 0.52 ms a
