@@ -32,7 +32,9 @@ from service.engine import Hits, no_hits
 # prefetching all of them before the first is scanned was about 20% faster than 128 ahead
 # at 1M PDQ on an AMD EPYC host (on a Xeon, 256 ahead measured equal to 128); where
 # candidates are fetched by id (thousands a query), 128 and 256 ahead were equal and 512
-# slower.
+# slower. Other hosts differ by more than that, so these are only the defaults: a
+# snapshot's large tables get the distance timed fastest where they serve
+# (service/prefetch_tuning.py).
 PREFETCH = 128
 PREFETCH_FINGERPRINTED = 512
 INITIAL_HITS_PER_QUERY = 16

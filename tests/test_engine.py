@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from indexer.mih import FINGERPRINT_LANES, MAX_BOUNDS_SHIFT, Chunk, Plan, build_tables, plan_for
 from service.engine import FaissRangeEngine, Hits, SortedExactEngine
 from service.mih_engine import MihEngine
+from service.prefetch_tuning import DISTANCES, tune_prefetch
 
 
 def brute_force(
@@ -79,20 +80,28 @@ def test_faiss_range_engine_equals_brute_force(
 
 
 @settings(max_examples=200, deadline=None)
-@given(search_case(), st.integers(0, 3), st.sampled_from([None, 0, 1, 2, 3, 4]))
+@given(
+    search_case(),
+    st.integers(0, 3),
+    st.sampled_from([None, 0, 1, 2, 3, 4]),
+    st.sampled_from((0, 1, *DISTANCES)),
+)
 def test_multi_index_engine_equals_brute_force(
     case: tuple[int, npt.NDArray[np.uint8], npt.NDArray[np.uint8], int],
     tighten: int,
     fingerprint_lanes: int | None,
+    prefetch: int,
 ) -> None:
     """Every bucket layout: the planner's choice, ids only, one to four fingerprint lanes
-    (64-bit hashes take none or both: their chunks may touch both lanes)."""
+    (64-bit hashes take none or both: their chunks may touch both lanes); and every
+    prefetch distance the service may choose on its host."""
     nbits, entries, queries, radius = case
     lanes = fingerprint_lanes
     if nbits == 64 and lanes:
         lanes = 2
     plan = plan_for(nbits, radius, len(entries), lanes)
     engine = MihEngine(entries, build_tables(entries, plan))
+    engine.prefetch = prefetch
     assert as_sets(engine.search(queries, radius), len(queries)) == brute_force(
         entries, queries, radius
     )
@@ -223,3 +232,15 @@ def test_sorted_exact_engine_equals_brute_force(data: st.DataObject) -> None:
 def test_empty_index_finds_nothing() -> None:
     hits = FaissRangeEngine(faiss.IndexBinaryFlat(256)).search(np.zeros((3, 32), np.uint8), 31)
     assert hits.lims.tolist() == [0, 0, 0, 0] and len(hits.rows) == 0
+
+
+def test_prefetch_tuning_keeps_the_fastest_distance_and_the_answers() -> None:
+    rng = np.random.default_rng(5)
+    entries = rng.integers(0, 256, size=(3000, 32), dtype=np.uint8)
+    engine = MihEngine(entries, build_tables(entries, plan_for(256, 31, len(entries))))
+    per_query = tune_prefetch(engine, 256, rounds=3, per_search=20)
+    assert list(per_query) == list(DISTANCES)
+    assert all(us > 0 for us in per_query.values())
+    assert engine.prefetch == min(per_query, key=per_query.__getitem__)
+    queries = np.vstack([flip(entries[i], list(range(i % 33))) for i in range(40)])
+    assert as_sets(engine.search(queries, 31), 40) == brute_force(entries, queries, 31)

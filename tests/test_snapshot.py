@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from indexer.snapshot import (
     version_dir_name,
 )
 from indexer.store import NewEntry, open_store
+from service import prefetch_tuning
 from service.matcher import Matcher
 from service.mih_engine import MihEngine
 from service.queries import ParsedQuery
@@ -155,8 +157,13 @@ def test_interrupted_write_leaves_current_untouched(store_url: str, tmp_path: Pa
     assert build_index(store_url, root).name == version_dir_name(2)
 
 
-def test_large_lists_are_served_by_multi_index_tables(tmp_path: Path) -> None:
-    """Above the crossover the snapshot carries MIH tables, and matches equal brute force."""
+def test_large_lists_are_served_by_multi_index_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Above the crossover the snapshot carries MIH tables, and matches equal brute force.
+    A snapshot's engines get their prefetch distance timed on this host; a delta's don't."""
+    monkeypatch.setattr(prefetch_tuning, "TUNED_MIN_ENTRIES", MIH_MIN_ENTRIES)
+    caplog.set_level(logging.INFO, logger=prefetch_tuning.__name__)
     rng = np.random.default_rng(3)
     pdq = rng.integers(0, 256, size=(MIH_MIN_ENTRIES + 500, 32), dtype=np.uint8)
     phash = rng.integers(0, 256, size=(MIH_MIN_ENTRIES + 500, 8), dtype=np.uint8)
@@ -170,8 +177,12 @@ def test_large_lists_are_served_by_multi_index_tables(tmp_path: Path) -> None:
     # PDQ buckets carry fingerprints (a lower bound); pHash buckets the whole 64-bit code.
     assert pdq_mih is not None and pdq_mih.plan.fingerprint_lanes == FINGERPRINT_LANES
     assert phash_mih is not None and phash_mih.plan.exact_in_bucket
+    Matcher(snap.lists, snap.tables, snap.version)
+    assert "prefetching" not in caplog.text
     matcher = Matcher.of(snap)
     assert isinstance(matcher._engines["pdq"], MihEngine)
+    for signal in ("pdq", "phash"):
+        assert f"{signal}: prefetching " in caplog.text
     queries = []
     thresholds = [SIGNALS[s].threshold for s in ("pdq", "phash")]
     for signal, entries in (("pdq", pdq), ("phash", phash)):
