@@ -96,10 +96,9 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         results = response.results
         matched: Counter[tuple[str, str]] = Counter()
         answered: list[Hit] = []
-        for i, hits in enumerate(found):
+        for i, (q, hits) in enumerate(zip(queries, found, strict=True)):
             if not hits:
                 continue
-            q = queries[i]
             if quarantined or caller.lists is not None:
                 # A caller sees only the lists it may read; quarantined entries match no one.
                 hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
