@@ -43,9 +43,10 @@ def test_grpc_load_measures_each_mode_closed_and_open_loop(tmp_path: Path) -> No
     loops = [(r[0], "open" if "open loop" in r[1] else "closed") for r in rows]
     modes = ("unary", "batch100", "packed1000", "stream1000")
     assert loops == [(mode, loop) for mode in modes for loop in ("closed", "open")]
-    for mode, offered, checks, rpcs, *_, within_slo, late, errors, _, _ in rows:
+    for mode, offered, checks, rpcs, *_, within, within_slo, late, errors, _, _ in rows:
         assert float(checks.replace(",", "")) > 0 and float(rpcs.replace(",", "")) > 0, mode
         assert errors == "0", (mode, errors)
+        assert 0 <= float(within.rstrip("%")) <= 100, (mode, within)
         # Whether the open loop's clients kept to their schedule; a closed loop has none.
         if "open loop" in offered:
             assert 0 <= float(late.rstrip("%")) <= 100, (mode, late)
