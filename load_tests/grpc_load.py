@@ -58,6 +58,8 @@ import numpy.typing as npt
 from proc import cpu_seconds, rss_mb
 from synthetic import dataset, parse_n, perturb
 
+from service.metrics import SLO_SECONDS
+
 # "health" is grpcio's own health Check, which does no work: the RPC rate this
 # machine allows before any checking, measured in the same run as the rest.
 # "packed1000" sends its 1,000 hashes as one HashBatch field rather than 1,000 Query messages.
@@ -316,8 +318,6 @@ def result_row(
     behind their schedule. `within_slo`, the share of requests answered within
     SLO_SECONDS, tells what p99 does (it meets the objective where the share is 99%
     or more) and, unlike p99, adds up across runs."""
-    from service.metrics import SLO_SECONDS
-
     pct = {
         p: float(np.percentile(latencies_ms, p)) if len(latencies_ms) else float("nan")
         for p in (50, 90, 99, 99.9)
@@ -480,8 +480,6 @@ def checks_within_slo(metrics_urls: list[str]) -> npt.NDArray[np.float64]:
     (cumulative): from its latency histogram, which times a call from the handler's
     start to its answer, so the clients' share of the cores and the transport are left
     out where the client-side percentiles include them."""
-    from service.metrics import SLO_SECONDS
-
     counts = np.zeros(2)
     for sample in server_samples(metrics_urls):
         if sample.name == "hashmatch_rpc_duration_seconds_bucket" and (
@@ -694,8 +692,6 @@ def main() -> None:
         f"hashmatch gRPC load, {n / 1e6:g}M PDQ list, {date.today()}, "
         f"{os.cpu_count()} cores shared by server and {clients}"
     )
-    from service.metrics import SLO_SECONDS
-
     late_ms = f"{LATE_SECONDS * 1000:g} ms"
     slo_ms = f"{SLO_SECONDS * 1000:g} ms"
     lines = [
