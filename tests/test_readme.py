@@ -12,3 +12,15 @@ def test_ci_runs_the_readme_test_command() -> None:
     readme_top = (ROOT / "README.md").read_text()[:1500]
     assert ci_command in readme_top
     assert "hashmatch demo" in readme_top
+
+
+def test_the_two_commands_open_the_readme() -> None:
+    """After a short intro, the first two code blocks are the demo and the test commands."""
+    readme = (ROOT / "README.md").read_text()
+    ci_command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    blocks = readme.split("```")[1::2]
+    first, second = (block.removeprefix("sh").strip() for block in blocks[:2])
+    assert first.endswith("hashmatch demo") and first.startswith("python3 -m venv .venv")
+    assert second == ci_command
+    intro = readme.split("##", 1)[0].strip().splitlines()[1:]
+    assert 1 <= len([line for line in intro if line.strip()]) <= 3, intro
