@@ -192,6 +192,9 @@ def reuploads(owners: dict[str, list[Path]]) -> list[Upload]:
 
 
 def run_demo(keep: str | None = None) -> int:
+    if keep and Path(keep).is_dir() and any(Path(keep).iterdir()):
+        print(f"hashmatch demo: --keep {keep}: give a new or empty directory", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory(prefix="hashmatch-demo-") as tmp:
         work = Path(keep) if keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -223,11 +226,10 @@ def _run(work: Path) -> int:
             _hotline_uploads(server.address, hotline_key, owners[HOTLINE], work, listing)
             case, secret = _victim_submits(server.address, owners[VICTIM], listing)
             print(
-                f"\n4. A platform checks {len(uploads)} uploads over gRPC: edited re-uploads "
-                "of the listed photos, and the unrelated photos. Each upload is hashed on the "
-                "platform, in every checking variant (mirrored, turned, borders trimmed, "
-                "caption band cut, fixed sizes); a verdict is a match when any listed signal "
-                "matches.\n"
+                f"\n4. A platform checks {len(uploads)} uploads over gRPC: edited re-uploads of "
+                "the listed photos, and the unrelated ones.\n   Each is hashed on the platform "
+                "in every checking variant (mirrored, turned, borders\n   trimmed, caption band "
+                "cut, fixed sizes); a match of any listed signal is a match.\n"
             )
             asked = list(probes)
             queries = [(signal, h) for p in asked for _, signal, h in p]
@@ -239,7 +241,10 @@ def _run(work: Path) -> int:
                     *("withdraw", "--server", server.address, "--case", case),
                     env={SECRET_ENV: secret},
                 )
-                _say(f"withdraw --server {server.address} --case {case}  # ${SECRET_ENV}", out)
+                _say(
+                    f"withdraw --server {server.address} --case {case}  # secret in ${SECRET_ENV}",
+                    out,
+                )
                 print("\n6. The platform checks the same uploads again.")
                 after = _rows(uploads, asked, c.check(queries), listing.listed(HOTLINE))
                 _compare(before, after)
@@ -320,11 +325,12 @@ def _rows(
     answers = iter(verdicts)
     rows = []
     for upload, asked in zip(uploads, probes, strict=True):
-        found = [
-            Found(m.list, m.signal, m.distance, variant, m.variant or ORIGINAL)
-            for (variant, _, _), verdict in zip(asked, answers, strict=False)
-            for m in verdict.matches
-        ]
+        found: list[Found] = []
+        for variant, _, _ in asked:
+            found += [
+                Found(m.list, m.signal, m.distance, variant, m.variant or ORIGINAL)
+                for m in next(answers).matches
+            ]
         rows.append(Row(upload, upload.photo.stem in listed, tuple(found)))
     return rows
 

@@ -130,3 +130,11 @@ def test_the_rule_puts_every_bundled_photo_somewhere_and_lists_about_half() -> N
 def test_the_demo_edits_are_real_transforms() -> None:
     assert set(EDITS) <= set(TRANSFORMS)
     assert set(EDITS) >= NEEDS_LISTED_VARIANTS
+
+
+def test_keep_refuses_a_directory_in_use(tmp_path: Path) -> None:
+    """A second run into the same store would find the first run's list and keys."""
+    (tmp_path / "demo.db").write_bytes(b"")
+    done = run_cli("demo", "--keep", str(tmp_path))
+    assert done.returncode == 2
+    assert "give a new or empty directory" in done.stderr
