@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
+from hashmatch.images import decode_rgb
+
 PHOTO_SUFFIXES = (".png", ".jpg")
 
 # Photos that show the same scene (a stereo pair, one chessboard in two colour
@@ -62,6 +64,7 @@ def scale(data: bytes, factor: float) -> bytes:
 
 Edit = Callable[[bytes], bytes]
 
+# The edits every PDQ service finds with one hash per image (tests rely on it).
 EDITS: dict[str, Edit] = {
     "jpeg q30": lambda d: jpeg(d, 30),
     "half size": lambda d: scale(d, 0.5),
@@ -184,3 +187,9 @@ TRANSFORMS: dict[str, Transform] = {
     ),
     "letterbox + jpeg q50": lambda im: _jpeg_image(_letterbox(im), 50),
 }
+
+
+def reupload(data: bytes, transform: Transform) -> bytes:
+    """The image file `data` edited by `transform` and encoded again, in memory, as PNG:
+    lossless, so what the edit itself loses is all the copy loses."""
+    return _encode(transform(decode_rgb(data)), "PNG")

@@ -46,7 +46,7 @@ FINGERPRINT_BUDGET_BYTES = 1 << 30
 # almost every candidate is rejected in its bucket, and a bucket of a dozen entries spans
 # a quarter fewer cache lines than with 128 (the random reads the search waits on).
 FINGERPRINT_LANES = 3
-# Relative costs used to choose a plan (load_tests/engine_benchmark.py --plans times the
+# Relative costs used to choose a plan (load_tests/experiments/plan_costs.py times the
 # pick beside its neighbours): a probe reads bucket bounds (mostly cached) and its bucket
 # (a random read, ~35 ns at 1M PDQ); a candidate fetched by id is two more random reads;
 # a fingerprinted candidate is compared in its bucket, eight at a time (~0.9 ns); a

@@ -13,7 +13,7 @@ caller's deadline has passed is dropped unsearched.
 
 With `pin`, worker i runs only on the i-th CPU the process may use. Left to the
 scheduler, the workers woken for a batch that arrives after the cores idled may
-both land on one CPU and search one after the other (engine_benchmark.py --idle).
+both land on one CPU and search one after the other (load_tests/experiments/worker_pinning.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from service.queries import ParsedQuery
 PIECE = 256
 # Enough queries to amortise a kernel call; the pieces of large requests are longer and
 # run alone. Taking up to 4,096 instead made a request's last piece wait for pieces of
-# the next one (engine_benchmark.py --overlap).
+# the next one (load_tests/experiments/gather_limit.py).
 GATHER = 128
 DEFAULT_MAX_QUEUED = 20_000
 # Requests this small are searched in the caller's thread when nothing is queued.

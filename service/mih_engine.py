@@ -27,7 +27,7 @@ from numba.extending import intrinsic
 from indexer.mih import FINGERPRINT_LANES, Tables, as_lanes, as_words, ball_masks, chunk_value
 from service.engine import Hits, no_hits
 
-# Reads kept in flight per phase (load_tests/engine_benchmark.py --prefetch): buckets or
+# Reads kept in flight per phase (load_tests/experiments/prefetch_distance.py): buckets or
 # candidates ahead. Where buckets carry fingerprints, a query probes a few hundred, and
 # prefetching all of them before the first is scanned was about 20% faster than 128 ahead
 # at 1M PDQ on an AMD EPYC host (on a Xeon, 256 ahead measured equal to 128); where

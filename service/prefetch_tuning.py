@@ -3,7 +3,7 @@
 The best distance is the machine's, not the code's: at 1M PDQ, prefetching every bucket of
 a query at once (512 ahead) was 20% faster than 128 on one AMD EPYC host and 2.3x slower
 than 12 ahead on another (Zen 3 without AVX-512: 44 against 19 us a query,
-load_tests/engine_benchmark.py --prefetch). A fixed constant is wrong somewhere, so the
+load_tests/experiments/prefetch_distance.py). A fixed constant is wrong somewhere, so the
 service times the candidates on its own tables with random hashes (misses, like most
 traffic; never list contents) and keeps the fastest.
 """

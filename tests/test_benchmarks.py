@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 LOAD_TESTS = Path(__file__).resolve().parents[1] / "load_tests"
 
 
@@ -74,17 +76,61 @@ def test_freshness_benchmark_times_every_path_under_load(tmp_path: Path) -> None
     assert "errors none" in text
 
 
-def test_cadence_times_batches_beside_host_controls() -> None:
+def markdown_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row but the header rows."""
+    lines = text.splitlines()
+    return [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for i, line in enumerate(lines)
+        if line.startswith("| ") and not (i + 1 < len(lines) and lines[i + 1].startswith("|---"))
+    ]
+
+
+def number(cell: str) -> float:
+    return float(cell.strip("*x").replace(",", ""))
+
+
+def test_engine_benchmark_measures_our_engine_beside_the_peer() -> None:
     out = run(
         "engine_benchmark.py",
-        *("--cadence", "--n", "20000", "--cadence-ms", "5", "--cadence-rounds", "20"),
+        *("--n", "20K", "--bits", "256", "--queries", "2000", "--peer-queries", "500"),
+        *("--sample", "5"),
     )
-    rows = {r[0]: r[1:] for r in table_rows(out) if r[0] != "work"}
-    assert set(rows) == {"batch", "arithmetic", "reads"}
-    for work, cells in rows.items():
-        p50, p90, p99, most, ratio = map(float, cells)
-        assert 0 < p50 <= p90 <= p99 <= most, (work, cells)
-        assert ratio >= 1, (work, cells)
+    rows = markdown_rows(out)
+    assert [r[1] for r in rows] == [
+        "hashmatch (MihEngine)",
+        "python-threatexchange PDQIndex.query() per hash",
+        "**hashmatch / query ratio**",
+        "python-threatexchange PDQIndex batch search (1,000)",
+        "**hashmatch / batch ratio**",
+    ]
+    assert all(r[0] == "0.02M x pdq" for r in rows)
+    assert rows[0][-1] == "100% of 10"
+    for row in rows:
+        assert number(row[2]) > 0 and number(row[3]) > 0, row
+
+
+def test_crossover_times_both_engines_on_small_lists() -> None:
+    out = run("engine_benchmark.py", "--crossover", "--bits", "64")
+    rows = markdown_rows(out)
+    assert [number(r[0]) for r in rows] == [500, 1000, 2000, 4000, 8000, 16000, 64000]
+    assert all(number(cell) > 0 for r in rows for cell in r[1:])
+
+
+@pytest.mark.parametrize(
+    ("script", "args", "columns"),
+    [
+        ("prefetch_distance.py", ("--n", "20K", "--bits", "64", "--rounds", "1"), 8),
+        ("plan_costs.py", ("--n", "20K", "--bits", "64", "--neighbours", "1"), 7),
+        ("worker_pinning.py", ("--n", "20K", "--gaps-ms", "0,5", "--rounds", "3"), 7),
+        ("gather_limit.py", ("--n", "20K", "--rounds", "2"), 5),
+    ],
+)
+def test_each_experiment_prints_its_table(script: str, args: tuple[str, ...], columns: int) -> None:
+    """The experiments behind the engine's constants still run, on a small list."""
+    rows = markdown_rows(run(f"experiments/{script}", *args))
+    assert rows and all(len(r) == columns for r in rows), rows
+    assert all(number(cell.split()[0]) > 0 for r in rows for cell in r[-3:]), rows
 
 
 def test_wire_benchmark_times_both_request_forms() -> None:
