@@ -70,6 +70,8 @@ def build_snapshot(store: Store, out: Path) -> Path:
     image = store.read_image({name: s.nbytes for name, s in SIGNALS.items()})
     for name in image.unknown_signals:
         log.warning("store holds entries of unknown signal %r; left out of the snapshot", name)
+    for reason in image.malformed:
+        log.warning("left out of the snapshot: %s", reason)
     lists = image.lists
     position_of = np.zeros(max(lists, default=0) + 1, dtype=np.uint32)
     position_of[sorted(lists)] = np.arange(len(lists), dtype=np.uint32)

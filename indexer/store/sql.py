@@ -324,8 +324,10 @@ class SqlStore(ABC):
                 str(r[0])
                 for r in self._all(cur, "SELECT DISTINCT signal FROM entries ORDER BY signal")
             ]
+            malformed: list[str] = []
             signals = {
                 name: signal_entries(
+                    name,
                     self._all(
                         cur,
                         "SELECT id, list_id, hash, match_id, variant FROM entries"
@@ -333,11 +335,14 @@ class SqlStore(ABC):
                         name,
                     ),
                     nbytes[name],
+                    malformed,
                 )
                 for name in names
                 if name in nbytes
             }
-        return StoreImage(lists, last_seq, signals, [n for n in names if n not in nbytes])
+        return StoreImage(
+            lists, last_seq, signals, [n for n in names if n not in nbytes], malformed
+        )
 
     def changes(self, after_seq: int, limit: int, list_name: str | None = None) -> list[Change]:
         sql = (
