@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.signals import SIGNALS
+from hashmatch.signals import SIGNALS, hash_problem
 from indexer.mih import MIH_MIN_ENTRIES, build_tables, plan_for
 from indexer.snapshot import SignalTable, Snapshot, write_snapshot
 from indexer.store import Change, Store
@@ -82,6 +82,17 @@ def build_snapshot(store: Store, out: Path) -> Path:
     return write_snapshot(out, tuple(lists[i] for i in sorted(lists)), tables, image.last_seq)
 
 
+def unusable(c: Change) -> str | None:
+    """Why an index can't hold a change log line (an unknown signal, or a hash of the wrong
+    length: the schema refuses those now, but older stores may have logged some), logged
+    as a warning; None if it can. Such a line is skipped, never allowed to halt a build
+    or the service's change follower."""
+    problem = hash_problem(c.signal, c.hash)
+    if problem is not None:
+        log.warning("skipping change %d (%s of entry %d): %s", c.seq, c.op, c.entry_id, problem)
+    return problem
+
+
 def compact_snapshot(base: Snapshot, changes: Sequence[Change], out: Path) -> Path:
     """A new snapshot: `base` with `changes` (the change log lines after its last_seq,
     in order) applied. Reads nothing else from the store, so it costs a table rebuild,
@@ -91,6 +102,8 @@ def compact_snapshot(base: Snapshot, changes: Sequence[Change], out: Path) -> Pa
     removed: set[int] = set()
     added: dict[int, Change] = {}
     for c in changes:
+        if unusable(c):
+            continue
         if c.op == "add":
             added[c.entry_id] = c
         else:
