@@ -268,9 +268,12 @@ class Store(Protocol):
         """The last change of `source` applied here (0 if none)."""
         ...
 
-    def apply_sync(self, source: str, list_name: str, changes: Sequence[Change]) -> None:
-        """Apply pulled changes to a local list and advance `source`'s cursor past them,
-        in one transaction: a puller killed at any point resumes without loss or repeat."""
+    def apply_sync(
+        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+    ) -> None:
+        """Apply pulled changes to a local list and advance `source`'s cursor past them (or
+        to `through`, past changes refused too), in one transaction: a puller killed at
+        any point resumes without loss or repeat."""
         ...
 
     def create_key(

@@ -384,9 +384,13 @@ class SqlStore(ABC):
             row = self._one(cur, "SELECT cursor FROM sync_cursors WHERE source = ?", source)
         return 0 if row is None else int(row[0])
 
-    def apply_sync(self, source: str, list_name: str, changes: Sequence[Change]) -> None:
-        if not changes:
-            return
+    def apply_sync(
+        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+    ) -> None:
+        if through is None:
+            if not changes:
+                return
+            through = changes[-1].seq
         with self._write() as cur:
             list_id = self._ensure_list(cur, list_name, create=True)
             for op, group in itertools.groupby(changes, key=lambda c: c.op):
@@ -421,7 +425,7 @@ class SqlStore(ABC):
                     "INSERT INTO sync_cursors (source, cursor) VALUES (?, ?)"
                     " ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor"
                 ),
-                (source, changes[-1].seq),
+                (source, through),
             )
 
     # API keys
