@@ -70,7 +70,7 @@ def test_spaced_hex_as_a_keys_first_check_is_refused_and_its_later_checks_all_wo
             assert not verdict.matched
 
 
-def test_spaced_hex_is_refused_in_cases_uploads_and_removals(
+def test_spaced_hex_is_refused_in_cases_uploads_removals_and_confirmations(
     server: tuple[ServerProcess, str],
 ) -> None:
     proc, url = server
@@ -85,6 +85,10 @@ def test_spaced_hex_is_refused_in_cases_uploads_and_removals(
         removal = submission_pb2.RemoveEntriesRequest(list="a", entries=[spaced])
         assert refusal(lambda: stub.RemoveEntries(removal, timeout=10)).startswith(
             "entry 0: pdq hash: not hex"
+        )
+        spaced_id = submission_pb2.ConfirmEntryRequest(list="a", match_id="00 11 " + "ab" * 9)
+        assert refusal(lambda: stub.ConfirmEntry(spaced_id, timeout=10)).startswith(
+            "match_id: not hex: contains ' ' at position 2"
         )
         new = random_pdq(1, 77)[0]
         upload = submission_pb2.UploadRequest(
