@@ -124,7 +124,7 @@ def parse_signal_hex(text: str) -> tuple[str, bytes]:
     if not sep:
         raise HashFormatError(f"expected SIGNAL:HEX, got {text.strip()!r}")
     signal = get_signal(signal_name.strip().lower())
-    return signal.name, signal.parse_hex(hex_text)
+    return signal.name, signal.parse_hex(hex_text.strip())
 
 
 def hash_inputs(texts: Iterable[str]) -> Iterator[CheckInput]:

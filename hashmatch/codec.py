@@ -10,21 +10,27 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+_HEX_DIGITS = frozenset("0123456789abcdefABCDEF")
+
 
 class HashFormatError(ValueError):
     """A hash that is not well-formed for its signal type; the message says why."""
 
 
 def hex_to_bytes(text: str, bits: int) -> bytes:
+    """Exactly bits/4 hex digits, either case, and nothing else: not even whitespace,
+    which `bytes.fromhex` would skip, turning a full-length field into a short hash.
+    (A file reader may strip whitespace around a whole field before calling this.)"""
     want = bits // 4
-    cleaned = text.strip().lower()
-    if len(cleaned) != want:
-        raise HashFormatError(f"expected {want} hex characters, got {len(cleaned)}")
-    try:
-        return bytes.fromhex(cleaned)
-    except ValueError:
-        bad = next(c for c in cleaned if c not in "0123456789abcdef")
-        raise HashFormatError(f"not hex: contains {bad!r}") from None
+    if len(text) != want:
+        raise HashFormatError(f"expected {want} hex characters, got {len(text)}")
+    if text.isascii() and text.isalnum():
+        try:
+            return bytes.fromhex(text)  # exact: with no whitespace, nothing is skipped
+        except ValueError:
+            pass
+    bad = next(i for i, c in enumerate(text) if c not in _HEX_DIGITS)
+    raise HashFormatError(f"not hex: contains {text[bad]!r} at position {bad}")
 
 
 def bytes_to_hex(data: bytes) -> str:

@@ -299,7 +299,7 @@ def remove_command(
         signal_name, _, hex_text = text.partition(":")
         try:
             signal = get_signal(signal_name)
-            keys.append((signal.name, signal.parse_hex(hex_text)))
+            keys.append((signal.name, signal.parse_hex(hex_text.strip())))
         except (UnknownSignalError, HashFormatError) as exc:
             raise click.BadParameter(str(exc), param_hint="--hash") from None
     for r in refused:

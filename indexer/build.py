@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.signals import SIGNALS
+from hashmatch.signals import SIGNALS, hash_problem
 from indexer.mih import MIH_MIN_ENTRIES, build_tables, plan_for
 from indexer.snapshot import SignalTable, Snapshot, write_snapshot
 from indexer.store import Change, Store
@@ -70,6 +70,8 @@ def build_snapshot(store: Store, out: Path) -> Path:
     image = store.read_image({name: s.nbytes for name, s in SIGNALS.items()})
     for name in image.unknown_signals:
         log.warning("store holds entries of unknown signal %r; left out of the snapshot", name)
+    for reason in image.malformed:
+        log.warning("left out of the snapshot: %s", reason)
     lists = image.lists
     position_of = np.zeros(max(lists, default=0) + 1, dtype=np.uint32)
     position_of[sorted(lists)] = np.arange(len(lists), dtype=np.uint32)
@@ -78,6 +80,17 @@ def build_snapshot(store: Store, out: Path) -> Path:
         for name, e in image.signals.items()
     ]
     return write_snapshot(out, tuple(lists[i] for i in sorted(lists)), tables, image.last_seq)
+
+
+def unusable(c: Change) -> str | None:
+    """Why an index can't hold a change log line (an unknown signal, or a hash of the wrong
+    length: the schema refuses those now, but older stores may have logged some), logged
+    as a warning; None if it can. Such a line is skipped, never allowed to halt a build
+    or the service's change follower."""
+    problem = hash_problem(c.signal, c.hash)
+    if problem is not None:
+        log.warning("skipping change %d (%s of entry %d): %s", c.seq, c.op, c.entry_id, problem)
+    return problem
 
 
 def compact_snapshot(base: Snapshot, changes: Sequence[Change], out: Path) -> Path:
@@ -89,6 +102,8 @@ def compact_snapshot(base: Snapshot, changes: Sequence[Change], out: Path) -> Pa
     removed: set[int] = set()
     added: dict[int, Change] = {}
     for c in changes:
+        if unusable(c):
+            continue
         if c.op == "add":
             added[c.entry_id] = c
         else:

@@ -226,9 +226,11 @@ def pull_command(
                 raise click.ClickException(rpc_failure(target, exc)) from None
             except SyncError as exc:
                 raise click.ClickException(str(exc)) from None
+            for reason in report.refusals:
+                click.echo(f"refused: {reason}", err=True)
             click.echo(
                 f"{report.source} -> {into or list_name}: added {report.added}, "
-                f"removed {report.removed}, at change {report.cursor}"
+                f"removed {report.removed}, refused {report.refused}, at change {report.cursor}"
             )
             if not follow:
                 return

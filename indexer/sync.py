@@ -8,14 +8,14 @@ ended, and applying a page twice changes nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hashmatch.channel import Credentials, open_channel
-from hashmatch.codec import HashFormatError
-from hashmatch.signals import UnknownSignalError, get_signal
+from hashmatch.signals import hash_problem
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
 from indexer.store import Change, Store
 
+MAX_REFUSALS_LISTED = 1_000
 _OPS = {sync_pb2.Change.OP_ADD: "add", sync_pb2.Change.OP_REMOVE: "remove"}
 
 
@@ -29,16 +29,14 @@ class PullReport:
     cursor: int
     added: int = 0
     removed: int = 0
+    refused: int = 0
+    refusals: list[str] = field(default_factory=list)  # why, for the first MAX_REFUSALS_LISTED
 
 
 def from_message(m: sync_pb2.Change, list_name: str) -> Change:
     op = _OPS.get(m.op)
     if op is None:
         raise SyncError(f"change {m.seq}: unknown operation {m.op}")
-    try:
-        get_signal(m.signal).check_bytes(m.hash)
-    except (UnknownSignalError, HashFormatError) as exc:
-        raise SyncError(f"change {m.seq}: {exc}") from None
     quality = m.quality if m.HasField("quality") else None
     return Change(
         m.seq,
@@ -69,13 +67,27 @@ def pull(
     with open_channel(target, credentials) as channel:
         stub = sync_pb2_grpc.SyncServiceStub(channel)
         for page in stub.Pull(sync_pb2.PullRequest(list=list_name, after_seq=report.cursor)):
-            changes = [from_message(m, list_name) for m in page.changes]
-            if not changes:
+            if not page.changes:
                 continue
-            if changes[0].seq <= report.cursor:
-                raise SyncError(f"{source} sent change {changes[0].seq}, not after {report.cursor}")
-            store.apply_sync(source, into or list_name, changes)
-            report.cursor = changes[-1].seq
+            if page.changes[0].seq <= report.cursor:
+                raise SyncError(
+                    f"{source} sent change {page.changes[0].seq}, not after {report.cursor}"
+                )
+            changes = []
+            for m in page.changes:
+                c = from_message(m, list_name)
+                # An add whose hash no index could hold is refused alone; the rest of the
+                # page goes in. (A removal goes by match id: its hash is never used.)
+                problem = hash_problem(c.signal, c.hash) if c.op == "add" else None
+                if problem is None:
+                    changes.append(c)
+                else:
+                    report.refused += 1
+                    if len(report.refusals) < MAX_REFUSALS_LISTED:
+                        report.refusals.append(f"change {c.seq}: {problem}")
+            last = page.changes[-1].seq
+            store.apply_sync(source, into or list_name, changes, through=last)
+            report.cursor = last
             report.added += sum(c.op == "add" for c in changes)
             report.removed += sum(c.op == "remove" for c in changes)
             if progress is not None:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.signals import SIGNALS
-from indexer.build import make_table
+from indexer.build import make_table, unusable
 from indexer.snapshot import SignalTable
 from indexer.store import Change
+from service import metrics
 from service.matcher import Matcher
 
 
@@ -53,7 +53,8 @@ class Delta:
             if c.seq <= applied:
                 continue
             applied = c.seq
-            if c.signal not in SIGNALS:
+            if unusable(c):
+                metrics.SKIPPED_CHANGES.inc()
                 continue
             touched.add(c.signal)
             if c.op == "add":

@@ -69,6 +69,11 @@ FRESHNESS_LAG = Histogram(
     "From a change's commit in the store to the matcher reflecting it (oldest of each batch)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
+SKIPPED_CHANGES = Counter(
+    "hashmatch_skipped_changes_total",
+    "Change log lines the matcher could not use (unknown signal, hash of the wrong length);"
+    " each is logged with its reason",
+)
 COMPACTIONS = Counter(
     "hashmatch_compactions_total", "Background snapshot compactions, by outcome", ["outcome"]
 )

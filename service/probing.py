@@ -65,13 +65,15 @@ class ProbeWatch:
             self._observe(caller, q)
 
     def _observe(self, caller: Caller, q: ParsedQuery) -> None:
-        bits = SIGNALS[q.signal].bits
+        bits, nbytes = SIGNALS[q.signal].bits, SIGNALS[q.signal].nbytes
+        if len(q.hash) != nbytes:
+            return  # parsing refuses these; a key's history must never be sized by one
         query = np.frombuffer(q.hash, np.uint8)
         with self._lock:
             h = self._history.get((caller.actor, q.signal))
             if h is None:
                 h = self._history[caller.actor, q.signal] = _History(
-                    np.zeros((WINDOW, len(q.hash)), np.uint8)
+                    np.zeros((WINDOW, nbytes), np.uint8)
                 )
             if h.filled:
                 seen = h.recent[: min(h.filled, WINDOW)]

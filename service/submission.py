@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
+from hashmatch.codec import HashFormatError, hex_to_bytes
 from hashmatch.submission import MAX_CASE_HASHES
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
-from indexer.store import CASE_LIST, EntryFlag, ListInfo, NewEntry, Store
+from indexer.store import CASE_LIST, MATCH_ID_BYTES, EntryFlag, ListInfo, NewEntry, Store
 from service.audit import AuditLog
 from service.auth import Caller, Gate, PermissionDenied
 from service.follower import ChangeFollower
@@ -231,9 +232,9 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
     ) -> submission_pb2.ConfirmEntryResponse:
         _may_manage(caller, request.list)
         try:
-            match_id = bytes.fromhex(request.match_id)
-        except ValueError:
-            raise InvalidRequest(f"match_id {request.match_id[:40]!r} is not hex") from None
+            match_id = hex_to_bytes(request.match_id, MATCH_ID_BYTES * 8)
+        except HashFormatError as exc:
+            raise InvalidRequest(f"match_id: {exc}") from None
         confirmed = self._store.confirm_entry(request.list, match_id)
         if confirmed:
             self._audit.record(

@@ -1,16 +1,19 @@
-"""Fuzzing every request handler over real gRPC: whatever arrives, the answer is a clear
-status (never UNKNOWN, never a crash) and the server keeps serving."""
+"""Fuzzing every request handler over real gRPC, with keys required as in production:
+whatever arrives, the answer is a clear status (never UNKNOWN or INTERNAL, never a
+crash) and the server keeps serving."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from hashmatch.channel import Credentials, open_channel
 from hashmatch.serve_process import ServerProcess, running_server
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import (
@@ -22,6 +25,8 @@ from hashmatch.v1 import (
     sync_pb2_grpc,
 )
 from service.queries import InvalidRequest, ParsedQuery, parse_query, parse_request
+from tests.hostile_hex import spaced_hex
+from tests.test_security import key
 
 CLEAR = {
     grpc.StatusCode.OK,
@@ -42,7 +47,12 @@ signals = st.one_of(
     st.text(max_size=12),
 )
 hashes = st.binary(max_size=40)
-hexes = st.one_of(st.text(alphabet="0123456789abcdefABCDEF", max_size=70), st.text(max_size=70))
+hexes = st.one_of(
+    st.text(alphabet="0123456789abcdefABCDEF", max_size=70),
+    st.text(max_size=70),
+    # The shape that once decoded to a short hash; generic text almost never draws it.
+    st.sampled_from(sorted({s.nbytes for s in SIGNALS.values()})).flatmap(spaced_hex),
+)
 
 
 @st.composite
@@ -144,20 +154,24 @@ names = st.one_of(st.sampled_from(["", "fuzz", "victim-cases", " x "]), st.text(
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A server requiring keys, as in production (the probing and rate guards only see
+    keyed callers), and an admin key for it, so that every handler is reached."""
     tmp = tmp_path_factory.mktemp("fuzz")
     url = f"sqlite:///{tmp / 'store.db'}"
-    with running_server(tmp / "index", "--store", url, "--no-auth") as proc:
-        with grpc.insecure_channel(proc.address) as ch:
+    with running_server(tmp / "index", "--store", url) as proc:
+        token = key(url, "admin", rate=1e9)
+        with open_channel(proc.address, Credentials(api_key=token)) as ch:
             submission_pb2_grpc.SubmissionServiceStub(ch).CreateList(
                 submission_pb2.CreateListRequest(name="fuzz")
             )
-        yield proc
+        yield proc, token
 
 
 @pytest.fixture(scope="module")
-def channel(served: ServerProcess) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(served.address) as ch:
+def channel(served: tuple[ServerProcess, str]) -> Iterator[grpc.Channel]:
+    proc, token = served
+    with open_channel(proc.address, Credentials(api_key=token)) as ch:
         yield ch
 
 
@@ -172,10 +186,77 @@ def clear(call: object) -> None:
 @FUZZ
 @given(batch=st.lists(queries(), max_size=30))
 def test_check(channel: grpc.Channel, batch: list[match_pb2.Query]) -> None:
+    """Whatever one request holds, the same key's next honest check is answered."""
     stub = match_pb2_grpc.MatchServiceStub(channel)
     request = match_pb2.CheckRequest(queries=batch)
     clear(lambda: stub.Check(request, timeout=10))
     clear(lambda: list(stub.CheckStream(iter([request, request]), timeout=10)))
+    for signal in SIGNALS.values():
+        honest = match_pb2.Query(signal=signal.name, hash=bytes(range(signal.nbytes)))
+        stub.Check(match_pb2.CheckRequest(queries=[honest]), timeout=10)
+
+
+@st.composite
+def with_spaced_hex(
+    draw: st.DrawFn, make: type[match_pb2.Query] | type[submission_pb2.HashEntry]
+) -> tuple[list[Any], list[int]]:
+    """(messages, positions): well-formed hashes of every signal, raw or hex, with the
+    spaced shape at some positions; a random batch almost always fails earlier."""
+    signal = draw(st.sampled_from(sorted(SIGNALS.values(), key=lambda s: s.name)))
+    n = draw(st.integers(1, 20))
+    spaced = sorted(draw(st.sets(st.integers(0, n - 1), min_size=1)))
+    messages = []
+    for i in range(n):
+        if i in spaced:
+            messages.append(make(signal=signal.name, hex=draw(spaced_hex(signal.nbytes))))
+        else:
+            raw = draw(st.binary(min_size=signal.nbytes, max_size=signal.nbytes))
+            messages.append(
+                make(signal=signal.name, hash=raw)
+                if draw(st.booleans())
+                else make(signal=signal.name, hex=raw.hex())
+            )
+    return messages, spaced
+
+
+@FUZZ
+@given(drawn=with_spaced_hex(match_pb2.Query))
+def test_check_spaced_hex(
+    channel: grpc.Channel, drawn: tuple[list[match_pb2.Query], list[int]]
+) -> None:
+    """The first spaced query is named, and the same key's honest checks still work."""
+    batch, spaced = drawn
+    stub = match_pb2_grpc.MatchServiceStub(channel)
+    request = match_pb2.CheckRequest(queries=batch)
+    for call in (
+        lambda: stub.Check(request, timeout=10),
+        lambda: list(stub.CheckStream(iter([request]), timeout=10)),
+    ):
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, info.value.details()
+        assert str(info.value.details()).startswith(f"query {spaced[0]}: ")
+        assert "not hex: contains" in str(info.value.details())
+    signal = SIGNALS[batch[0].signal]
+    honest = match_pb2.Query(signal=signal.name, hash=bytes(range(signal.nbytes)))
+    stub.Check(match_pb2.CheckRequest(queries=[honest]), timeout=10)
+
+
+@FUZZ
+@given(drawn=with_spaced_hex(submission_pb2.HashEntry))
+def test_upload_spaced_hex(
+    channel: grpc.Channel, drawn: tuple[list[submission_pb2.HashEntry], list[int]]
+) -> None:
+    """Each spaced entry is refused alone, saying why; none of them reaches the list."""
+    batch, spaced = drawn
+    stub = submission_pb2_grpc.SubmissionServiceStub(channel)
+    done = stub.Upload(iter([submission_pb2.UploadRequest(list="fuzz", entries=batch)]), timeout=10)
+    why = {r.index: r.reason for r in done.refusals}
+    assert set(spaced) <= set(why)
+    assert all("not hex: contains" in why[i] for i in spaced)
+    with pytest.raises(grpc.RpcError) as info:
+        stub.SubmitCase(submission_pb2.SubmitCaseRequest(hashes=batch), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 @FUZZ

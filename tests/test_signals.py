@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 
 import imagehash
 import numpy as np
@@ -17,6 +18,7 @@ from hashmatch.codec import HashFormatError
 from hashmatch.hashing import hash_bytes
 from hashmatch.images import ImageError, ImageSource, decode_rgb
 from hashmatch.signals import SIGNALS, UnknownSignalError, get_signal
+from tests.hostile_hex import WHITESPACE, spaced_hex
 
 SIGNAL_NAMES = sorted(SIGNALS)
 
@@ -140,3 +142,22 @@ def test_degenerate_reasons_name_the_problem() -> None:
     low_quality = pdq.degenerate(bytes.fromhex("0f" * 32), quality=34)
     assert low_quality == "pdq quality 34 is below 50: too little detail to match safely"
     assert get_signal("md5").degenerate(bytes(range(16))) is None
+
+
+@given(name=st.sampled_from(SIGNAL_NAMES), data=st.data())
+def test_full_length_hex_with_whitespace_between_byte_pairs_is_refused(
+    name: str, data: st.DataObject
+) -> None:
+    """`bytes.fromhex` skips whitespace: such a field has the right length but fewer bytes."""
+    signal = get_signal(name)
+    text = data.draw(spaced_hex(signal.nbytes))
+    at = next(i for i, c in enumerate(text) if c in WHITESPACE)
+    with pytest.raises(HashFormatError, match=re.escape(f"contains {text[at]!r} at position {at}")):
+        signal.parse_hex(text)
+
+
+def test_the_codec_strips_nothing_a_file_reader_strips_whole_fields() -> None:
+    pdq = get_signal("pdq")
+    with pytest.raises(HashFormatError, match="not hex: contains ' ' at position 0"):
+        pdq.parse_hex(" " + "ab" * 31 + "a")
+    assert pdq.parse_hex("AB" * 32) == bytes([0xAB]) * 32

@@ -12,6 +12,8 @@ from hashmatch.signals import SIGNALS
 from indexer.imports import import_lines
 from indexer.store import MATCH_ID_BYTES, NewEntry, StoreURLError, open_store
 from indexer.store.sqlite import MIGRATIONS
+from tests.conftest import run_cli
+from tests.hostile_hex import SPACED_PDQ_HEX
 
 PDQ_A = "2d6b1af3a956c529e79ca3d2526fa834d4196c81cedd04de0a26b855fc99b724"
 PDQ_B = "8c629e779a663698b9a33866c026726c21a679f61eb6e1f8c79ba7e23c8299e0"
@@ -159,3 +161,34 @@ def test_bad_store_urls(bad: str, message: str) -> None:
 def test_missing_directory_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="no directory"):
         open_store(f"sqlite:///{tmp_path / 'nope' / 'x.db'}")
+
+
+def test_spaced_hex_is_refused_by_line_and_the_build_still_runs(tmp_path: Path) -> None:
+    """A full-length field with whitespace between byte pairs once went in as a short hash
+    ("added 1"), and the next `index build` died reshaping it."""
+    store_url = url(tmp_path)
+    listing = tmp_path / "list.csv"
+    listing.write_text(
+        f"pdq,{SPACED_PDQ_HEX}\n"
+        f"pdq {SPACED_PDQ_HEX}\n"
+        + json.dumps({"signal": "pdq", "hash": SPACED_PDQ_HEX})
+        + "\n"
+        + f"pdq,{SPACED_PDQ_HEX.replace(' ', chr(9))}\n"
+        + f"pdq,  {PDQ_A}  \n"  # whitespace around a whole field is still stripped
+    )
+    done = run_cli("import", "--store", store_url, "--list", "l", str(listing))
+    assert done.returncode == 0, done.stderr
+    assert "added 1, duplicates 0, refused 4" in done.stdout
+    for line in (1, 2, 3):
+        assert f"line {line}: refused: pdq hash: not hex: contains ' ' at position 2" in (
+            done.stderr
+        )
+    assert "line 4: refused: pdq hash: not hex: contains '\\t' at position 2" in done.stderr
+    store = open_store(store_url)
+    try:
+        assert [e.hash for e in store.list_entries("l")] == [bytes.fromhex(PDQ_A)]
+    finally:
+        store.close()
+    built = run_cli("index", "build", "--store", store_url, "--out", str(tmp_path / "index"))
+    assert built.returncode == 0, built.stderr
+    assert "pdq 1" in built.stdout

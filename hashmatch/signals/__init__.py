@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hashmatch.codec import HashFormatError
 from hashmatch.signals.ahash import AHASH
 from hashmatch.signals.base import HashResult, Signal
 from hashmatch.signals.dhash import DHASH
@@ -27,4 +28,22 @@ def get_signal(name: str) -> Signal:
         raise UnknownSignalError(name) from None
 
 
-__all__ = ["DEFAULT_SIGNALS", "SIGNALS", "HashResult", "Signal", "UnknownSignalError", "get_signal"]
+def hash_problem(signal_name: str, data: bytes) -> str | None:
+    """Why `data` can't be a hash of the named signal (unknown signal, wrong length), or
+    None: for readers of rows that no codec checked, which skip such a row, not halt."""
+    try:
+        get_signal(signal_name).check_bytes(data)
+    except (UnknownSignalError, HashFormatError) as exc:
+        return str(exc)
+    return None
+
+
+__all__ = [
+    "DEFAULT_SIGNALS",
+    "SIGNALS",
+    "HashResult",
+    "Signal",
+    "UnknownSignalError",
+    "get_signal",
+    "hash_problem",
+]

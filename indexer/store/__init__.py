@@ -157,6 +157,7 @@ class StoreImage:
     last_seq: int
     signals: dict[str, SignalEntries]
     unknown_signals: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)  # rows left out, each with why
 
 
 EntryRow = tuple[int, str, bytes, bytes, int | None, str | None, str, str, str]
@@ -183,13 +184,26 @@ def new_entry_rows(
     ]
 
 
-def signal_entries(rows: Sequence[Sequence[Any]], nbytes: int) -> SignalEntries:
-    """Arrays from (id, list_id, hash, match_id, variant) rows, as both backends return them."""
+def signal_entries(
+    name: str, rows: Sequence[Sequence[Any]], nbytes: int, malformed: list[str]
+) -> SignalEntries:
+    """Arrays from (id, list_id, hash, match_id, variant) rows, as both backends return them.
+    A row whose hash is not `nbytes` of bytes is left out, and why goes on `malformed`: the
+    schema refuses such rows, but a build must not die on one that got in regardless."""
+    if not all(type(r[2]) is bytes and len(r[2]) == nbytes for r in rows):
+        usable = []
+        for r in rows:
+            if type(r[2]) is bytes and len(r[2]) == nbytes:
+                usable.append(r)
+            else:
+                got = f"{len(r[2])} bytes" if type(r[2]) is bytes else type(r[2]).__name__
+                malformed.append(f"entry {r[0]}: {name} hash is {got}, not {nbytes} bytes")
+        rows = usable
     n = len(rows)
     return SignalEntries(
         np.fromiter((r[0] for r in rows), dtype=np.int64, count=n),
         np.fromiter((r[1] for r in rows), dtype=np.uint32, count=n),
-        np.frombuffer(b"".join(bytes(r[2]) for r in rows), dtype=np.uint8).reshape(n, nbytes),
+        np.frombuffer(b"".join(r[2] for r in rows), dtype=np.uint8).reshape(n, nbytes),
         np.frombuffer(b"".join(bytes(r[3]) for r in rows), dtype=np.uint8).reshape(
             n, MATCH_ID_BYTES
         ),
@@ -254,9 +268,12 @@ class Store(Protocol):
         """The last change of `source` applied here (0 if none)."""
         ...
 
-    def apply_sync(self, source: str, list_name: str, changes: Sequence[Change]) -> None:
-        """Apply pulled changes to a local list and advance `source`'s cursor past them,
-        in one transaction: a puller killed at any point resumes without loss or repeat."""
+    def apply_sync(
+        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+    ) -> None:
+        """Apply pulled changes to a local list and advance `source`'s cursor past them (or
+        to `through`, past changes refused too), in one transaction: a puller killed at
+        any point resumes without loss or repeat."""
         ...
 
     def create_key(

@@ -15,7 +15,10 @@ from contextlib import AbstractContextManager, contextmanager
 
 import psycopg
 
+from indexer.store.malformed import ENTRY_COLUMNS, MOVED_BY, MOVED_SQL, length_sql, log_moved
 from indexer.store.sql import Cursor, SqlStore
+
+_RIGHT_LENGTH, _WRONG_LENGTH = length_sql("octet_length")
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -117,6 +120,28 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: as SQLite's migration 5, with a CHECK constraint.
+    f"""
+    CREATE TABLE malformed_entries (
+        id BIGINT PRIMARY KEY,
+        list_id BIGINT NOT NULL,
+        signal TEXT NOT NULL,
+        hash BYTEA,
+        match_id BYTEA NOT NULL,
+        quality INTEGER,
+        source_ref TEXT,
+        submitter TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        added_at TIMESTAMPTZ NOT NULL,
+        variant TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        moved_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    INSERT INTO malformed_entries ({ENTRY_COLUMNS}, reason)
+        SELECT {ENTRY_COLUMNS}, {_WRONG_LENGTH} FROM entries WHERE NOT ({_RIGHT_LENGTH});
+    DELETE FROM entries WHERE id IN (SELECT id FROM malformed_entries);
+    ALTER TABLE entries ADD CONSTRAINT entries_hash_length CHECK ({_RIGHT_LENGTH});
+    """,
 )
 
 MIGRATION_LOCK = 0x68617368  # "hash": the advisory lock key for schema changes
@@ -147,6 +172,9 @@ class PostgresStore(SqlStore):
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 cur.execute(script.encode())
                 cur.execute("INSERT INTO hashmatch_schema (version) VALUES (%s)", (number,))
+            if version < MOVED_BY <= len(MIGRATIONS):
+                cur.execute(MOVED_SQL.encode())
+                log_moved(cur.fetchall())
 
     @contextmanager
     def _transaction(self, *setup: str) -> Iterator[Cursor]:

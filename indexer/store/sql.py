@@ -324,8 +324,10 @@ class SqlStore(ABC):
                 str(r[0])
                 for r in self._all(cur, "SELECT DISTINCT signal FROM entries ORDER BY signal")
             ]
+            malformed: list[str] = []
             signals = {
                 name: signal_entries(
+                    name,
                     self._all(
                         cur,
                         "SELECT id, list_id, hash, match_id, variant FROM entries"
@@ -333,11 +335,14 @@ class SqlStore(ABC):
                         name,
                     ),
                     nbytes[name],
+                    malformed,
                 )
                 for name in names
                 if name in nbytes
             }
-        return StoreImage(lists, last_seq, signals, [n for n in names if n not in nbytes])
+        return StoreImage(
+            lists, last_seq, signals, [n for n in names if n not in nbytes], malformed
+        )
 
     def changes(self, after_seq: int, limit: int, list_name: str | None = None) -> list[Change]:
         sql = (
@@ -379,9 +384,13 @@ class SqlStore(ABC):
             row = self._one(cur, "SELECT cursor FROM sync_cursors WHERE source = ?", source)
         return 0 if row is None else int(row[0])
 
-    def apply_sync(self, source: str, list_name: str, changes: Sequence[Change]) -> None:
-        if not changes:
-            return
+    def apply_sync(
+        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+    ) -> None:
+        if through is None:
+            if not changes:
+                return
+            through = changes[-1].seq
         with self._write() as cur:
             list_id = self._ensure_list(cur, list_name, create=True)
             for op, group in itertools.groupby(changes, key=lambda c: c.op):
@@ -416,7 +425,7 @@ class SqlStore(ABC):
                     "INSERT INTO sync_cursors (source, cursor) VALUES (?, ?)"
                     " ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor"
                 ),
-                (source, changes[-1].seq),
+                (source, through),
             )
 
     # API keys

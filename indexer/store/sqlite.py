@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from indexer.store.malformed import ENTRY_COLUMNS, MOVED_BY, MOVED_SQL, length_sql, log_moved
 from indexer.store.sql import Cursor, SqlStore
+
+_RIGHT_LENGTH, _WRONG_LENGTH = length_sql("length")
+_NEW_RIGHT_LENGTH, _ = length_sql("length", "NEW.")
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -128,6 +132,38 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: a hash must be bytes of its signal's length (hashmatch.signals); rows already
+    # stored wrong move to malformed_entries, with the reason (indexer.store.malformed).
+    # Triggers rather than a CHECK, which SQLite could add only by rebuilding entries.
+    f"""
+    CREATE TABLE malformed_entries (
+        id INTEGER PRIMARY KEY,
+        list_id INTEGER NOT NULL,
+        signal TEXT NOT NULL,
+        hash BLOB,
+        match_id BLOB NOT NULL,
+        quality INTEGER,
+        source_ref TEXT,
+        submitter TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        added_at TEXT NOT NULL,
+        variant TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        moved_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP
+    );
+    INSERT INTO malformed_entries ({ENTRY_COLUMNS}, reason)
+        SELECT {ENTRY_COLUMNS}, CASE WHEN typeof(hash) <> 'blob'
+            THEN signal || ' hash is stored as ' || typeof(hash) || ', not bytes'
+            ELSE {_WRONG_LENGTH} END
+        FROM entries WHERE NOT (typeof(hash) = 'blob' AND {_RIGHT_LENGTH});
+    DELETE FROM entries WHERE id IN (SELECT id FROM malformed_entries);
+    CREATE TRIGGER entries_hash_length BEFORE INSERT ON entries
+        WHEN NOT (typeof(NEW.hash) = 'blob' AND {_NEW_RIGHT_LENGTH})
+        BEGIN SELECT RAISE(ABORT, 'entries_hash_length: wrong hash length for its signal'); END;
+    CREATE TRIGGER entries_hash_length_update BEFORE UPDATE OF signal, hash ON entries
+        WHEN NOT (typeof(NEW.hash) = 'blob' AND {_NEW_RIGHT_LENGTH})
+        BEGIN SELECT RAISE(ABORT, 'entries_hash_length: wrong hash length for its signal'); END;
+    """,
 )
 
 
@@ -156,6 +192,8 @@ class SqliteStore(SqlStore):
             self._db.executescript(
                 f"BEGIN IMMEDIATE; {script}; PRAGMA user_version={number}; COMMIT;"
             )
+        if version < MOVED_BY <= len(MIGRATIONS):
+            log_moved(self._db.execute(MOVED_SQL).fetchall())
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[Cursor]:
