@@ -128,6 +128,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: each key's burst, the most one call may take from its bucket (NULL: 2 s of rate).
+    """
+    ALTER TABLE api_keys ADD COLUMN burst REAL;
+    """,
 )
 
 
