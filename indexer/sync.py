@@ -10,11 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hashmatch.bounds import LIST_NAME, SOURCE_REF, SUBMITTER, VARIANT, OutOfBounds
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.codec import HashFormatError
 from hashmatch.signals import UnknownSignalError, get_signal
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
-from indexer.store import Change, Store
+from indexer.store import MATCH_ID_BYTES, Change, Store
 
 _OPS = {sync_pb2.Change.OP_ADD: "add", sync_pb2.Change.OP_REMOVE: "remove"}
 
@@ -38,6 +39,15 @@ def from_message(m: sync_pb2.Change, list_name: str) -> Change:
     try:
         get_signal(m.signal).check_bytes(m.hash)
     except (UnknownSignalError, HashFormatError) as exc:
+        raise SyncError(f"change {m.seq}: {exc}") from None
+    if len(m.match_id) != MATCH_ID_BYTES:
+        raise SyncError(
+            f"change {m.seq}: a match id is {MATCH_ID_BYTES} bytes, not {len(m.match_id)}"
+        )
+    try:
+        SOURCE_REF.check(m.source_ref)
+        VARIANT.check(m.variant)
+    except OutOfBounds as exc:
         raise SyncError(f"change {m.seq}: {exc}") from None
     quality = m.quality if m.HasField("quality") else None
     return Change(
@@ -65,6 +75,11 @@ def pull(
 ) -> PullReport:
     """Apply the remote list's changes since our cursor to the local list `into`."""
     source = f"{target}/{list_name}"
+    try:
+        LIST_NAME.check(into or list_name)
+        SUBMITTER.check(f"sync:{source}")  # what each pulled entry records as its submitter
+    except OutOfBounds as exc:
+        raise SyncError(str(exc)) from None
     report = PullReport(source, store.sync_cursor(source))
     with open_channel(target, credentials) as channel:
         stub = sync_pb2_grpc.SyncServiceStub(channel)
