@@ -192,17 +192,21 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def test_idle_anonymous_buckets_and_days_are_evicted(store: Store, clock: Clock) -> None:
     gate = Gate(store, anonymous_submits_per_minute=60)
-    for i in range(5_000):
-        caller = gate.caller(_context(f"ipv4:10.{i // 250}.{i % 250}.1:4000{i % 10}"), "submit")
+    callers = [
+        gate.caller(_context(f"ipv4:10.{i // 250}.{i % 250}.1:4000{i % 10}"), "submit")
+        for i in range(5_000)
+    ]
+    for caller in callers:
         gate.charge(caller, 1)
-    for i in range(5_000):
-        caller = gate.caller(_context(f"ipv4:10.{i // 250}.{i % 250}.1:4000{i % 10}"), "submit")
-        gate.admit_case(caller, 1)
     assert len(gate._buckets) == 5_000
     clock.now += 60  # each bucket holds one case and refills in a second
     last = gate.caller(_context("ipv4:192.0.2.1:5000"), "submit")
     gate.charge(last, 1)
     assert len(gate._buckets) == 1
+    for caller in callers:
+        gate.admit_case(caller, 1)
+    clock.now += 60
+    gate.charge(last, 1)
     assert len(gate._daily) == 5_000  # the day's counts stay until the day is over...
     clock.now += DAY
     gate.charge(last, 1)
