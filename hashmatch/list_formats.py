@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from hashmatch.bounds import SOURCE_REF, OutOfBounds
 from hashmatch.codec import HashFormatError
 from hashmatch.signals import UnknownSignalError, get_signal
 
@@ -91,7 +92,10 @@ def _fields(text: str, bare_signal: str | None) -> tuple[str, str, int | None, s
         if quality is not None and (not isinstance(quality, int) or isinstance(quality, bool)):
             raise LineError('malformed JSON: "quality" must be an integer or null')
         return signal, hex_text, quality, None
-    row = next(csv.reader([text]))
+    try:
+        row = next(csv.reader([text]))
+    except csv.Error as exc:  # a field past csv's own limit (128 KiB) among them
+        raise LineError(f"malformed CSV: {exc}") from None
     if len(row) == 1 and all(c in "0123456789abcdefABCDEF" for c in text):
         raise LineError("a bare hex hash: give its signal type with --signal")
     if len(row) not in (2, 3):
@@ -108,6 +112,10 @@ def parse_line(text: str, bare_signal: str | None = None) -> NewEntry:
         raise LineError(str(exc)) from None
     if reason := signal.degenerate(hash_bytes, quality):
         raise LineError(reason)
+    try:
+        SOURCE_REF.check(ref)
+    except OutOfBounds as exc:
+        raise LineError(str(exc)) from None
     return NewEntry(signal.name, hash_bytes, quality, ref)
 
 

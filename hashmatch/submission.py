@@ -77,21 +77,23 @@ class SubmissionClient(ServiceClient):
         entries: Iterable[NewEntry],
         submitter: str = "",
         sent: Callable[[int], object] | None = None,
+        batch: int = UPLOAD_BATCH,
     ) -> UploadReport:
-        """Stream entries to the list in batches; `sent(n)` is told of each batch."""
+        """Stream entries to the list in messages of `batch` entries (each is charged to
+        the key's rate limit, so at most its burst); `sent(n)` is told of each."""
 
         def requests() -> Iterator[submission_pb2.UploadRequest]:
             it = iter(entries)
             first = True
-            while (batch := list(itertools.islice(it, UPLOAD_BATCH))) or first:
+            while (chunk := list(itertools.islice(it, batch))) or first:
                 yield submission_pb2.UploadRequest(
                     list=list_name if first else "",
                     submitter=submitter if first else "",
-                    entries=[to_message(e) for e in batch],
+                    entries=[to_message(e) for e in chunk],
                 )
                 first = False
                 if sent is not None:
-                    sent(len(batch))
+                    sent(len(chunk))
 
         # No overall deadline: an upload may carry millions of entries.
         r = self._stub.Upload(requests())

@@ -22,7 +22,7 @@ from hashmatch.codec import HashFormatError
 from hashmatch.images import ImageError, ImageSource
 from hashmatch.list_formats import NewEntry, Refusal, read_lines
 from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
-from hashmatch.submission import MAX_CASE_HASHES, SubmissionClient
+from hashmatch.submission import MAX_CASE_HASHES, UPLOAD_BATCH, SubmissionClient
 from hashmatch.v1 import submission_pb2
 from hashmatch.variants import listing_variants
 
@@ -224,6 +224,13 @@ BARE_SIGNAL_OPTION = click.option(
 @click.argument("file", type=click.File("r", encoding="utf-8", errors="replace"))
 @BARE_SIGNAL_OPTION
 @click.option("--submitter", default="", help="Who uploads (kept as provenance).")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, UPLOAD_BATCH),
+    default=UPLOAD_BATCH,
+    show_default=True,
+    help="Hashes a message: at most the key's burst, which each message is charged against.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def upload_command(
     server: str,
@@ -232,6 +239,7 @@ def upload_command(
     file: TextIO,
     bare_signal: str | None,
     submitter: str,
+    batch: int,
     progress: bool,
 ) -> None:
     """Upload the hashes in FILE ('-' for stdin) to list NAME: JSON lines from `hashmatch
@@ -256,7 +264,7 @@ def upload_command(
 
     try:
         with _client(server, credentials) as client:
-            report = client.upload(name, entries(), submitter, sent=bar.update)
+            report = client.upload(name, entries(), submitter, sent=bar.update, batch=batch)
     except grpc.RpcError as exc:
         raise _fail(server, exc) from None
     finally:

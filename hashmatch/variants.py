@@ -28,7 +28,7 @@ from PIL import Image
 
 from hashmatch.codec import bits_to_bytes
 from hashmatch.images import ImageSource
-from hashmatch.signals import HashResult, Signal
+from hashmatch.signals import SIGNALS, HashResult, Signal
 
 # pdqhash.compute_dihedral's order, as PIL transposes of the image (checked in the tests).
 ORIENTATIONS: tuple[tuple[str, Image.Transpose | None], ...] = (
@@ -176,6 +176,18 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
             for size in signal.rescaled_sizes
         ]
     return _distinct(found)
+
+
+# Every name listing_variants can give: an anonymous victim's case may name these and
+# nothing else (hashmatch.bounds).
+LISTING_VARIANT_NAMES = frozenset(
+    {
+        "original",
+        "trimmed",
+        *(name for name, *_ in (*CROPS, *BANDS)),
+        *(f"scale-{size}" for signal in SIGNALS.values() for size in signal.rescaled_sizes),
+    }
+)
 
 
 def _distinct(variants: list[Variant]) -> list[Variant]:

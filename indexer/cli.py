@@ -13,6 +13,7 @@ from typing import TextIO
 import click
 import grpc
 
+from hashmatch.bounds import OutOfBounds
 from hashmatch.channel import Credentials, connection_options, rpc_failure
 from hashmatch.list_formats import FORMATS, NotExportable, format_line
 from hashmatch.signals import SIGNALS
@@ -25,6 +26,7 @@ from indexer.store import (
     ROLES,
     AuditEvent,
     Change,
+    InvalidValue,
     Store,
     StoreURLError,
     open_store,
@@ -73,6 +75,8 @@ def import_command(store_url: str, list_name: str, bare_signal: str | None, file
     store = _open(store_url)
     try:
         report = import_lines(store, list_name, file, bare_signal)
+    except (OutOfBounds, InvalidValue) as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         store.close()
     for refusal in report.refused:
@@ -262,13 +266,30 @@ def keys_group() -> None:
     help="A list the key may read or manage (repeat; default: every list).",
 )
 @click.option("--rate", type=float, default=None, help="Hashes per second (default: server's).")
+@click.option(
+    "--burst",
+    type=float,
+    default=None,
+    help="The most hashes one call may carry, and what an idle key may send at once "
+    "(default: 2 seconds of its rate). A larger call is refused and told to split.",
+)
 def keys_create_command(
-    store_url: str, tenant: str, roles: tuple[str, ...], lists: tuple[str, ...], rate: float | None
+    store_url: str,
+    tenant: str,
+    roles: tuple[str, ...],
+    lists: tuple[str, ...],
+    rate: float | None,
+    burst: float | None,
 ) -> None:
-    """Create a key and print it once: it cannot be shown again."""
+    """Create a key and print it once: it cannot be shown again.
+
+    Victims' cases (the list victim-cases) leave through SyncService.Pull only to a key
+    given `--list victim-cases` by name, an admin key included."""
     store = _open(store_url)
     try:
-        key, token = store.create_key(tenant, roles, lists or None, rate)
+        key, token = store.create_key(tenant, roles, lists or None, rate, burst)
+    except InvalidValue as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
         store.close()
     click.echo(f"key id: {key.key_id}")
@@ -305,6 +326,8 @@ def keys_list_command(store_url: str) -> None:
     for k in keys:
         lists = ",".join(sorted(k.lists)) if k.lists is not None else "*"
         rate = "default" if k.rate is None else f"{k.rate:g}/s"
+        if k.burst is not None:
+            rate += f",burst={k.burst:g}"
         state = "revoked" if k.revoked else "active"
         click.echo(f"{k.key_id}  {k.tenant}  {','.join(sorted(k.roles))}  {lists}  {rate}  {state}")
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from hashmatch.bounds import LIST_NAME, SOURCE_REF, SUBMITTER, VARIANT, OutOfBounds
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.signals import hash_problem
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
-from indexer.store import Change, Store
+from indexer.store import MATCH_ID_BYTES, Change, Store
 
 MAX_REFUSALS_LISTED = 1_000
 _OPS = {sync_pb2.Change.OP_ADD: "add", sync_pb2.Change.OP_REMOVE: "remove"}
@@ -53,6 +54,21 @@ def from_message(m: sync_pb2.Change, list_name: str) -> Change:
     )
 
 
+def change_problem(c: Change) -> str | None:
+    """Why a pulled change can't go in, or None. A bad change is refused alone: the rest of
+    its page goes in. (A removal goes by match id: its hash is never used.)"""
+    if len(c.match_id) != MATCH_ID_BYTES:
+        return f"a match id is {MATCH_ID_BYTES} bytes, not {len(c.match_id)}"
+    if c.op != "add":
+        return None
+    try:
+        SOURCE_REF.check(c.source_ref or "")
+        VARIANT.check(c.variant)
+    except OutOfBounds as exc:
+        return str(exc)
+    return hash_problem(c.signal, c.hash)
+
+
 def pull(
     store: Store,
     target: str,
@@ -63,6 +79,11 @@ def pull(
 ) -> PullReport:
     """Apply the remote list's changes since our cursor to the local list `into`."""
     source = f"{target}/{list_name}"
+    try:
+        LIST_NAME.check(into or list_name)
+        SUBMITTER.check(f"sync:{source}")  # what each pulled entry records as its submitter
+    except OutOfBounds as exc:
+        raise SyncError(str(exc)) from None
     report = PullReport(source, store.sync_cursor(source))
     with open_channel(target, credentials) as channel:
         stub = sync_pb2_grpc.SyncServiceStub(channel)
@@ -76,9 +97,7 @@ def pull(
             changes = []
             for m in page.changes:
                 c = from_message(m, list_name)
-                # An add whose hash no index could hold is refused alone; the rest of the
-                # page goes in. (A removal goes by match id: its hash is never used.)
-                problem = hash_problem(c.signal, c.hash) if c.op == "add" else None
+                problem = change_problem(c)
                 if problem is None:
                     changes.append(c)
                 else:

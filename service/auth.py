@@ -3,10 +3,16 @@ a key may see, and per-key token-bucket rate limits.
 
 Keys live in the store, only as salted hashes; the server reloads them every
 half second, so a revoked key is refused within a second everywhere.
+
+A bucket holds at most its key's burst (2 s of its rate unless the key says otherwise),
+whatever a request asks for: a call larger than that is refused and told to split. An
+anonymous victim's address gets a bucket of cases per minute, evicted once idle, and a
+daily allowance of hashes, since every stored hash is some 255 free bits.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import threading
@@ -16,11 +22,19 @@ from dataclasses import dataclass
 import grpc
 
 from indexer.credentials import secret_matches, split_token
-from indexer.store import ROLES, ApiKey, Store
+from indexer.store import CASE_LIST, ROLES, ApiKey, Store
+from service.queries import InvalidRequest
 
 log = logging.getLogger(__name__)
 
 RELOAD_SECONDS = 0.5
+BURST_SECONDS = 2.0  # a key's burst, unless it has one of its own: this much of its rate
+SWEEP_SECONDS = 10.0  # how often buckets that have refilled (so are idle) are dropped
+DAY = 86_400.0
+DEFAULT_ANONYMOUS_CASE_HASHES = 100  # some four images with their listing variants
+DEFAULT_ANONYMOUS_DAILY_HASHES = 500
+# Addresses with a daily count held at once; past it, new anonymous addresses wait.
+MAX_ANONYMOUS_ADDRESSES = 100_000
 
 
 class Unauthenticated(Exception):
@@ -44,12 +58,24 @@ class Caller:
     lists: frozenset[str] | None  # None: every list
     key_id: str | None
     rate: float | None  # hashes per second; None: unlimited
+    burst: float | None = None  # the most one call may take; None: BURST_SECONDS of rate
+
+    @property
+    def anonymous(self) -> bool:
+        return self.key_id is None and self.actor.startswith("anonymous@")
 
     def may(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
 
     def may_see(self, list_name: str) -> bool:
         return self.lists is None or list_name in self.lists
+
+    def may_pull(self, list_name: str) -> bool:
+        """Victims' hashes leave the server only to a key granted their list by name (an
+        admin key included); every other list, to any key that may see it."""
+        if list_name == CASE_LIST:
+            return self is LOCAL or (self.lists is not None and CASE_LIST in self.lists)
+        return self.may_see(list_name)
 
 
 LOCAL = Caller("local", frozenset(ROLES), None, None, None)
@@ -62,15 +88,28 @@ class TokenBucket:
         self._tokens = burst
         self._at = time.monotonic()
 
-    def take(self, n: float) -> float:
-        """0 if `n` tokens were taken, else seconds until they will be there."""
-        now = time.monotonic()
+    def _refill(self, now: float) -> None:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
+
+    def take(self, n: float) -> float:
+        """0 if `n` tokens were taken, else seconds until they will be there."""
+        self._refill(time.monotonic())
         if n <= self._tokens:
             self._tokens -= n
             return 0.0
         return (n - self._tokens) / self.rate if self.rate > 0 else math.inf
+
+    def full(self, now: float) -> bool:
+        """Refilled to its burst: no different from a new bucket, so it may be dropped."""
+        self._refill(now)
+        return self._tokens >= self.burst
+
+
+@dataclass
+class DailyCount:
+    since: float  # time.monotonic() when this address's day began
+    hashes: int
 
 
 def _bearer(context: grpc.ServicerContext) -> str | None:
@@ -82,9 +121,16 @@ def _bearer(context: grpc.ServicerContext) -> str | None:
 
 
 def _peer_host(context: grpc.ServicerContext) -> str:
-    """ipv4:1.2.3.4:5678 → 1.2.3.4 (one bucket per address, whatever the port)."""
+    """ipv4:1.2.3.4:5678 → 1.2.3.4 (one bucket per address, whatever the port); an IPv6
+    address counts as its /64, which one subscriber usually holds whole."""
     peer = context.peer() or "unknown"
-    return peer.split(":", 1)[-1].rsplit(":", 1)[0]
+    host = peer.split(":", 1)[-1].rsplit(":", 1)[0]
+    if peer.startswith("ipv6:"):
+        try:
+            return str(ipaddress.IPv6Network(f"{host.strip('[]')}/64", strict=False))
+        except ValueError:
+            return host
+    return host
 
 
 class Gate:
@@ -100,13 +146,19 @@ class Gate:
         *,
         default_rate: float | None = None,
         anonymous_submits_per_minute: float | None = None,
+        anonymous_case_hashes: int = DEFAULT_ANONYMOUS_CASE_HASHES,
+        anonymous_daily_hashes: int = DEFAULT_ANONYMOUS_DAILY_HASHES,
     ) -> None:
         self._store = store
         self._default_rate = default_rate
         self._anonymous_rate = anonymous_submits_per_minute
+        self._anonymous_case_hashes = anonymous_case_hashes
+        self._anonymous_daily_hashes = anonymous_daily_hashes
         self._keys: dict[str, ApiKey] = {}
         self._buckets: dict[str, TokenBucket] = {}
         self._throttled: dict[str, tuple[float, float]] = {}  # key → (rate, until)
+        self._daily: dict[str, DailyCount] = {}  # anonymous address → its day so far
+        self._swept = time.monotonic()
         self._lock = threading.Lock()
         self._reloaded_for_unknown = 0.0
         if store is not None:
@@ -165,39 +217,119 @@ class Gate:
             key.lists,
             key.key_id,
             key.rate if key.rate is not None else self._default_rate,
+            key.burst,
         )
         if not caller.may(role):
             held = ", ".join(sorted(key.roles))
             raise PermissionDenied(f"API key {key.key_id} lacks the {role!r} role (it has {held})")
         return caller
 
-    def charge(self, caller: Caller, hashes: int) -> None:
-        """Take `hashes` from the caller's bucket; RateLimited when it is empty."""
-        if caller.key_id is None and not caller.actor.startswith("anonymous@"):
-            return
-        bucket_key, rate = caller.actor, caller.rate
-        if caller.key_id is None:  # anonymous: cases per minute per address, one per call
-            rate, hashes = (self._anonymous_rate or 0) / 60, 1
+    def _limit(self, caller: Caller) -> tuple[str, float, float, float] | None:
+        """(bucket key, rate, burst, throttled until or 0) for a limited caller, else None.
+        Call with the lock held."""
+        if caller.anonymous:  # cases per minute per address, one per call
+            rate = (self._anonymous_rate or 0) / 60
+            return caller.actor, rate, max(rate * BURST_SECONDS, 1.0), 0.0
+        if caller.key_id is None:
+            return None
+        throttled = self._throttled.get(caller.actor)
+        if throttled is not None and throttled[1] < time.monotonic():
+            del self._throttled[caller.actor]
+            self._buckets.pop(caller.actor, None)
+            throttled = None
+        if throttled is not None:
+            rate = throttled[0]
+            return caller.actor, rate, max(rate * BURST_SECONDS, 1.0), throttled[1]
+        if caller.rate is None:
+            return None
+        burst = caller.burst or max(caller.rate * BURST_SECONDS, 1.0)
+        return caller.actor, caller.rate, burst, 0.0
+
+    def capacity(self, caller: Caller) -> float | None:
+        """The most one call of the caller may take now (None: no limit)."""
         with self._lock:
-            throttled = self._throttled.get(bucket_key)
-            if throttled is not None and throttled[1] < time.monotonic():
-                del self._throttled[bucket_key]
-                self._buckets.pop(bucket_key, None)
-                throttled = None
-            if throttled is not None:
-                rate = throttled[0]
-            if rate is None:
+            limit = self._limit(caller)
+        return None if limit is None else limit[2]
+
+    def charge(self, caller: Caller, hashes: int) -> None:
+        """Take `hashes` from the caller's bucket: RateLimited when it holds too few, and
+        InvalidRequest when the call is larger than the bucket can ever hold."""
+        with self._lock:
+            self._sweep()
+            limit = self._limit(caller)
+            if limit is None:
                 return
+            bucket_key, rate, burst, throttled_until = limit
+            if caller.anonymous:
+                hashes = 1
+            if hashes > burst:
+                if throttled_until:
+                    wait = throttled_until - time.monotonic()
+                    raise RateLimited(
+                        f"{caller.actor} is throttled to {rate:g} hashes/s; retry in {wait:.0f}s",
+                        wait,
+                    )
+                raise InvalidRequest(
+                    f"{hashes} hashes in one call exceed what {caller.actor} may send at once "
+                    f"({burst:g}: rate {rate:g} hashes/s, burst {burst:g}); split it into "
+                    f"calls of at most {math.floor(burst)}"
+                )
             bucket = self._buckets.get(bucket_key)
-            if bucket is None or bucket.rate != rate:
-                bucket = self._buckets[bucket_key] = TokenBucket(rate, max(rate * 2, hashes, 1))
+            if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
+                bucket = self._buckets[bucket_key] = TokenBucket(rate, burst)
             wait = bucket.take(hashes)
         if wait:
             raise RateLimited(
-                f"rate limit of {rate:g} {'hashes' if caller.key_id else 'cases'}/s for "
+                f"rate limit of {rate:g} {'cases' if caller.anonymous else 'hashes'}/s for "
                 f"{caller.actor} exceeded; retry in {wait:.2f}s",
                 wait,
             )
+
+    def _sweep(self) -> None:
+        """Drop buckets that have refilled and throttles that have ended, so that many
+        addresses seen once do not pile up. Call with the lock held."""
+        now = time.monotonic()
+        if now - self._swept < SWEEP_SECONDS:
+            return
+        self._swept = now
+        for key in [k for k, b in self._buckets.items() if b.full(now)]:
+            del self._buckets[key]
+        for key in [k for k, (_, until) in self._throttled.items() if until < now]:
+            del self._throttled[key]
+        for key in [k for k, d in self._daily.items() if now - d.since >= DAY]:
+            del self._daily[key]
+
+    def admit_case(self, caller: Caller, hashes: int) -> None:
+        """An anonymous case: at most anonymous_case_hashes, and within its address's
+        daily allowance of hashes (taken here). Keyed callers pass."""
+        if not caller.anonymous:
+            return
+        most = min(self._anonymous_case_hashes, self._anonymous_daily_hashes)
+        if hashes > most:
+            raise InvalidRequest(f"an anonymous case holds at most {most} hashes, got {hashes}")
+        now = time.monotonic()
+        with self._lock:
+            day = self._daily.get(caller.actor)
+            if day is not None and now - day.since >= DAY:
+                day = None
+            if day is None:
+                if len(self._daily) >= MAX_ANONYMOUS_ADDRESSES:
+                    self._swept = 0.0
+                    self._sweep()
+                if len(self._daily) >= MAX_ANONYMOUS_ADDRESSES:
+                    raise RateLimited(
+                        "too many anonymous submitters today; retry in an hour", 3600.0
+                    )
+                day = self._daily[caller.actor] = DailyCount(now, 0)
+            if day.hashes + hashes > self._anonymous_daily_hashes:
+                wait = day.since + DAY - now
+                raise RateLimited(
+                    f"{caller.actor} may submit {self._anonymous_daily_hashes} hashes a day "
+                    f"without a key ({self._anonymous_daily_hashes - day.hashes} left); "
+                    f"retry in {wait / 3600:.1f}h",
+                    wait,
+                )
+            day.hashes += hashes
 
     def throttle(self, caller: Caller, rate: float, seconds: float) -> None:
         """Cut a caller's rate for a while (a key that seems to be probing the list)."""

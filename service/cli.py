@@ -11,12 +11,13 @@ from types import FrameType
 import click
 from prometheus_client import start_http_server
 
+from hashmatch.submission import MAX_CASE_HASHES
 from indexer.build import build_snapshot
 from indexer.snapshot import SnapshotError, current_version
 from indexer.store import Store, StoreURLError, open_store
 from service.anomaly import AnomalyWatch
 from service.audit import AuditLog
-from service.auth import Gate
+from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
 from service.batcher import DEFAULT_MAX_QUEUED
 from service.follower import ChangeFollower, Compactor
 from service.logs import configure as configure_logs
@@ -92,7 +93,22 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     default=None,
     metavar="CASES_PER_MINUTE",
     help="Let victims submit, withdraw and ask about cases without a key, each address at "
-    "most this often.",
+    "most this often (an IPv6 address counts as its /64).",
+)
+@click.option(
+    "--anonymous-case-hashes",
+    type=click.IntRange(1, MAX_CASE_HASHES),
+    default=DEFAULT_ANONYMOUS_CASE_HASHES,
+    show_default=True,
+    help="The most hashes a case sent without a key may hold.",
+)
+@click.option(
+    "--anonymous-daily-hashes",
+    type=click.IntRange(1),
+    default=DEFAULT_ANONYMOUS_DAILY_HASHES,
+    show_default=True,
+    help="The most hashes each address may submit without a key in 24 hours (each hash "
+    "can carry some 255 bits of anything; this bounds that channel).",
 )
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -179,6 +195,8 @@ def serve_command(
     no_auth: bool,
     default_key_rate: float,
     anonymous_submits: float | None,
+    anonymous_case_hashes: int,
+    anonymous_daily_hashes: int,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -231,6 +249,8 @@ def serve_command(
         guard_store,
         default_rate=default_key_rate,
         anonymous_submits_per_minute=anonymous_submits,
+        anonymous_case_hashes=anonymous_case_hashes,
+        anonymous_daily_hashes=anonymous_daily_hashes,
     )
     record_store = None if store_url is None else open_store(store_url)
     audit = AuditLog(record_store)

@@ -14,6 +14,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 
+from hashmatch.bounds import OutOfBounds
 from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList
 from service import metrics
 from service.auth import Caller, Gate, PermissionDenied, RateLimited, Unauthenticated
@@ -90,7 +91,7 @@ def guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -
         _refuse(method, context, grpc.StatusCode.NOT_FOUND, str(exc))
     except ListExists as exc:
         _refuse(method, context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
-    except InvalidValue as exc:
+    except (InvalidValue, OutOfBounds) as exc:
         _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
     except Unauthenticated as exc:
         metrics.REJECTED.labels("unauthenticated").inc()

@@ -2,8 +2,10 @@
 
 Every accepted hash is checked like an import line: a featureless or
 low-quality hash would match huge numbers of innocent uploads, so it is
-refused with the reason. Changes that must take effect at once (a withdrawal,
-a removal, a new case) return only after the matcher reflects them.
+refused with the reason, and so is any text over its bound (hashmatch.bounds).
+Changes that must take effect at once (a withdrawal, a removal, a new case) return
+only after the matcher reflects them. Every call that carries hashes is charged to
+its caller's rate limit by the hash.
 """
 
 from __future__ import annotations
@@ -12,6 +14,18 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
+from hashmatch.bounds import (
+    CASE_ID,
+    DESCRIPTION,
+    LIST_NAME,
+    OWNER,
+    SOURCE_REF,
+    SUBMITTER,
+    VARIANT,
+    WITHDRAWAL_SECRET,
+    OutOfBounds,
+    anonymous_case_problem,
+)
 from hashmatch.codec import HashFormatError, hex_to_bytes
 from hashmatch.submission import MAX_CASE_HASHES
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
@@ -23,20 +37,28 @@ from service.queries import InvalidRequest, parse_hash
 from service.rpc import unary
 
 MAX_REFUSALS_LISTED = 1_000
-MAX_VARIANT_NAME = 40
 IN_EFFECT_TIMEOUT = 5.0
 
 
-def parse_entry(label: str, m: submission_pb2.HashEntry) -> NewEntry:
+def parse_entry(label: str, m: submission_pb2.HashEntry, anonymous: bool = False) -> NewEntry:
+    """An entry to store; `anonymous` (a case sent without a key) allows no free text."""
     signal, hash_bytes = parse_hash(label, m)
     quality = m.quality if m.HasField("quality") else None
     if reason := signal.degenerate(hash_bytes, quality):
         raise InvalidRequest(f"{label}: refused: {reason}")
-    if len(m.variant) > MAX_VARIANT_NAME or not m.variant.isprintable():
-        raise InvalidRequest(
-            f"{label}: variant must be at most {MAX_VARIANT_NAME} printable characters"
-        )
+    if anonymous and (problem := anonymous_case_problem(m.source_ref, m.variant)):
+        raise InvalidRequest(f"{label}: {problem}")
+    checked(label, SOURCE_REF.check, m.source_ref)
+    checked(label, VARIANT.check, m.variant)
     return NewEntry(signal.name, hash_bytes, quality, m.source_ref or None, m.variant)
+
+
+def checked(label: str, check: Callable[[str], None], value: str) -> None:
+    """`check(value)`, its refusal labelled with where the value was."""
+    try:
+        check(value)
+    except OutOfBounds as exc:
+        raise InvalidRequest(f"{label}: {exc}") from None
 
 
 def _list_info(info: ListInfo, flags: list[EntryFlag]) -> submission_pb2.ListInfo:
@@ -60,6 +82,8 @@ def _list_info(info: ListInfo, flags: list[EntryFlag]) -> submission_pb2.ListInf
 def _case(request: submission_pb2.CaseRequest) -> tuple[str, str]:
     if not request.case_id or not request.withdrawal_secret:
         raise InvalidRequest("case_id and withdrawal_secret are both required")
+    CASE_ID.check(request.case_id)
+    WITHDRAWAL_SECRET.check(request.withdrawal_secret)
     return request.case_id, request.withdrawal_secret
 
 
@@ -97,7 +121,10 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         if not 1 <= n <= MAX_CASE_HASHES:
             raise InvalidRequest(f"a case holds 1 to {MAX_CASE_HASHES} hashes, got {n}")
         self.gate.charge(caller, n)
-        entries = [parse_entry(f"hash {i}", h) for i, h in enumerate(request.hashes)]
+        entries = [
+            parse_entry(f"hash {i}", h, caller.anonymous) for i, h in enumerate(request.hashes)
+        ]
+        self.gate.admit_case(caller, n)
         receipt = self._store.create_case(entries)
         self._audit.record(
             caller.actor, "submit_case", CASE_LIST, case=receipt.case_id, added=receipt.added
@@ -137,6 +164,9 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         caller: Caller,
     ) -> submission_pb2.ListInfo:
         _may_manage(caller, request.name)
+        LIST_NAME.check(request.name)
+        OWNER.check(request.owner)
+        DESCRIPTION.check(request.description)
         self._store.create_list(
             request.name, request.owner, request.trust or "unverified", request.description
         )
@@ -174,12 +204,15 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
                 if not request.list:
                     raise InvalidRequest("the first UploadRequest must name the list")
                 list_name, submitter = request.list, request.submitter or caller.actor
+                SUBMITTER.check(submitter)
                 _may_manage(caller, list_name)
                 self._store.list_info(list_name)  # NOT_FOUND before any entry is read
             elif request.list and request.list != list_name:
                 raise InvalidRequest(
-                    f"one upload goes to one list: {list_name!r}, not {request.list!r}"
+                    f"one upload goes to one list: {list_name!r}, not {request.list[:40]!r}"
                 )
+            # Charged message by message: what was committed before a refusal stays.
+            self.gate.charge(caller, len(request.entries))
             accepted = []
             for m in request.entries:
                 try:
@@ -215,6 +248,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         caller: Caller,
     ) -> submission_pb2.RemoveEntriesResponse:
         _may_manage(caller, request.list)
+        self.gate.charge(caller, len(request.entries))
         keys = _keys(request.entries)
         removed = self._store.remove_entries(request.list, keys)
         self._audit.record(

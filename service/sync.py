@@ -1,4 +1,8 @@
-"""SyncService: a list's change log after a cursor, for keeping copies in step."""
+"""SyncService: a list's change log after a cursor, for keeping copies in step.
+
+Every change handed out is charged to the caller's rate limit, a page at a time, and
+victims' cases go only to keys granted their list by name (Caller.may_pull).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,9 @@ from functools import partial
 import grpc
 
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
-from indexer.store import MAX_SEQ, Change, Store
+from indexer.store import CASE_LIST, MAX_SEQ, Change, Store
 from service.audit import AuditLog
-from service.auth import Gate, PermissionDenied
+from service.auth import Caller, Gate, PermissionDenied
 from service.queries import InvalidRequest
 from service.rpc import guarded, record
 
@@ -41,22 +45,29 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
         self._gate = gate
         self._audit = audit
 
-    def _page(
-        self, request: sync_pb2.PullRequest, context: grpc.ServicerContext, after: int
-    ) -> list[Change]:
-        if after == request.after_seq:
-            caller = self._gate.caller(context, "sync-read")
-            if not request.list:
-                raise InvalidRequest("name the list to pull")
-            if request.after_seq > MAX_SEQ:
-                raise InvalidRequest(
-                    f"after_seq {request.after_seq} is beyond the largest change sequence {MAX_SEQ}"
-                )
-            if not caller.may_see(request.list):
-                raise PermissionDenied(f"{caller.actor} may not read list {request.list!r}")
-            self._store.list_info(request.list)  # NOT_FOUND for an unknown list
-            self._audit.record(caller.actor, "pull", request.list, after_seq=after)
-        return self._store.changes(after, PAGE, request.list)
+    def _start(self, request: sync_pb2.PullRequest, context: grpc.ServicerContext) -> Caller:
+        caller = self._gate.caller(context, "sync-read")
+        if not request.list:
+            raise InvalidRequest("name the list to pull")
+        if request.after_seq > MAX_SEQ:
+            raise InvalidRequest(
+                f"after_seq {request.after_seq} is beyond the largest change sequence {MAX_SEQ}"
+            )
+        if not caller.may_pull(request.list):
+            granted = " (victims' cases go only to keys granted it by name)"
+            raise PermissionDenied(
+                f"{caller.actor} may not read list {request.list[:200]!r}"
+                + (granted if request.list == CASE_LIST else "")
+            )
+        self._store.list_info(request.list)  # NOT_FOUND for an unknown list
+        self._audit.record(caller.actor, "pull", request.list, after_seq=request.after_seq)
+        return caller
+
+    def _page(self, caller: Caller, list_name: str, after: int, size: int) -> list[Change]:
+        page = self._store.changes(after, size, list_name)
+        if page:
+            self._gate.charge(caller, len(page))
+        return page
 
     def Pull(
         self, request: sync_pb2.PullRequest, context: grpc.ServicerContext
@@ -64,12 +75,19 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
         started = time.perf_counter()
         after = request.after_seq
         try:
+            caller = guarded("Pull", context, partial(self._start, request, context))
+            capacity = self._gate.capacity(caller)
+            # A page never exceeds what the caller's bucket can hold, so it can always
+            # go on once its bucket has refilled.
+            size = PAGE if capacity is None else max(1, min(PAGE, int(capacity)))
             while True:
-                page = guarded("Pull", context, partial(self._page, request, context, after))
+                page = guarded(
+                    "Pull", context, partial(self._page, caller, request.list, after, size)
+                )
                 if page:
                     yield sync_pb2.PullResponse(changes=[to_message(c) for c in page])
                     after = page[-1].seq
-                if len(page) < PAGE:
+                if len(page) < size:
                     return
         finally:
             record("Pull", context, started)

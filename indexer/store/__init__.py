@@ -117,6 +117,7 @@ class ApiKey:
     secret_hash: bytes
     created_at: float
     revoked: bool
+    burst: float | None = None  # the most one call may take; None: 2 s of the rate
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ class Store(Protocol):
         roles: Iterable[str],
         lists: Iterable[str] | None = None,
         rate: float | None = None,
+        burst: float | None = None,
     ) -> tuple[ApiKey, str]:
         """A new API key and its token, which is shown once and stored only hashed."""
         ...

@@ -142,6 +142,10 @@ MIGRATIONS: tuple[str, ...] = (
     DELETE FROM entries WHERE id IN (SELECT id FROM malformed_entries);
     ALTER TABLE entries ADD CONSTRAINT entries_hash_length CHECK ({_RIGHT_LENGTH});
     """,
+    # 6: each key's burst, the most one call may take from its bucket (NULL: 2 s of rate).
+    """
+    ALTER TABLE api_keys ADD COLUMN burst DOUBLE PRECISION;
+    """,
 )
 
 MIGRATION_LOCK = 0x68617368  # "hash": the advisory lock key for schema changes

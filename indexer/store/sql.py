@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import secrets
 import threading
 import time
@@ -20,6 +21,15 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
+from hashmatch.bounds import (
+    DESCRIPTION,
+    LIST_NAME,
+    OWNER,
+    SOURCE_REF,
+    SUBMITTER,
+    TENANT,
+    VARIANT,
+)
 from indexer.credentials import (
     api_key_token,
     hash_secret,
@@ -117,6 +127,9 @@ class SqlStore(ABC):
         return None if row is None else int(row[0])
 
     def _insert_list(self, cur: Cursor, name: str, owner: str, trust: str, description: str) -> int:
+        LIST_NAME.check(name, InvalidValue)
+        OWNER.check(owner, InvalidValue)
+        DESCRIPTION.check(description, InvalidValue)
         if trust not in TRUST_LEVELS:
             raise InvalidValue(f"trust level {trust!r} is not one of {', '.join(TRUST_LEVELS)}")
         cur.execute(
@@ -141,8 +154,7 @@ class SqlStore(ABC):
     def create_list(
         self, name: str, owner: str = "", trust: str = "unverified", description: str = ""
     ) -> ListInfo:
-        if not name or len(name) > 200 or name != name.strip():
-            raise InvalidValue("a list name must be 1 to 200 characters, without outer spaces")
+        LIST_NAME.check(name, InvalidValue)
         with self._write() as cur:
             if self._list_id(cur, name) is not None:
                 raise ListExists(f"a list named {name!r} exists already")
@@ -187,6 +199,10 @@ class SqlStore(ABC):
 
     def _insert(self, cur: Cursor, rows: Sequence[EntryRow]) -> int:
         """Insert entry rows (duplicates skipped) and log an add for each one inserted."""
+        for row in rows:  # the callers check these too; this is the last line of defence
+            SOURCE_REF.check(row[5], InvalidValue)
+            SUBMITTER.check(row[6], InvalidValue)
+            VARIANT.check(row[8], InvalidValue)
         before = int(self._one(cur, "SELECT COALESCE(MAX(id), 0) FROM entries")[0])
         cur.executemany(
             self._q(
@@ -436,22 +452,35 @@ class SqlStore(ABC):
         roles: Iterable[str],
         lists: Iterable[str] | None = None,
         rate: float | None = None,
+        burst: float | None = None,
     ) -> tuple[ApiKey, str]:
         roles = frozenset(roles)
         if not roles or not roles <= set(ROLES):
             raise InvalidValue(f"roles must be some of {', '.join(ROLES)}, got {sorted(roles)}")
-        if not tenant:
-            raise InvalidValue("a key needs a tenant")
+        TENANT.check(tenant, InvalidValue)
+        if rate is not None and not (rate >= 0 and math.isfinite(rate)):
+            raise InvalidValue(f"a key's rate must be a number of hashes a second, not {rate}")
+        if burst is not None and not (burst >= 1 and math.isfinite(burst)):
+            raise InvalidValue(f"a key's burst must be a number of hashes, at least 1, not {burst}")
         scope = None if lists is None else frozenset(lists)
         key_id, secret, salt = secrets.token_hex(6), new_secret(), new_salt()
         key = ApiKey(
-            key_id, tenant, roles, scope, rate, salt, hash_secret(secret, salt), time.time(), False
+            key_id,
+            tenant,
+            roles,
+            scope,
+            rate,
+            salt,
+            hash_secret(secret, salt),
+            time.time(),
+            False,
+            burst,
         )
         with self._write() as cur:
             cur.execute(
                 self._q(
                     "INSERT INTO api_keys (id, tenant, roles, lists, rate, secret_salt,"
-                    " secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " secret_hash, created_at, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     key_id,
@@ -462,6 +491,7 @@ class SqlStore(ABC):
                     salt,
                     key.secret_hash,
                     key.created_at,
+                    burst,
                 ),
             )
         return key, api_key_token(key_id, secret)
@@ -479,7 +509,7 @@ class SqlStore(ABC):
             rows = self._all(
                 cur,
                 "SELECT id, tenant, roles, lists, rate, secret_salt, secret_hash, created_at,"
-                " revoked_at FROM api_keys ORDER BY created_at",
+                " revoked_at, burst FROM api_keys ORDER BY created_at",
             )
         return [
             ApiKey(
@@ -492,6 +522,7 @@ class SqlStore(ABC):
                 bytes(r[6]),
                 float(r[7]),
                 r[8] is not None,
+                None if r[9] is None else float(r[9]),
             )
             for r in rows
         ]

@@ -164,6 +164,10 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN NOT (typeof(NEW.hash) = 'blob' AND {_NEW_RIGHT_LENGTH})
         BEGIN SELECT RAISE(ABORT, 'entries_hash_length: wrong hash length for its signal'); END;
     """,
+    # 6: each key's burst, the most one call may take from its bucket (NULL: 2 s of rate).
+    """
+    ALTER TABLE api_keys ADD COLUMN burst REAL;
+    """,
 )
 
 
