@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import grpc
 
-from hashmatch.submission import MAX_CASE_HASHES
+from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 from indexer.store import CASE_LIST, EntryFlag, ListInfo, NewEntry, Store, StoreUnavailable
 from service.audit import AuditLog
@@ -29,8 +29,6 @@ MAX_VARIANT_NAME = 40
 IN_EFFECT_TIMEOUT = 5.0
 # Answer this long before the caller's deadline, so that it hears which change was stored.
 DEADLINE_MARGIN = 0.2
-CASE_ID_METADATA = "hashmatch-case-id"
-SECRET_METADATA = "hashmatch-withdrawal-secret"
 
 
 def parse_entry(label: str, m: submission_pb2.HashEntry) -> NewEntry:

@@ -28,6 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.serve_process import ServerProcess, free_ports, running_server
+from hashmatch.submission import CaseNotYetInEffect, SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
 from indexer.store import NewEntry, open_store
 
@@ -308,14 +309,19 @@ def test_with_the_follower_stalled_submit_case_says_stored_but_not_in_effect_and
 ) -> None:
     args = ("--max-follower-stall", "1")
     with serving(tmp_path, cluster.url, *args) as served, stubs(served, served.admin) as (m, sub):
-        h = HASHES[20]
+        h, creds = HASHES[20], Credentials(api_key=served.admin)
         pid = freeze_follower(served, m)
         try:
-            error = failure(lambda: sub.SubmitCase(case(h), timeout=30))
+            with (
+                SubmissionClient(served.proc.address, credentials=creds, timeout=30) as client,
+                pytest.raises(CaseNotYetInEffect) as stored,
+            ):
+                client.submit_case([NewEntry("pdq", h)])
+            error = stored.value.__cause__
+            assert isinstance(error, grpc.Call)
             assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED, error
             assert "stored but is not yet in effect" in str(error.details())
-            receipt = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
-            assert {"hashmatch-case-id", "hashmatch-withdrawal-secret"} <= receipt.keys()
+            receipt = stored.value.receipt
             assert not matched(m, h)
             within(3, lambda: health(served, "") == NOT_SERVING)
             assert health(served, "liveness") == SERVING
@@ -324,8 +330,7 @@ def test_with_the_follower_stalled_submit_case_says_stored_but_not_in_effect_and
         within(5, lambda: health(served, "") == SERVING)
         assert matched(m, h)  # applied once the follower caught up
         withdrawal = submission_pb2.CaseRequest(
-            case_id=receipt["hashmatch-case-id"],
-            withdrawal_secret=receipt["hashmatch-withdrawal-secret"],
+            case_id=receipt.case_id, withdrawal_secret=receipt.withdrawal_secret
         )
         assert sub.Withdraw(withdrawal, timeout=10).removed == 1
         assert not matched(m, h)
