@@ -25,12 +25,16 @@ import numpy as np
 import psycopg
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.submission import CaseNotYetInEffect, SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
-from indexer.store import NewEntry, open_store
+from indexer.store import NewEntry, StoreUnavailable, open_store
+from service.auth import Gate
+from service.readiness import Readiness
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 HASHES = [bytes(r) for r in np.random.default_rng(22).integers(0, 256, (40, 32), dtype=np.uint8)]
@@ -357,3 +361,72 @@ def test_a_store_locked_by_another_writer_is_unavailable_not_internal(tmp_path: 
             other.execute("ROLLBACK")
             other.close()
         sub.SubmitCase(case(HASHES[30]), timeout=30)
+
+
+def test_a_store_rides_out_a_database_restart_and_tells_callers_nothing_of_its_address(
+    cluster: Cluster,
+) -> None:
+    store = open_store(cluster.url)
+    try:
+        store.add_entries("l", [NewEntry("pdq", HASHES[0])])
+        cluster.stop("fast")
+        try:
+            for _ in range(5):
+                with pytest.raises(StoreUnavailable) as info:
+                    store.last_seq()
+                assert "127.0.0.1" not in str(info.value) and str(cluster.port) not in str(
+                    info.value
+                )
+        finally:
+            cluster.start()
+        time.sleep(0.6)  # past the longest reconnection backoff
+        assert store.last_seq() > 0
+        cluster.stop("fast")
+        cluster.start()
+        # The connection died while idle: the very next call, even a write, succeeds.
+        assert store.add_entries("l", [NewEntry("pdq", HASHES[1])]).added == 1
+    finally:
+        store.close()
+
+
+class NoKeys:
+    def api_keys(self) -> list[object]:
+        return []
+
+
+@dataclass
+class FollowerState:
+    store_up: bool
+    age: float
+
+    def read_age(self) -> float:
+        return self.age
+
+
+@given(
+    store_up=st.booleans(),
+    read_age=st.floats(0, 100),
+    keys_age=st.floats(0, 1000),
+    strict=st.booleans(),
+    with_store=st.booleans(),
+)
+def test_readiness_reports_exactly_what_is_wrong(
+    store_up: bool, read_age: float, keys_age: float, strict: bool, with_store: bool
+) -> None:
+    assume(abs(read_age - 10) > 0.5 and abs(keys_age - 300) > 0.5)
+    gate = Gate(NoKeys() if with_store else None, max_key_staleness=300, refuse_stale_keys=strict)  # type: ignore[arg-type]
+    gate._loaded_at = time.monotonic() - keys_age
+    follower = FollowerState(store_up, read_age) if with_store else None
+    readiness = Readiness(gate, follower, max_follower_stall=10)  # type: ignore[arg-type]
+    readiness.serve(MATCH_SERVICE, [SUBMISSION_SERVICE])
+
+    def status(service: str) -> int:
+        request = health_pb2.HealthCheckRequest(service=service)
+        return int(readiness.health.Check(request, None).status)  # type: ignore[arg-type]
+
+    stale = with_store and keys_age > 300
+    ready = not with_store or (store_up and read_age <= 10 and not stale)
+    assert status("liveness") == SERVING
+    assert status("") == status(SUBMISSION_SERVICE) == (SERVING if ready else NOT_SERVING)
+    assert status(MATCH_SERVICE) == (NOT_SERVING if strict and stale else SERVING)
+    assert (readiness.problems() == {}) == ready
