@@ -6,12 +6,17 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import grpc
+
 from hashmatch.channel import Credentials, ServiceClient
 from hashmatch.list_formats import NewEntry
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 
 UPLOAD_BATCH = 5_000
 MAX_CASE_HASHES = 1_000  # the server's limit for one case
+# A case stored but not yet in effect: its receipt, in the error's trailing metadata.
+CASE_ID_METADATA = "hashmatch-case-id"
+SECRET_METADATA = "hashmatch-withdrawal-secret"
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,24 @@ def to_message(e: NewEntry) -> submission_pb2.HashEntry:
     return m
 
 
+class CaseNotYetInEffect(Exception):
+    """The server stored the case, but it did not yet match when the server answered; it
+    will once the server catches up. Keep the receipt, and don't submit the case again."""
+
+    def __init__(self, receipt: CaseReceipt, detail: str) -> None:
+        super().__init__(detail)
+        self.receipt = receipt
+
+
+def _stored_case(exc: grpc.RpcError) -> CaseReceipt | None:
+    if not isinstance(exc, grpc.Call) or exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+        return None
+    metadata = {k: v for k, v in exc.trailing_metadata() or () if isinstance(v, str)}
+    if CASE_ID_METADATA not in metadata or SECRET_METADATA not in metadata:
+        return None
+    return CaseReceipt(metadata[CASE_ID_METADATA], metadata[SECRET_METADATA], 0)
+
+
 class SubmissionClient(ServiceClient):
     def __init__(
         self, target: str, *, timeout: float = 60.0, credentials: Credentials | None = None
@@ -46,10 +69,17 @@ class SubmissionClient(ServiceClient):
         self._stub = submission_pb2_grpc.SubmissionServiceStub(self._channel)
 
     def submit_case(self, entries: Sequence[NewEntry]) -> CaseReceipt:
-        r = self._stub.SubmitCase(
-            submission_pb2.SubmitCaseRequest(hashes=[to_message(e) for e in entries]),
-            timeout=self._timeout,
-        )
+        """The case's receipt; CaseNotYetInEffect, with it, if the case was stored but
+        did not match yet."""
+        try:
+            r = self._stub.SubmitCase(
+                submission_pb2.SubmitCaseRequest(hashes=[to_message(e) for e in entries]),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            if (stored := _stored_case(exc)) is not None:
+                raise CaseNotYetInEffect(stored, str(exc.details())) from exc
+            raise
         return CaseReceipt(r.case_id, r.withdrawal_secret, r.added)
 
     def withdraw(self, case_id: str, secret: str) -> int:

@@ -22,7 +22,12 @@ from hashmatch.codec import HashFormatError
 from hashmatch.images import ImageError, ImageSource
 from hashmatch.list_formats import NewEntry, Refusal, read_lines
 from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
-from hashmatch.submission import MAX_CASE_HASHES, UPLOAD_BATCH, SubmissionClient
+from hashmatch.submission import (
+    MAX_CASE_HASHES,
+    UPLOAD_BATCH,
+    CaseNotYetInEffect,
+    SubmissionClient,
+)
 from hashmatch.v1 import submission_pb2
 from hashmatch.variants import listing_variants
 
@@ -101,18 +106,24 @@ def submit_command(
             f"{len(entries)} hashes are more than one case holds ({MAX_CASE_HASHES}): "
             "submit fewer images at a time"
         )
+    stored: CaseNotYetInEffect | None = None
     try:
         with _client(server, credentials) as client:
             receipt = client.submit_case(entries)
+    except CaseNotYetInEffect as exc:
+        stored, receipt = exc, exc.receipt
     except grpc.RpcError as exc:
         raise _fail(server, exc) from None
     click.echo(f"case id:           {receipt.case_id}")
     click.echo(f"withdrawal secret: {receipt.withdrawal_secret}")
-    click.echo(f"hashes listed:     {receipt.added}")
+    if stored is None:
+        click.echo(f"hashes listed:     {receipt.added}")
     click.echo(
         "Keep the case id and the secret somewhere safe: the secret is shown only this once,\n"
         "and it is the only way to withdraw these hashes or ask about them later."
     )
+    if stored is not None:
+        raise click.ClickException(f"server {server}: {stored}")
 
 
 CASE_OPTION = click.option("--case", "case_id", required=True, help="The case id from `submit`.")

@@ -2,7 +2,11 @@
 a key may see, and per-key token-bucket rate limits.
 
 Keys live in the store, only as salted hashes; the server reloads them every
-half second, so a revoked key is refused within a second everywhere.
+half second, so a revoked key is refused within a second everywhere. While the
+store is unreachable the last set loaded stays in use, for at most
+`max_key_staleness` seconds if the operator chose strictness (`refuse_stale_keys`):
+past it every call is refused as UNAVAILABLE, since a key revoked meanwhile
+would still be honoured.
 
 A bucket holds at most its key's burst (2 s of its rate unless the key says otherwise),
 whatever a request asks for: a call larger than that is refused and told to split. An
@@ -22,7 +26,8 @@ from dataclasses import dataclass
 import grpc
 
 from indexer.credentials import secret_matches, split_token
-from indexer.store import CASE_LIST, ROLES, ApiKey, Store
+from indexer.store import CASE_LIST, ROLES, ApiKey, Store, StoreUnavailable
+from service import metrics
 from service.queries import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -148,8 +153,12 @@ class Gate:
         anonymous_submits_per_minute: float | None = None,
         anonymous_case_hashes: int = DEFAULT_ANONYMOUS_CASE_HASHES,
         anonymous_daily_hashes: int = DEFAULT_ANONYMOUS_DAILY_HASHES,
+        max_key_staleness: float | None = None,
+        refuse_stale_keys: bool = False,
     ) -> None:
         self._store = store
+        self.max_key_staleness = max_key_staleness
+        self._refuse_stale = refuse_stale_keys and max_key_staleness is not None
         self._default_rate = default_rate
         self._anonymous_rate = anonymous_submits_per_minute
         self._anonymous_case_hashes = anonymous_case_hashes
@@ -161,8 +170,10 @@ class Gate:
         self._swept = time.monotonic()
         self._lock = threading.Lock()
         self._reloaded_for_unknown = 0.0
+        self._loaded_at = time.monotonic()
         if store is not None:
             self.reload()
+            metrics.KEY_RELOAD_AGE.set_function(self.keys_age)
 
     @property
     def enabled(self) -> bool:
@@ -171,6 +182,21 @@ class Gate:
     def reload(self) -> None:
         assert self._store is not None
         self._keys = {k.key_id: k for k in self._store.api_keys() if not k.revoked}
+        self._loaded_at = time.monotonic()
+
+    def keys_age(self) -> float:
+        """Seconds since the key set in use was loaded from the store."""
+        return time.monotonic() - self._loaded_at
+
+    def keys_stale(self) -> bool:
+        """Whether the key set is older than `max_key_staleness` (never without a store)."""
+        bound = self.max_key_staleness
+        return self._store is not None and bound is not None and self.keys_age() > bound
+
+    @property
+    def refusing(self) -> bool:
+        """Whether every call is refused because the keys are stale and strictness chosen."""
+        return self._refuse_stale and self.keys_stale()
 
     def _reload_soon(self) -> bool:
         """Reload for an unknown key id, but at most every 0.1 s: unknown ids are cheap to
@@ -185,17 +211,32 @@ class Gate:
 
     def watch(self, stop: threading.Event) -> None:
         def loop() -> None:
+            failing = False
             while not stop.wait(RELOAD_SECONDS):
                 try:
                     self.reload()
+                except StoreUnavailable:
+                    if not failing:
+                        log.warning("cannot reload API keys: the store is unreachable")
+                    failing = True
+                    continue
                 except Exception:
                     log.exception("reloading API keys failed; keeping the last set")
+                    continue
+                if failing:
+                    log.warning("API keys reloaded: the store is reachable again")
+                failing = False
 
         threading.Thread(target=loop, name="key-reload", daemon=True).start()
 
     def caller(self, context: grpc.ServicerContext, role: str) -> Caller:
         if self._store is None:
             return LOCAL
+        if self.refusing:
+            raise StoreUnavailable(
+                f"API keys could not be reloaded from the store for {self.keys_age():.0f}s "
+                f"(the limit is {self.max_key_staleness:g}s): calls are refused until it is back"
+            )
         token = _bearer(context)
         if token is None:
             if role == "submit" and self._anonymous_rate is not None:

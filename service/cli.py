@@ -14,7 +14,7 @@ from prometheus_client import start_http_server
 from hashmatch.submission import MAX_CASE_HASHES
 from indexer.build import build_snapshot
 from indexer.snapshot import SnapshotError, current_version
-from indexer.store import Store, StoreURLError, open_store
+from indexer.store import Store, StoreUnavailable, StoreURLError, open_store
 from service.anomaly import AnomalyWatch
 from service.audit import AuditLog
 from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
@@ -23,6 +23,7 @@ from service.follower import ChangeFollower, Compactor
 from service.logs import configure as configure_logs
 from service.probing import ProbeWatch
 from service.processes import Helpers, announce_ready
+from service.readiness import DEFAULT_MAX_FOLLOWER_STALL, Readiness
 from service.server import Feed, Guards, build_server
 from service.snapshots import SnapshotHolder
 from service.tls import TLS
@@ -109,6 +110,31 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     show_default=True,
     help="The most hashes each address may submit without a key in 24 hours (each hash "
     "can carry some 255 bits of anything; this bounds that channel).",
+)
+@click.option(
+    "--max-key-staleness",
+    type=click.FloatRange(min=0, min_open=True),
+    default=300.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="While the store is unreachable, API keys loaded last stay in use; past this, the "
+    "server reports not ready and, with --stale-keys refuse, refuses calls.",
+)
+@click.option(
+    "--stale-keys",
+    type=click.Choice(["refuse", "serve"]),
+    default="refuse",
+    show_default=True,
+    help="Past --max-key-staleness: refuse every keyed call with UNAVAILABLE (strict: a key "
+    "revoked during the outage stops working), or keep answering with the last keys.",
+)
+@click.option(
+    "--max-follower-stall",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MAX_FOLLOWER_STALL,
+    show_default=True,
+    metavar="SECONDS",
+    help="Report not ready once the change log has not been applied for this long.",
 )
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -197,6 +223,9 @@ def serve_command(
     anonymous_submits: float | None,
     anonymous_case_hashes: int,
     anonymous_daily_hashes: int,
+    max_key_staleness: float,
+    stale_keys: str,
+    max_follower_stall: float,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -234,7 +263,7 @@ def serve_command(
     if store_url is not None:
         try:
             feed_stores = (open_store(store_url), open_store(store_url))
-        except (StoreURLError, FileNotFoundError) as exc:
+        except (StoreURLError, FileNotFoundError, StoreUnavailable) as exc:
             raise click.ClickException(str(exc)) from None
         if current_version(index_root) is None:
             log.info("no snapshot under %s yet: building one from the store", index_root)
@@ -251,6 +280,8 @@ def serve_command(
         anonymous_submits_per_minute=anonymous_submits,
         anonymous_case_hashes=anonymous_case_hashes,
         anonymous_daily_hashes=anonymous_daily_hashes,
+        max_key_staleness=max_key_staleness,
+        refuse_stale_keys=stale_keys == "refuse",
     )
     record_store = None if store_url is None else open_store(store_url)
     audit = AuditLog(record_store)
@@ -271,6 +302,7 @@ def serve_command(
         follower.follow_once()  # serve the changes made since the snapshot from the start
         follower.start(stop)
         feed = Feed(feed_stores[0], feed_stores[1], follower)
+    readiness = Readiness(gate, feed.follower if feed else None, max_follower_stall)
     try:
         server, port = build_server(
             holder,
@@ -281,6 +313,7 @@ def serve_command(
             guards=guards,
             tls=tls,
             pin_workers=pin_workers,
+            readiness=readiness,
         )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
@@ -291,6 +324,7 @@ def serve_command(
     holder.watch(reload_interval, stop)
     if gate.enabled:
         gate.watch(stop)
+    readiness.watch(stop)
     audit.start(stop)
     anomaly.start(stop)
     server.start()

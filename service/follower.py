@@ -10,13 +10,22 @@ import threading
 import time
 from pathlib import Path
 
-from indexer.store import Store
+from indexer.store import Store, StoreUnavailable
 from service import metrics
 from service.snapshots import SnapshotHolder
 
 log = logging.getLogger(__name__)
 
 PAGE = 10_000
+
+
+class NotInEffect(Exception):
+    """A change was stored but the matcher did not reflect it in time; `metadata` goes to
+    the caller with the error (a new case's receipt, so it can still be withdrawn)."""
+
+    def __init__(self, message: str, metadata: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.metadata = metadata
 
 
 class Compactor:
@@ -94,6 +103,15 @@ class ChangeFollower:
         self._compactor = compactor
         self._wake = threading.Event()
         self._applied = threading.Condition()
+        self.read_at = time.monotonic()  # the last change log read that was applied
+        self.store_up = True
+        metrics.STORE_UP.set(1)
+        metrics.CHANGE_LOG_READ_AGE.set_function(self.read_age)
+
+    def read_age(self) -> float:
+        """Seconds since the change log was last read and applied: grows while the store
+        is unreachable or the follower is stuck."""
+        return time.monotonic() - self.read_at
 
     def poke(self) -> None:
         """Read the change log now rather than at the next interval."""
@@ -106,8 +124,20 @@ class ChangeFollower:
             return self._applied.wait_for(lambda: self._holder.applied_seq >= seq, timeout)
 
     def follow_once(self) -> int:
-        changes = self._store.changes(self._holder.applied_seq, PAGE)
+        try:
+            changes = self._store.changes(self._holder.applied_seq, PAGE)
+        except StoreUnavailable:
+            if self.store_up:
+                log.warning("the store is unreachable: serving from memory until it is back")
+            self.store_up = False
+            metrics.STORE_UP.set(0)
+            raise
         self._holder.apply(changes)
+        self.read_at = time.monotonic()
+        if not self.store_up:
+            log.warning("the store is reachable again")
+        self.store_up = True
+        metrics.STORE_UP.set(1)
         with self._applied:
             self._applied.notify_all()
         return len(changes)
@@ -119,6 +149,8 @@ class ChangeFollower:
                     read = self.follow_once()
                     if self._compactor is not None:
                         self._compactor.poll()
+                except StoreUnavailable:
+                    read = 0  # logged once, when the store went away
                 except Exception:
                     log.exception("reading the change log failed; retrying")
                     read = 0

@@ -88,3 +88,14 @@ FLAGGED = Counter(
 PROBING = Counter(
     "hashmatch_probing_throttled_total", "Keys throttled for probing the list around one point"
 )
+STORE_UP = Gauge(
+    "hashmatch_store_up", "1 if the change follower's last read of the store succeeded, else 0"
+)
+CHANGE_LOG_READ_AGE = Gauge(
+    "hashmatch_change_log_read_age_seconds",
+    "Seconds since the change follower last read the store's change log and applied it",
+)
+KEY_RELOAD_AGE = Gauge(
+    "hashmatch_key_reload_age_seconds", "Seconds since API keys were last reloaded from the store"
+)
+READY = Gauge("hashmatch_ready", "1 while the server reports itself ready (health ''), else 0")

@@ -15,10 +15,11 @@ from typing import Any, Protocol, TypeVar, cast
 import grpc
 
 from hashmatch.bounds import OutOfBounds
-from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList
+from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
 from service import metrics
 from service.auth import Caller, Gate, PermissionDenied, RateLimited, Unauthenticated
 from service.batcher import DeadlineExceeded, Overloaded
+from service.follower import NotInEffect
 from service.queries import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,14 @@ def guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -
     except DeadlineExceeded as exc:
         metrics.REJECTED.labels("deadline").inc()
         _refuse(method, context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
+    except StoreUnavailable as exc:
+        # A database outage is the caller's to retry, not a server fault (INTERNAL).
+        metrics.REJECTED.labels("store_unavailable").inc()
+        _refuse(method, context, grpc.StatusCode.UNAVAILABLE, str(exc))
+    except NotInEffect as exc:
+        # DEADLINE_EXCEEDED is gRPC's "the change may have been made": not to be retried blindly.
+        metrics.REJECTED.labels("not_in_effect").inc()
+        _refuse(method, context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc), *exc.metadata)
     except Exception as exc:
         if status_of(context) is not None:  # context.abort() already chose the status
             raise

@@ -1,5 +1,5 @@
 """The gRPC server: MatchService (plus, with a store, SubmissionService and SyncService),
-standard health checking and reflection."""
+standard health checking (liveness and readiness: service.readiness) and reflection."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hashmatch.channel import MAX_MESSAGE_BYTES
@@ -34,6 +34,7 @@ from service.follower import ChangeFollower
 from service.matcher import Hit
 from service.probing import ProbeWatch
 from service.queries import parse_request
+from service.readiness import Readiness
 from service.rpc import deadline_of, guarded, record
 from service.snapshots import SnapshotHolder
 from service.submission import SubmissionServicer
@@ -162,6 +163,7 @@ def build_server(
     guards: Guards | None = None,
     tls: TLS | None = None,
     pin_workers: bool = False,
+    readiness: Readiness | None = None,
 ) -> tuple[grpc.Server, int]:
     """A server ready to start, bound to `listen`; returns it with the bound port.
 
@@ -194,10 +196,9 @@ def build_server(
             SyncServicer(feed.reader, guards.gate, guards.audit), server
         )
         services += [SUBMISSION_SERVICE, SYNC_SERVICE]
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    for name in ("", *services):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    readiness = readiness or Readiness(guards.gate, feed.follower if feed else None)
+    health_pb2_grpc.add_HealthServicer_to_server(readiness.health, server)
+    readiness.serve(MATCH_SERVICE, services[1:])
     reflection.enable_server_reflection(
         (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )

@@ -3,9 +3,12 @@
 Every accepted hash is checked like an import line: a featureless or
 low-quality hash would match huge numbers of innocent uploads, so it is
 refused with the reason, and so is any text over its bound (hashmatch.bounds).
+Every call that carries hashes is charged to its caller's rate limit by the hash.
 Changes that must take effect at once (a withdrawal, a removal, a new case) return
-only after the matcher reflects them. Every call that carries hashes is charged to
-its caller's rate limit by the hash.
+OK only once the matcher reflects them; if it does not in time, the answer is
+DEADLINE_EXCEEDED saying the change was stored but is not yet in effect (and a new
+case's receipt comes with it, in trailing metadata, so that the victim can still
+withdraw it).
 """
 
 from __future__ import annotations
@@ -27,17 +30,27 @@ from hashmatch.bounds import (
     anonymous_case_problem,
 )
 from hashmatch.codec import HashFormatError, hex_to_bytes
-from hashmatch.submission import MAX_CASE_HASHES
+from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
-from indexer.store import CASE_LIST, MATCH_ID_BYTES, EntryFlag, ListInfo, NewEntry, Store
+from indexer.store import (
+    CASE_LIST,
+    MATCH_ID_BYTES,
+    EntryFlag,
+    ListInfo,
+    NewEntry,
+    Store,
+    StoreUnavailable,
+)
 from service.audit import AuditLog
 from service.auth import Caller, Gate, PermissionDenied
-from service.follower import ChangeFollower
+from service.follower import ChangeFollower, NotInEffect
 from service.queries import InvalidRequest, parse_hash
-from service.rpc import unary
+from service.rpc import deadline_of, unary
 
 MAX_REFUSALS_LISTED = 1_000
 IN_EFFECT_TIMEOUT = 5.0
+# Answer this long before the caller's deadline, so that it hears which change was stored.
+DEADLINE_MARGIN = 0.2
 
 
 def parse_entry(label: str, m: submission_pb2.HashEntry, anonymous: bool = False) -> NewEntry:
@@ -106,9 +119,24 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         info = self._store.list_info(name)
         return _list_info(info, [f for f in self._store.entry_flags() if f.list == name])
 
-    def _in_effect(self) -> None:
-        """Return once the matcher reflects everything committed so far."""
-        self._follower.wait_for(self._store.last_seq(), IN_EFFECT_TIMEOUT)
+    def _in_effect(
+        self, context: grpc.ServicerContext, change: str, *metadata: tuple[str, str]
+    ) -> None:
+        """Return once the matcher reflects everything committed so far; NotInEffect
+        if it does not within IN_EFFECT_TIMEOUT (or the caller's deadline)."""
+        timeout = IN_EFFECT_TIMEOUT
+        if (remaining := deadline_of(context)) is not None:
+            timeout = min(timeout, max(0.0, remaining - DEADLINE_MARGIN))
+        try:
+            in_effect = self._follower.wait_for(self._store.last_seq(), timeout)
+        except StoreUnavailable:
+            in_effect = False
+        if not in_effect:
+            raise NotInEffect(
+                f"{change} was stored but is not yet in effect: the matcher has not caught "
+                f"up with the store within {timeout:.1f}s, and will apply it when it does",
+                metadata,
+            )
 
     @unary("SubmitCase", "submit")
     def SubmitCase(
@@ -129,7 +157,13 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._audit.record(
             caller.actor, "submit_case", CASE_LIST, case=receipt.case_id, added=receipt.added
         )
-        self._in_effect()
+        self._in_effect(
+            context,
+            f"case {receipt.case_id} (its receipt is in this error's trailing metadata; "
+            "do not submit it again)",
+            (CASE_ID_METADATA, receipt.case_id),
+            (SECRET_METADATA, receipt.secret),
+        )
         return submission_pb2.SubmitCaseResponse(
             case_id=receipt.case_id, withdrawal_secret=receipt.secret, added=receipt.added
         )
@@ -143,7 +177,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._audit.record(
             caller.actor, "withdraw_case", CASE_LIST, case=request.case_id, removed=removed
         )
-        self._in_effect()
+        self._in_effect(context, "the withdrawal (withdrawing again is safe)")
         return submission_pb2.WithdrawResponse(removed=removed)
 
     @unary("CaseStatus", "submit")
@@ -254,7 +288,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._audit.record(
             caller.actor, "remove_entries", request.list, asked=len(keys), removed=removed
         )
-        self._in_effect()
+        self._in_effect(context, "the removal (removing again is safe)")
         return submission_pb2.RemoveEntriesResponse(removed=removed)
 
     @unary("ConfirmEntry", "list-manage")

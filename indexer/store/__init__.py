@@ -47,6 +47,14 @@ class InvalidValue(ValueError):
     """A value the store will not keep, such as an unknown trust level; said to the caller."""
 
 
+class StoreUnavailable(Exception):
+    """The database cannot be reached or is busy now; the call may be retried shortly.
+
+    The message is what a caller is told, so it never names hosts or ports: the cause,
+    chained, is for the server's log.
+    """
+
+
 class NoSuchCase(KeyError):
     """Unknown case id or wrong secret: the two are deliberately not told apart."""
 

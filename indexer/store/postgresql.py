@@ -5,20 +5,30 @@ PostgreSQL's commit is durable, so an acknowledged write survives a crash.
 The schema is versioned in `hashmatch_schema`; migrations run under an
 advisory lock, so several processes may start at once. Every write takes a
 second advisory lock, so change log sequence numbers follow commit order.
+
+A connection the database dropped (a restart, a failover) is reopened on next
+use, with backoff while the database stays away; meanwhile every call fails
+fast with StoreUnavailable, which the service answers as UNAVAILABLE.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, suppress
+from typing import Any
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from indexer.store import StoreUnavailable
 from indexer.store.malformed import ENTRY_COLUMNS, MOVED_BY, MOVED_SQL, length_sql, log_moved
 from indexer.store.sql import Cursor, SqlStore
 
 _RIGHT_LENGTH, _WRONG_LENGTH = length_sql("octet_length")
+log = logging.getLogger(__name__)
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -148,6 +158,19 @@ MIGRATIONS: tuple[str, ...] = (
     """,
 )
 
+# Unless the URL says otherwise: give up connecting after a few seconds, and notice a
+# database host that vanished without closing the connection within about half a minute.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": 3,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+# Reconnection attempts back off from the first to the last delay: a database that is
+# coming back is not hammered by every caller, and is in use within half a second.
+RECONNECT_DELAYS = (0.05, 0.5)
+UNREACHABLE = "the store's database is unreachable; retry shortly"
 MIGRATION_LOCK = 0x68617368  # "hash": the advisory lock key for schema changes
 WRITE_LOCK = 0x68617369  # held by every write transaction until it commits
 
@@ -158,8 +181,60 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str) -> None:
         super().__init__()
         self.url = url
-        self._db = psycopg.connect(url, autocommit=False)
+        given = conninfo_to_dict(url)
+        self._conninfo = make_conninfo(
+            url, **{k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+        )
+        self._failures = 0
+        self._retry_at = 0.0
+        self._db = self._reconnect()
         self._migrate()
+
+    def _reconnect(self) -> psycopg.Connection[Any]:
+        """A new connection; StoreUnavailable if the database can't be reached, and then
+        until the backoff delay has passed."""
+        now = time.monotonic()
+        if now < self._retry_at:
+            raise StoreUnavailable(UNREACHABLE)
+        try:
+            db = psycopg.connect(self._conninfo, autocommit=False)
+        except psycopg.OperationalError as exc:
+            first, last = RECONNECT_DELAYS
+            self._retry_at = now + min(last, first * 2**self._failures)
+            self._failures += 1
+            if self._failures == 1:
+                log.warning("cannot reach PostgreSQL (%s); retrying with backoff", exc)
+            raise StoreUnavailable(UNREACHABLE) from exc
+        if self._failures:
+            log.warning("reconnected to PostgreSQL after %d failed attempts", self._failures)
+        self._failures = 0
+        return db
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        if self._db.closed or self._db.broken:
+            self._db = self._reconnect()
+        return self._db
+
+    def _begin(self, setup: tuple[str, ...]) -> tuple[psycopg.Connection[Any], psycopg.Cursor[Any]]:
+        """Open a transaction with its setup statements run. A connection found dead here,
+        one the database dropped while it sat idle, is replaced once: nothing of this
+        transaction can have been committed, so the retry is safe even for a write."""
+        for retry in (True, False):
+            db = self._connection()
+            cur = db.cursor()
+            try:
+                for statement in setup:
+                    cur.execute(statement.encode())
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                _rollback(db)
+                if retry and (db.closed or db.broken):
+                    continue
+                raise StoreUnavailable(UNREACHABLE) from exc
+            except BaseException:
+                _rollback(db)
+                raise
+            return db, cur
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     def _migrate(self) -> None:
         with self._db.transaction(), self._db.cursor() as cur:
@@ -182,10 +257,20 @@ class PostgresStore(SqlStore):
 
     @contextmanager
     def _transaction(self, *setup: str) -> Iterator[Cursor]:
-        with self._db.transaction(), self._db.cursor() as cur:
-            for statement in setup:
-                cur.execute(statement.encode())
-            yield cur
+        """A transaction committed on exit. Losing the connection in it (even in the
+        commit, so a write's fate is unknown) is StoreUnavailable."""
+        db, cur = self._begin(setup)
+        try:
+            with cur:
+                yield cur
+            db.commit()
+        except BaseException as exc:
+            _rollback(db)
+            if isinstance(exc, psycopg.OperationalError) or (
+                isinstance(exc, psycopg.InterfaceError) and (db.closed or db.broken)
+            ):
+                raise StoreUnavailable(UNREACHABLE) from exc
+            raise
 
     def _begin_write(self) -> AbstractContextManager[Cursor]:
         return self._transaction(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
@@ -195,6 +280,12 @@ class PostgresStore(SqlStore):
 
     def close(self) -> None:
         self._db.close()
+
+
+def _rollback(db: psycopg.Connection[Any]) -> None:
+    if not db.closed:
+        with suppress(psycopg.Error):  # the connection is gone: the database rolls it back
+            db.rollback()
 
 
 @contextmanager

@@ -2,6 +2,8 @@
 
 WAL with synchronous=FULL, so a committed (acknowledged) write survives a
 kill -9 or power loss. The schema is versioned through PRAGMA user_version.
+A database another process keeps locked past the busy timeout is
+StoreUnavailable, as a PostgreSQL outage is: retryable, not a server fault.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
+from indexer.store import StoreUnavailable
 from indexer.store.malformed import ENTRY_COLUMNS, MOVED_BY, MOVED_SQL, length_sql, log_moved
 from indexer.store.sql import Cursor, SqlStore
 
 _RIGHT_LENGTH, _WRONG_LENGTH = length_sql("length")
 _NEW_RIGHT_LENGTH, _ = length_sql("length", "NEW.")
+
+BUSY = "the store is busy (locked by another writer); retry shortly"
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -201,14 +206,20 @@ class SqliteStore(SqlStore):
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[Cursor]:
-        cur = self._db.cursor()
-        cur.execute(begin)
         try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
+            cur = self._db.cursor()
+            cur.execute(begin)
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            cur.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            # SQLITE_BUSY and SQLITE_LOCKED: another connection held the lock too long.
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise StoreUnavailable(BUSY) from exc
             raise
-        cur.execute("COMMIT")
 
     def _begin_write(self) -> AbstractContextManager[Cursor]:
         return self._transaction("BEGIN IMMEDIATE")
