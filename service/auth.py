@@ -36,6 +36,10 @@ RELOAD_SECONDS = 0.5
 BURST_SECONDS = 2.0  # a key's burst, unless it has one of its own: this much of its rate
 SWEEP_SECONDS = 10.0  # how often buckets that have refilled (so are idle) are dropped
 DAY = 86_400.0
+# A stream (an upload's messages) waits this long for its bucket to refill before it is
+# refused: a long upload is paced to its key's rate instead of failing at the first
+# message that comes a few milliseconds early.
+STREAM_PATIENCE = 2.0
 DEFAULT_ANONYMOUS_CASE_HASHES = 100  # some four images with their listing variants
 DEFAULT_ANONYMOUS_DAILY_HASHES = 500
 # Addresses with a daily count held at once; past it, new anonymous addresses wait.
@@ -292,9 +296,20 @@ class Gate:
             limit = self._limit(caller)
         return None if limit is None else limit[2]
 
-    def charge(self, caller: Caller, hashes: int) -> None:
-        """Take `hashes` from the caller's bucket: RateLimited when it holds too few, and
-        InvalidRequest when the call is larger than the bucket can ever hold."""
+    def charge(self, caller: Caller, hashes: int, patience: float = 0.0) -> None:
+        """Take `hashes` from the caller's bucket: RateLimited when it holds too few (after
+        waiting up to `patience` seconds for it to refill), and InvalidRequest when the
+        call is larger than the bucket can ever hold."""
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                return self._take(caller, hashes)
+            except RateLimited as exc:
+                if time.monotonic() + exc.retry_after > deadline:
+                    raise
+                time.sleep(exc.retry_after)
+
+    def _take(self, caller: Caller, hashes: int) -> None:
         with self._lock:
             self._sweep()
             limit = self._limit(caller)

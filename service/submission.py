@@ -42,7 +42,7 @@ from indexer.store import (
     StoreUnavailable,
 )
 from service.audit import AuditLog
-from service.auth import Caller, Gate, PermissionDenied
+from service.auth import STREAM_PATIENCE, Caller, Gate, PermissionDenied
 from service.follower import ChangeFollower, NotInEffect
 from service.queries import InvalidRequest, parse_hash
 from service.rpc import deadline_of, unary
@@ -245,8 +245,9 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
                 raise InvalidRequest(
                     f"one upload goes to one list: {list_name!r}, not {request.list[:40]!r}"
                 )
-            # Charged message by message: what was committed before a refusal stays.
-            self.gate.charge(caller, len(request.entries))
+            # Charged message by message, paced to the key's rate: what was committed
+            # before a refusal stays.
+            self.gate.charge(caller, len(request.entries), patience=STREAM_PATIENCE)
             accepted = []
             for m in request.entries:
                 try:
