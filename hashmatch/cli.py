@@ -62,8 +62,8 @@ class CommandGroup(click.Group):
     """Adds the server-side verbs registered under the `hashmatch.commands` entry points.
 
     A verb's module is imported only when that verb is asked for: the server side pulls
-    in numba, FAISS and the store, which a caller's `hashmatch hash` has no use for.
-    Listing the verbs reads the entry points' names and imports nothing."""
+    in numba, FAISS and the store, which a caller's `submit` or `list upload` has no use
+    for. Listing the verbs reads the entry points' names and imports nothing."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         plugins = {ep.name for ep in entry_points(group="hashmatch.commands")}
