@@ -59,22 +59,29 @@ def warn(message: str) -> None:
 
 
 class CommandGroup(click.Group):
-    """Adds the server-side verbs registered under the `hashmatch.commands` entry points."""
+    """Adds the server-side verbs registered under the `hashmatch.commands` entry points.
 
-    def _plugins(self) -> dict[str, click.Command]:
-        found: dict[str, click.Command] = {}
-        for ep in entry_points(group="hashmatch.commands"):
-            try:
-                found[ep.name] = ep.load()
-            except ImportError as exc:
-                warn(f"command {ep.name!r} unavailable: {exc}")
-        return found
+    A verb's module is imported only when that verb is asked for: the server side pulls
+    in numba, FAISS and the store, which a caller's `submit` or `list upload` has no use
+    for. Listing the verbs reads the entry points' names and imports nothing."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *self._plugins()})
+        plugins = {ep.name for ep in entry_points(group="hashmatch.commands")}
+        return sorted({*super().list_commands(ctx), *plugins})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        return super().get_command(ctx, cmd_name) or self._plugins().get(cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for ep in entry_points(group="hashmatch.commands", name=cmd_name):
+            try:
+                loaded: click.Command = ep.load()
+            except ImportError as exc:
+                warn(f"command {ep.name!r} unavailable: {exc}")
+                continue
+            self.add_command(loaded, cmd_name)
+            return loaded
+        return None
 
 
 @click.group(cls=CommandGroup)

@@ -113,8 +113,8 @@ def shown_commands(text: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def shown_scripts(text: str) -> Iterator[tuple[int, str, list[str]]]:
-    """Every benchmark command (`load_tests/X.py ...`, or `X.py ...` naming a script there)
-    in code blocks or inline code."""
+    """Every benchmark command (`load_tests/X.py ...`, `X.py ...` naming a script there, or
+    `experiments/X.py ...`) in code blocks or inline code."""
     for number, line, in_code in logical_lines(text):
         pieces = [line] if in_code else INLINE_CODE.findall(line)
         for piece in pieces:
@@ -122,7 +122,8 @@ def shown_scripts(text: str) -> Iterator[tuple[int, str, list[str]]]:
                 words = split_words(segment)
                 for k, word in enumerate(words):
                     bench = (ROOT / "load_tests" / word).is_file() and "/" not in word
-                    if word.endswith(".py") and (word.startswith("load_tests/") or bench):
+                    under = word.startswith(("load_tests/", "experiments/"))
+                    if word.endswith(".py") and (under or bench):
                         script = word if word.startswith("load_tests/") else f"load_tests/{word}"
                         yield number, script, words[k + 1 :]
                         break
@@ -292,7 +293,8 @@ hashmatch index rebuild --store URL --out DIR
 .venv/bin/python load_tests/no_such_benchmark.py --n 1M
 ```
 
-Timed with `engine_benchmark.py --plans --warp 9`.
+Timed with `engine_benchmark.py --crossover --warp 9`.
+Then `experiments/gather_limit.py --n 1M --warp 9` and `experiments/nope.py`.
 
 hashmatch audit --store URL --since 5
 """
@@ -305,10 +307,12 @@ FAKE_PROBLEMS = [
     "fake.md:7: `hashmatch serve` has no option --compact-every",
     "fake.md:9: `hashmatch demo` has no option --fast",
     "fake.md:10: `hashmatch index` has no verb 'rebuild'",
-    "fake.md:17: `hashmatch audit` has no option --since",
+    "fake.md:18: `hashmatch audit` has no option --since",
     "fake.md:11: load_tests/grpc_load.py takes no --turbo",
     "fake.md:12: load_tests/no_such_benchmark.py does not exist",
     "fake.md:15: load_tests/engine_benchmark.py takes no --warp",
+    "fake.md:16: load_tests/experiments/gather_limit.py takes no --warp",
+    "fake.md:16: load_tests/experiments/nope.py does not exist",
 ]
 
 
