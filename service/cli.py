@@ -271,7 +271,7 @@ def serve_command(
     holder.watch(reload_interval, stop)
     if gate.enabled:
         gate.watch(stop)
-    audit.start(stop)
+    audit.start()
     anomaly.start(stop)
     server.start()
     if helper:
@@ -302,6 +302,7 @@ def serve_command(
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     server.wait_for_termination()
+    audit.close()  # after the drain: the events of RPCs that finished in the grace period
     if helpers is not None:
         helpers.stop(grace)
     log.info("stopped")

@@ -275,6 +275,11 @@ class Store(Protocol):
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
 
+    def prune_audit(self, before: float, actor: str = "operator") -> int:
+        """Delete the audit events older than `before` (seconds since the epoch) and record
+        that in the log, in one transaction: the only delete the schema lets through."""
+        ...
+
     def audit_events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditEvent]: ...
 
     def set_quarantine(self, list_name: str, quarantine: bool) -> None:

@@ -117,6 +117,21 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: as SQLite's migration 5; TRUNCATE, which skips row triggers, is refused too.
+    """
+    CREATE TABLE audit_pruning (cutoff DOUBLE PRECISION NOT NULL);
+    CREATE OR REPLACE FUNCTION hashmatch_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN
+            IF TG_OP = 'DELETE' THEN
+                IF EXISTS (SELECT 1 FROM audit_pruning WHERE OLD.at < cutoff) THEN
+                    RETURN OLD;
+                END IF;
+            END IF;
+            RAISE EXCEPTION 'the audit log is append-only';
+        END $$;
+    CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+        FOR EACH STATEMENT EXECUTE FUNCTION hashmatch_audit_append_only();
+    """,
 )
 
 MIGRATION_LOCK = 0x68617368  # "hash": the advisory lock key for schema changes

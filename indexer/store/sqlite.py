@@ -128,6 +128,16 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: the audit log's one way to shrink, `hashmatch audit --prune-before`: its
+    # transaction names the cutoff in audit_pruning, deletes older events and the cutoff
+    # again, so no other delete ever finds a cutoff.
+    """
+    CREATE TABLE audit_pruning (cutoff REAL NOT NULL);
+    DROP TRIGGER audit_no_delete;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        WHEN NOT EXISTS (SELECT 1 FROM audit_pruning WHERE OLD.at < cutoff)
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
 )
 
 
