@@ -24,6 +24,7 @@ from indexer.store import (
     DEFAULT_STORE_URL,
     MAX_SEQ,
     ROLES,
+    STORE_URL_ENV,
     AuditEvent,
     Change,
     Store,
@@ -45,8 +46,10 @@ STORE_OPTION = click.option(
     "store_url",
     default=DEFAULT_STORE_URL,
     show_default=True,
+    envvar=STORE_URL_ENV,
     help="Store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
-    "postgresql://user@host:port/database.",
+    f"postgresql://user@host:port/database (or ${STORE_URL_ENV}, which keeps a password "
+    "out of the process list).",
 )
 
 

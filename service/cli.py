@@ -13,7 +13,7 @@ from prometheus_client import start_http_server
 
 from indexer.build import build_snapshot
 from indexer.snapshot import SnapshotError, current_version
-from indexer.store import Store, StoreURLError, open_store
+from indexer.store import STORE_URL_ENV, Store, StoreURLError, open_store
 from service.anomaly import AnomalyWatch
 from service.audit import AuditLog
 from service.auth import Gate
@@ -24,11 +24,10 @@ from service.probing import ProbeWatch
 from service.processes import Helpers, announce_ready
 from service.server import Feed, Guards, build_server
 from service.snapshots import SnapshotHolder
-from service.tls import TLS
+from service.tls import TLS, is_loopback
 from service.warmup import warm_up
 
 log = logging.getLogger("hashmatch.serve")
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 @click.command("serve")
@@ -43,8 +42,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     "--store",
     "store_url",
     default=None,
+    envvar=STORE_URL_ENV,
     help="Store URL (sqlite:///PATH or postgresql://...): takes submissions and list uploads, "
-    "serves sync pulls, and follows the store's change log so changes match within seconds.",
+    "serves sync pulls, and follows the store's change log so changes match within seconds. "
+    f"${STORE_URL_ENV} keeps a password out of the process list.",
 )
 @click.option(
     "--poll-interval",
@@ -100,6 +101,17 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     "--tls-client-ca",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Require client certificates signed by this CA (mutual TLS).",
+)
+@click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="Serve API keys without TLS on a non-loopback address: keys and withdrawal secrets "
+    "then cross the network in the clear (only behind a TLS-terminating proxy).",
+)
+@click.option(
+    "--reflection",
+    is_flag=True,
+    help="Serve gRPC server reflection: the public schema, to anyone who can connect.",
 )
 @click.option(
     "--flag-min-matches",
@@ -182,6 +194,8 @@ def serve_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    insecure_plaintext: bool,
+    reflection: bool,
     flag_min_matches: int,
     flag_factor: float,
     flag_window: float,
@@ -201,7 +215,7 @@ def serve_command(
     SubmissionService and SyncService, with changes matched within seconds."""
     configure_logs(log_format)
     host = listen.rsplit(":", 1)[0]
-    if no_auth and host not in LOOPBACK:
+    if no_auth and not is_loopback(host):
         raise click.UsageError(f"--no-auth only on a loopback address, not {host}")
     if not no_auth and store_url is None:
         raise click.UsageError(
@@ -212,6 +226,11 @@ def serve_command(
     if tls_client_ca is not None and tls_cert is None:
         raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TLS(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
+    if tls is None and not no_auth and not insecure_plaintext and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to take API keys in plaintext on {host}: give --tls-cert and --tls-key, "
+            "or --insecure-plaintext if a TLS-terminating proxy is in front"
+        )
     feed_stores: tuple[Store, Store] | None = None
     if store_url is not None:
         try:
@@ -261,6 +280,7 @@ def serve_command(
             guards=guards,
             tls=tls,
             pin_workers=pin_workers,
+            reflection=reflection,
         )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
@@ -279,7 +299,7 @@ def serve_command(
     helpers = None
     if processes > 1:
         try:
-            helpers = Helpers.start(processes - 1, host, port, metrics_port)
+            helpers = Helpers.start(processes - 1, host, port, metrics_port, store_url)
         except RuntimeError as exc:
             server.stop(0)
             raise click.ClickException(str(exc)) from None

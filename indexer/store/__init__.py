@@ -19,6 +19,9 @@ import numpy.typing as npt
 from hashmatch.list_formats import NewEntry
 
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
+# The store URL may hold a password, and a command line is visible to every user of the
+# machine (ps, /proc/PID/cmdline): child processes get it in this environment variable.
+STORE_URL_ENV = "HASHMATCH_STORE_URL"
 MATCH_ID_BYTES = 12
 # Change and audit sequence numbers are signed 64-bit in both stores: a cursor past this
 # names nothing and can't even be sent to the database.
@@ -296,6 +299,11 @@ class Store(Protocol):
     def entry_flags(self) -> list[EntryFlag]: ...
 
     def close(self) -> None: ...
+
+
+def store_url_env(url: str) -> dict[str, str]:
+    """This process's environment plus the store URL, for a child process."""
+    return {**os.environ, STORE_URL_ENV: url}
 
 
 def open_store(url: str) -> Store:
