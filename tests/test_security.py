@@ -447,8 +447,16 @@ def test_no_auth_is_only_for_loopback(tmp_path: Path) -> None:
 def test_keys_are_not_taken_in_plaintext_off_loopback(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     for host in ("0.0.0.0", "[::]"):
-        done = run_cli("serve", "--index", str(tmp_path / "index"), "--store", url,
-                       "--listen", f"{host}:0")  # fmt: skip
+        serve = ["serve", "--index", str(tmp_path / "index"), "--store", url, "--listen"]
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "hashmatch", *serve, f"{host}:0"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"a key-protected server started in plaintext on {host}")
         assert done.returncode == 2, done.stderr
         assert f"refusing to take API keys in plaintext on {host}" in done.stderr
         assert "--insecure-plaintext" in done.stderr
