@@ -8,8 +8,9 @@ SO_REUSEPORT, which grpcio sets on Linux.
 
 The first process is the primary: it alone compacts. Helpers are the same
 `serve` command with a later `--listen` naming the primary's bound port,
-`--no-compact`, the next metrics port, and `--helper`; each loads the
-snapshot, follows the change log and checks keys on its own. Per-key rate
+`--no-compact`, the next metrics port, and `--helper`, and the store URL in
+$HASHMATCH_STORE_URL rather than on a command line anyone can read; each loads
+the snapshot, follows the change log and checks keys on its own. Per-key rate
 limits and the probing and anomaly watches are kept per process.
 """
 

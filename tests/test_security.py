@@ -40,6 +40,7 @@ from hashmatch.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from indexer.snapshot import current_version
 from indexer.store import open_store
 from tests.conftest import run_cli
 
@@ -496,6 +497,9 @@ def test_child_processes_never_carry_the_store_password_on_their_command_line(
             deadline = time.monotonic() + 120
             while not any(" compact" in c for c in seen.values()):
                 assert time.monotonic() < deadline, f"no compaction was seen: {seen}"
+                time.sleep(0.05)
+            while current_version(tmp_path / "index") == 1:  # it found the store it was given
+                assert time.monotonic() < deadline, "the compaction wrote no snapshot"
                 time.sleep(0.05)
         finally:
             done.set()
