@@ -15,7 +15,7 @@ from indexer.build import build_snapshot
 from indexer.snapshot import SnapshotError, current_version
 from indexer.store import STORE_URL_ENV, Store, StoreURLError, open_store
 from service.anomaly import AnomalyWatch
-from service.audit import AuditLog
+from service.audit import MAX_QUEUED, AuditLog
 from service.auth import Gate
 from service.batcher import DEFAULT_MAX_QUEUED
 from service.follower import ChangeFollower, Compactor
@@ -128,6 +128,13 @@ log = logging.getLogger("hashmatch.serve")
     help="... and this many times the mean of its list's other matched entries.",
 )
 @click.option("--flag-window", type=float, default=600.0, show_default=True, help="Seconds.")
+@click.option(
+    "--audit-queue",
+    type=click.IntRange(1),
+    default=MAX_QUEUED,
+    show_default=True,
+    help="Audit events held for the writer; past it, requests wait for it (none are dropped).",
+)
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, metavar="HOST:PORT")
 @click.option(
     "--metrics-port",
@@ -199,6 +206,7 @@ def serve_command(
     flag_min_matches: int,
     flag_factor: float,
     flag_window: float,
+    audit_queue: int,
     listen: str,
     metrics_port: int | None,
     metrics_host: str,
@@ -252,7 +260,7 @@ def serve_command(
         anonymous_submits_per_minute=anonymous_submits,
     )
     record_store = None if store_url is None else open_store(store_url)
-    audit = AuditLog(record_store)
+    audit = AuditLog(record_store, max_queued=audit_queue)
     anomaly = AnomalyWatch(
         record_store,
         audit,

@@ -17,6 +17,7 @@ import pytest
 
 import service.audit
 from hashmatch.channel import open_channel
+from hashmatch.client import MatchClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
 from indexer.store import AuditEvent, Store, open_store
 from service.audit import AuditLog
@@ -202,3 +203,34 @@ def raw_sql(url: str, sql: str) -> None:
 
     with psycopg.connect(url) as db:
         db.execute(sql.encode())
+
+
+def test_a_server_whose_audit_writer_is_stuck_holds_requests_back_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    with secured(tmp_path, "--audit-queue", "4") as (proc, url):
+        token = key(url, "check")
+        answered: list[int] = []
+
+        def check() -> None:
+            with MatchClient(proc.address, credentials=creds(token)) as client:
+                verdicts = client.check([("pdq", h) for h in HASHES[:10]])
+                answered.append(sum(len(v.matches) for v in verdicts))
+
+        lock = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # the audit writer can't write until this ends
+        checkers = [threading.Thread(target=check) for _ in range(4)]
+        for t in checkers:
+            t.start()
+        time.sleep(2)
+        held = sum(t.is_alive() for t in checkers)
+        lock.execute("ROLLBACK")
+        lock.close()
+        for t in checkers:
+            t.join(60)
+        assert held, "40 match events fit a queue of 4 while the writer was stuck"
+        assert sum(answered) == 40
+        deadline = time.monotonic() + 15
+        while len(match_events(url)) < 40 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(match_events(url)) == 40
