@@ -14,6 +14,7 @@ from typing import TextIO
 
 import click
 import grpc
+from click.core import ParameterSource
 from tqdm import tqdm
 
 from hashmatch.channel import Credentials, connection_options, rpc_failure
@@ -127,12 +128,30 @@ def submit_command(
 
 
 CASE_OPTION = click.option("--case", "case_id", required=True, help="The case id from `submit`.")
+SECRET_ENV = "HASHMATCH_WITHDRAWAL_SECRET"
+
+
+def _secret(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """The secret as typed at the prompt or read from the environment; the value form
+    still works but is deprecated, loudly: it lands in the shell history and, while the
+    command runs, in a process list every user of the machine can read."""
+    if ctx.get_parameter_source(param.name or "") is ParameterSource.COMMANDLINE:
+        warn(
+            "warning: --secret VALUE is deprecated and will be refused in a future release: "
+            "it puts the withdrawal secret in your shell history and the process list. Leave "
+            f"--secret out to be asked for it, or set ${SECRET_ENV}."
+        )
+    return value
+
+
 SECRET_OPTION = click.option(
     "--secret",
     prompt="withdrawal secret",
     hide_input=True,
-    envvar="HASHMATCH_WITHDRAWAL_SECRET",
-    help="The withdrawal secret from `submit` (prompted for if not given).",
+    envvar=SECRET_ENV,
+    callback=_secret,
+    help=f"Deprecated: leave it out to be asked for the withdrawal secret from `submit`, "
+    f"or set ${SECRET_ENV}.",
 )
 
 

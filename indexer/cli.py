@@ -3,6 +3,7 @@ and `sync pull`."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import sys
 import time
@@ -24,6 +25,7 @@ from indexer.store import (
     DEFAULT_STORE_URL,
     MAX_SEQ,
     ROLES,
+    STORE_URL_ENV,
     AuditEvent,
     Change,
     InvalidValue,
@@ -46,8 +48,10 @@ STORE_OPTION = click.option(
     "store_url",
     default=DEFAULT_STORE_URL,
     show_default=True,
+    envvar=STORE_URL_ENV,
     help="Store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
-    "postgresql://user@host:port/database.",
+    f"postgresql://user@host:port/database (or ${STORE_URL_ENV}, which keeps a password "
+    "out of the process list).",
 )
 
 
@@ -341,8 +345,29 @@ def keys_list_command(store_url: str) -> None:
     help="Show events after this sequence number.",
 )
 @click.option("--limit", type=int, default=1000, show_default=True)
-def audit_command(store_url: str, after: int, limit: int) -> None:
+@click.option(
+    "--prune-before",
+    type=click.DateTime(["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"]),
+    default=None,
+    metavar="DATE",
+    help="Instead of showing events, delete those before DATE (UTC, in the past): the one "
+    "way the append-only log shrinks, itself recorded in the log.",
+)
+def audit_command(
+    store_url: str, after: int, limit: int, prune_before: datetime.datetime | None
+) -> None:
     """Print audit log events as JSON lines, oldest first."""
+    if prune_before is not None:
+        cutoff = prune_before.replace(tzinfo=datetime.UTC).timestamp()
+        if cutoff > time.time():
+            raise click.UsageError(f"--prune-before {prune_before:%Y-%m-%d} is in the future")
+        store = _open(store_url)
+        try:
+            removed = store.prune_audit(cutoff)
+        finally:
+            store.close()
+        click.echo(f"pruned {removed} audit events before {prune_before.isoformat()} UTC")
+        return
     store = _open(store_url)
     try:
         events = store.audit_events(after, limit)

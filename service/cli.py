@@ -14,9 +14,9 @@ from prometheus_client import start_http_server
 from hashmatch.submission import MAX_CASE_HASHES
 from indexer.build import build_snapshot
 from indexer.snapshot import SnapshotError, current_version
-from indexer.store import Store, StoreUnavailable, StoreURLError, open_store
+from indexer.store import STORE_URL_ENV, Store, StoreUnavailable, StoreURLError, open_store
 from service.anomaly import AnomalyWatch
-from service.audit import AuditLog
+from service.audit import MAX_QUEUED, AuditLog
 from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
 from service.batcher import DEFAULT_MAX_QUEUED
 from service.follower import ChangeFollower, Compactor
@@ -26,11 +26,10 @@ from service.processes import Helpers, announce_ready
 from service.readiness import DEFAULT_MAX_FOLLOWER_STALL, Readiness
 from service.server import Feed, Guards, build_server
 from service.snapshots import SnapshotHolder
-from service.tls import TLS
+from service.tls import TLS, is_loopback
 from service.warmup import warm_up
 
 log = logging.getLogger("hashmatch.serve")
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
 @click.command("serve")
@@ -45,8 +44,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     "--store",
     "store_url",
     default=None,
+    envvar=STORE_URL_ENV,
     help="Store URL (sqlite:///PATH or postgresql://...): takes submissions and list uploads, "
-    "serves sync pulls, and follows the store's change log so changes match within seconds.",
+    "serves sync pulls, and follows the store's change log so changes match within seconds. "
+    f"${STORE_URL_ENV} keeps a password out of the process list.",
 )
 @click.option(
     "--poll-interval",
@@ -144,6 +145,17 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     help="Require client certificates signed by this CA (mutual TLS).",
 )
 @click.option(
+    "--insecure-plaintext",
+    is_flag=True,
+    help="Serve API keys without TLS on a non-loopback address: keys and withdrawal secrets "
+    "then cross the network in the clear (only behind a TLS-terminating proxy).",
+)
+@click.option(
+    "--reflection",
+    is_flag=True,
+    help="Serve gRPC server reflection: the public schema, to anyone who can connect.",
+)
+@click.option(
     "--flag-min-matches",
     type=int,
     default=100,
@@ -158,6 +170,13 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
     help="... and this many times the mean of its list's other matched entries.",
 )
 @click.option("--flag-window", type=float, default=600.0, show_default=True, help="Seconds.")
+@click.option(
+    "--audit-queue",
+    type=click.IntRange(1),
+    default=MAX_QUEUED,
+    show_default=True,
+    help="Audit events held for the writer; past it, requests wait for it (none are dropped).",
+)
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, metavar="HOST:PORT")
 @click.option(
     "--metrics-port",
@@ -229,9 +248,12 @@ def serve_command(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    insecure_plaintext: bool,
+    reflection: bool,
     flag_min_matches: int,
     flag_factor: float,
     flag_window: float,
+    audit_queue: int,
     listen: str,
     metrics_port: int | None,
     metrics_host: str,
@@ -248,7 +270,7 @@ def serve_command(
     SubmissionService and SyncService, with changes matched within seconds."""
     configure_logs(log_format)
     host = listen.rsplit(":", 1)[0]
-    if no_auth and host not in LOOPBACK:
+    if no_auth and not is_loopback(host):
         raise click.UsageError(f"--no-auth only on a loopback address, not {host}")
     if not no_auth and store_url is None:
         raise click.UsageError(
@@ -259,6 +281,11 @@ def serve_command(
     if tls_client_ca is not None and tls_cert is None:
         raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TLS(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
+    if tls is None and not no_auth and not insecure_plaintext and not is_loopback(host):
+        raise click.UsageError(
+            f"refusing to take API keys in plaintext on {host}: give --tls-cert and --tls-key, "
+            "or --insecure-plaintext if a TLS-terminating proxy is in front"
+        )
     feed_stores: tuple[Store, Store] | None = None
     if store_url is not None:
         try:
@@ -284,7 +311,7 @@ def serve_command(
         refuse_stale_keys=stale_keys == "refuse",
     )
     record_store = None if store_url is None else open_store(store_url)
-    audit = AuditLog(record_store)
+    audit = AuditLog(record_store, max_queued=audit_queue)
     anomaly = AnomalyWatch(
         record_store,
         audit,
@@ -314,6 +341,7 @@ def serve_command(
             tls=tls,
             pin_workers=pin_workers,
             readiness=readiness,
+            reflection=reflection,
         )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
@@ -325,7 +353,7 @@ def serve_command(
     if gate.enabled:
         gate.watch(stop)
     readiness.watch(stop)
-    audit.start(stop)
+    audit.start()
     anomaly.start(stop)
     server.start()
     if helper:
@@ -333,7 +361,7 @@ def serve_command(
     helpers = None
     if processes > 1:
         try:
-            helpers = Helpers.start(processes - 1, host, port, metrics_port)
+            helpers = Helpers.start(processes - 1, host, port, metrics_port, store_url)
         except RuntimeError as exc:
             server.stop(0)
             raise click.ClickException(str(exc)) from None
@@ -356,6 +384,7 @@ def serve_command(
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
     server.wait_for_termination()
+    audit.close()  # after the drain: the events of RPCs that finished in the grace period
     if helpers is not None:
         helpers.stop(grace)
     log.info("stopped")

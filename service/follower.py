@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from indexer.store import Store, StoreUnavailable
+from indexer.store import Store, StoreUnavailable, store_url_env
 from service import metrics
 from service.snapshots import SnapshotHolder
 
@@ -44,11 +44,10 @@ class Compactor:
             "hashmatch",
             "index",
             "compact",
-            "--store",
-            store_url,
             "--out",
             str(root),
         ]
+        self._env = store_url_env(store_url)
         self._holder = holder
         self._at_size = at_size
         self._after = after
@@ -80,7 +79,11 @@ class Compactor:
         log.info("compacting a delta of %d changes into a new snapshot", delta.size)
         self._started = time.monotonic()
         self._running = subprocess.Popen(
-            self._command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            self._command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=self._env,
         )
 
     def stop(self) -> None:

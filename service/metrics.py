@@ -77,8 +77,12 @@ SKIPPED_CHANGES = Counter(
 COMPACTIONS = Counter(
     "hashmatch_compactions_total", "Background snapshot compactions, by outcome", ["outcome"]
 )
-AUDIT_DROPPED = Counter(
-    "hashmatch_audit_dropped_total", "Audit events dropped because the writer fell behind"
+AUDIT_WAITS = Counter(
+    "hashmatch_audit_waits_total", "Requests held back because the audit log writer fell behind"
+)
+AUDIT_REFUSED = Counter(
+    "hashmatch_audit_refused_total",
+    "Requests failed as overloaded because the audit log stayed full (none are dropped)",
 )
 FLAGGED = Counter(
     "hashmatch_flagged_entries_total",

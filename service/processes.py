@@ -8,8 +8,9 @@ SO_REUSEPORT, which grpcio sets on Linux.
 
 The first process is the primary: it alone compacts. Helpers are the same
 `serve` command with a later `--listen` naming the primary's bound port,
-`--no-compact`, the next metrics port, and `--helper`; each loads the
-snapshot, follows the change log and checks keys on its own. Per-key rate
+`--no-compact`, the next metrics port, and `--helper`, and the store URL in
+$HASHMATCH_STORE_URL rather than on a command line anyone can read; each loads
+the snapshot, follows the change log and checks keys on its own. Per-key rate
 limits and the probing and anomaly watches are kept per process.
 """
 
@@ -19,6 +20,9 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
+
+from indexer.store import store_url_env
 
 log = logging.getLogger("hashmatch.serve")
 READY = "ready"
@@ -35,9 +39,18 @@ class Helpers:
 
     @classmethod
     def start(
-        cls, count: int, host: str, port: int, metrics_port: int | None, timeout: float = 120
+        cls,
+        count: int,
+        host: str,
+        port: int,
+        metrics_port: int | None,
+        store_url: str | None = None,
+        timeout: float = 120,
     ) -> Helpers:
-        """Start `count` helpers of this `serve` command and wait until each serves."""
+        """Start `count` helpers of this `serve` command and wait until each serves; the
+        store URL goes to them in their environment, never on their command line."""
+        args = _without_store(sys.argv[1:])
+        env = None if store_url is None else store_url_env(store_url)
         processes = []
         for k in range(1, count + 1):
             extra = ["--listen", f"{host}:{port}", "--processes", "1", "--no-compact", "--helper"]
@@ -45,9 +58,10 @@ class Helpers:
                 extra += ["--metrics-port", str(metrics_port + k)]
             processes.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "hashmatch", *sys.argv[1:], *extra],
+                    [sys.executable, "-m", "hashmatch", *args, *extra],
                     stdout=subprocess.PIPE,
                     text=True,
+                    env=env,
                 )
             )
         helpers = cls(processes)
@@ -81,3 +95,17 @@ class Helpers:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def _without_store(argv: Sequence[str]) -> list[str]:
+    """`argv` without its --store URL (a URL may hold a password)."""
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--store":
+            skip = True
+        elif not arg.startswith("--store="):
+            kept.append(arg)
+    return kept

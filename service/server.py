@@ -1,5 +1,6 @@
 """The gRPC server: MatchService (plus, with a store, SubmissionService and SyncService),
-standard health checking (liveness and readiness: service.readiness) and reflection."""
+standard health checking (liveness and readiness: service.readiness) and, when asked
+for, reflection."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from functools import partial
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from hashmatch.channel import MAX_MESSAGE_BYTES
 from hashmatch.v1 import (
@@ -164,12 +165,14 @@ def build_server(
     tls: TLS | None = None,
     pin_workers: bool = False,
     readiness: Readiness | None = None,
+    reflection: bool = False,
 ) -> tuple[grpc.Server, int]:
     """A server ready to start, bound to `listen`; returns it with the bound port.
 
     Past `max_concurrent_rpcs` in flight, gRPC itself answers RESOURCE_EXHAUSTED;
     past `max_queued_queries` waiting for the engine, so does the batcher.
-    `pin_workers` keeps each engine worker on a CPU of its own.
+    `pin_workers` keeps each engine worker on a CPU of its own. Reflection is off unless
+    asked for: every RPC but health needs a key, and reflection cannot check one.
     """
     server = grpc.server(
         ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="rpc"),
@@ -199,9 +202,10 @@ def build_server(
     readiness = readiness or Readiness(guards.gate, feed.follower if feed else None)
     health_pb2_grpc.add_HealthServicer_to_server(readiness.health, server)
     readiness.serve(MATCH_SERVICE, services[1:])
-    reflection.enable_server_reflection(
-        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
+    if reflection:
+        grpc_reflection.enable_server_reflection(
+            (*services, health.SERVICE_NAME, grpc_reflection.SERVICE_NAME), server
+        )
     try:
         port = (
             server.add_secure_port(listen, tls.server_credentials())

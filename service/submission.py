@@ -231,6 +231,34 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         caller: Caller,
     ) -> submission_pb2.UploadResponse:
         response = submission_pb2.UploadResponse()
+        named: list[str] = []
+        complete = False
+        try:
+            self._receive(requests, caller, response, named)
+            complete = True
+        finally:
+            # What was committed is audited even when a later message fails the upload.
+            if named and (complete or response.added or response.duplicates):
+                self._audit.record(
+                    caller.actor,
+                    "upload",
+                    named[0],
+                    added=response.added,
+                    duplicates=response.duplicates,
+                    refused=response.refused,
+                    **({} if complete else {"failed": True}),
+                )
+        self._follower.poke()
+        return response
+
+    def _receive(
+        self,
+        requests: Iterator[submission_pb2.UploadRequest],
+        caller: Caller,
+        response: submission_pb2.UploadResponse,
+        named: list[str],
+    ) -> None:
+        """Read an upload into `response`, committing each message; `named` gets the list."""
         list_name = submitter = ""
         index = 0
         for request in requests:
@@ -241,6 +269,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
                 SUBMITTER.check(submitter)
                 _may_manage(caller, list_name)
                 self._store.list_info(list_name)  # NOT_FOUND before any entry is read
+                named.append(list_name)
             elif request.list and request.list != list_name:
                 raise InvalidRequest(
                     f"one upload goes to one list: {list_name!r}, not {request.list[:40]!r}"
@@ -264,16 +293,6 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             response.duplicates += counts.duplicates
         if not list_name:
             raise InvalidRequest("an upload needs at least one message naming the list")
-        self._audit.record(
-            caller.actor,
-            "upload",
-            list_name,
-            added=response.added,
-            duplicates=response.duplicates,
-            refused=response.refused,
-        )
-        self._follower.poke()
-        return response
 
     @unary("RemoveEntries", "list-manage")
     def RemoveEntries(

@@ -3,6 +3,7 @@ a certificate that CA signed can even open a connection."""
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,3 +22,17 @@ class TLS:
             root_certificates=self.client_ca.read_bytes() if self.client_ca else None,
             require_client_auth=self.client_ca is not None,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a --listen host is reachable only from this machine (a Unix socket, localhost,
+    or a loopback address); a host name other than localhost is taken as not."""
+    if host.startswith("unix"):
+        return True
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

@@ -103,7 +103,8 @@ def metrics_port() -> int:
 
 @pytest.fixture(scope="session")
 def server(index_root: Path, metrics_port: int) -> Iterator[ServerProcess]:
-    with running_server(index_root, "--no-auth", "--metrics-port", str(metrics_port)) as proc:
+    args = ("--no-auth", "--reflection", "--metrics-port", str(metrics_port))
+    with running_server(index_root, *args) as proc:
         yield proc
 
 

@@ -119,40 +119,75 @@ def test_kill_9_during_uploads_and_submissions_loses_nothing_acknowledged(
     assert consistent(url) == before_restart + added
 
 
-def test_kill_9_during_a_snapshot_build_keeps_the_old_snapshot_in_service(
+# Runs a snapshot build that SIGKILLs itself at one point of writing the new version:
+# before file N (after N complete, fsynced files), after N bytes (partway through a file),
+# before the manifest, or with the version renamed into place but CURRENT not yet replaced.
+KILLED_BUILD = """
+import os, signal, sys
+from pathlib import Path
+import indexer.snapshot as snapshot
+from indexer.build import build_snapshot
+from indexer.store import open_store
+
+url, root, point, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+files, written = [0], [0]
+write_npy, write_file = snapshot._write_npy, snapshot._write_file
+write = snapshot._HashingFile.write
+def counted_npy(path, array):
+    if point == "file" and files[0] == n:
+        die()
+    files[0] += 1
+    return write_npy(path, array)
+def counted_write(self, data):
+    if point == "bytes" and written[0] + len(data) > n:
+        part = n - written[0]
+        write(self, memoryview(data)[:part])
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        die()
+    written[0] += len(data)
+    return write(self, data)
+def manifest(path, data):
+    if point == "manifest" or (point == "current" and path.name.startswith(".CURRENT")):
+        die()
+    return write_file(path, data)
+snapshot._write_npy, snapshot._HashingFile.write = counted_npy, counted_write
+snapshot._write_file = manifest
+build_snapshot(open_store(url), root)
+"""
+
+
+def test_kill_9_at_any_point_of_a_snapshot_write_keeps_the_old_snapshot_current(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
+    old, new = random_pdq(1_000, 31), random_pdq(20_000, 32)
     store = open_store(url)
-    store.add_entries("a", [NewEntry("pdq", h) for h in random_pdq(1_000, 31)])
+    store.add_entries("a", [NewEntry("pdq", h) for h in old])
     store.close()
     root = tmp_path / "index"
     assert run_cli("index", "build", "--store", url, "--out", str(root)).returncode == 0
     store = open_store(url)
-    store.add_entries("a", [NewEntry("pdq", h) for h in random_pdq(400_000, 32)])
+    store.add_entries("a", [NewEntry("pdq", h) for h in new])
     store.close()
-    for delay in (0.5, 1.0, 1.5, 2.0, 2.5):
-        build = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "hashmatch",
-                "index",
-                "build",
-                "--store",
-                url,
-                "--out",
-                str(root),
-            ]
+    points = [("file", 0), ("file", 1), ("file", 4), ("bytes", 1), ("bytes", 300_000)]
+    points += [("bytes", 900_000), ("manifest", 0), ("current", 0)]
+    for point, n in points:
+        killed = subprocess.run(
+            [sys.executable, "-c", KILLED_BUILD, url, str(root), point, str(n)], timeout=300
         )
-        time.sleep(delay)
-        build.send_signal(signal.SIGKILL)
-        build.wait()
-        if current_version(root) == 1:
-            break
-    assert current_version(root) == 1, "each build finished before it could be killed"
-    assert read_snapshot(root).tables["pdq"].count == 1_000
+        assert killed.returncode == -signal.SIGKILL, f"the build finished before {point} {n}"
+        assert current_version(root) == 1, f"killed at {point} {n}"
+        assert read_snapshot(root).tables["pdq"].count == 1_000, f"killed at {point} {n}"
+    # The kills left half-written versions behind: the build was in its write phase.
+    partial = [p for p in root.glob(".tmp-*") if any(p.iterdir())]
+    assert partial and any(f.stat().st_size for p in partial for f in p.iterdir())
+    assert len(list(root.glob("v*"))) == 2  # the one killed just before CURRENT moved
     with running_server(root, "--no-auth") as proc, MatchClient(proc.address) as check:
-        assert check.check([("pdq", random_pdq(1_000, 31)[7])])[0].matched
+        verdicts = check.check([("pdq", old[7]), ("pdq", new[7])])
+        assert [v.matched for v in verdicts] == [True, False]
     assert run_cli("index", "build", "--store", url, "--out", str(root)).returncode == 0
-    assert read_snapshot(root).tables["pdq"].count == 401_000
+    assert current_version(root) == 3
+    assert read_snapshot(root).tables["pdq"].count == 21_000

@@ -19,6 +19,9 @@ import numpy.typing as npt
 from hashmatch.list_formats import NewEntry
 
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
+# The store URL may hold a password, and a command line is visible to every user of the
+# machine (ps, /proc/PID/cmdline): child processes get it in this environment variable.
+STORE_URL_ENV = "HASHMATCH_STORE_URL"
 MATCH_ID_BYTES = 12
 # Change and audit sequence numbers are signed 64-bit in both stores: a cursor past this
 # names nothing and can't even be sent to the database.
@@ -302,6 +305,11 @@ class Store(Protocol):
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None: ...
 
+    def prune_audit(self, before: float, actor: str = "operator") -> int:
+        """Delete the audit events older than `before` (seconds since the epoch) and record
+        that in the log, in one transaction: the only delete the schema lets through."""
+        ...
+
     def audit_events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditEvent]: ...
 
     def set_quarantine(self, list_name: str, quarantine: bool) -> None:
@@ -318,6 +326,11 @@ class Store(Protocol):
     def entry_flags(self) -> list[EntryFlag]: ...
 
     def close(self) -> None: ...
+
+
+def store_url_env(url: str) -> dict[str, str]:
+    """This process's environment plus the store URL, for a child process."""
+    return {**os.environ, STORE_URL_ENV: url}
 
 
 def open_store(url: str) -> Store:

@@ -156,6 +156,21 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE api_keys ADD COLUMN burst DOUBLE PRECISION;
     """,
+    # 7: as SQLite's migration 7; TRUNCATE, which skips row triggers, is refused too.
+    """
+    CREATE TABLE audit_pruning (cutoff DOUBLE PRECISION NOT NULL);
+    CREATE OR REPLACE FUNCTION hashmatch_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+        $$ BEGIN
+            IF TG_OP = 'DELETE' THEN
+                IF EXISTS (SELECT 1 FROM audit_pruning WHERE OLD.at < cutoff) THEN
+                    RETURN OLD;
+                END IF;
+            END IF;
+            RAISE EXCEPTION 'the audit log is append-only';
+        END $$;
+    CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+        FOR EACH STATEMENT EXECUTE FUNCTION hashmatch_audit_append_only();
+    """,
 )
 
 # Unless the URL says otherwise: give up connecting after a few seconds, and notice a

@@ -527,21 +527,33 @@ class SqlStore(ABC):
             for r in rows
         ]
 
-    # Audit log: appended to, never changed (the schema refuses updates and deletes)
+    # Audit log: appended to, never changed (the schema refuses updates, and deletes but
+    # for prune_audit's)
+
+    def _insert_audit(self, cur: Cursor, events: Sequence[AuditEvent]) -> None:
+        cur.executemany(
+            self._q("INSERT INTO audit (at, actor, action, list, detail) VALUES (?, ?, ?, ?, ?)"),
+            [
+                (e.at or time.time(), e.actor, e.action, e.list, json.dumps(e.detail))
+                for e in events
+            ],
+        )
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
         if not events:
             return
         with self._write() as cur:
-            cur.executemany(
-                self._q(
-                    "INSERT INTO audit (at, actor, action, list, detail) VALUES (?, ?, ?, ?, ?)"
-                ),
-                [
-                    (e.at or time.time(), e.actor, e.action, e.list, json.dumps(e.detail))
-                    for e in events
-                ],
-            )
+            self._insert_audit(cur, events)
+
+    def prune_audit(self, before: float, actor: str = "operator") -> int:
+        with self._write() as cur:
+            cur.execute(self._q("INSERT INTO audit_pruning (cutoff) VALUES (?)"), (before,))
+            cur.execute(self._q("DELETE FROM audit WHERE at < ?"), (before,))
+            removed = cur.rowcount
+            cur.execute("DELETE FROM audit_pruning")
+            pruned = AuditEvent(actor, "prune_audit", None, {"before": before, "removed": removed})
+            self._insert_audit(cur, [pruned])
+        return removed
 
     def audit_events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditEvent]:
         with self._read() as cur:

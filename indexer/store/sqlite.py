@@ -173,6 +173,16 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE api_keys ADD COLUMN burst REAL;
     """,
+    # 7: the audit log's one way to shrink, `hashmatch audit --prune-before`: its
+    # transaction names the cutoff in audit_pruning, deletes older events and the cutoff
+    # again, so no other delete ever finds a cutoff.
+    """
+    CREATE TABLE audit_pruning (cutoff REAL NOT NULL);
+    DROP TRIGGER audit_no_delete;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        WHEN NOT EXISTS (SELECT 1 FROM audit_pruning WHERE OLD.at < cutoff)
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    """,
 )
 
 
