@@ -260,13 +260,24 @@ def keys_group() -> None:
     help="A list the key may read or manage (repeat; default: every list).",
 )
 @click.option("--rate", type=float, default=None, help="Hashes per second (default: server's).")
+@click.option(
+    "--match-only",
+    is_flag=True,
+    help="The key's checks learn match / no match and a match id, never a distance, and "
+    "may not tighten max_distance (a distance oracle leads a walk to the stored hash).",
+)
 def keys_create_command(
-    store_url: str, tenant: str, roles: tuple[str, ...], lists: tuple[str, ...], rate: float | None
+    store_url: str,
+    tenant: str,
+    roles: tuple[str, ...],
+    lists: tuple[str, ...],
+    rate: float | None,
+    match_only: bool,
 ) -> None:
     """Create a key and print it once: it cannot be shown again."""
     store = _open(store_url)
     try:
-        key, token = store.create_key(tenant, roles, lists or None, rate)
+        key, token = store.create_key(tenant, roles, lists or None, rate, match_only)
     finally:
         store.close()
     click.echo(f"key id: {key.key_id}")
@@ -304,7 +315,10 @@ def keys_list_command(store_url: str) -> None:
         lists = ",".join(sorted(k.lists)) if k.lists is not None else "*"
         rate = "default" if k.rate is None else f"{k.rate:g}/s"
         state = "revoked" if k.revoked else "active"
-        click.echo(f"{k.key_id}  {k.tenant}  {','.join(sorted(k.roles))}  {lists}  {rate}  {state}")
+        extra = "  match-only" if k.match_only else ""
+        click.echo(
+            f"{k.key_id}  {k.tenant}  {','.join(sorted(k.roles))}  {lists}  {rate}  {state}{extra}"
+        )
 
 
 @click.command("audit")

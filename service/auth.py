@@ -44,6 +44,7 @@ class Caller:
     lists: frozenset[str] | None  # None: every list
     key_id: str | None
     rate: float | None  # hashes per second; None: unlimited
+    match_only: bool = False  # learns match / no match, never a distance
 
     def may(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
@@ -165,6 +166,7 @@ class Gate:
             key.lists,
             key.key_id,
             key.rate if key.rate is not None else self._default_rate,
+            key.match_only,
         )
         if not caller.may(role):
             held = ", ".join(sorted(key.roles))

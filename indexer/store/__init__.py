@@ -117,6 +117,7 @@ class ApiKey:
     secret_hash: bytes
     created_at: float
     revoked: bool
+    match_only: bool = False  # learns match / no match, never a distance
 
 
 @dataclass(frozen=True)
@@ -265,8 +266,10 @@ class Store(Protocol):
         roles: Iterable[str],
         lists: Iterable[str] | None = None,
         rate: float | None = None,
+        match_only: bool = False,
     ) -> tuple[ApiKey, str]:
-        """A new API key and its token, which is shown once and stored only hashed."""
+        """A new API key and its token, which is shown once and stored only hashed.
+        A `match_only` key's matches carry no distance."""
         ...
 
     def revoke_key(self, key_id: str) -> bool: ...

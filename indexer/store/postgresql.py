@@ -117,6 +117,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: as SQLite's migration 5.
+    """
+    ALTER TABLE api_keys ADD COLUMN match_only BOOLEAN NOT NULL DEFAULT false;
+    """,
 )
 
 MIGRATION_LOCK = 0x68617368  # "hash": the advisory lock key for schema changes

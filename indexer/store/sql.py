@@ -427,6 +427,7 @@ class SqlStore(ABC):
         roles: Iterable[str],
         lists: Iterable[str] | None = None,
         rate: float | None = None,
+        match_only: bool = False,
     ) -> tuple[ApiKey, str]:
         roles = frozenset(roles)
         if not roles or not roles <= set(ROLES):
@@ -436,13 +437,22 @@ class SqlStore(ABC):
         scope = None if lists is None else frozenset(lists)
         key_id, secret, salt = secrets.token_hex(6), new_secret(), new_salt()
         key = ApiKey(
-            key_id, tenant, roles, scope, rate, salt, hash_secret(secret, salt), time.time(), False
+            key_id,
+            tenant,
+            roles,
+            scope,
+            rate,
+            salt,
+            hash_secret(secret, salt),
+            time.time(),
+            False,
+            match_only,
         )
         with self._write() as cur:
             cur.execute(
                 self._q(
                     "INSERT INTO api_keys (id, tenant, roles, lists, rate, secret_salt,"
-                    " secret_hash, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " secret_hash, created_at, match_only) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     key_id,
@@ -453,6 +463,7 @@ class SqlStore(ABC):
                     salt,
                     key.secret_hash,
                     key.created_at,
+                    match_only,
                 ),
             )
         return key, api_key_token(key_id, secret)
@@ -470,7 +481,7 @@ class SqlStore(ABC):
             rows = self._all(
                 cur,
                 "SELECT id, tenant, roles, lists, rate, secret_salt, secret_hash, created_at,"
-                " revoked_at FROM api_keys ORDER BY created_at",
+                " revoked_at, match_only FROM api_keys ORDER BY created_at",
             )
         return [
             ApiKey(
@@ -483,6 +494,7 @@ class SqlStore(ABC):
                 bytes(r[6]),
                 float(r[7]),
                 r[8] is not None,
+                bool(r[9]),
             )
             for r in rows
         ]

@@ -128,6 +128,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: keys that learn match / no match only, never a distance (a distance oracle lets
+    # a checker walk to the stored hash).
+    """
+    ALTER TABLE api_keys ADD COLUMN match_only INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
