@@ -18,6 +18,7 @@ from indexer.store import CASE_LIST, EntryFlag, ListInfo, NewEntry, Store
 from service.audit import AuditLog
 from service.auth import Caller, Gate, PermissionDenied
 from service.follower import ChangeFollower
+from service.packing import image_numbers, packed
 from service.queries import InvalidRequest, parse_hash
 from service.rpc import unary
 
@@ -97,6 +98,12 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             raise InvalidRequest(f"a case holds 1 to {MAX_CASE_HASHES} hashes, got {n}")
         self.gate.charge(caller, n)
         entries = [parse_entry(f"hash {i}", h) for i, h in enumerate(request.hashes)]
+        refused = packed(entries, image_numbers(request.hashes))
+        if refused:
+            i = min(refused)
+            raise InvalidRequest(
+                f"hash {i}: refused: {refused[i]} ({len(refused)} hashes refused in all)"
+            )
         receipt = self._store.create_case(entries)
         self._audit.record(
             caller.actor, "submit_case", CASE_LIST, case=receipt.case_id, added=receipt.added
@@ -179,15 +186,26 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
                 raise InvalidRequest(
                     f"one upload goes to one list: {list_name!r}, not {request.list!r}"
                 )
-            accepted = []
+            parsed: list[tuple[int, NewEntry]] = []
             for m in request.entries:
                 try:
-                    accepted.append(parse_entry(f"entry {index}", m))
+                    parsed.append((index, parse_entry(f"entry {index}", m)))
                 except InvalidRequest as exc:
                     response.refused += 1
                     if len(response.refusals) < MAX_REFUSALS_LISTED:
                         response.refusals.add(index=index, reason=str(exc))
                 index += 1
+            images = image_numbers(request.entries)
+            first = index - len(request.entries)
+            refused = packed([e for _, e in parsed], [images[i - first] for i, _ in parsed])
+            accepted = []
+            for k, (i, entry) in enumerate(parsed):
+                if k not in refused:
+                    accepted.append(entry)
+                    continue
+                response.refused += 1
+                if len(response.refusals) < MAX_REFUSALS_LISTED:
+                    response.refusals.add(index=i, reason=f"entry {i}: refused: {refused[k]}")
             # Committed per message: what the server has read survives a crash, and a
             # re-sent upload only counts duplicates.
             counts = self._store.add_entries(list_name, accepted, submitter=submitter, create=False)
