@@ -73,7 +73,8 @@ class Row:
 def _cell(v: Verdict) -> str:
     if not v.matched:
         return "no match"
-    return f"match d={min(m.distance for m in v.matches)}"
+    known = [m.distance for m in v.matches if m.distance is not None]
+    return f"match d={min(known)}" if known else "match"
 
 
 def _table(rows: list[Row]) -> str:
