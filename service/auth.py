@@ -73,6 +73,8 @@ class Caller:
     def anonymous(self) -> bool:
         return self.key_id is None and self.actor.startswith("anonymous@")
 
+    match_only: bool = False  # learns match / no match, never a distance
+
     def may(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
 
@@ -263,6 +265,7 @@ class Gate:
             key.key_id,
             key.rate if key.rate is not None else self._default_rate,
             key.burst,
+            key.match_only,
         )
         if not caller.may(role):
             held = ", ".join(sorted(key.roles))

@@ -24,6 +24,7 @@ from hashmatch.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from indexer.store import Store
 from service import metrics
 from service.anomaly import AnomalyWatch
@@ -33,8 +34,8 @@ from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.decoding import TolerantDecoding
 from service.follower import ChangeFollower
 from service.matcher import Hit
-from service.probing import ProbeWatch
-from service.queries import parse_request
+from service.probing import ProbeWatch, image_groups
+from service.queries import InvalidRequest, parse_request
 from service.readiness import Readiness
 from service.rpc import deadline_of, guarded, record
 from service.snapshots import SnapshotHolder
@@ -78,6 +79,19 @@ class Guards:
         return cls(gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit))
 
 
+def _refuse_tightening(request: match_pb2.CheckRequest) -> None:
+    """A match-only key may not set max_distance: matching at 31, then 30, ... would tell
+    it the distance it is not to learn."""
+    if request.HasField("batch"):
+        tightened = request.batch.HasField("max_distance")
+    else:
+        tightened = any(q.HasField("max_distance") for q in request.queries)
+    if tightened:
+        raise InvalidRequest(
+            "this API key learns match / no match only: max_distance may not be set"
+        )
+
+
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     def __init__(self, batcher: Batcher, guards: Guards) -> None:
         self._batcher = batcher
@@ -89,8 +103,11 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         guards = self._guards
         caller = guards.gate.caller(context, "check")
         queries = parse_request(request)
+        groups = image_groups(queries, request.images)
+        if caller.match_only:
+            _refuse_tightening(request)
         guards.gate.charge(caller, len(queries))
-        guards.probe.observe(caller, queries)
+        guards.probe.observe(caller, queries, groups)
         version, found = self._batcher.check(queries, deadline_of(context))
         quarantined = guards.anomaly.quarantined
         response = match_pb2.CheckResponse(snapshot_version=version)
@@ -106,11 +123,18 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
                 hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
             result = results[i]
             result.matched = bool(hits)
+            if len(hits) > MAX_MATCHES_PER_RESULT:
+                # Closest first (the matcher's order); one query's cost stays bounded.
+                hits = hits[:MAX_MATCHES_PER_RESULT]
+                result.capped = True
             for h in hits:
                 matched[q.signal, h.list] += 1
-                result.matches.add(
-                    list=h.list, match_id=h.match_id, distance=h.distance, variant=h.variant
-                )
+                if caller.match_only:
+                    result.matches.add(list=h.list, match_id=h.match_id, variant=h.variant)
+                else:
+                    result.matches.add(
+                        list=h.list, match_id=h.match_id, distance=h.distance, variant=h.variant
+                    )
                 guards.audit.record(
                     caller.actor,
                     "match",

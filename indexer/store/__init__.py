@@ -129,6 +129,7 @@ class ApiKey:
     created_at: float
     revoked: bool
     burst: float | None = None  # the most one call may take; None: 2 s of the rate
+    match_only: bool = False  # learns match / no match, never a distance
 
 
 @dataclass(frozen=True)
@@ -295,8 +296,10 @@ class Store(Protocol):
         lists: Iterable[str] | None = None,
         rate: float | None = None,
         burst: float | None = None,
+        match_only: bool = False,
     ) -> tuple[ApiKey, str]:
-        """A new API key and its token, which is shown once and stored only hashed."""
+        """A new API key and its token, which is shown once and stored only hashed.
+        A `match_only` key's matches carry no distance."""
         ...
 
     def revoke_key(self, key_id: str) -> bool: ...

@@ -171,6 +171,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
         FOR EACH STATEMENT EXECUTE FUNCTION hashmatch_audit_append_only();
     """,
+    # 8: as SQLite's migration 8.
+    """
+    ALTER TABLE api_keys ADD COLUMN match_only BOOLEAN NOT NULL DEFAULT false;
+    """,
 )
 
 # Unless the URL says otherwise: give up connecting after a few seconds, and notice a

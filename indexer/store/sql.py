@@ -453,6 +453,7 @@ class SqlStore(ABC):
         lists: Iterable[str] | None = None,
         rate: float | None = None,
         burst: float | None = None,
+        match_only: bool = False,
     ) -> tuple[ApiKey, str]:
         roles = frozenset(roles)
         if not roles or not roles <= set(ROLES):
@@ -475,12 +476,14 @@ class SqlStore(ABC):
             time.time(),
             False,
             burst,
+            match_only,
         )
         with self._write() as cur:
             cur.execute(
                 self._q(
                     "INSERT INTO api_keys (id, tenant, roles, lists, rate, secret_salt,"
-                    " secret_hash, created_at, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " secret_hash, created_at, burst, match_only)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     key_id,
@@ -492,6 +495,7 @@ class SqlStore(ABC):
                     key.secret_hash,
                     key.created_at,
                     burst,
+                    match_only,
                 ),
             )
         return key, api_key_token(key_id, secret)
@@ -509,7 +513,7 @@ class SqlStore(ABC):
             rows = self._all(
                 cur,
                 "SELECT id, tenant, roles, lists, rate, secret_salt, secret_hash, created_at,"
-                " revoked_at, burst FROM api_keys ORDER BY created_at",
+                " revoked_at, burst, match_only FROM api_keys ORDER BY created_at",
             )
         return [
             ApiKey(
@@ -523,6 +527,7 @@ class SqlStore(ABC):
                 float(r[7]),
                 r[8] is not None,
                 None if r[9] is None else float(r[9]),
+                bool(r[10]),
             )
             for r in rows
         ]

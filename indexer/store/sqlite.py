@@ -183,6 +183,11 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN NOT EXISTS (SELECT 1 FROM audit_pruning WHERE OLD.at < cutoff)
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # 8: keys that learn match / no match only, never a distance (a distance oracle lets
+    # a checker walk to the stored hash).
+    """
+    ALTER TABLE api_keys ADD COLUMN match_only INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 
