@@ -117,6 +117,18 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE entries ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     ALTER TABLE changes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
     """,
+    # 5: as SQLite's migration 5.
+    """
+    ALTER TABLE entries ADD COLUMN content_id BIGINT;
+    UPDATE entries SET content_id = floor(random() * 9007199254740991)::bigint + 1;
+    CREATE INDEX entries_content_draw ON entries (content_id);
+    UPDATE entries e SET content_id = floor(random() * 9007199254740991)::bigint + 1
+        WHERE EXISTS (SELECT 1 FROM entries o WHERE o.content_id = e.content_id AND o.id < e.id);
+    UPDATE entries e SET content_id = floor(random() * 9007199254740991)::bigint + 1
+        WHERE EXISTS (SELECT 1 FROM entries o WHERE o.content_id = e.content_id AND o.id < e.id);
+    DROP INDEX entries_content_draw;
+    CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
+    """,
 )
 
 MIGRATION_LOCK = 0x68617368  # "hash": the advisory lock key for schema changes
