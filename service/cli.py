@@ -17,8 +17,11 @@ from indexer.store import Store, StoreURLError, open_store
 from service.anomaly import AnomalyWatch
 from service.audit import AuditLog
 from service.auth import Gate
-from service.batcher import DEFAULT_MAX_QUEUED
+from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.follower import ChangeFollower, Compactor
+from service.http.app import build_app
+from service.http.face import Face
+from service.http.server import HttpServer
 from service.logs import configure as configure_logs
 from service.probing import ProbeWatch
 from service.processes import Helpers, announce_ready
@@ -118,6 +121,21 @@ LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 @click.option("--flag-window", type=float, default=600.0, show_default=True, help="Seconds.")
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, metavar="HOST:PORT")
 @click.option(
+    "--http-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve HTTP/JSON here: HMA 2.0's hash routes and the JSON mirror of the gRPC "
+    "API, with the same keys, limits and TLS.",
+)
+@click.option(
+    "--http-trusted-proxy",
+    "http_trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS_OR_CIDR",
+    help="A proxy in front of the HTTP listener whose X-Forwarded-For is believed (per-address "
+    "limits then count the forwarded address); repeatable. None by default.",
+)
+@click.option(
     "--metrics-port",
     type=int,
     default=None,
@@ -186,6 +204,8 @@ def serve_command(
     flag_factor: float,
     flag_window: float,
     listen: str,
+    http_listen: str | None,
+    http_trusted_proxies: tuple[str, ...],
     metrics_port: int | None,
     metrics_host: str,
     reload_interval: float,
@@ -203,6 +223,9 @@ def serve_command(
     host = listen.rsplit(":", 1)[0]
     if no_auth and host not in LOOPBACK:
         raise click.UsageError(f"--no-auth only on a loopback address, not {host}")
+    http_host = http_listen.rsplit(":", 1)[0] if http_listen is not None else None
+    if no_auth and http_host is not None and http_host not in LOOPBACK:
+        raise click.UsageError(f"--no-auth only on a loopback address, not {http_host}")
     if not no_auth and store_url is None:
         raise click.UsageError(
             "API keys live in the store: give --store URL (or --no-auth on a loopback address)"
@@ -251,17 +274,24 @@ def serve_command(
         follower.follow_once()  # serve the changes made since the snapshot from the start
         follower.start(stop)
         feed = Feed(feed_stores[0], feed_stores[1], follower)
+    batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
     try:
         server, port = build_server(
             holder,
             listen,
-            max_queued_queries=max_queued_queries,
             max_concurrent_rpcs=max_concurrent_rpcs,
             feed=feed,
             guards=guards,
             tls=tls,
-            pin_workers=pin_workers,
+            batcher=batcher,
         )
+        face = None
+        if http_listen is not None:
+            lookups = None if store_url is None else open_store(store_url)
+            face = Face(batcher, guards, holder, feed, lookups)
+            http = HttpServer(
+                build_app(face, tls is not None), http_listen, tls, http_trusted_proxies
+            )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     if metrics_port is not None:
@@ -274,12 +304,22 @@ def serve_command(
     audit.start(stop)
     anomaly.start(stop)
     server.start()
+    if face is not None:
+        http.start()
+        face.ready.set()
+        log.info(
+            "serving HTTP on %s:%d (%s)",
+            http_host,
+            http.port,
+            "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"),
+        )
     if helper:
         announce_ready()
     helpers = None
     if processes > 1:
+        extra = () if face is None else ("--http-listen", f"{http_host}:{http.port}")
         try:
-            helpers = Helpers.start(processes - 1, host, port, metrics_port)
+            helpers = Helpers.start(processes - 1, host, port, metrics_port, extra)
         except RuntimeError as exc:
             server.stop(0)
             raise click.ClickException(str(exc)) from None
@@ -297,6 +337,9 @@ def serve_command(
         stop.set()
         if helpers is not None:
             threading.Thread(target=helpers.stop, args=(grace,), daemon=True).start()
+        if face is not None:
+            face.ready.clear()
+            threading.Thread(target=http.stop, args=(grace,), daemon=True).start()
         server.stop(grace)
 
     signal.signal(signal.SIGTERM, shutdown)

@@ -19,6 +19,7 @@ import logging
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 
 log = logging.getLogger("hashmatch.serve")
 READY = "ready"
@@ -35,12 +36,20 @@ class Helpers:
 
     @classmethod
     def start(
-        cls, count: int, host: str, port: int, metrics_port: int | None, timeout: float = 120
+        cls,
+        count: int,
+        host: str,
+        port: int,
+        metrics_port: int | None,
+        more: Sequence[str] = (),
+        timeout: float = 120,
     ) -> Helpers:
-        """Start `count` helpers of this `serve` command and wait until each serves."""
+        """Start `count` helpers of this `serve` command and wait until each serves;
+        `more` are further options that override the primary's (its bound HTTP port)."""
         processes = []
         for k in range(1, count + 1):
             extra = ["--listen", f"{host}:{port}", "--processes", "1", "--no-compact", "--helper"]
+            extra += more
             if metrics_port is not None:
                 extra += ["--metrics-port", str(metrics_port + k)]
             processes.append(
