@@ -182,6 +182,9 @@ def unary(
             finally:
                 record(method, context, started)
 
+        # The bare handler stays reachable (inspect.unwrap) for the HTTP face, which
+        # authenticates and answers errors its own way.
+        functools.update_wrapper(run, handler)
         return run
 
     return wrap

@@ -329,6 +329,16 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._in_effect(context, "the removal (removing again is safe)")
         return submission_pb2.RemoveEntriesResponse(removed=removed)
 
+    def remove_content(self, caller: Caller, list_name: str, content_id: int) -> int:
+        """Remove one entry by its content id (HMA's bank routes); returns once in effect."""
+        _may_manage(caller, list_name)
+        removed = self._store.remove_content(list_name, content_id)
+        self._audit.record(
+            caller.actor, "remove_entries", list_name, content_id=content_id, removed=removed
+        )
+        self._in_effect()
+        return removed
+
     @unary("ConfirmEntry", "list-manage")
     def ConfirmEntry(
         self,
