@@ -80,7 +80,7 @@ class Guards:
         return cls(gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit))
 
 
-def _refuse_tightening(request: match_pb2.CheckRequest) -> None:
+def refuse_tightening(request: match_pb2.CheckRequest) -> None:
     """A match-only key may not set max_distance: matching at 31, then 30, ... would tell
     it the distance it is not to learn."""
     if request.HasField("batch"):
@@ -169,7 +169,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         queries = parse_request(request)
         groups = image_groups(queries, request.images)
         if caller.match_only:
-            _refuse_tightening(request)
+            refuse_tightening(request)
         version, with_hits = answer(
             self._batcher, self._guards, caller, queries, deadline_of(context), method, groups
         )

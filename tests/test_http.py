@@ -49,6 +49,7 @@ class Served:
             self.submitter = store.create_key("t", ["submit"])[1]
             self.admin = store.create_key("t", ["admin"])[1]
             self.slow = store.create_key("t", ["check"], rate=5)[1]
+            self.match_only = store.create_key("t", ["check"], match_only=True)[1]
         finally:
             store.close()
 
@@ -370,8 +371,28 @@ def test_v1_check_is_the_grpc_answer_in_proto3_json(served: Served) -> None:
         response, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
     assert answer.json() == expected
-    assert answer.json()["results"][1] == {"matched": False, "matches": []}
+    assert answer.json()["results"][1] == {"matched": False, "matches": [], "capped": False}
     assert answer.json()["results"][0]["matches"][0]["list"] == "a"
+
+
+def test_a_match_only_key_learns_no_distance_over_http(served: Served) -> None:
+    near = bytearray(HASHES[0])
+    near[0] ^= 0b111
+    query = {"signal_type": "pdq", "signal": pdq(bytes(near))}
+    with served.client(served.match_only) as http:
+        answer = http.post(
+            "/v1/check", json={"queries": [{"signal": "pdq", "hex": query["signal"]}]}
+        )
+        assert answer.status_code == 200, answer.text
+        (match,) = answer.json()["results"][0]["matches"]
+        assert "distance" not in match and match["list"] == "a"
+        tightened = {"signal": "pdq", "hex": query["signal"], "max_distance": 3}
+        refused(http.post("/v1/check", json={"queries": [tightened]}), 400, "max_distance")
+        plain = http.get("/m/raw_lookup", params=query)
+        assert plain.status_code == 200 and len(plain.json()["matches"]) == 1
+        asked = http.get("/m/raw_lookup", params={**query, "include_distance": "true"})
+        refused(asked, 400, "match / no match only")
+        refused(http.get("/m/lookup", params=query), 400, "match / no match only")
 
 
 def test_v1_check_refuses_a_bad_query_by_index_and_bounds_the_batch(served: Served) -> None:

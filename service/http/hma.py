@@ -79,32 +79,40 @@ def _banks(params: dict[str, str]) -> set[str] | None:
     return None if not banks else set(banks.split(","))
 
 
-def _lookup(face: Face, request: Request, route: str) -> list[tuple[Hit, int]]:
-    """The hits of the request's hash the caller may see, each with its content id."""
+def _lookup(face: Face, request: Request, route: str, distance: bool) -> list[tuple[Hit, int]]:
+    """The hits of the request's hash the caller may see, each with its content id;
+    `distance`: the answer is to tell each hit's distance, which a match-only key may not
+    learn."""
     params = dict(request.query_params)
     if "url" in params or "content_type" in params:
         raise HttpError(400, NO_MEDIA)
     caller = face.caller(request, "check")
+    if distance and caller.match_only:
+        raise HttpError(
+            400,
+            "this API key learns match / no match only: ask /m/raw_lookup without include_distance",
+        )
     if face.lookups is None:
         raise HttpError(503, "HMA lookups need a store (serve --store): content ids live there")
     query = _query(params)
     banks = _banks(params)
     _, with_hits = answer(face.batcher, face.guards, caller, [query], None, route)
-    hits = [h for _, found in with_hits for h in found if banks is None or h.list in banks]
+    hits = [h for found in with_hits for h in found.hits if banks is None or h.list in banks]
     ids = face.content_ids([bytes.fromhex(h.match_id) for h in hits])
     return [(h, ids[k]) for h in hits if (k := bytes.fromhex(h.match_id)) in ids]
 
 
 def raw_lookup(face: Face, request: Request, body: Any) -> Any:
-    hits = _lookup(face, request, "hma:raw_lookup")
-    if _flag(dict(request.query_params), "include_distance"):
+    with_distance = _flag(dict(request.query_params), "include_distance")
+    hits = _lookup(face, request, "hma:raw_lookup", with_distance)
+    if with_distance:
         return {"matches": [{"bank_content_id": c, "distance": str(h.distance)} for h, c in hits]}
     return {"matches": [c for _, c in hits]}
 
 
 def lookup(face: Face, request: Request, body: Any) -> Any:
     by_bank: dict[str, list[dict[str, Any]]] = {}
-    for h, c in _lookup(face, request, "hma:lookup"):
+    for h, c in _lookup(face, request, "hma:lookup", True):
         by_bank.setdefault(h.list, []).append({"bank_content_id": c, "distance": str(h.distance)})
     return by_bank
 

@@ -15,8 +15,9 @@ from starlette.requests import Request
 from hashmatch.v1 import match_pb2, submission_pb2
 from service.http.errors import HttpError
 from service.http.face import Face
+from service.probing import image_groups
 from service.queries import InvalidRequest, parse_request
-from service.server import answer
+from service.server import answer, refuse_tightening
 from service.submission import SubmissionServicer
 
 SECRET_HEADER = "x-withdrawal-secret"
@@ -62,22 +63,26 @@ def _check_request(body: Any) -> match_pb2.CheckRequest:
 
 def check(face: Face, request: Request, body: Any) -> Any:
     caller = face.caller(request, "check")
-    queries = parse_request(_check_request(body))
-    version, with_hits = answer(face.batcher, face.guards, caller, queries, None, "http:Check")
-    results: list[dict[str, Any]] = [{"matched": False, "matches": []} for _ in queries]
-    for i, hits in with_hits:
-        results[i] = {
-            "matched": bool(hits),
-            "matches": [
-                {
-                    "list": h.list,
-                    "match_id": h.match_id,
-                    "distance": h.distance,
-                    "variant": h.variant,
-                }
-                for h in hits
-            ],
-        }
+    message = _check_request(body)
+    queries = parse_request(message)
+    groups = image_groups(queries, message.images)
+    if caller.match_only:
+        refuse_tightening(message)
+    version, with_hits = answer(
+        face.batcher, face.guards, caller, queries, None, "http:Check", groups
+    )
+    results: list[dict[str, Any]] = [
+        {"matched": False, "matches": [], "capped": False} for _ in queries
+    ]
+    for i, hits, capped in with_hits:
+        matches: list[dict[str, Any]] = [
+            {"list": h.list, "match_id": h.match_id, "distance": h.distance, "variant": h.variant}
+            for h in hits
+        ]
+        if caller.match_only:  # the distance is absent, as over gRPC
+            for m in matches:
+                del m["distance"]
+        results[i] = {"matched": bool(hits), "matches": matches, "capped": capped}
     # uint64 is a string in proto3's JSON mapping.
     return {"results": results, "snapshot_version": str(version)}
 
