@@ -97,7 +97,7 @@ class Found(NamedTuple):
     """One query's answer for a caller: the hits it may see, closest first, at most
     MAX_MATCHES_PER_RESULT of them (`capped` when more matched)."""
 
-    index: int
+    query: int
     hits: list[Hit]
     capped: bool
 

@@ -121,7 +121,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         return _list_info(info, [f for f in self._store.entry_flags() if f.list == name])
 
     def _in_effect(
-        self, context: grpc.ServicerContext, change: str, *metadata: tuple[str, str]
+        self, context: grpc.ServicerContext | None, change: str, *metadata: tuple[str, str]
     ) -> None:
         """Return once the matcher reflects everything committed so far; NotInEffect
         if it does not within IN_EFFECT_TIMEOUT (or the caller's deadline)."""
@@ -336,7 +336,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._audit.record(
             caller.actor, "remove_entries", list_name, content_id=content_id, removed=removed
         )
-        self._in_effect()
+        self._in_effect(None, "the removal (removing again is safe)")
         return removed
 
     @unary("ConfirmEntry", "list-manage")

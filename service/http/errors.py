@@ -9,10 +9,12 @@ import uuid
 
 from starlette.responses import JSONResponse
 
-from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList
+from hashmatch.bounds import OutOfBounds
+from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
 from service import metrics
 from service.auth import PermissionDenied, RateLimited, Unauthenticated
 from service.batcher import DeadlineExceeded, Overloaded
+from service.follower import NotInEffect
 from service.queries import InvalidRequest
 from service.rpc import RETRY_PUSHBACK_MS
 
@@ -27,15 +29,23 @@ class HttpError(Exception):
         self.status = status
 
 
-def message(status: int, text: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"message": text}, status_code=status, headers=headers)
+def message(
+    status: int,
+    text: str,
+    headers: dict[str, str] | None = None,
+    receipt: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, object] = {"message": text}
+    if receipt:
+        body["receipt"] = receipt
+    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def refusal(exc: Exception, route: str) -> JSONResponse:
     """The answer to an exception a route raised: its problem named, never a traceback."""
     if isinstance(exc, HttpError):
         return message(exc.status, str(exc))
-    if isinstance(exc, InvalidRequest | InvalidValue):
+    if isinstance(exc, InvalidRequest | InvalidValue | OutOfBounds):
         return message(400, str(exc))
     if isinstance(exc, NoSuchList | NoSuchCase):
         return message(404, str(exc))
@@ -54,6 +64,14 @@ def refusal(exc: Exception, route: str) -> JSONResponse:
         metrics.REJECTED.labels("overloaded").inc()
         retry = str(max(1, math.ceil(RETRY_PUSHBACK_MS / 1000)))
         return message(503, str(exc), {"Retry-After": retry})
+    if isinstance(exc, StoreUnavailable):
+        metrics.REJECTED.labels("store_unavailable").inc()
+        return message(503, str(exc), {"Retry-After": "1"})
+    if isinstance(exc, NotInEffect):
+        # Stored, not yet matching: a new case's receipt comes with it, so that it can
+        # still be withdrawn (gRPC sends it in trailing metadata).
+        metrics.REJECTED.labels("not_in_effect").inc()
+        return message(504, str(exc), receipt=dict(exc.metadata))
     if isinstance(exc, DeadlineExceeded):
         metrics.REJECTED.labels("deadline").inc()
         return message(504, str(exc))
