@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from hashmatch.downscale import Downscale
 from hashmatch.images import ImageSource
 from hashmatch.serve_process import ServerProcess, running_server
 from hashmatch.signals import SIGNALS
 from hashmatch.standins import TRANSFORMS
-from hashmatch.variants import ORIENTATIONS, Variant, listing_variants, probe_variants
+from hashmatch.variants import ORIENTATIONS, Variant, derived, listing_variants, probe_variants
 from tests.conftest import run_cli
 
 PDQ, PHASH = SIGNALS["pdq"], SIGNALS["phash"]
@@ -80,14 +82,11 @@ def test_turning_the_shared_square_is_hashing_the_turned_image(
     be what hashing the turned upload gives (pdqhash's own dihedral hashes missed by
     14-31 bits), or a mirrored re-upload would miss its listing."""
     image = picture(seed, width, height)
-    name, transpose, _ = ORIENTATIONS[turn]
+    _, transpose, _ = ORIENTATIONS[turn]
     assert transpose is not None
-    probes = {v.name: v.hash.hash for v in probe_variants(ImageSource(b"", image), [PDQ])}
-    turned = listing_variants(ImageSource(b"", image.transpose(transpose)), [PDQ])
-    small = next(v.hash.hash for v in turned if v.name == "small")
-    prefix = next(n for n in probes if n in ("small", "trimmed"))
-    if prefix == "small":  # a trimmed picture is compared in the next test
-        assert distance(probes[f"small+{name}"], small) <= 2
+    small, turned = Downscale.of(image), Downscale.of(image.transpose(transpose))
+    by_array = derived(PDQ, small, small.whole, turn).hash
+    assert distance(by_array, derived(PDQ, turned, turned.whole).hash) <= 2
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -108,6 +107,22 @@ def test_a_check_sends_at_most_16_hashes_whatever_the_image(
     probes = probe_variants(ImageSource(b"", image), DEFAULT)
     assert 2 <= len(probes) <= MOST_PROBES
     assert {v.hash.signal for v in probes} == {"pdq", "phash"}
+
+
+def test_the_shared_downscale_of_a_huge_odd_sized_image_holds_little_memory() -> None:
+    """An upload in blocks that don't divide it is resampled tap by tap from its 8-bit
+    luminance: no float copy of the full image (4 bytes a pixel) nor a gather of its rows
+    (8 more). Reading the luminance out of PIL holds 2 bytes a pixel for a moment; the
+    full-size hash itself holds 6 (two copies of the RGB)."""
+    image = picture(7, 6001, 4003)
+    tracemalloc.start()
+    try:
+        small = Downscale.of(image)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert max(small.luma.shape) <= 512 and small.luma.shape == (small.rgb.height, small.rgb.width)
+    assert peak < 2.5 * image.width * image.height, peak
 
 
 @pytest.mark.parametrize("texture", ["brick", "chessboard_GRAY", "page"])
