@@ -40,6 +40,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shlex
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -496,7 +498,9 @@ def write_report(
     lines = [
         f"# Robustness of matching, {date.today().isoformat()}",
         "",
-        f"Command: `.venv/bin/python load_tests/robustness_benchmark.py` ({seconds / 60:.0f} min). "
+        "Command: `.venv/bin/python load_tests/robustness_benchmark.py"
+        f"{' ' if len(sys.argv) > 1 else ''}{shlex.join(sys.argv[1:])}` ({seconds / 60:.0f} min, "
+        f"{os.cpu_count()} cores). "
         f"{len(names)} images: the {len(names) - args.generated} photos bundled with "
         f"scikit-image and {args.generated} generated ones. Recall at each signal's "
         "configured threshold "
