@@ -10,11 +10,11 @@ right angle, cropped or framed. Both sides make up for it, and both are ours:
   a region of it resampled to the signal's small square, then turned as an array.
   A fixed small square also makes a downscaled re-upload meet its listing, where
   PDQ's blur window follows the input's size;
-- a check sends the whole image in its 8 orientations (mirrors and right-angle
-  turns) and two band cuts (a caption over the top or bottom), of the picture
-  without its uniform borders (letterbox, frames, screenshot padding) where it
-  has some: about a dozen hashes in all;
-- a listing adds the picture's crops: a cropped re-upload is only a part of the
+- a check sends the image in its 8 orientations (mirrors and right-angle turns),
+  of the picture without its uniform borders (letterbox, frames, screenshot
+  padding) where it has some, and two band cuts (a caption over the top or
+  bottom): about a dozen hashes in all;
+- a listing adds the image's crops: a cropped re-upload is only a part of the
   original, which no hash of the part can be grown back from, so the parts are
   listed.
 
@@ -55,7 +55,7 @@ BANDS: tuple[Crop, ...] = (
     ("band-top-90", 0.0, 0.10, 1.0, 1.0),
     ("band-bottom-90", 0.0, 0.0, 1.0, 0.90),
 )
-# Listed crops: (name, left, top, right, bottom) as fractions of the picture kept.
+# Listed crops: (name, left, top, right, bottom) as fractions of the image kept.
 CROPS: tuple[Crop, ...] = (
     ("crop-center-90", 0.05, 0.05, 0.95, 0.95),
     ("crop-center-80", 0.10, 0.10, 0.90, 0.90),
@@ -151,8 +151,8 @@ def _crops(signal: Signal, small: Downscale, box: Box, crops: Sequence[Crop]) ->
 
 def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
     """What to check an upload with: each signal's hash of the whole image; the carrier's
-    8 orientations and 2 band cuts of the picture (without its borders where it has
-    some, then also the whole downscale as is); others' hash of the picture. Exact
+    8 orientations of the picture (without its borders where it has some, then also
+    the whole downscale as is) and 2 band cuts; others' hash of the picture. Exact
     signals (file digests) have only the file's own hash. 11 to 14 for PDQ and pHash."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
@@ -170,7 +170,7 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
         turns = oriented(signal, small, picture, "trimmed" if trimmed else "small")
         # A signal hashed from the image itself already has the whole image as it is.
         found += turns if signal.square_size or trimmed else turns[1:]
-        found += _crops(signal, small, picture, BANDS)
+        found += _crops(signal, small, small.whole, BANDS)
         if trimmed is not None and signal.square_size:
             found.append(Variant("small", derived(signal, small, small.whole)))
     return _distinct(found)
@@ -179,10 +179,10 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
 def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
     """What to list an image under: each signal's hash of the whole image, and from the
     downscale, the whole (for a signal that hashes squares), the picture without its
-    borders, and the picture's crops and band cuts."""
+    borders, and the image's crops and band cuts (cut from the whole image on both
+    sides: a caption band's plain bottom rows read as a border)."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
-    picture = trimmed or small.whole
     found: list[Variant] = []
     for signal in signals:
         found.append(Variant("original", signal.compute(source)))
@@ -192,7 +192,7 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
             found.append(Variant("small", derived(signal, small, small.whole)))
         if trimmed is not None:
             found.append(Variant("trimmed", derived(signal, small, trimmed)))
-        found += _crops(signal, small, picture, (*CROPS, *BANDS))
+        found += _crops(signal, small, small.whole, (*CROPS, *BANDS))
     return _distinct(found)
 
 
