@@ -225,7 +225,7 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
     default=True,
     show_default=True,
     help="--robust also checks each image mirrored, turned, without borders and without a "
-    "caption band (11-14 hashes for pdq,phash; each match says which variant found it); "
+    "caption band (14-16 hashes for pdq,phash; each match says which variant found it); "
     "--plain checks each signal's hash of the image alone.",
 )
 @click.argument("inputs", nargs=-1)

@@ -13,13 +13,15 @@ right angle, cropped or framed. Both sides make up for it, and both are ours:
 - a check sends the image in its 8 orientations (mirrors and right-angle turns),
   of the picture without its uniform borders (letterbox, frames, screenshot
   padding) where it has some, and two band cuts (a caption over the top or
-  bottom): about a dozen hashes in all;
+  bottom): 14 to 16 hashes for PDQ and pHash;
 - a listing adds the image's crops: a cropped re-upload is only a part of the
   original, which no hash of the part can be grown back from, so the parts are
   listed.
 
-One signal carries the orientations and band cuts: PDQ when it is checked,
-otherwise each signal. Each variant has a name, so a match says which found it.
+One signal carries the orientations: PDQ when it is checked, otherwise each
+signal; every signal sends the band cuts (pHash's keep its recall on rotation by
+a few degrees, brightening, heavy JPEG and watermarks). Each variant has a name,
+so a match says which found it.
 """
 
 from __future__ import annotations
@@ -150,10 +152,10 @@ def _crops(signal: Signal, small: Downscale, box: Box, crops: Sequence[Crop]) ->
 
 
 def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
-    """What to check an upload with: each signal's hash of the whole image; the carrier's
-    8 orientations of the picture (without its borders where it has some, then also
-    the whole downscale as is) and 2 band cuts; others' hash of the picture. Exact
-    signals (file digests) have only the file's own hash. 11 to 14 for PDQ and pHash."""
+    """What to check an upload with: each signal's hash of the whole image and 2 band
+    cuts; the carrier's 8 orientations of the picture (without its borders where it has
+    some, then also the whole downscale as is); others' hash of the picture. Exact
+    signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
     picture = trimmed or small.whole
@@ -163,6 +165,7 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
         found.append(Variant("original", signal.compute(source)))
         if signal.exact:
             continue
+        found += _crops(signal, small, small.whole, BANDS)
         if signal.name not in carriers:
             if trimmed is not None:
                 found.append(Variant("trimmed", derived(signal, small, trimmed)))
@@ -170,7 +173,6 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
         turns = oriented(signal, small, picture, "trimmed" if trimmed else "small")
         # A signal hashed from the image itself already has the whole image as it is.
         found += turns if signal.square_size or trimmed else turns[1:]
-        found += _crops(signal, small, small.whole, BANDS)
         if trimmed is not None and signal.square_size:
             found.append(Variant("small", derived(signal, small, small.whole)))
     return _distinct(found)

@@ -14,12 +14,12 @@ and the share of sends the clients got out 2 ms or more behind schedule is repor
 (many mean the clients, not the server, could not keep up). Each row also gives the
 share of requests answered within 20 ms: p99 is within 20 ms where it is 99% or more,
 and unlike p99 it adds up across runs.
-The robust modes send whole images' default checks (13 hashes each, see
-ROBUST_PROBES): one image per call (`robust1`) or 77 (`robust77`), and the table
+The robust modes send whole images' default checks (15 hashes each, see
+ROBUST_PROBES): one image per call (`robust1`) or 67 (`robust67`), and the table
 gives images/s beside hash checks/s. For the robust figures at 1M and 10M:
 
-    .venv/bin/python load_tests/grpc_load.py --n 1M --modes robust1,robust77,packed1000
-    .venv/bin/python load_tests/grpc_load.py --n 10M --modes robust1,robust77,packed1000
+    .venv/bin/python load_tests/grpc_load.py --n 1M --modes robust1,robust67,packed1000
+    .venv/bin/python load_tests/grpc_load.py --n 10M --modes robust1,robust67,packed1000
 
 1% of the hashes are hits. Clients and server share this machine's cores.
 Every scenario is bounded in time; traffic goes to loopback only.
@@ -67,15 +67,15 @@ from synthetic import dataset, parse_n, perturb
 
 from service.metrics import SLO_SECONDS
 
-# A default (robust) check of one image sends 11-14 hashes for pdq,phash
-# (hashmatch.variants): the robust modes send 13 per image, all PDQ (the dearer search;
+# A default (robust) check of one image sends 14-16 hashes for pdq,phash
+# (hashmatch.variants): the robust modes send 15 per image, all PDQ (the dearer search;
 # pHash's go to a smaller index), packed as the SDK sends them.
-ROBUST_PROBES = 13
+ROBUST_PROBES = 15
 # "health" is grpcio's own health Check, which does no work: the RPC rate this
 # machine allows before any checking, measured in the same run as the rest.
 # "packed1000" sends its 1,000 hashes as one HashBatch field rather than 1,000 Query messages.
 # "robust1" is one image's robust check per call, as a platform checks each upload;
-# "robust77" batches 77 images' (1,001 hashes), as `hashmatch check` does a folder.
+# "robust67" batches 67 images (1,005 hashes), as `hashmatch check` does a folder.
 MODES = {
     "health": 0,
     "unary": 1,
@@ -84,7 +84,7 @@ MODES = {
     "packed1000": 1000,
     "stream1000": 1000,
     "robust1": ROBUST_PROBES,
-    "robust77": 77 * ROBUST_PROBES,
+    "robust67": 67 * ROBUST_PROBES,
 }
 HIT_RATE = 0.01
 MAX_IN_FLIGHT_QUERIES = 8_000
@@ -747,7 +747,7 @@ def main() -> None:
         f"share of Check calls its handlers answered within {slo_ms}, from its own latency "
         "histogram. "
         f"Images/s: robust modes only, {ROBUST_PROBES} hashes per image (a default check "
-        "of one image with pdq,phash sends 11-14). "
+        "of one image with pdq,phash sends 14-16). "
         f"Sends late are the open loop's requests that the client processes sent {late_ms} "
         "or more behind schedule: where they are many, the clients could not offer that "
         "load, and the percentiles are theirs more than the server's.",
