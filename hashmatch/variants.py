@@ -35,7 +35,7 @@ from PIL import Image
 
 from hashmatch.downscale import Box, Downscale, Luma, sub_box
 from hashmatch.images import ImageSource
-from hashmatch.signals import SIGNALS, HashResult, Signal
+from hashmatch.signals import HashResult, Signal
 
 Turn = Callable[[Luma], Luma]
 # (name, PIL transpose, the same turn of a luminance array); a variant named for a turn
@@ -203,9 +203,9 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
 LISTING_VARIANT_NAMES = frozenset(
     {
         "original",
+        "small",
         "trimmed",
         *(name for name, *_ in (*CROPS, *BANDS)),
-        *(f"scale-{size}" for signal in SIGNALS.values() for size in signal.rescaled_sizes),
     }
 )
 
