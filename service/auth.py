@@ -278,9 +278,12 @@ class Gate:
     def _limit(self, caller: Caller) -> tuple[str, float, float, float] | None:
         """(bucket key, rate, burst, throttled until or 0) for a limited caller, else None.
         Call with the lock held."""
-        if caller.anonymous:  # cases per minute per address, one per call
+        if caller.anonymous:
+            # Calls (cases, status checks, withdrawals) per minute per address, a minute's
+            # worth at once: a victim who submits, checks and withdraws in one sitting is
+            # not turned away.
             rate = (self._anonymous_rate or 0) / 60
-            return caller.actor, rate, max(rate * BURST_SECONDS, 1.0), 0.0
+            return caller.actor, rate, max(rate * 60, 1.0), 0.0
         if caller.key_id is None:
             return None
         throttled = self._throttled.get(caller.actor)

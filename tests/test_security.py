@@ -302,7 +302,7 @@ def test_an_anomalously_matching_entry_is_flagged_quarantined_and_confirmed(
 
 
 def test_victims_may_submit_without_a_key_when_the_operator_allows_it(tmp_path: Path) -> None:
-    with secured(tmp_path, "--anonymous-submit", "60") as (proc, _):  # 1 a second, 2 at once
+    with secured(tmp_path, "--anonymous-submit", "60") as (proc, _):  # 60 at once, 1 a second
         with SubmissionClient(proc.address, credentials=creds(None)) as sub:
             # A featureless hash is refused as such while the address's budget still allows
             # a case: the refusal, not the rate limit, is what answers.
@@ -313,7 +313,7 @@ def test_victims_may_submit_without_a_key_when_the_operator_allows_it(tmp_path: 
             receipt = sub.submit_case([NewEntry("pdq", HASHES[15], 100)])
             assert receipt.added == 1
             with pytest.raises(grpc.RpcError) as info:
-                for h in random_pdq(30, 3):
+                for h in random_pdq(100, 3):
                     sub.submit_case([NewEntry("pdq", h, 100)])
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert code_of(lambda: sub.create_list("x")) == grpc.StatusCode.UNAUTHENTICATED
@@ -638,7 +638,8 @@ def test_a_platform_checking_one_image_a_call_with_robust_probes_is_not_throttle
     with MatchClient(proc.address, credentials=creds(honest)) as client:
         for n in range(200):
             probes = probe_variants(ImageSource(b"", _generated_image(n)), [pdq])
-            assert len(probes) > 16  # more robust probes than the watch samples a call
+            # An image's orientations and band cuts: 6-18 bits apart, a walk if taken apart.
+            assert len(probes) >= 8
             item = CheckInput(
                 "file",
                 f"upload-{n}",
