@@ -289,6 +289,6 @@ def check_command(
 )
 def demo_command(keep: str | None) -> None:
     """Run the whole path on the bundled stand-in photos and print a verdict table."""
-    from hashmatch.demo import run_demo
+    from hashmatch.demo.story import run_demo
 
     sys.exit(run_demo(keep))

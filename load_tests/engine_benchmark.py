@@ -171,7 +171,7 @@ def first_check_seconds(root: Path, bits: int) -> float:
     """Seconds from starting `hashmatch serve` on the snapshot to its first answered Check."""
     import grpc
 
-    from hashmatch.serve_process import running_server
+    from hashmatch.demo.serve_process import running_server
     from hashmatch.v1 import match_pb2, match_pb2_grpc
 
     query = match_pb2.Query(signal=SIGNAL_FOR_BITS[bits], hash=bytes(bits // 8))

@@ -103,8 +103,8 @@ def main() -> None:
     args = parser.parse_args()
 
     from hashmatch.client import MatchClient
+    from hashmatch.demo.serve_process import running_server
     from hashmatch.list_formats import NewEntry
-    from hashmatch.serve_process import running_server
     from hashmatch.submission import SubmissionClient
     from indexer.store import open_store
 

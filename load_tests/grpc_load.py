@@ -650,7 +650,7 @@ def main() -> None:
         )
         return
 
-    from hashmatch.serve_process import free_ports, running_server
+    from hashmatch.demo.serve_process import free_ports, running_server
 
     n = parse_n(args.n)
     default_modes = GRPC_PATHS if args.driver == "h2load" else MODES

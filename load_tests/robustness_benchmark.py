@@ -5,7 +5,7 @@ does an unrelated image match by chance? For every signal and scheme.
     .venv/bin/python load_tests/robustness_benchmark.py
 
 Images: the photos bundled in scikit-image's wheel plus generated ones (seeded).
-Each is listed, then every transform in hashmatch.standins.TRANSFORMS is applied
+Each is listed, then every transform in hashmatch.demo.standins.TRANSFORMS is applied
 and the result checked. Schemes, side by side in one run:
 
 - plain: the image's hash is listed, the upload's hash is checked;
@@ -53,9 +53,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFilter
 
+from hashmatch.demo.standins import TRANSFORMS, bundled_photos, same_scene
 from hashmatch.images import ImageSource
 from hashmatch.signals import SIGNALS, HashResult, Signal
-from hashmatch.standins import TRANSFORMS, bundled_photos, same_scene
 from hashmatch.variants import (
     BANDS,
     CROPS,

@@ -11,10 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from hashmatch.demo.serve_process import ServerProcess, free_ports, running_server
+from hashmatch.demo.standins import bundled_photos
 from hashmatch.hashing import hash_bytes
-from hashmatch.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.signals import SIGNALS
-from hashmatch.standins import bundled_photos
 from hashmatch.v1 import match_pb2_grpc
 from indexer.build import build_snapshot
 from indexer.store import NewEntry, open_store

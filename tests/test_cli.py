@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hashmatch.serve_process import ServerProcess
+from hashmatch.demo.serve_process import ServerProcess
+from hashmatch.demo.standins import bundled_photos, jpeg
 from hashmatch.signals import SIGNALS
-from hashmatch.standins import bundled_photos, jpeg
 from tests.conftest import LISTED, run_cli
 
 

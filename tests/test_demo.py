@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hashmatch.demo import (
+from hashmatch.demo.standins import SAME_SCENE, TRANSFORMS, bundled_photos, same_scene
+from hashmatch.demo.story import (
     EDITS,
     HOTLINE,
     NEEDS_LISTED_VARIANTS,
@@ -20,7 +21,6 @@ from hashmatch.demo import (
     reuploads,
     split,
 )
-from hashmatch.standins import SAME_SCENE, TRANSFORMS, bundled_photos, same_scene
 from tests.conftest import run_cli
 
 SUMMARY = re.compile(

@@ -14,8 +14,8 @@ import grpc
 import numpy as np
 
 from hashmatch.client import MatchClient
+from hashmatch.demo.serve_process import running_server
 from hashmatch.list_formats import NewEntry
-from hashmatch.serve_process import running_server
 from hashmatch.submission import SubmissionClient
 from indexer.snapshot import current_version, read_snapshot
 from indexer.store import CaseReceipt, open_store

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 from hashmatch.client import MatchClient
+from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.hashing import hash_bytes
 from hashmatch.list_formats import NewEntry
-from hashmatch.serve_process import ServerProcess, running_server
 from hashmatch.signals import SIGNALS, get_signal
 from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import submission_pb2

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hashmatch.channel import Credentials, open_channel
-from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import (
     match_pb2,

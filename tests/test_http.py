@@ -26,8 +26,8 @@ import httpx
 import pytest
 from google.protobuf import json_format
 
+from hashmatch.demo.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.list_formats import NewEntry
-from hashmatch.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from indexer.store import CASE_LIST, MAX_CONTENT_ID, open_store
 from tests.test_security import HASHES, _certificates, random_pdq

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hashmatch.channel import open_channel
+from hashmatch.demo.serve_process import ServerProcess
 from hashmatch.list_formats import NewEntry
-from hashmatch.serve_process import ServerProcess
 from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import (
     match_pb2,

@@ -29,7 +29,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from hashmatch.channel import Credentials, open_channel
-from hashmatch.serve_process import ServerProcess, free_ports, running_server
+from hashmatch.demo.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.submission import CaseNotYetInEffect, SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
 from indexer.store import NewEntry, StoreUnavailable, open_store

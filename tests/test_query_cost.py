@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.signals import get_signal
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from hashmatch.wire import MAX_MATCHES_PER_RESULT, query

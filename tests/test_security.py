@@ -29,8 +29,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 import hashmatch.v1
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.client import MatchClient
+from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.list_formats import NewEntry
-from hashmatch.serve_process import ServerProcess, running_server
 from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import (
     match_pb2,

@@ -19,10 +19,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from hashmatch.client import MatchClient
+from hashmatch.demo.serve_process import ServerProcess, free_ports, running_server
+from hashmatch.demo.standins import EDITS
 from hashmatch.hashing import hash_bytes
-from hashmatch.serve_process import ServerProcess, free_ports, running_server
 from hashmatch.signals import SIGNALS, get_signal
-from hashmatch.standins import EDITS
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST, check_request, query
 from tests.conftest import LISTED, add_photos, build_index

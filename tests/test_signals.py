@@ -121,7 +121,7 @@ def test_flat_images_hash_to_degenerate_entries(color: tuple[int, int, int]) -> 
 def test_real_photos_are_listable(photos: dict[str, bytes]) -> None:
     """Every bundled photo and its edits pass, but for page.png's all-ones dhash and the
     PDQ of clock_motion.png, whose quality (34) is below what PDQ's authors accept."""
-    from hashmatch.standins import EDITS
+    from hashmatch.demo.standins import EDITS
 
     refused = set()
     for name, data in photos.items():

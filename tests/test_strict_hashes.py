@@ -18,7 +18,7 @@ import pytest
 
 from hashmatch.channel import open_channel
 from hashmatch.client import MatchClient
-from hashmatch.serve_process import ServerProcess, running_server
+from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
 from indexer.store import NewEntry, open_store

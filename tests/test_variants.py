@@ -14,11 +14,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from hashmatch.demo.serve_process import ServerProcess, running_server
+from hashmatch.demo.standins import TRANSFORMS
 from hashmatch.downscale import Downscale
 from hashmatch.images import ImageSource
-from hashmatch.serve_process import ServerProcess, running_server
 from hashmatch.signals import SIGNALS
-from hashmatch.standins import TRANSFORMS
 from hashmatch.variants import ORIENTATIONS, Variant, derived, listing_variants, probe_variants
 from tests.conftest import run_cli
 

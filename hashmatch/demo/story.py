@@ -29,10 +29,10 @@ from pathlib import Path
 
 from hashmatch.channel import Credentials
 from hashmatch.client import MatchClient, Verdict
+from hashmatch.demo.serve_process import running_server
+from hashmatch.demo.standins import SAME_SCENE, TRANSFORMS, bundled_photos, reupload
 from hashmatch.images import ImageSource
-from hashmatch.serve_process import running_server
 from hashmatch.signals import get_signal
-from hashmatch.standins import SAME_SCENE, TRANSFORMS, bundled_photos, reupload
 from hashmatch.variants import probe_variants
 
 SIGNALS = (get_signal("pdq"), get_signal("phash"))
@@ -63,7 +63,7 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ")
 
 def split(photos: Sequence[Path]) -> dict[str, list[Path]]:
     """The fixed rule, whatever each photo then does: photos of one scene
-    (hashmatch.standins.SAME_SCENE) go together; in alphabetical order of the scenes,
+    (hashmatch.demo.standins.SAME_SCENE) go together; in alphabetical order of the scenes,
     every other scene is listed, starting with the first, and the listed scenes
     alternate between the victim and the hotline, starting with the victim."""
     scenes: dict[str, list[Path]] = {}
@@ -207,7 +207,7 @@ def _run(work: Path) -> int:
     uploads = reuploads(owners)
     print(
         f"{sum(map(len, owners.values()))} stand-in photos, split by a fixed rule "
-        f"(hashmatch.demo.split): {len(owners[VICTIM])} the victim's, "
+        f"(hashmatch.demo.story.split): {len(owners[VICTIM])} the victim's, "
         f"{len(owners[HOTLINE])} on the hotline's list, {len(owners[UNRELATED])} unrelated."
     )
     store = f"sqlite:///{work / 'demo.db'}"
