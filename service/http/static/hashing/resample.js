@@ -1,0 +1,155 @@
+// Pillow's LANCZOS resize of 8-bit images (Image.resize(size, Image.LANCZOS)), which the
+// CLI's pHash (through imagehash) and its fixed-size PDQ variants hash from.
+//
+// Pillow resizes in two separable passes, horizontal first, each output sample a window
+// of inputs weighted by a Lanczos-3 kernel stretched by the downscale factor (so a
+// downscale averages every input it covers). Weights are normalised per output, turned
+// into 22-bit fixed point, and each pass rounds and clamps to 0..255. The same steps,
+// in the same order, make the same bytes.
+
+const PRECISION_BITS = 32 - 8 - 2;
+const HALF = 1 << (PRECISION_BITS - 1);
+const ONE = 2 ** PRECISION_BITS;
+const LANCZOS_SUPPORT = 3;
+
+function sinc(x) {
+  if (x === 0) return 1;
+  const px = x * Math.PI;
+  return Math.sin(px) / px;
+}
+
+function lanczos(x) {
+  return -LANCZOS_SUPPORT <= x && x < LANCZOS_SUPPORT ? sinc(x) * sinc(x / 3) : 0;
+}
+
+/**
+ * Per output sample: the first input it reads, how many, and their fixed-point weights.
+ * @param {number} inSize inputs available
+ * @param {number} outSize outputs wanted
+ */
+export function coefficients(inSize, outSize) {
+  const scale = inSize / outSize;
+  const filterScale = Math.max(scale, 1);
+  const support = LANCZOS_SUPPORT * filterScale;
+  const ksize = Math.ceil(support) * 2 + 1;
+  const weights = new Int32Array(outSize * ksize);
+  const first = new Int32Array(outSize);
+  const count = new Int32Array(outSize);
+  const pre = new Float64Array(ksize);
+  for (let xx = 0; xx < outSize; xx++) {
+    const center = (xx + 0.5) * scale;
+    const ss = 1 / filterScale;
+    const xmin = Math.max(Math.trunc(center - support + 0.5), 0);
+    const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
+    let ww = 0;
+    for (let x = 0; x < xmax; x++) {
+      const w = lanczos((x + xmin - center + 0.5) * ss);
+      pre[x] = w;
+      ww += w;
+    }
+    for (let x = 0; x < xmax; x++) {
+      const w = ww !== 0 ? pre[x] / ww : pre[x];
+      weights[xx * ksize + x] = w < 0 ? Math.trunc(-0.5 + w * ONE) : Math.trunc(0.5 + w * ONE);
+    }
+    first[xx] = xmin;
+    count[xx] = xmax;
+  }
+  return { ksize, weights, first, count };
+}
+
+function clip8(sum) {
+  const v = Math.floor(sum / ONE);
+  return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+/**
+ * Pillow's horizontal pass: rows y0..y0+h of a window x0..x0+w resized to outW samples
+ * across, `channels` leading samples per pixel, to a packed outW*h*channels result.
+ * @param {ArrayLike<number>} pixels interleaved samples, row-major
+ * @param {number} width full image width in pixels
+ * @param {number} stride samples per pixel in `pixels` (4 for RGBA, 1 for grey)
+ */
+export function resizeRows(pixels, width, stride, channels, { x: x0, y: y0, w, h }, outW) {
+  const mid = new Uint8Array(outW * h * channels);
+  if (outW === w) {
+    for (let y = 0; y < h; y++) {
+      for (let x = 0; x < w; x++) {
+        const src = ((y0 + y) * width + x0 + x) * stride;
+        for (let c = 0; c < channels; c++) mid[(y * w + x) * channels + c] = pixels[src + c];
+      }
+    }
+    return mid;
+  }
+  const { ksize, weights, first, count } = coefficients(w, outW);
+  for (let y = 0; y < h; y++) {
+    const row = ((y0 + y) * width + x0) * stride;
+    for (let xx = 0; xx < outW; xx++) {
+      const k = xx * ksize;
+      const n = count[xx];
+      const dst = (y * outW + xx) * channels;
+      const src = row + first[xx] * stride;
+      if (channels === 1 && stride === 1) {
+        let s0 = HALF;
+        for (let i = 0; i < n; i++) s0 += pixels[src + i] * weights[k + i];
+        mid[dst] = clip8(s0);
+      } else if (channels === 3) {
+        let s0 = HALF;
+        let s1 = HALF;
+        let s2 = HALF;
+        for (let i = 0, p = src; i < n; i++, p += stride) {
+          const wgt = weights[k + i];
+          s0 += pixels[p] * wgt;
+          s1 += pixels[p + 1] * wgt;
+          s2 += pixels[p + 2] * wgt;
+        }
+        mid[dst] = clip8(s0);
+        mid[dst + 1] = clip8(s1);
+        mid[dst + 2] = clip8(s2);
+      } else {
+        for (let c = 0; c < channels; c++) {
+          let s = HALF;
+          for (let i = 0, p = src + c; i < n; i++, p += stride) s += pixels[p] * weights[k + i];
+          mid[dst + c] = clip8(s);
+        }
+      }
+    }
+  }
+  return mid;
+}
+
+/**
+ * Pillow's vertical pass over packed rows (resizeRows' output, rowLen samples a row):
+ * rows y0..y0+h resized to outH rows.
+ */
+export function resizeCols(mid, rowLen, y0, h, outH) {
+  if (outH === h) return mid.slice(y0 * rowLen, (y0 + h) * rowLen);
+  const { ksize, weights, first, count } = coefficients(h, outH);
+  const out = new Uint8Array(rowLen * outH);
+  for (let yy = 0; yy < outH; yy++) {
+    const k = yy * ksize;
+    const f = y0 + first[yy];
+    const n = count[yy];
+    for (let s = 0; s < rowLen; s++) {
+      let sum = HALF;
+      for (let i = 0, src = f * rowLen + s; i < n; i++, src += rowLen) sum += mid[src] * weights[k + i];
+      out[yy * rowLen + s] = clip8(sum);
+    }
+  }
+  return out;
+}
+
+/**
+ * Resize a window of an interleaved 8-bit image as Pillow's LANCZOS does.
+ * @param {ArrayLike<number>} pixels interleaved samples, row-major
+ * @param {number} width full image width in pixels
+ * @param {number} stride samples per pixel in `pixels` (4 for RGBA, 1 for grey)
+ * @param {number} channels leading samples of each pixel to resize (3 for RGB of RGBA)
+ * @param {{x: number, y: number, w: number, h: number}} box the window to resize
+ * @param {number} outW output width
+ * @param {number} outH output height
+ * @returns {Uint8Array} outW*outH*channels samples
+ */
+export function resizeLanczos(pixels, width, stride, channels, box, outW, outH) {
+  const mid = resizeRows(pixels, width, stride, channels, box, outW);
+  return resizeCols(mid, outW * channels, 0, box.h, outH);
+}
