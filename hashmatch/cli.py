@@ -160,23 +160,25 @@ def image_inputs(
 def verdict_object(item: CheckInput, verdicts: Sequence[Verdict]) -> dict[str, Any]:
     matches = []
     seen: set[tuple[str, str]] = set()
+    capped = False
     for k, v in enumerate(verdicts):
+        capped |= v.capped
         for m in v.matches:
             if (m.list, m.match_id) in seen:
                 continue  # one entry found through several variants: report the first
             seen.add((m.list, m.match_id))
-            match = {
-                "signal": m.signal,
-                "list": m.list,
-                "match_id": m.match_id,
-                "distance": m.distance,
-            }
+            match: dict[str, Any] = {"signal": m.signal, "list": m.list, "match_id": m.match_id}
+            if m.distance is not None:  # a match-only key gets none
+                match["distance"] = m.distance
             if item.variants is not None:
                 match["variant"] = item.variants[k]
             if m.variant:
                 match["listed_variant"] = m.variant
             matches.append(match)
-    return {item.key: item.label, "matched": bool(matches), "matches": matches}
+    found = {item.key: item.label, "matched": bool(matches), "matches": matches}
+    if capped:
+        found["capped"] = True  # the server returned only the closest matches
+    return found
 
 
 def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[dict[str, Any]]:
@@ -195,7 +197,9 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
             count += len(item.queries)
         if not chunk:
             return
-        verdicts = iter(client.check([q for item in chunk for q in item.queries]))
+        # Each input's queries (an image's robust probes) are numbered as one image.
+        images = [t for t, item in enumerate(chunk) for _ in item.queries]
+        verdicts = iter(client.check([q for item in chunk for q in item.queries], images))
         for item in chunk:
             if item.error is not None:
                 yield {item.key: item.label, "error": item.error}

@@ -16,14 +16,15 @@ class Match:
     signal: str
     list: str
     match_id: str
-    distance: int
+    distance: int | None  # None for a match-only key
     variant: str = ""  # which variant of the listed image matched; "" the image as listed
 
 
 @dataclass(frozen=True)
 class Verdict:
     matched: bool
-    matches: tuple[Match, ...]
+    matches: tuple[Match, ...]  # the closest first
+    capped: bool = False  # more entries matched than the server returns (the farthest left out)
 
 
 Query = tuple[str, bytes]
@@ -42,9 +43,12 @@ class MatchClient(ServiceClient):
         super().__init__(target, timeout=timeout, credentials=credentials)
         self._stub = match_pb2_grpc.MatchServiceStub(self._channel)
 
-    def check(self, queries: Sequence[Query]) -> list[Verdict]:
+    def check(self, queries: Sequence[Query], images: Sequence[int] = ()) -> list[Verdict]:
+        """`images` (optional, one per query) numbers the queries by the image they were
+        hashed from: the robust probes of one image share a number, so that the server's
+        probing watch takes them as one question rather than a walk."""
         if len(queries) <= MAX_QUERIES_PER_REQUEST:
-            response = self._stub.Check(check_request(queries), timeout=self._timeout)
+            response = self._stub.Check(check_request(queries, images), timeout=self._timeout)
             return _verdicts(queries, response)
         return list(self.check_stream(queries))
 
@@ -75,8 +79,16 @@ def _verdicts(queries: Sequence[Query], response: match_pb2.CheckResponse) -> li
         Verdict(
             matched=result.matched,
             matches=tuple(
-                Match(signal, m.list, m.match_id, m.distance, m.variant) for m in result.matches
+                Match(
+                    signal,
+                    m.list,
+                    m.match_id,
+                    m.distance if m.HasField("distance") else None,
+                    m.variant,
+                )
+                for m in result.matches
             ),
+            capped=result.capped,
         )
         for (signal, _), result in zip(queries, response.results, strict=True)
     ]

@@ -328,7 +328,8 @@ def _rows(
         found: list[Found] = []
         for variant, _, _ in asked:
             found += [
-                Found(m.list, m.signal, m.distance, variant, m.variant or ORIGINAL)
+                # The demo's platform key is not match-only: every match has a distance.
+                Found(m.list, m.signal, m.distance or 0, variant, m.variant or ORIGINAL)
                 for m in next(answers).matches
             ]
         rows.append(Row(upload, upload.photo.stem in listed, tuple(found)))

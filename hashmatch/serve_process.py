@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 LISTENING = re.compile(r"serving MatchService on (\S+):(\d+)")
+HTTP_LISTENING = re.compile(r"serving HTTP on (\S+):(\d+)")
 
 
 def free_ports(count: int = 1) -> int:
@@ -41,6 +42,14 @@ class ServerProcess:
     address: str
     process: subprocess.Popen[str]
     log: list[str] = field(default_factory=list)
+
+    @property
+    def http_address(self) -> str:
+        """Where `--http-listen` bound (logged before the gRPC line `running_server` waits for)."""
+        for line in self.log:
+            if m := HTTP_LISTENING.search(line):
+                return f"{m[1]}:{m[2]}"
+        raise RuntimeError("the server was not started with --http-listen")
 
     def pids(self) -> list[int]:
         """The server's process and its helpers (`serve --processes`), from /proc."""

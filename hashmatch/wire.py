@@ -8,6 +8,8 @@ from hashmatch.signals import SIGNALS
 from hashmatch.v1 import match_pb2
 
 MAX_QUERIES_PER_REQUEST = 10_000
+# Matches one Result holds at most, the closest first; a Result with more says it was capped.
+MAX_MATCHES_PER_RESULT = 32
 
 
 def query(signal: str, hash_bytes: bytes, max_distance: int | None = None) -> match_pb2.Query:
@@ -17,18 +19,21 @@ def query(signal: str, hash_bytes: bytes, max_distance: int | None = None) -> ma
     return q
 
 
-def check_request(queries: Sequence[tuple[str, bytes]]) -> match_pb2.CheckRequest:
+def check_request(
+    queries: Sequence[tuple[str, bytes]], images: Sequence[int] = ()
+) -> match_pb2.CheckRequest:
     """A CheckRequest for (signal, raw hash) pairs. Hashes all of one signal and of its
     size go packed in one HashBatch (a 1,000-hash batch takes a quarter of the time to
     build, and the server parses it in under a third: wire_benchmark.py);
     anything else goes as one Query each, so that the server names the bad one (packed,
-    a short hash would shift every hash after it)."""
+    a short hash would shift every hash after it). `images` numbers each query by the
+    image it was hashed from (CheckRequest.images): the robust probes of one image share one."""
     names = {name for name, _ in queries}
     if len(names) == 1:
         signal = SIGNALS.get(names.pop())
         if signal is not None and all(len(h) == signal.nbytes for _, h in queries):
             hashes = b"".join(h for _, h in queries)
             return match_pb2.CheckRequest(
-                batch=match_pb2.HashBatch(signal=signal.name, hashes=hashes)
+                batch=match_pb2.HashBatch(signal=signal.name, hashes=hashes), images=images
             )
-    return match_pb2.CheckRequest(queries=[query(name, h) for name, h in queries])
+    return match_pb2.CheckRequest(queries=[query(name, h) for name, h in queries], images=images)

@@ -277,6 +277,12 @@ def keys_group() -> None:
     help="The most hashes one call may carry, and what an idle key may send at once "
     "(default: 2 seconds of its rate). A larger call is refused and told to split.",
 )
+@click.option(
+    "--match-only",
+    is_flag=True,
+    help="The key's checks learn match / no match and a match id, never a distance, and "
+    "may not tighten max_distance (a distance oracle leads a walk to the stored hash).",
+)
 def keys_create_command(
     store_url: str,
     tenant: str,
@@ -284,6 +290,7 @@ def keys_create_command(
     lists: tuple[str, ...],
     rate: float | None,
     burst: float | None,
+    match_only: bool,
 ) -> None:
     """Create a key and print it once: it cannot be shown again.
 
@@ -291,7 +298,7 @@ def keys_create_command(
     given `--list victim-cases` by name, an admin key included."""
     store = _open(store_url)
     try:
-        key, token = store.create_key(tenant, roles, lists or None, rate, burst)
+        key, token = store.create_key(tenant, roles, lists or None, rate, burst, match_only)
     except InvalidValue as exc:
         raise click.ClickException(str(exc)) from None
     finally:
@@ -333,7 +340,10 @@ def keys_list_command(store_url: str) -> None:
         if k.burst is not None:
             rate += f",burst={k.burst:g}"
         state = "revoked" if k.revoked else "active"
-        click.echo(f"{k.key_id}  {k.tenant}  {','.join(sorted(k.roles))}  {lists}  {rate}  {state}")
+        extra = "  match-only" if k.match_only else ""
+        click.echo(
+            f"{k.key_id}  {k.tenant}  {','.join(sorted(k.roles))}  {lists}  {rate}  {state}{extra}"
+        )
 
 
 @click.command("audit")

@@ -66,7 +66,9 @@ class AnomalyWatch:
 
     def evaluate(self) -> None:
         with self._lock:
-            counts = self._counts
+            # A copy: count() goes on adding while the counts are weighed below, and a
+            # Counter iterated as it grows raises, every time under load.
+            counts = self._counts.copy()
             if time.monotonic() - self._window_started >= self._window:
                 self._counts, self._window_started = Counter(), time.monotonic()
                 self._flagged = {m for m in self._flagged if m in self.quarantined}

@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -72,6 +73,8 @@ class Caller:
     @property
     def anonymous(self) -> bool:
         return self.key_id is None and self.actor.startswith("anonymous@")
+
+    match_only: bool = False  # learns match / no match, never a distance
 
     def may(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
@@ -234,6 +237,11 @@ class Gate:
         threading.Thread(target=loop, name="key-reload", daemon=True).start()
 
     def caller(self, context: grpc.ServicerContext, role: str) -> Caller:
+        return self.caller_for(_bearer(context), lambda: _peer_host(context), role)
+
+    def caller_for(self, token: str | None, peer_host: Callable[[], str], role: str) -> Caller:
+        """The caller holding `token` (None: no credentials sent), if it may act as `role`;
+        any transport passes its bearer token and how to tell the caller's address."""
         if self._store is None:
             return LOCAL
         if self.refusing:
@@ -241,12 +249,9 @@ class Gate:
                 f"API keys could not be reloaded from the store for {self.keys_age():.0f}s "
                 f"(the limit is {self.max_key_staleness:g}s): calls are refused until it is back"
             )
-        token = _bearer(context)
         if token is None:
             if role == "submit" and self._anonymous_rate is not None:
-                return Caller(
-                    f"anonymous@{_peer_host(context)}", frozenset({"submit"}), None, None, None
-                )
+                return Caller(f"anonymous@{peer_host()}", frozenset({"submit"}), None, None, None)
             raise Unauthenticated(
                 "no credentials: send the metadata 'authorization: Bearer <API key>'"
             )
@@ -263,6 +268,7 @@ class Gate:
             key.key_id,
             key.rate if key.rate is not None else self._default_rate,
             key.burst,
+            key.match_only,
         )
         if not caller.may(role):
             held = ", ".join(sorted(key.roles))

@@ -18,8 +18,11 @@ from indexer.store import STORE_URL_ENV, Store, StoreUnavailable, StoreURLError,
 from service.anomaly import AnomalyWatch
 from service.audit import MAX_QUEUED, AuditLog
 from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
-from service.batcher import DEFAULT_MAX_QUEUED
+from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.follower import ChangeFollower, Compactor
+from service.http.app import build_app
+from service.http.face import Face
+from service.http.server import HttpServer
 from service.logs import configure as configure_logs
 from service.probing import ProbeWatch
 from service.processes import Helpers, announce_ready
@@ -179,6 +182,21 @@ log = logging.getLogger("hashmatch.serve")
 )
 @click.option("--listen", default="127.0.0.1:50051", show_default=True, metavar="HOST:PORT")
 @click.option(
+    "--http-listen",
+    default=None,
+    metavar="HOST:PORT",
+    help="Also serve HTTP/JSON here: HMA 2.0's hash routes and the JSON mirror of the gRPC "
+    "API, with the same keys, limits and TLS.",
+)
+@click.option(
+    "--http-trusted-proxy",
+    "http_trusted_proxies",
+    multiple=True,
+    metavar="ADDRESS_OR_CIDR",
+    help="A proxy in front of the HTTP listener whose X-Forwarded-For is believed (per-address "
+    "limits then count the forwarded address); repeatable. None by default.",
+)
+@click.option(
     "--metrics-port",
     type=int,
     default=None,
@@ -255,6 +273,8 @@ def serve_command(
     flag_window: float,
     audit_queue: int,
     listen: str,
+    http_listen: str | None,
+    http_trusted_proxies: tuple[str, ...],
     metrics_port: int | None,
     metrics_host: str,
     reload_interval: float,
@@ -272,6 +292,9 @@ def serve_command(
     host = listen.rsplit(":", 1)[0]
     if no_auth and not is_loopback(host):
         raise click.UsageError(f"--no-auth only on a loopback address, not {host}")
+    http_host = http_listen.rsplit(":", 1)[0] if http_listen is not None else None
+    if no_auth and http_host is not None and not is_loopback(http_host):
+        raise click.UsageError(f"--no-auth only on a loopback address, not {http_host}")
     if not no_auth and store_url is None:
         raise click.UsageError(
             "API keys live in the store: give --store URL (or --no-auth on a loopback address)"
@@ -281,11 +304,13 @@ def serve_command(
     if tls_client_ca is not None and tls_cert is None:
         raise click.UsageError("--tls-client-ca needs --tls-cert and --tls-key")
     tls = TLS(tls_cert, tls_key, tls_client_ca) if tls_cert and tls_key else None
-    if tls is None and not no_auth and not insecure_plaintext and not is_loopback(host):
-        raise click.UsageError(
-            f"refusing to take API keys in plaintext on {host}: give --tls-cert and --tls-key, "
-            "or --insecure-plaintext if a TLS-terminating proxy is in front"
-        )
+    for listening in (host, http_host):
+        plain = tls is None and not no_auth and not insecure_plaintext
+        if plain and listening is not None and not is_loopback(listening):
+            raise click.UsageError(
+                f"refusing to take API keys in plaintext on {listening}: give --tls-cert and "
+                "--tls-key, or --insecure-plaintext if a TLS-terminating proxy is in front"
+            )
     feed_stores: tuple[Store, Store] | None = None
     if store_url is not None:
         try:
@@ -330,19 +355,26 @@ def serve_command(
         follower.start(stop)
         feed = Feed(feed_stores[0], feed_stores[1], follower)
     readiness = Readiness(gate, feed.follower if feed else None, max_follower_stall)
+    batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
     try:
         server, port = build_server(
             holder,
             listen,
-            max_queued_queries=max_queued_queries,
             max_concurrent_rpcs=max_concurrent_rpcs,
             feed=feed,
             guards=guards,
             tls=tls,
-            pin_workers=pin_workers,
             readiness=readiness,
             reflection=reflection,
+            batcher=batcher,
         )
+        face = None
+        if http_listen is not None:
+            lookups = None if store_url is None else open_store(store_url)
+            face = Face(batcher, guards, holder, feed, lookups)
+            http = HttpServer(
+                build_app(face, tls is not None), http_listen, tls, http_trusted_proxies
+            )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None
     if metrics_port is not None:
@@ -356,12 +388,22 @@ def serve_command(
     audit.start()
     anomaly.start(stop)
     server.start()
+    if face is not None:
+        http.start()
+        face.ready.set()
+        log.info(
+            "serving HTTP on %s:%d (%s)",
+            http_host,
+            http.port,
+            "plaintext" if tls is None else ("mutual TLS" if tls.client_ca else "TLS"),
+        )
     if helper:
         announce_ready()
     helpers = None
     if processes > 1:
+        extra = () if face is None else ("--http-listen", f"{http_host}:{http.port}")
         try:
-            helpers = Helpers.start(processes - 1, host, port, metrics_port, store_url)
+            helpers = Helpers.start(processes - 1, host, port, metrics_port, store_url, extra)
         except RuntimeError as exc:
             server.stop(0)
             raise click.ClickException(str(exc)) from None
@@ -379,6 +421,9 @@ def serve_command(
         stop.set()
         if helpers is not None:
             threading.Thread(target=helpers.stop, args=(grace,), daemon=True).start()
+        if face is not None:
+            face.ready.clear()
+            threading.Thread(target=http.stop, args=(grace,), daemon=True).start()
         server.stop(grace)
 
     signal.signal(signal.SIGTERM, shutdown)

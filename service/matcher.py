@@ -9,11 +9,15 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from indexer.snapshot import SignalTable, Snapshot
-from service.engine import Engine, FaissRangeEngine, SortedExactEngine
+from service.engine import Engine, FaissRangeEngine, Hits, SortedExactEngine
 from service.mih_engine import MihEngine
 from service.prefetch_tuning import tuned
 from service.queries import ParsedQuery
+
+# One more than a result may hold, so that the server can tell a capped result.
+KEPT_PER_LIST = MAX_MATCHES_PER_RESULT + 1
 
 
 class Hit(NamedTuple):
@@ -28,6 +32,46 @@ class Hit(NamedTuple):
 
 def _order(hit: Hit) -> tuple[int, str, str]:
     return (hit.distance, hit.list, hit.match_id)
+
+
+def _closest(
+    hits: Hits,
+    limits: npt.NDArray[np.int32],
+    table: SignalTable,
+    exclude: npt.NDArray[np.int64] | None,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """The hits to answer with: within each query's own distance, not excluded, and at
+    most KEPT_PER_LIST per query and list, the closest. Returns their positions in `hits`
+    (grouped by query) and the per-query bounds into those positions.
+
+    Chosen in bulk before any per-hit Python work, so a flood of near-identical entries
+    costs a query array operations, not a Hit, a protobuf entry and an audit record each.
+    Capped per list, not overall, so that a flood on one list never hides another list's
+    match from a key that may see only that other list."""
+    counts = np.diff(hits.lims)
+    owner = np.repeat(np.arange(len(counts)), counts)
+    keep = hits.distances <= limits[owner]
+    if exclude is not None and len(exclude):
+        ids = table.entry_ids[hits.rows]
+        at = np.searchsorted(exclude, ids).clip(max=len(exclude) - 1)
+        keep &= exclude[at] != ids
+    kept = np.flatnonzero(keep)
+    bounds = np.searchsorted(kept, hits.lims)
+    crowded = np.flatnonzero(np.diff(bounds) > KEPT_PER_LIST).tolist()
+    if crowded:
+        drop = np.zeros(len(kept), bool)
+        for k in crowded:
+            first = int(bounds[k])
+            seg = kept[first : bounds[k + 1]]
+            seg_lists = table.list_positions[hits.rows[seg]]
+            for listed in np.flatnonzero(np.bincount(seg_lists) > KEPT_PER_LIST).tolist():
+                mine = np.flatnonzero(seg_lists == listed)
+                # Nearest first, ties by row: the same choice every time.
+                order = hits.distances[seg[mine]] * np.int64(table.count) + hits.rows[seg[mine]]
+                drop[first + mine[np.argpartition(order, KEPT_PER_LIST)[KEPT_PER_LIST:]]] = True
+        kept = kept[~drop]
+    per_query = np.bincount(owner[kept], minlength=len(counts))
+    return kept, np.concatenate(([0], np.cumsum(per_query))).astype(np.int64)
 
 
 class Checker(Protocol):
@@ -74,8 +118,8 @@ class Matcher:
     def check(
         self, queries: Sequence[ParsedQuery], exclude: npt.NDArray[np.int64] | None = None
     ) -> list[list[Hit]]:
-        """Every entry within each query's distance, nearest first; entries whose ids are
-        in `exclude` (sorted) are left out."""
+        """The entries within each query's distance, nearest first: every one, up to
+        KEPT_PER_LIST of each list; entries whose ids are in `exclude` (sorted) are left out."""
         results: list[list[Hit]] = [[] for _ in queries]
         by_signal: dict[str, list[int]] = defaultdict(list)
         for i, q in enumerate(queries):
@@ -91,25 +135,20 @@ class Matcher:
             hits = self._engines[signal].search(batch, widest)
             if not len(hits.rows):
                 continue
-            # Look up every hit's list and match id at once; visit only queries with hits.
-            names = [self.lists[p] for p in table.list_positions[hits.rows].tolist()]
-            match_ids = table.match_ids[hits.rows].tobytes().hex()
+            limits = np.array([queries[i].max_distance for i in positions], np.int32)
+            kept, lims = _closest(hits, limits, table, exclude)
+            # Look up the kept hits' lists and match ids at once; visit only queries with hits.
+            rows = hits.rows[kept]
+            names = [self.lists[p] for p in table.list_positions[rows].tolist()]
+            match_ids = table.match_ids[rows].tobytes().hex()
             width = 2 * table.match_ids.shape[1]
-            distances = hits.distances.tolist()
-            variants = table.variant_of(hits.rows)
-            if exclude is not None and len(exclude):
-                ids = table.entry_ids[hits.rows]
-                at = np.searchsorted(exclude, ids).clip(max=len(exclude) - 1)
-                gone = (exclude[at] == ids).tolist()
-            else:
-                gone = [False] * len(distances)
-            lims = hits.lims.tolist()
-            for k in np.flatnonzero(np.diff(hits.lims)).tolist():
-                limit = queries[positions[k]].max_distance
+            distances = hits.distances[kept].tolist()
+            variants = table.variant_of(rows)
+            bounds = lims.tolist()
+            for k in np.flatnonzero(np.diff(lims)).tolist():
                 found = [
                     Hit(names[j], match_ids[j * width : (j + 1) * width], distances[j], variants[j])
-                    for j in range(lims[k], lims[k + 1])
-                    if distances[j] <= limit and not gone[j]
+                    for j in range(bounds[k], bounds[k + 1])
                 ]
                 if len(found) > 1:
                     found.sort(key=_order)

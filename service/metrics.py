@@ -11,29 +11,30 @@ RPCS = Counter(
 # (load_tests/grpc_load.py reads the share of calls within it), and a histogram can only
 # tell that at a boundary.
 SLO_SECONDS = 0.02
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    SLO_SECONDS,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+)
 RPC_SECONDS = Histogram(
     "hashmatch_rpc_duration_seconds",
     "RPC latency by method",
     ["method"],
-    buckets=(
-        0.0005,
-        0.001,
-        0.0025,
-        0.005,
-        0.0075,
-        0.01,
-        0.015,
-        SLO_SECONDS,
-        0.025,
-        0.05,
-        0.1,
-        0.25,
-        0.5,
-        1,
-        2.5,
-        5,
-        10,
-    ),
+    buckets=LATENCY_BUCKETS,
 )
 QUERIES = Counter("hashmatch_queries_total", "Hashes checked, by signal", ["signal"])
 MATCHES = Counter(
@@ -103,3 +104,14 @@ KEY_RELOAD_AGE = Gauge(
     "hashmatch_key_reload_age_seconds", "Seconds since API keys were last reloaded from the store"
 )
 READY = Gauge("hashmatch_ready", "1 while the server reports itself ready (health ''), else 0")
+HTTP_REQUESTS = Counter(
+    "hashmatch_http_requests_total",
+    "HTTP requests handled, by route and status",
+    ["route", "status"],
+)
+HTTP_SECONDS = Histogram(
+    "hashmatch_http_request_duration_seconds",
+    "HTTP request latency by route",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)

@@ -38,6 +38,9 @@ from service.engine import Hits, no_hits
 PREFETCH = 128
 PREFETCH_FINGERPRINTED = 512
 INITIAL_HITS_PER_QUERY = 16
+# Hits past this many are told from repeats by a bitmap of rows, not a scan; at most the
+# initial capacity, so that the hits before it are all stored.
+SCAN_HITS = INITIAL_HITS_PER_QUERY
 # Ids copied per bucket without a branch (indexer/mih.py PAD keeps the reads in bounds);
 # buckets hold about one entry, longer ones copy the rest in a loop.
 FIXED_COPY = 4
@@ -186,6 +189,16 @@ def _record(
     return found + 1
 
 
+@nb.njit(inline="always")
+def _first_sight(seen: npt.NDArray[np.uint8], row: int) -> bool:
+    """Set `row`'s bit in the bitmap `seen`; False if it was set already."""
+    bit = np.uint8(1 << (row & 7))
+    if seen[row >> 3] & bit:
+        return False
+    seen[row >> 3] |= bit
+    return True
+
+
 @nb.njit(nogil=True, cache=True)
 def _search(
     words: npt.NDArray[np.uint64],
@@ -234,6 +247,7 @@ def _search(
     query_fp = np.empty((m, max(n_fp, 1)), np.uint32)
     chunk_values = np.empty(m, np.int64)
     cand = np.empty(1 << 11, np.int64)
+    seen = np.zeros(0, np.uint8)
     d = prefetch
     for qi in range(nq):
         q = queries[qi]
@@ -346,7 +360,26 @@ def _search(
             for w in range(n_words):
                 dist += _popcount(words[row, w] ^ q[w])
             if dist <= max_distance:
-                found = _record(hit_rows, hit_dist, qi, found, row, dist, cap)
+                if found < SCAN_HITS:
+                    found = _record(hit_rows, hit_dist, qi, found, row, dist, cap)
+                    if found == SCAN_HITS:
+                        # Many hits (a flood of near-identical entries): rescanning them for
+                        # each new one is quadratic, so repeats are found by a bitmap of rows.
+                        if seen.shape[0] == 0:
+                            seen = np.zeros((n >> 3) + 1, np.uint8)
+                        for t in range(found):
+                            _first_sight(seen, int(hit_rows[qi, t]))
+                elif _first_sight(seen, row):
+                    if found < cap:
+                        hit_rows[qi, found] = row
+                        hit_dist[qi, found] = dist
+                    found += 1
+        if found >= SCAN_HITS:
+            if found <= cap:
+                for t in range(found):
+                    seen[hit_rows[qi, t] >> 3] = 0
+            else:
+                seen[:] = 0
         counts[qi] = found
     return hit_rows, hit_dist, counts
 

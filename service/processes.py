@@ -45,15 +45,18 @@ class Helpers:
         port: int,
         metrics_port: int | None,
         store_url: str | None = None,
+        more: Sequence[str] = (),
         timeout: float = 120,
     ) -> Helpers:
         """Start `count` helpers of this `serve` command and wait until each serves; the
-        store URL goes to them in their environment, never on their command line."""
+        store URL goes to them in their environment, never on their command line; `more`
+        are further options that override the primary's (its bound HTTP port)."""
         args = _without_store(sys.argv[1:])
         env = None if store_url is None else store_url_env(store_url)
         processes = []
         for k in range(1, count + 1):
             extra = ["--listen", f"{host}:{port}", "--processes", "1", "--no-compact", "--helper"]
+            extra += more
             if metrics_port is not None:
                 extra += ["--metrics-port", str(metrics_port + k)]
             processes.append(

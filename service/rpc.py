@@ -131,8 +131,11 @@ def guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -
     raise AssertionError("unreachable: every refusal aborts")
 
 
-def deadline_of(context: grpc.ServicerContext) -> float | None:
-    """Seconds left before the caller's deadline; None without one (grpcio reports ~forever)."""
+def deadline_of(context: grpc.ServicerContext | None) -> float | None:
+    """Seconds left before the caller's deadline; None without one (grpcio reports ~forever,
+    and a handler called by the HTTP face has no gRPC context)."""
+    if context is None:
+        return None
     remaining = context.time_remaining()
     return None if remaining is None or remaining > MAX_WAIT_SECONDS else max(0.0, remaining)
 
@@ -182,6 +185,9 @@ def unary(
             finally:
                 record(method, context, started)
 
+        # The bare handler stays reachable (inspect.unwrap) for the HTTP face, which
+        # authenticates and answers errors its own way.
+        functools.update_wrapper(run, handler)
         return run
 
     return wrap

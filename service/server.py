@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
+from typing import NamedTuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -24,17 +25,18 @@ from hashmatch.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from indexer.store import Store
 from service import metrics
 from service.anomaly import AnomalyWatch
 from service.audit import AuditLog
-from service.auth import Gate
+from service.auth import Caller, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.decoding import TolerantDecoding
 from service.follower import ChangeFollower
 from service.matcher import Hit
-from service.probing import ProbeWatch
-from service.queries import parse_request
+from service.probing import ProbeWatch, image_groups
+from service.queries import InvalidRequest, ParsedQuery, parse_request
 from service.readiness import Readiness
 from service.rpc import deadline_of, guarded, record
 from service.snapshots import SnapshotHolder
@@ -78,6 +80,83 @@ class Guards:
         return cls(gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit))
 
 
+def refuse_tightening(request: match_pb2.CheckRequest) -> None:
+    """A match-only key may not set max_distance: matching at 31, then 30, ... would tell
+    it the distance it is not to learn."""
+    if request.HasField("batch"):
+        tightened = request.batch.HasField("max_distance")
+    else:
+        tightened = any(q.HasField("max_distance") for q in request.queries)
+    if tightened:
+        raise InvalidRequest(
+            "this API key learns match / no match only: max_distance may not be set"
+        )
+
+
+class Found(NamedTuple):
+    """One query's answer for a caller: the hits it may see, closest first, at most
+    MAX_MATCHES_PER_RESULT of them (`capped` when more matched)."""
+
+    query: int
+    hits: list[Hit]
+    capped: bool
+
+
+def answer(
+    batcher: Batcher,
+    guards: Guards,
+    caller: Caller,
+    queries: list[ParsedQuery],
+    deadline: float | None,
+    method: str,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> tuple[int, list[Found]]:
+    """Check parsed queries for a caller, whatever the transport: charge its bucket, watch
+    for probing (`groups`: the queries of each image, image_groups), search, keep the hits
+    it may see, cap them, audit and count them. Returns the snapshot version and the
+    queries with hits."""
+    guards.gate.charge(caller, len(queries))
+    guards.probe.observe(caller, queries, groups)
+    version, found = batcher.check(queries, deadline)
+    quarantined = guards.anomaly.quarantined
+    matched: Counter[tuple[str, str]] = Counter()
+    answered: list[Hit] = []
+    with_hits: list[Found] = []
+    for i, (q, hits) in enumerate(zip(queries, found, strict=True)):
+        if not hits:
+            continue
+        if quarantined or caller.lists is not None:
+            # A caller sees only the lists it may read; quarantined entries match no one.
+            hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
+        capped = len(hits) > MAX_MATCHES_PER_RESULT
+        if capped:
+            # Closest first (the matcher's order); one query's cost stays bounded.
+            hits = hits[:MAX_MATCHES_PER_RESULT]
+        with_hits.append(Found(i, hits, capped))
+        for h in hits:
+            matched[q.signal, h.list] += 1
+            guards.audit.record(
+                caller.actor,
+                "match",
+                h.list,
+                match_id=h.match_id,
+                distance=h.distance,
+                signal=q.signal,
+                query=q.hash.hex(),
+            )
+        answered += hits
+    if answered:
+        guards.anomaly.count(answered)
+    guards.audit.key_used(caller.actor, method)
+    # One counter update per label set, not per query: the labels() lookups and
+    # their locks were a visible share of a 1,000-query request.
+    for signal, n in Counter(q.signal for q in queries).items():
+        metrics.QUERIES.labels(signal).inc(n)
+    for (signal, list_name), n in matched.items():
+        metrics.MATCHES.labels(signal, list_name).inc(n)
+    return version, with_hits
+
+
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     def __init__(self, batcher: Batcher, guards: Guards) -> None:
         self._batcher = batcher
@@ -86,50 +165,28 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     def _answer(
         self, request: match_pb2.CheckRequest, context: grpc.ServicerContext, method: str
     ) -> match_pb2.CheckResponse:
-        guards = self._guards
-        caller = guards.gate.caller(context, "check")
+        caller = self._guards.gate.caller(context, "check")
         queries = parse_request(request)
-        guards.gate.charge(caller, len(queries))
-        guards.probe.observe(caller, queries)
-        version, found = self._batcher.check(queries, deadline_of(context))
-        quarantined = guards.anomaly.quarantined
+        groups = image_groups(queries, request.images)
+        if caller.match_only:
+            refuse_tightening(request)
+        version, with_hits = answer(
+            self._batcher, self._guards, caller, queries, deadline_of(context), method, groups
+        )
         response = match_pb2.CheckResponse(snapshot_version=version)
         response.MergeFromString(EMPTY_RESULT * len(queries))
         results = response.results
-        matched: Counter[tuple[str, str]] = Counter()
-        answered: list[Hit] = []
-        for i, (q, hits) in enumerate(zip(queries, found, strict=True)):
-            if not hits:
-                continue
-            if quarantined or caller.lists is not None:
-                # A caller sees only the lists it may read; quarantined entries match no one.
-                hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
+        for i, hits, capped in with_hits:
             result = results[i]
             result.matched = bool(hits)
+            result.capped = capped
             for h in hits:
-                matched[q.signal, h.list] += 1
-                result.matches.add(
-                    list=h.list, match_id=h.match_id, distance=h.distance, variant=h.variant
-                )
-                guards.audit.record(
-                    caller.actor,
-                    "match",
-                    h.list,
-                    match_id=h.match_id,
-                    distance=h.distance,
-                    signal=q.signal,
-                    query=q.hash.hex(),
-                )
-            answered += hits
-        if answered:
-            guards.anomaly.count(answered)
-        guards.audit.key_used(caller.actor, method)
-        # One counter update per label set, not per query: the labels() lookups and
-        # their locks were a visible share of a 1,000-query request.
-        for signal, n in Counter(q.signal for q in queries).items():
-            metrics.QUERIES.labels(signal).inc(n)
-        for (signal, list_name), n in matched.items():
-            metrics.MATCHES.labels(signal, list_name).inc(n)
+                if caller.match_only:
+                    result.matches.add(list=h.list, match_id=h.match_id, variant=h.variant)
+                else:
+                    result.matches.add(
+                        list=h.list, match_id=h.match_id, distance=h.distance, variant=h.variant
+                    )
         return response
 
     def Check(
@@ -166,12 +223,14 @@ def build_server(
     pin_workers: bool = False,
     readiness: Readiness | None = None,
     reflection: bool = False,
+    batcher: Batcher | None = None,
 ) -> tuple[grpc.Server, int]:
     """A server ready to start, bound to `listen`; returns it with the bound port.
 
     Past `max_concurrent_rpcs` in flight, gRPC itself answers RESOURCE_EXHAUSTED;
     past `max_queued_queries` waiting for the engine, so does the batcher.
-    `pin_workers` keeps each engine worker on a CPU of its own. Reflection is off unless
+    `pin_workers` keeps each engine worker on a CPU of its own. A `batcher` given (one
+    the HTTP face shares) takes the place of the last two. Reflection is off unless
     asked for: every RPC but health needs a key, and reflection cannot check one.
     """
     server = grpc.server(
@@ -183,7 +242,8 @@ def build_server(
         maximum_concurrent_rpcs=max_concurrent_rpcs,
         interceptors=[TolerantDecoding()],
     )
-    batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
+    if batcher is None:
+        batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
     metrics.QUEUED.set_function(lambda: batcher.queued)
     guards = guards or Guards.open()
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher, guards), server)

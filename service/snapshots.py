@@ -83,6 +83,7 @@ class SnapshotHolder:
         metrics.SNAPSHOT_VERSION.set(snapshot.version)
         metrics.SNAPSHOT_LOADED.set(time.time())
         created = datetime.fromisoformat(snapshot.created_at).timestamp()
+        self.built_at = created
         metrics.SNAPSHOT_AGE.set_function(lambda: time.time() - created)
         metrics.SNAPSHOT_ENTRIES.clear()
         for name, table in snapshot.tables.items():

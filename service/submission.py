@@ -44,6 +44,7 @@ from indexer.store import (
 from service.audit import AuditLog
 from service.auth import STREAM_PATIENCE, Caller, Gate, PermissionDenied
 from service.follower import ChangeFollower, NotInEffect
+from service.packing import image_numbers, packed
 from service.queries import InvalidRequest, parse_hash
 from service.rpc import deadline_of, unary
 
@@ -120,7 +121,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         return _list_info(info, [f for f in self._store.entry_flags() if f.list == name])
 
     def _in_effect(
-        self, context: grpc.ServicerContext, change: str, *metadata: tuple[str, str]
+        self, context: grpc.ServicerContext | None, change: str, *metadata: tuple[str, str]
     ) -> None:
         """Return once the matcher reflects everything committed so far; NotInEffect
         if it does not within IN_EFFECT_TIMEOUT (or the caller's deadline)."""
@@ -152,6 +153,12 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         entries = [
             parse_entry(f"hash {i}", h, caller.anonymous) for i, h in enumerate(request.hashes)
         ]
+        refused = packed(entries, image_numbers(request.hashes))
+        if refused:
+            i = min(refused)
+            raise InvalidRequest(
+                f"hash {i}: refused: {refused[i]} ({len(refused)} hashes refused in all)"
+            )
         self.gate.admit_case(caller, n)
         receipt = self._store.create_case(entries)
         self._audit.record(
@@ -277,15 +284,26 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             # Charged message by message, paced to the key's rate: what was committed
             # before a refusal stays.
             self.gate.charge(caller, len(request.entries), patience=STREAM_PATIENCE)
-            accepted = []
+            parsed: list[tuple[int, NewEntry]] = []
             for m in request.entries:
                 try:
-                    accepted.append(parse_entry(f"entry {index}", m))
+                    parsed.append((index, parse_entry(f"entry {index}", m)))
                 except InvalidRequest as exc:
                     response.refused += 1
                     if len(response.refusals) < MAX_REFUSALS_LISTED:
                         response.refusals.add(index=index, reason=str(exc))
                 index += 1
+            images = image_numbers(request.entries)
+            first = index - len(request.entries)
+            refused = packed([e for _, e in parsed], [images[i - first] for i, _ in parsed])
+            accepted = []
+            for k, (i, entry) in enumerate(parsed):
+                if k not in refused:
+                    accepted.append(entry)
+                    continue
+                response.refused += 1
+                if len(response.refusals) < MAX_REFUSALS_LISTED:
+                    response.refusals.add(index=i, reason=f"entry {i}: refused: {refused[k]}")
             # Committed per message: what the server has read survives a crash, and a
             # re-sent upload only counts duplicates.
             counts = self._store.add_entries(list_name, accepted, submitter=submitter, create=False)
@@ -310,6 +328,16 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         )
         self._in_effect(context, "the removal (removing again is safe)")
         return submission_pb2.RemoveEntriesResponse(removed=removed)
+
+    def remove_content(self, caller: Caller, list_name: str, content_id: int) -> int:
+        """Remove one entry by its content id (HMA's bank routes); returns once in effect."""
+        _may_manage(caller, list_name)
+        removed = self._store.remove_content(list_name, content_id)
+        self._audit.record(
+            caller.actor, "remove_entries", list_name, content_id=content_id, removed=removed
+        )
+        self._in_effect(None, "the removal (removing again is safe)")
+        return removed
 
     @unary("ConfirmEntry", "list-manage")
     def ConfirmEntry(

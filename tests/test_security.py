@@ -557,3 +557,164 @@ def test_a_key_issued_just_after_a_periodic_reload_is_known_at_once(tmp_path: Pa
             gate.caller(cast(grpc.ServicerContext, _Metadata("hm_000000000000_x")), "check")
     assert reads <= before + 2
     store.close()
+
+
+def walk_around(centre: bytes, n: int, seed: int) -> list[bytes]:
+    """`n` probes 1 to 3 bits from `centre`: a checker mapping an entry's match radius."""
+    rng = np.random.default_rng(seed)
+    bits = np.unpackbits(np.frombuffer(centre, np.uint8))
+    walk = []
+    for _ in range(n):
+        step = bits.copy()
+        step[rng.choice(256, size=int(rng.integers(1, 4)), replace=False)] ^= 1
+        walk.append(np.packbits(step).tobytes())
+    return walk
+
+
+def throttled_within(
+    stub: match_pb2_grpc.MatchServiceStub,
+    requests: Iterator[match_pb2.CheckRequest],
+    meta: tuple[tuple[str, str], ...],
+) -> bool:
+    for request in requests:
+        try:
+            stub.Check(request, metadata=meta, timeout=30)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+            return True
+    return False
+
+
+def test_probes_hidden_in_the_unsampled_slots_of_large_calls_are_seen(
+    server: tuple[ServerProcess, str],
+) -> None:
+    proc, url = server
+    meta = (("authorization", f"Bearer {key(url, 'check')}"),)
+    size = 1_600
+
+    def calls() -> Iterator[match_pb2.CheckRequest]:
+        for n in range(40):
+            hashes = walk_around(HASHES[0], size, seed=100 + n)
+            # Unrelated hashes in every slot a fixed stride would sample (0, 100, 200, ...).
+            strided = range(0, size, size // 16)
+            for slot, filler in zip(strided, random_pdq(16, 200 + n), strict=True):
+                hashes[slot] = filler
+            yield match_pb2.CheckRequest(
+                batch=match_pb2.HashBatch(signal="pdq", hashes=b"".join(hashes))
+            )
+
+    with grpc.insecure_channel(proc.address) as ch:
+        stub = match_pb2_grpc.MatchServiceStub(ch)
+        assert throttled_within(stub, calls(), meta), "a walk hidden in large calls went unseen"
+    assert "probing_suspected" in audit_actions(url)
+
+
+def _generated_image(seed: int) -> Any:
+    """A benign generated picture: random bold shapes, different for every seed."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    image = Image.new("RGB", (256, 192), tuple(int(c) for c in rng.integers(0, 256, 3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(14):
+        x0, y0 = int(rng.integers(0, 200)), int(rng.integers(0, 140))
+        box = (x0, y0, x0 + int(rng.integers(20, 120)), y0 + int(rng.integers(20, 100)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
+    return image
+
+
+def test_a_platform_checking_one_image_a_call_with_robust_probes_is_not_throttled(
+    server: tuple[ServerProcess, str],
+) -> None:
+    from hashmatch.cli import CheckInput, check_inputs
+    from hashmatch.images import ImageSource
+    from hashmatch.signals import get_signal
+    from hashmatch.variants import probe_variants
+
+    proc, url = server
+    honest = key(url, "check")
+    pdq = get_signal("pdq")
+    with MatchClient(proc.address, credentials=creds(honest)) as client:
+        for n in range(200):
+            probes = probe_variants(ImageSource(b"", _generated_image(n)), [pdq])
+            assert len(probes) > 16  # more robust probes than the watch samples a call
+            item = CheckInput(
+                "file",
+                f"upload-{n}",
+                tuple((v.hash.signal, v.hash.hash) for v in probes),
+                variants=tuple(v.name for v in probes),
+            )
+            # as `hashmatch check --robust` does: the image's probes in one call
+            [verdict] = check_inputs(client, [item])
+            assert "error" not in verdict
+        # The same viral image checked again and again is no walk either.
+        viral = probe_variants(ImageSource(b"", _generated_image(0)), [pdq])
+        for _ in range(100):
+            client.check([(v.hash.signal, v.hash.hash) for v in viral], [0] * len(viral))
+    # A walk sent as numbered "images" is still a walk.
+    walker = key(url, "check")
+    with grpc.insecure_channel(proc.address) as ch:
+        stub = match_pb2_grpc.MatchServiceStub(ch)
+        walk = (
+            match_pb2.CheckRequest(
+                batch=match_pb2.HashBatch(
+                    signal="pdq", hashes=b"".join(walk_around(HASHES[0], 30, seed=n))
+                ),
+                images=[0] * 30,
+            )
+            for n in range(400)
+        )
+        meta = (("authorization", f"Bearer {walker}"),)
+        assert throttled_within(stub, walk, meta), "a walk numbered as images went unseen"
+
+
+def test_image_numbers_must_fit_the_request(server: tuple[ServerProcess, str]) -> None:
+    proc, url = server
+    meta = (("authorization", f"Bearer {key(url, 'check')}"),)
+    hashes = b"".join(random_pdq(65, 7))
+    with grpc.insecure_channel(proc.address) as ch:
+        stub = match_pb2_grpc.MatchServiceStub(ch)
+        for images, complaint in (([0, 1], "2 image numbers for 65 queries"), ([3] * 65, "64")):
+            request = match_pb2.CheckRequest(
+                batch=match_pb2.HashBatch(signal="pdq", hashes=hashes), images=images
+            )
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Check(request, metadata=meta, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert complaint in (info.value.details() or "")
+        # Within bounds, the same request is answered.
+        request = match_pb2.CheckRequest(
+            batch=match_pb2.HashBatch(signal="pdq", hashes=hashes), images=range(65)
+        )
+        assert len(stub.Check(request, metadata=meta, timeout=5).results) == 65
+
+
+def test_a_case_or_upload_packing_near_identical_hashes_is_refused_but_variants_are_not(
+    server: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    from hashmatch.signals import get_signal
+    from hashmatch.submit_commands import case_entries
+
+    proc, url = server
+    flood = walk_around(HASHES[19], 40, seed=5)
+    with SubmissionClient(proc.address, credentials=creds(key(url, "submit"))) as sub:
+        with pytest.raises(grpc.RpcError) as info:
+            sub.submit_case([NewEntry("pdq", h, 100) for h in flood])
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "within the pdq threshold of" in (info.value.details() or "")
+        # Three images, each with its listing variants (crops, trims, rescales: close by
+        # design), as `hashmatch submit` sends them.
+        paths = []
+        for n in range(3):
+            path = tmp_path / f"image-{n}.png"
+            _generated_image(1000 + n).save(path)
+            paths.append(str(path))
+        entries = case_entries(tuple(paths), (get_signal("pdq"),))
+        assert len(entries) > 3 * 8
+        assert sub.submit_case(entries).added == len(entries)
+    with SubmissionClient(proc.address, credentials=creds(key(url, "list-manage"))) as sub:
+        distinct = random_pdq(30, 77)
+        report = sub.upload("b", [NewEntry("pdq", h) for h in flood + distinct])
+        assert report.added == len(distinct) and report.refused == len(flood)
+        assert all("other images" in reason for _, reason in report.refusals)

@@ -184,3 +184,28 @@ def test_change_log_entries_name_their_list(store: Store) -> None:
     [c] = store.changes(0, 10, "x")
     assert isinstance(c, Change) and c.list == "x" and c.at > 1.7e9
     assert store.changes(0, 10, "y") == []
+
+
+def test_a_key_is_match_only_only_when_issued_so(store_url: str) -> None:
+    store = open_store(store_url)
+    try:
+        plain, _ = store.create_key("t", ["check"])
+        blind, _ = store.create_key("t", ["check"], match_only=True)
+        kept = {k.key_id: k.match_only for k in store.api_keys()}
+        assert kept == {plain.key_id: False, blind.key_id: True}
+    finally:
+        store.close()
+
+
+def test_keys_create_match_only_is_listed(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    done = run_cli("keys", "create", "--store", url, "--tenant", "t", "--role", "check",
+                   "--match-only")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    key_id = done.stdout.split()[2]
+    assert (
+        f"{key_id}  t  check  *  default  active  match-only"
+        in run_cli("keys", "list", "--store", url).stdout
+    )

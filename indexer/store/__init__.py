@@ -23,6 +23,9 @@ DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
 # machine (ps, /proc/PID/cmdline): child processes get it in this environment variable.
 STORE_URL_ENV = "HASHMATCH_STORE_URL"
 MATCH_ID_BYTES = 12
+# Content ids (the integers HMA's bank routes name entries by) are drawn at random below
+# this: the largest integer a JavaScript number holds exactly.
+MAX_CONTENT_ID = 2**53 - 1
 # Change and audit sequence numbers are signed 64-bit in both stores: a cursor past this
 # names nothing and can't even be sent to the database.
 MAX_SEQ = 2**63 - 1
@@ -129,6 +132,7 @@ class ApiKey:
     created_at: float
     revoked: bool
     burst: float | None = None  # the most one call may take; None: 2 s of the rate
+    match_only: bool = False  # learns match / no match, never a distance
 
 
 @dataclass(frozen=True)
@@ -262,6 +266,19 @@ class Store(Protocol):
 
     def case_status(self, case_id: str, secret: str) -> CaseStatus: ...
 
+    def content_ids(self, match_ids: Sequence[bytes]) -> dict[bytes, int]:
+        """The content id of each of these entries that is still in the store."""
+        ...
+
+    def content_id_of(self, list_name: str, signal: str, hash_bytes: bytes) -> int | None:
+        """The content id of the entry of that list holding that hash (the oldest, if
+        several cases hold it); None if none does."""
+        ...
+
+    def remove_content(self, list_name: str, content_id: int) -> int:
+        """Remove the list's entry with this content id; returns how many went (0 or 1)."""
+        ...
+
     def list_entries(self, list_name: str) -> Iterator[NewEntry]:
         """Every entry of one list, oldest first; NoSuchList if there is no such list."""
         ...
@@ -295,8 +312,10 @@ class Store(Protocol):
         lists: Iterable[str] | None = None,
         rate: float | None = None,
         burst: float | None = None,
+        match_only: bool = False,
     ) -> tuple[ApiKey, str]:
-        """A new API key and its token, which is shown once and stored only hashed."""
+        """A new API key and its token, which is shown once and stored only hashed.
+        A `match_only` key's matches carry no distance."""
         ...
 
     def revoke_key(self, key_id: str) -> bool: ...

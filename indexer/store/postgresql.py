@@ -171,6 +171,22 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
         FOR EACH STATEMENT EXECUTE FUNCTION hashmatch_audit_append_only();
     """,
+    # 8: as SQLite's migration 8.
+    """
+    ALTER TABLE api_keys ADD COLUMN match_only BOOLEAN NOT NULL DEFAULT false;
+    """,
+    # 9: as SQLite's migration 9.
+    """
+    ALTER TABLE entries ADD COLUMN content_id BIGINT;
+    UPDATE entries SET content_id = floor(random() * 9007199254740991)::bigint + 1;
+    CREATE INDEX entries_content_draw ON entries (content_id);
+    UPDATE entries e SET content_id = floor(random() * 9007199254740991)::bigint + 1
+        WHERE EXISTS (SELECT 1 FROM entries o WHERE o.content_id = e.content_id AND o.id < e.id);
+    UPDATE entries e SET content_id = floor(random() * 9007199254740991)::bigint + 1
+        WHERE EXISTS (SELECT 1 FROM entries o WHERE o.content_id = e.content_id AND o.id < e.id);
+    DROP INDEX entries_content_draw;
+    CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
+    """,
 )
 
 # Unless the URL says otherwise: give up connecting after a few seconds, and notice a

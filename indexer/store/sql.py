@@ -39,6 +39,7 @@ from indexer.credentials import (
 )
 from indexer.store import (
     CASE_LIST,
+    MAX_CONTENT_ID,
     ROLES,
     TRUST_LEVELS,
     AddCounts,
@@ -197,6 +198,26 @@ class SqlStore(ABC):
 
     # Adding and removing, always with change log lines
 
+    def _draw_content_ids(self, cur: Cursor, n: int) -> list[int]:
+        """`n` random content ids that no entry holds. Writers are serialized, so none can
+        be taken between this check and the insert; the unique index is the backstop."""
+        chosen: set[int] = set()
+        while len(chosen) < n:
+            fresh = list({secrets.randbelow(MAX_CONTENT_ID) + 1 for _ in range(n - len(chosen))})
+            for at in range(0, len(fresh), 500):
+                chunk = [c for c in fresh[at : at + 500] if c not in chosen]
+                if not chunk:
+                    continue
+                marks = ", ".join("?" * len(chunk))
+                held = {
+                    int(r[0])
+                    for r in self._all(
+                        cur, f"SELECT content_id FROM entries WHERE content_id IN ({marks})", *chunk
+                    )
+                }
+                chosen.update(c for c in chunk if c not in held)
+        return list(chosen)
+
     def _insert(self, cur: Cursor, rows: Sequence[EntryRow]) -> int:
         """Insert entry rows (duplicates skipped) and log an add for each one inserted."""
         for row in rows:  # the callers check these too; this is the last line of defence
@@ -204,13 +225,14 @@ class SqlStore(ABC):
             SUBMITTER.check(row[6], InvalidValue)
             VARIANT.check(row[8], InvalidValue)
         before = int(self._one(cur, "SELECT COALESCE(MAX(id), 0) FROM entries")[0])
+        content_ids = self._draw_content_ids(cur, len(rows))
         cur.executemany(
             self._q(
                 "INSERT INTO entries (list_id, signal, hash, match_id, quality, source_ref,"
-                " submitter, origin, variant) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " submitter, origin, variant, content_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT DO NOTHING"
             ),
-            rows,
+            [(*row, c) for row, c in zip(rows, content_ids, strict=True)],
         )
         inserted = cur.rowcount
         after = int(self._one(cur, "SELECT COALESCE(MAX(id), 0) FROM entries")[0])
@@ -315,6 +337,42 @@ class SqlStore(ABC):
                 cur, f"SELECT COUNT(*) FROM entries WHERE {BY_ORIGIN}", f"case:{case_id}"
             )
         return CaseStatus(int(row[0]), withdrawn)
+
+    # Content ids
+
+    def content_ids(self, match_ids: Sequence[bytes]) -> dict[bytes, int]:
+        found: dict[bytes, int] = {}
+        with self._read() as cur:
+            for at in range(0, len(match_ids), 500):
+                chunk = list(match_ids[at : at + 500])
+                marks = ", ".join("?" * len(chunk))
+                for match_id, content_id in self._all(
+                    cur,
+                    f"SELECT match_id, content_id FROM entries WHERE match_id IN ({marks})",
+                    *chunk,
+                ):
+                    found[bytes(match_id)] = int(content_id)
+        return found
+
+    def content_id_of(self, list_name: str, signal: str, hash_bytes: bytes) -> int | None:
+        with self._read() as cur:
+            list_id = self._list_id(cur, list_name)
+            if list_id is None:
+                raise NoSuchList(list_name)
+            row = self._one(
+                cur,
+                "SELECT content_id FROM entries WHERE list_id = ? AND signal = ? AND hash = ?"
+                " ORDER BY id LIMIT 1",
+                list_id,
+                signal,
+                hash_bytes,
+            )
+        return None if row is None else int(row[0])
+
+    def remove_content(self, list_name: str, content_id: int) -> int:
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create=False)
+            return self._remove_where(cur, "list_id = ? AND content_id = ?", (list_id, content_id))
 
     # Reading
 
@@ -453,6 +511,7 @@ class SqlStore(ABC):
         lists: Iterable[str] | None = None,
         rate: float | None = None,
         burst: float | None = None,
+        match_only: bool = False,
     ) -> tuple[ApiKey, str]:
         roles = frozenset(roles)
         if not roles or not roles <= set(ROLES):
@@ -475,12 +534,14 @@ class SqlStore(ABC):
             time.time(),
             False,
             burst,
+            match_only,
         )
         with self._write() as cur:
             cur.execute(
                 self._q(
                     "INSERT INTO api_keys (id, tenant, roles, lists, rate, secret_salt,"
-                    " secret_hash, created_at, burst) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " secret_hash, created_at, burst, match_only)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 ),
                 (
                     key_id,
@@ -492,6 +553,7 @@ class SqlStore(ABC):
                     key.secret_hash,
                     key.created_at,
                     burst,
+                    match_only,
                 ),
             )
         return key, api_key_token(key_id, secret)
@@ -509,7 +571,7 @@ class SqlStore(ABC):
             rows = self._all(
                 cur,
                 "SELECT id, tenant, roles, lists, rate, secret_salt, secret_hash, created_at,"
-                " revoked_at, burst FROM api_keys ORDER BY created_at",
+                " revoked_at, burst, match_only FROM api_keys ORDER BY created_at",
             )
         return [
             ApiKey(
@@ -523,6 +585,7 @@ class SqlStore(ABC):
                 float(r[7]),
                 r[8] is not None,
                 None if r[9] is None else float(r[9]),
+                bool(r[10]),
             )
             for r in rows
         ]

@@ -183,6 +183,28 @@ MIGRATIONS: tuple[str, ...] = (
         WHEN NOT EXISTS (SELECT 1 FROM audit_pruning WHERE OLD.at < cutoff)
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # 8: keys that learn match / no match only, never a distance (a distance oracle lets
+    # a checker walk to the stored hash).
+    """
+    ALTER TABLE api_keys ADD COLUMN match_only INTEGER NOT NULL DEFAULT 0;
+    """,
+    # 9: each entry's content id, the integer HMA's bank routes name it by: random in
+    # [1, 2^53 - 1], so it tells nothing of a list's size or order. The backfill re-draws
+    # the ids that collide (twice over: a third collision is out of reach) before the
+    # unique index is built.
+    """
+    ALTER TABLE entries ADD COLUMN content_id INTEGER;
+    UPDATE entries SET content_id = (abs(random()) % 9007199254740991) + 1;
+    CREATE INDEX entries_content_draw ON entries (content_id);
+    UPDATE entries SET content_id = (abs(random()) % 9007199254740991) + 1
+        WHERE EXISTS (SELECT 1 FROM entries o
+                      WHERE o.content_id = entries.content_id AND o.id < entries.id);
+    UPDATE entries SET content_id = (abs(random()) % 9007199254740991) + 1
+        WHERE EXISTS (SELECT 1 FROM entries o
+                      WHERE o.content_id = entries.content_id AND o.id < entries.id);
+    DROP INDEX entries_content_draw;
+    CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
+    """,
 )
 
 

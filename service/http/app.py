@@ -1,0 +1,297 @@
+"""The HTTP application: one table of routes, from which both the Starlette routing and
+the OpenAPI document are made, and the wrapper every route runs in (bounded JSON body,
+work in a thread, errors as `{"message": ...}`, metrics by route and status)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hashmatch.channel import MAX_MESSAGE_BYTES
+from service import metrics
+from service.http import hma, native
+from service.http.docs import docs_page, openapi
+from service.http.errors import HttpError, message, refusal
+from service.http.face import Face
+
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES
+
+Work = Callable[[Face, Request, Any], Any]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One route: what it does, who may call it, what it takes."""
+
+    method: str
+    path: str
+    work: Work
+    summary: str
+    role: str | None  # None: no key needed
+    params: tuple[str, ...] = ()
+    body: str | None = None  # what the JSON body is, if it takes one
+    tag: str = "hashmatch"
+
+
+ROUTES: tuple[Spec, ...] = (
+    Spec(
+        "POST", "/v1/check", native.check, "Check up to 10,000 hashes", "check", body="CheckRequest"
+    ),
+    Spec(
+        "POST",
+        "/v1/cases",
+        native.submit_case,
+        "Submit a victim's case",
+        "submit",
+        body="SubmitCaseRequest",
+    ),
+    Spec(
+        "GET",
+        "/v1/cases/{case_id}",
+        native.case_status,
+        "A case's status (secret in X-Withdrawal-Secret)",
+        "submit",
+    ),
+    Spec(
+        "DELETE",
+        "/v1/cases/{case_id}",
+        native.withdraw,
+        "Withdraw a case (secret in X-Withdrawal-Secret); in effect on return",
+        "submit",
+    ),
+    Spec(
+        "POST",
+        "/v1/lists",
+        native.create_list,
+        "Create a list",
+        "list-manage",
+        body="CreateListRequest",
+    ),
+    Spec("GET", "/v1/lists/{name}", native.get_list, "A list's information", "list-manage"),
+    Spec(
+        "POST",
+        "/v1/lists/{name}/entries",
+        native.upload,
+        "Upload entries to a list",
+        "list-manage",
+        body="UploadRequest",
+    ),
+    Spec(
+        "POST",
+        "/v1/lists/{name}/remove",
+        native.remove_entries,
+        "Remove entries from a list; in effect on return",
+        "list-manage",
+        body="RemoveEntriesRequest",
+    ),
+    Spec(
+        "POST",
+        "/v1/lists/{name}/confirm",
+        native.confirm_entry,
+        "Confirm an entry flagged for anomalous matching",
+        "list-manage",
+        body="ConfirmEntryRequest",
+    ),
+    Spec(
+        "GET",
+        "/m/raw_lookup",
+        hma.raw_lookup,
+        "HMA: content ids matching a hash",
+        "check",
+        ("signal_type", "signal", "banks", "include_distance"),
+        tag="HMA",
+    ),
+    Spec(
+        "GET",
+        "/m/lookup",
+        hma.lookup,
+        "HMA: matches of a hash by bank",
+        "check",
+        ("signal_type", "signal", "banks"),
+        tag="HMA",
+    ),
+    Spec(
+        "POST",
+        "/m/lookup",
+        hma.no_media,
+        "HMA: refused (this service takes no media)",
+        None,
+        tag="HMA",
+    ),
+    Spec(
+        "GET",
+        "/m/index/status",
+        hma.index_status,
+        "HMA: index status by signal type",
+        "check",
+        ("signal_type",),
+        tag="HMA",
+    ),
+    Spec("GET", "/h/hash", hma.no_media, "HMA: refused (hash on your side)", None, tag="HMA"),
+    Spec("POST", "/h/hash", hma.no_media, "HMA: refused (hash on your side)", None, tag="HMA"),
+    Spec(
+        "GET",
+        "/c/banks",
+        hma.banks,
+        "HMA: the banks (lists) this key may see",
+        "check or list-manage",
+        tag="HMA",
+    ),
+    Spec(
+        "POST",
+        "/c/banks",
+        hma.create_bank,
+        "HMA: create a bank",
+        "list-manage",
+        body="{name}",
+        tag="HMA",
+    ),
+    Spec("GET", "/c/bank/{name}", hma.bank, "HMA: one bank", "check or list-manage", tag="HMA"),
+    Spec(
+        "POST",
+        "/c/bank/{name}/signal",
+        hma.add_signal,
+        "HMA: add a hash to a bank",
+        "list-manage",
+        body='{"pdq": "<hex>"}',
+        tag="HMA",
+    ),
+    Spec(
+        "POST",
+        "/c/bank/{name}/content",
+        hma.no_media,
+        "HMA: refused (this service takes no media)",
+        None,
+        tag="HMA",
+    ),
+    Spec(
+        "DELETE",
+        "/c/bank/{name}/content/{content_id:int}",
+        hma.delete_content,
+        "HMA: remove a bank's content; in effect on return",
+        "list-manage",
+        tag="HMA",
+    ),
+    Spec("GET", "/status", hma.status, "Ready: I-AM-ALIVE, or 503 while not", None, tag="health"),
+    Spec("GET", "/status/live", hma.status_live, "Alive", None, tag="health"),
+)
+
+
+async def _json_body(request: Request) -> Any:
+    """The request's JSON, read at most MAX_BODY_BYTES: a bigger body is refused before
+    it is all read, whatever Content-Length says."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise HttpError(400, "send a JSON body")
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise HttpError(400, f"the body is not JSON: {str(exc)[:200]}") from None
+
+
+def _observe(route: str, status: int, started: float) -> None:
+    metrics.HTTP_REQUESTS.labels(route, str(status)).inc()
+    metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+
+def _endpoint(face: Face, spec: Spec) -> Callable[[Request], Any]:
+    route = f"{spec.method} {spec.path}"
+
+    async def run(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            body = await _json_body(request) if spec.body is not None else None
+            result = await run_in_threadpool(spec.work, face, request, body)
+            response = result if isinstance(result, Response) else JSONResponse(result)
+        except Exception as exc:
+            response = refusal(exc, route)
+        _observe(route, response.status_code, started)
+        return response
+
+    return run
+
+
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (
+        b"content-security-policy",
+        b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    ),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
+    (b"cache-control", b"no-store"),
+]
+HSTS = (b"strict-transport-security", b"max-age=31536000")
+
+
+class SecurityHeaders:
+    """Security headers on every response, errors included. No CORS headers ever: the
+    portal is served from the same origin, so no other origin's script may read us."""
+
+    def __init__(self, app: ASGIApp, tls: bool) -> None:
+        self._app = app
+        self._headers = [*SECURITY_HEADERS, HSTS] if tls else SECURITY_HEADERS
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k, v) for k, v in self._headers if k not in names]
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self._app(scope, receive, send_with_headers)
+
+
+async def _unmatched(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods, as JSON like every other refusal."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    metrics.HTTP_REQUESTS.labels("unmatched", str(status)).inc()
+    text = "no such route" if status == 404 else "method not allowed" if status == 405 else "error"
+    return message(status, text)
+
+
+def build_app(face: Face, tls: bool = False) -> ASGIApp:
+    routes = [Route(spec.path, _endpoint(face, spec), methods=[spec.method]) for spec in ROUTES]
+    document = openapi(ROUTES)
+    page = docs_page(document)
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(page)
+
+    routes += [
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _unmatched})
+    return SecurityHeaders(app, tls)

@@ -1,0 +1,97 @@
+"""What the HTTP routes share with the gRPC server: the batcher in front of the engine,
+the guards (keys, limits, audit), the snapshot holder and, with a store, the feed."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from starlette.requests import Request
+
+from indexer.store import CASE_LIST, Store
+from service.auth import Caller, PermissionDenied
+from service.batcher import Batcher
+from service.server import Feed, Guards
+from service.snapshots import SnapshotHolder
+from service.submission import SubmissionServicer
+
+# Content ids never change for an entry, so a hit's id is read from the store once; the
+# matcher, not this cache, says whether the entry still matches.
+CONTENT_ID_CACHE = 200_000
+
+
+def bearer(request: Request) -> str | None:
+    """The token of `Authorization: Bearer <token>`; "" for another scheme, None for none."""
+    value = request.headers.get("authorization")
+    if value is None:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def peer(request: Request) -> str:
+    """The caller's address: the TCP peer, or what a trusted proxy forwarded (the server
+    only takes X-Forwarded-For from the proxies it was given)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+@dataclass
+class Face:
+    batcher: Batcher
+    guards: Guards
+    holder: SnapshotHolder
+    feed: Feed | None = None
+    lookups: Store | None = None  # a connection of its own for content ids and banks
+    ready: threading.Event = field(default_factory=threading.Event)
+    _content_ids: dict[bytes, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.submission = (
+            None
+            if self.feed is None
+            else SubmissionServicer(
+                self.feed.writer,
+                self.feed.follower,
+                self.guards.gate,
+                self.guards.audit,
+                self.guards.anomaly.confirm,
+            )
+        )
+
+    def caller(self, request: Request, role: str, *alternatives: str) -> Caller:
+        """The request's caller if it holds `role` (or one of `alternatives`)."""
+        token = bearer(request)
+        try:
+            return self.guards.gate.caller_for(token, lambda: peer(request), role)
+        except PermissionDenied:
+            for other in alternatives:
+                try:
+                    return self.guards.gate.caller_for(token, lambda: peer(request), other)
+                except PermissionDenied:
+                    continue
+            raise
+
+    def content_ids(self, match_ids: list[bytes]) -> dict[bytes, int]:
+        """The content id of each entry still in the store, cached."""
+        with self._lock:
+            known = {m: self._content_ids[m] for m in match_ids if m in self._content_ids}
+        missing = [m for m in match_ids if m not in known]
+        if missing and self.lookups is not None:
+            found = self.lookups.content_ids(missing)
+            with self._lock:
+                if len(self._content_ids) + len(found) > CONTENT_ID_CACHE:
+                    self._content_ids.clear()
+                self._content_ids.update(found)
+            known.update(found)
+        return known
+
+
+def visible(caller: Caller, list_name: str) -> bool:
+    """Whether a list appears to the caller as a bank: within its scope, and the victims'
+    case list only to an admin key or one granted it by name."""
+    if not caller.may_see(list_name):
+        return False
+    if list_name != CASE_LIST:
+        return True
+    return "admin" in caller.roles or (caller.lists is not None and CASE_LIST in caller.lists)

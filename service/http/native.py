@@ -1,0 +1,158 @@
+"""The JSON mirror of the gRPC API: the same messages in proto3's JSON mapping (field
+names as in the .proto, fields with default values included), grpc-gateway style, so
+there is one contract. A case's withdrawal secret travels in a header, never the URL."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from starlette.requests import Request
+
+from hashmatch.v1 import match_pb2, submission_pb2
+from service.http.errors import HttpError
+from service.http.face import Face
+from service.probing import image_groups
+from service.queries import InvalidRequest, parse_request
+from service.server import answer, refuse_tightening
+from service.submission import SubmissionServicer
+
+SECRET_HEADER = "x-withdrawal-secret"
+M = TypeVar("M", bound=Message)
+
+
+def parse(body: Any, message: M) -> M:
+    """A request message from its JSON form; unknown fields and wrong types are refused
+    with the parser's account of them."""
+    if not isinstance(body, dict):
+        raise InvalidRequest(f"send a JSON object (a {message.DESCRIPTOR.name})")
+    try:
+        return json_format.ParseDict(body, message)
+    except json_format.ParseError as exc:
+        raise InvalidRequest(str(exc)[:500]) from None
+
+
+def as_json(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return out
+
+
+def _check_request(body: Any) -> match_pb2.CheckRequest:
+    """The common shape, queries of signal and hex alone, built directly (ParseDict walks
+    each field in Python); anything else goes through the general parser."""
+    if isinstance(body, dict) and body.keys() == {"queries"} and isinstance(body["queries"], list):
+        queries = body["queries"]
+        if all(
+            type(q) is dict
+            and q.keys() == {"signal", "hex"}
+            and type(q["signal"]) is str
+            and type(q["hex"]) is str
+            for q in queries
+        ):
+            make = match_pb2.Query
+            return match_pb2.CheckRequest(
+                queries=[make(signal=q["signal"], hex=q["hex"]) for q in queries]
+            )
+    return parse(body, match_pb2.CheckRequest())
+
+
+def check(face: Face, request: Request, body: Any) -> Any:
+    caller = face.caller(request, "check")
+    message = _check_request(body)
+    queries = parse_request(message)
+    groups = image_groups(queries, message.images)
+    if caller.match_only:
+        refuse_tightening(message)
+    version, with_hits = answer(
+        face.batcher, face.guards, caller, queries, None, "http:Check", groups
+    )
+    results: list[dict[str, Any]] = [
+        {"matched": False, "matches": [], "capped": False} for _ in queries
+    ]
+    for i, hits, capped in with_hits:
+        matches: list[dict[str, Any]] = [
+            {"list": h.list, "match_id": h.match_id, "distance": h.distance, "variant": h.variant}
+            for h in hits
+        ]
+        if caller.match_only:  # the distance is absent, as over gRPC
+            for m in matches:
+                del m["distance"]
+        results[i] = {"matched": bool(hits), "matches": matches, "capped": capped}
+    # uint64 is a string in proto3's JSON mapping.
+    return {"results": results, "snapshot_version": str(version)}
+
+
+def _servicer(face: Face) -> SubmissionServicer:
+    if face.submission is None:
+        raise HttpError(503, "submissions and lists need a store: start the server with --store")
+    return face.submission
+
+
+def _call(face: Face, request: Request, method: Any, role: str, message: Any) -> dict[str, Any]:
+    """Run a SubmissionService handler (without its gRPC wrapper) for the request's caller."""
+    servicer = _servicer(face)
+    handler: Callable[..., Message] = inspect.unwrap(method)
+    return as_json(handler(servicer, message, None, face.caller(request, role)))
+
+
+def _case(request: Request) -> submission_pb2.CaseRequest:
+    secret = request.headers.get(SECRET_HEADER)
+    if not secret:
+        raise InvalidRequest(f"send the case's withdrawal secret in the {SECRET_HEADER} header")
+    return submission_pb2.CaseRequest(
+        case_id=request.path_params["case_id"], withdrawal_secret=secret
+    )
+
+
+def submit_case(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.SubmitCaseRequest())
+    return _call(face, request, SubmissionServicer.SubmitCase, "submit", message)
+
+
+def case_status(face: Face, request: Request, body: Any) -> Any:
+    return _call(face, request, SubmissionServicer.CaseStatus, "submit", _case(request))
+
+
+def withdraw(face: Face, request: Request, body: Any) -> Any:
+    return _call(face, request, SubmissionServicer.Withdraw, "submit", _case(request))
+
+
+def create_list(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.CreateListRequest())
+    return _call(face, request, SubmissionServicer.CreateList, "list-manage", message)
+
+
+def get_list(face: Face, request: Request, body: Any) -> Any:
+    message = submission_pb2.GetListRequest(name=request.path_params["name"])
+    return _call(face, request, SubmissionServicer.GetList, "list-manage", message)
+
+
+def _same_list(request: Request, given: str) -> str:
+    name: str = request.path_params["name"]
+    if given and given != name:
+        raise InvalidRequest(f"the body names list {given[:200]!r}, the URL {name[:200]!r}")
+    return name
+
+
+def upload(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.UploadRequest())
+    message.list = _same_list(request, message.list)
+    requests: Iterator[submission_pb2.UploadRequest] = iter([message])
+    return _call(face, request, SubmissionServicer.Upload, "list-manage", requests)
+
+
+def remove_entries(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.RemoveEntriesRequest())
+    message.list = _same_list(request, message.list)
+    return _call(face, request, SubmissionServicer.RemoveEntries, "list-manage", message)
+
+
+def confirm_entry(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.ConfirmEntryRequest())
+    message.list = _same_list(request, message.list)
+    return _call(face, request, SubmissionServicer.ConfirmEntry, "list-manage", message)
