@@ -32,105 +32,88 @@ function phases(length, window) {
  * may repeat), only the outputs at those columns are kept, at.length a row. */
 function boxRows(input, inStart, inStride, output, rows, cols, window, at = null) {
   const [p1, p2, p3, p4] = phases(cols, window);
-  const outLen = at === null ? cols : at.length;
+  const n = at === null ? cols : at.length;
+  // Where each output position goes: every one, or the sampled ones (-1: dropped; a
+  // position sampled twice is copied after the pass).
+  const slot = new Int32Array(cols).fill(-1);
+  if (at === null) for (let c = 0; c < cols; c++) slot[c] = c;
+  else for (let k = n - 1; k >= 0; k--) slot[at[k]] = k;
+  const divisor = new Float64Array(cols); // the window's size at each output position
+  for (let o = 0, size = p1; o < cols; o++) {
+    if (o < p2) size++;
+    else if (o >= p2 + p3) size--;
+    divisor[o] = size;
+  }
   let r = 0;
   for (; r + 4 <= rows; r += 4) {
     const a0 = inStart + r * inStride;
     const a1 = a0 + inStride;
     const a2 = a1 + inStride;
     const a3 = a2 + inStride;
-    const o0 = r * outLen;
-    const o1 = o0 + outLen;
-    const o2 = o1 + outLen;
-    const o3 = o2 + outLen;
+    const o0 = r * n;
     let s0 = 0;
     let s1 = 0;
     let s2 = 0;
     let s3 = 0;
-    let size = 0;
     let ri = 0;
     let li = 0;
     let o = 0;
-    let k = 0;
-    const emit = () => {
-      if (at === null) {
-        output[o0 + o] = s0 / size;
-        output[o1 + o] = s1 / size;
-        output[o2 + o] = s2 / size;
-        output[o3 + o] = s3 / size;
+    for (; ri < p1; ri++) {
+      s0 = f32(s0 + input[a0 + ri]);
+      s1 = f32(s1 + input[a1 + ri]);
+      s2 = f32(s2 + input[a2 + ri]);
+      s3 = f32(s3 + input[a3 + ri]);
+    }
+    for (; o < p2 + p3 + p4; o++) {
+      if (o < p2) {
+        s0 = f32(s0 + input[a0 + ri]);
+        s1 = f32(s1 + input[a1 + ri]);
+        s2 = f32(s2 + input[a2 + ri]);
+        s3 = f32(s3 + input[a3 + ri]);
+        ri++;
+      } else if (o < p2 + p3) {
+        s0 = f32(f32(s0 + input[a0 + ri]) - input[a0 + li]);
+        s1 = f32(f32(s1 + input[a1 + ri]) - input[a1 + li]);
+        s2 = f32(f32(s2 + input[a2 + ri]) - input[a2 + li]);
+        s3 = f32(f32(s3 + input[a3 + ri]) - input[a3 + li]);
+        ri++;
+        li++;
       } else {
-        while (k < outLen && at[k] === o) {
-          output[o0 + k] = s0 / size;
-          output[o1 + k] = s1 / size;
-          output[o2 + k] = s2 / size;
-          output[o3 + k] = s3 / size;
-          k++;
-        }
+        s0 = f32(s0 - input[a0 + li]);
+        s1 = f32(s1 - input[a1 + li]);
+        s2 = f32(s2 - input[a2 + li]);
+        s3 = f32(s3 - input[a3 + li]);
+        li++;
       }
-      o++;
-    };
-    for (let i = 0; i < p1; i++, ri++) {
-      s0 = f32(s0 + input[a0 + ri]);
-      s1 = f32(s1 + input[a1 + ri]);
-      s2 = f32(s2 + input[a2 + ri]);
-      s3 = f32(s3 + input[a3 + ri]);
-      size++;
-    }
-    for (let i = 0; i < p2; i++, ri++) {
-      s0 = f32(s0 + input[a0 + ri]);
-      s1 = f32(s1 + input[a1 + ri]);
-      s2 = f32(s2 + input[a2 + ri]);
-      s3 = f32(s3 + input[a3 + ri]);
-      size++;
-      emit();
-    }
-    for (let i = 0; i < p3; i++, ri++, li++) {
-      s0 = f32(f32(s0 + input[a0 + ri]) - input[a0 + li]);
-      s1 = f32(f32(s1 + input[a1 + ri]) - input[a1 + li]);
-      s2 = f32(f32(s2 + input[a2 + ri]) - input[a2 + li]);
-      s3 = f32(f32(s3 + input[a3 + ri]) - input[a3 + li]);
-      emit();
-    }
-    for (let i = 0; i < p4; i++, li++) {
-      s0 = f32(s0 - input[a0 + li]);
-      s1 = f32(s1 - input[a1 + li]);
-      s2 = f32(s2 - input[a2 + li]);
-      s3 = f32(s3 - input[a3 + li]);
-      size--;
-      emit();
+      const k = slot[o];
+      if (k >= 0) {
+        const d = divisor[o];
+        output[o0 + k] = s0 / d;
+        output[o0 + n + k] = s1 / d;
+        output[o0 + 2 * n + k] = s2 / d;
+        output[o0 + 3 * n + k] = s3 / d;
+      }
     }
   }
   for (; r < rows; r++) {
     const a = inStart + r * inStride;
-    const out = r * outLen;
+    const out = r * n;
     let sum = 0;
-    let size = 0;
-    let ri = a;
-    let li = a;
-    let o = 0;
-    let k = 0;
-    const emit = () => {
-      if (at === null) output[out + o] = sum / size;
-      else while (k < outLen && at[k] === o) output[out + k++] = sum / size;
-      o++;
-    };
-    for (let i = 0; i < p1; i++) {
-      sum = f32(sum + input[ri++]);
-      size++;
+    let ri = 0;
+    let li = 0;
+    for (; ri < p1; ri++) sum = f32(sum + input[a + ri]);
+    for (let o = 0; o < p2 + p3 + p4; o++) {
+      if (o < p2) sum = f32(sum + input[a + ri++]);
+      else if (o < p2 + p3) sum = f32(f32(sum + input[a + ri++]) - input[a + li++]);
+      else sum = f32(sum - input[a + li++]);
+      const k = slot[o];
+      if (k >= 0) output[out + k] = sum / divisor[o];
     }
-    for (let i = 0; i < p2; i++) {
-      sum = f32(sum + input[ri++]);
-      size++;
-      emit();
-    }
-    for (let i = 0; i < p3; i++) {
-      sum = f32(f32(sum + input[ri++]) - input[li++]);
-      emit();
-    }
-    for (let i = 0; i < p4; i++) {
-      sum = f32(sum - input[li++]);
-      size--;
-      emit();
+  }
+  if (at !== null) {
+    // Repeated samples (inputs narrower than 64): copy the first of each run.
+    for (let k = 1; k < n; k++) {
+      if (at[k] === at[k - 1]) for (let row = 0; row < rows; row++) output[row * n + k] = output[row * n + k - 1];
     }
   }
 }

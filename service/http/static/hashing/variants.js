@@ -143,39 +143,84 @@ function squared(image, size) {
 }
 
 /**
- * Every listing variant's hash, de-duplicated per signal and hash (the first name kept),
- * as hashmatch.variants.listing_variants gives them.
+ * Listing variants' hashes in the CLI's order, not yet de-duplicated, each with its
+ * place in that order: those `wanted(signal, row)` selects, so that several workers can
+ * share one photo's variants (mergeVariants puts them back together).
  * @param {{width: number, height: number, data: ArrayLike<number>}} image RGBA pixels,
  *   oriented as displayed
  * @param {string[]} signals signal names, in the CLI's order
- * @returns {{name: string, signal: string, hash: string, quality: number|null}[]}
+ * @param {(signal: string, row: object) => boolean} wanted which rows to hash
+ * @returns {{order: number, name: string, signal: string, hash: string, quality: number|null}[]}
  */
-export function listingVariants(image, signals = DEFAULT_SIGNALS) {
+export function variantHashes(image, signals = DEFAULT_SIGNALS, wanted = () => true) {
   const { width: w, height: h } = image;
   const grey = pillowGrey(image);
   const trimmed = trimBorders(grey, w, h);
   const found = [];
+  let order = 0;
   for (const signal of signals) {
-    const hashOf = HASHERS[signal](image, grey);
-    const add = (name, hashed) => found.push({ name, signal, ...hashed });
+    let hashOf = null;
+    const add = (name, box, source = null) => {
+      const place = order++;
+      if (source === null) hashOf ??= HASHERS[signal](image, grey);
+      const hashed = source === null ? hashOf(box) : HASHERS[signal](source)(box);
+      found.push({ order: place, name, signal, ...hashed });
+    };
     for (const row of LISTING_VARIANTS) {
-      if (row.take === "whole") add(row.name, hashOf({ x: 0, y: 0, w, h }));
-      else if (row.take === "trimmed" && trimmed !== null) add(row.name, hashOf(trimmed));
-      else if (row.take === "crop") add(row.name, hashOf(cropBox(row.box, w, h)));
-      else if (row.take === "square") {
+      if (row.take === "square") {
         for (const size of SIGNALS[signal].rescaledSizes) {
-          add(`${row.name}-${size}`, HASHERS[signal](squared(image, size))({ x: 0, y: 0, w: size, h: size }));
+          if (wanted(signal, row)) add(`${row.name}-${size}`, { x: 0, y: 0, w: size, h: size }, squared(image, size));
+          else order++;
         }
-      }
+      } else if (row.take === "trimmed" && trimmed === null) {
+        order++;
+      } else if (!wanted(signal, row)) {
+        order++;
+      } else if (row.take === "whole") add(row.name, { x: 0, y: 0, w, h });
+      else if (row.take === "trimmed") add(row.name, trimmed);
+      else add(row.name, cropBox(row.box, w, h));
     }
   }
+  return found;
+}
+
+/** Parts of variantHashes put back in order, one variant per (signal, hash), the first
+ * named: hashmatch.variants._distinct. */
+export function mergeVariants(...parts) {
   const seen = new Set();
-  return found.filter((v) => {
+  const merged = [];
+  for (const v of parts.flat().sort((a, b) => a.order - b.order)) {
     const key = `${v.signal}:${v.hash}`;
-    if (seen.has(key)) return false;
+    if (seen.has(key)) continue;
     seen.add(key);
-    return true;
-  });
+    const { order, ...variant } = v;
+    merged.push(variant);
+  }
+  return merged;
+}
+
+/**
+ * Every listing variant's hash, de-duplicated per signal and hash (the first name kept),
+ * as hashmatch.variants.listing_variants gives them.
+ * @returns {{name: string, signal: string, hash: string, quality: number|null}[]}
+ */
+export function listingVariants(image, signals = DEFAULT_SIGNALS) {
+  return mergeVariants(variantHashes(image, signals));
+}
+
+/** Why each listed hash is safe to list or not, as hashmatch.submit_commands.case_entries
+ * decides: the entries to send, and why an original was refused. */
+export function entriesOf(variants) {
+  const entries = [];
+  const refused = [];
+  for (const v of variants) {
+    const problem = degenerate(v.signal, v.hash, v.quality);
+    if (problem && v.name === "original") refused.push(problem);
+    else if (!problem) {
+      entries.push({ signal: v.signal, hash: v.hash, quality: v.quality, variant: v.name === "original" ? "" : v.name });
+    }
+  }
+  return { entries, refused };
 }
 
 /**
@@ -186,14 +231,5 @@ export function listingVariants(image, signals = DEFAULT_SIGNALS) {
  *   refused: {signal: string, reason: string}[]}}
  */
 export function listingEntries(image, signals = DEFAULT_SIGNALS) {
-  const entries = [];
-  const refused = [];
-  for (const v of listingVariants(image, signals)) {
-    const problem = degenerate(v.signal, v.hash, v.quality);
-    if (problem && v.name === "original") refused.push(problem);
-    else if (!problem) {
-      entries.push({ signal: v.signal, hash: v.hash, quality: v.quality, variant: v.name === "original" ? "" : v.name });
-    }
-  }
-  return { entries, refused };
+  return entriesOf(listingVariants(image, signals));
 }
