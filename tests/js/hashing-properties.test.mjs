@@ -109,3 +109,19 @@ test("border trimming finds a letterbox and leaves a borderless image alone", ()
   assert.deepEqual(trimBorders(pillowGrey(framed), 120, 100), { x: 0, y: 20, w: 120, h: 60 });
   assert.equal(trimBorders(pillowGrey(inner), 120, 60), null);
 });
+
+test("a photo's variants shared between 1 to 4 workers merge into the whole list", async () => {
+  const { listingVariants, mergeVariants, shares, variantHashes } = await import("../../service/http/static/hashing/variants.js");
+  const random = rng(5);
+  const inner = randomImage(random, 160, 90);
+  const framed = { width: 160, height: 130, data: new Uint8Array(160 * 130 * 4).fill(255) };
+  framed.data.set(inner.data, 20 * 160 * 4);
+  for (const image of [framed, randomImage(random, 97, 143)]) {
+    const whole = listingVariants(image);
+    for (let parts = 1; parts <= 4; parts++) {
+      const split = shares(parts).map((wanted) => variantHashes(image, undefined, wanted));
+      assert.deepEqual(mergeVariants(...split), whole, `${parts} parts`);
+    }
+    assert.ok(whole.some((v) => v.name === "trimmed") === (image === framed));
+  }
+});

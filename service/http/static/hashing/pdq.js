@@ -226,6 +226,11 @@ function toHex(coeffs) {
  */
 export function pdqHasher(luma, width, height) {
   let fullRows = null; // first pass along rows of the whole photo, shared by full-width boxes
+  let scratch = null; // two photo-sized buffers, reused by every window
+  const buffer = (i, length) => {
+    scratch ??= [new Float32Array(width * height), new Float32Array(width * height)];
+    return scratch[i].subarray(0, length);
+  };
   /**
    * @param {{x: number, y: number, w: number, h: number}} box the window to hash
    * @returns {{hash: string, quality: number}} 64 hex digits and PDQ's quality (0-100)
@@ -244,11 +249,11 @@ export function pdqHasher(luma, width, height) {
       first = fullRows;
       start = y * width;
     } else {
-      first = new Float32Array(rows * cols);
+      first = buffer(0, rows * cols);
       boxRows(luma, y * width + x, width, first, rows, cols, alongRows);
       start = 0;
     }
-    const second = new Float32Array(rows * cols);
+    const second = buffer(1, rows * cols);
     boxCols(first, start, cols, second, rows, cols, alongCols);
     const atCols = decimation(cols);
     const third = new Float32Array(rows * DOWNSAMPLE);

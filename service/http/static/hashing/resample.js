@@ -62,6 +62,52 @@ function clip8(sum) {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
+// One grey plane's horizontal pass, four rows at a time (four independent sums per
+// weight: the processor overlaps them). Integer arithmetic, as Pillow's: sums stay below
+// 2^31 (weights total 2^22, their positive part under 1.2 * 2^22, samples under 256).
+function planeRows(plane, width, x0, y0, w, h, outW, mid) {
+  const { ksize, weights, first, count } = coefficients(w, outW);
+  let y = 0;
+  for (; y + 4 <= h; y += 4) {
+    const r0 = (y0 + y) * width + x0;
+    const r1 = r0 + width;
+    const r2 = r1 + width;
+    const r3 = r2 + width;
+    const o = y * outW;
+    for (let xx = 0; xx < outW; xx++) {
+      const k = xx * ksize;
+      const f = first[xx];
+      const n = count[xx];
+      let s0 = HALF;
+      let s1 = HALF;
+      let s2 = HALF;
+      let s3 = HALF;
+      for (let i = 0; i < n; i++) {
+        const wgt = weights[k + i];
+        const j = f + i;
+        s0 = (s0 + Math.imul(plane[r0 + j], wgt)) | 0;
+        s1 = (s1 + Math.imul(plane[r1 + j], wgt)) | 0;
+        s2 = (s2 + Math.imul(plane[r2 + j], wgt)) | 0;
+        s3 = (s3 + Math.imul(plane[r3 + j], wgt)) | 0;
+      }
+      mid[o + xx] = clip8(s0);
+      mid[o + outW + xx] = clip8(s1);
+      mid[o + 2 * outW + xx] = clip8(s2);
+      mid[o + 3 * outW + xx] = clip8(s3);
+    }
+  }
+  for (; y < h; y++) {
+    const r = (y0 + y) * width + x0;
+    for (let xx = 0; xx < outW; xx++) {
+      const k = xx * ksize;
+      const f = first[xx];
+      let s = HALF;
+      for (let i = 0, n = count[xx]; i < n; i++) s = (s + Math.imul(plane[r + f + i], weights[k + i])) | 0;
+      mid[y * outW + xx] = clip8(s);
+    }
+  }
+}
+
 /**
  * Pillow's horizontal pass: rows y0..y0+h of a window x0..x0+w resized to outW samples
  * across, `channels` leading samples per pixel, to a packed outW*h*channels result.
@@ -80,43 +126,53 @@ export function resizeRows(pixels, width, stride, channels, { x: x0, y: y0, w, h
     }
     return mid;
   }
+  if (stride === 1) {
+    planeRows(pixels, width, x0, y0, w, h, outW, mid);
+    return mid;
+  }
+  if (stride === 4 && channels === 3 && LITTLE_ENDIAN && pixels.byteOffset % 4 === 0) {
+    rgbaRows(new Int32Array(pixels.buffer, pixels.byteOffset, pixels.length >> 2), width, x0, y0, w, h, outW, mid);
+    return mid;
+  }
+  // Other layouts: each channel's window as a plane of its own, resized, put back.
+  const plane = new Uint8Array(w * h);
+  const out = new Uint8Array(outW * h);
+  for (let c = 0; c < channels; c++) {
+    for (let y = 0, i = 0; y < h; y++) {
+      for (let x = 0, src = ((y0 + y) * width + x0) * stride + c; x < w; x++, src += stride) plane[i++] = pixels[src];
+    }
+    planeRows(plane, w, 0, 0, w, h, outW, out);
+    for (let i = 0; i < out.length; i++) mid[i * channels + c] = out[i];
+  }
+  return mid;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
+// RGBA pixels read a 32-bit word at a time (red in the low byte), to packed RGB.
+function rgbaRows(words, width, x0, y0, w, h, outW, mid) {
   const { ksize, weights, first, count } = coefficients(w, outW);
   for (let y = 0; y < h; y++) {
-    const row = ((y0 + y) * width + x0) * stride;
+    const row = (y0 + y) * width + x0;
     for (let xx = 0; xx < outW; xx++) {
       const k = xx * ksize;
       const n = count[xx];
-      const dst = (y * outW + xx) * channels;
-      const src = row + first[xx] * stride;
-      // Integer arithmetic, as Pillow's: |sums| stay below 2^31 (weights total 2^22,
-      // their positive part under 1.2 * 2^22, samples under 256).
-      if (channels === 1 && stride === 1) {
-        let s0 = HALF;
-        for (let i = 0; i < n; i++) s0 = (s0 + Math.imul(pixels[src + i], weights[k + i])) | 0;
-        mid[dst] = clip8(s0);
-      } else if (channels === 3) {
-        let s0 = HALF;
-        let s1 = HALF;
-        let s2 = HALF;
-        for (let i = 0, p = src; i < n; i++, p += stride) {
-          const wgt = weights[k + i];
-          s0 = (s0 + Math.imul(pixels[p], wgt)) | 0;
-          s1 = (s1 + Math.imul(pixels[p + 1], wgt)) | 0;
-          s2 = (s2 + Math.imul(pixels[p + 2], wgt)) | 0;
-        }
-        mid[dst] = clip8(s0);
-        mid[dst + 1] = clip8(s1);
-        mid[dst + 2] = clip8(s2);
-      } else {
-        for (let c = 0; c < channels; c++) {
-          let s = HALF;
-          for (let i = 0, p = src + c; i < n; i++, p += stride) s += pixels[p] * weights[k + i];
-          mid[dst + c] = clip8(s);
-        }
+      let s0 = HALF;
+      let s1 = HALF;
+      let s2 = HALF;
+      for (let i = 0, p = row + first[xx]; i < n; i++, p++) {
+        const wgt = weights[k + i];
+        const px = words[p];
+        s0 = (s0 + Math.imul(px & 255, wgt)) | 0;
+        s1 = (s1 + Math.imul((px >> 8) & 255, wgt)) | 0;
+        s2 = (s2 + Math.imul((px >> 16) & 255, wgt)) | 0;
       }
+      const d = (y * outW + xx) * 3;
+      mid[d] = clip8(s0);
+      mid[d + 1] = clip8(s1);
+      mid[d + 2] = clip8(s2);
     }
   }
-  return mid;
 }
 
 /**

@@ -184,6 +184,45 @@ export function variantHashes(image, signals = DEFAULT_SIGNALS, wanted = () => t
   return found;
 }
 
+// Rough cost of each job, in passes over the photo's pixels (measured in Node): PDQ's box
+// filter is ~1 pass along rows (shared by full-width windows) and ~1.8 more per window;
+// pHash's horizontal resample ~1.4 (shared by full-width windows); a fixed-size RGB
+// resample ~4.2.
+function jobCost(signal, row) {
+  const area = row.box ? (row.box[2] - row.box[0]) * (row.box[3] - row.box[1]) : row.take === "trimmed" ? 0.8 : 1;
+  const fullWidth = row.take === "whole" || (row.box && row.box[0] === 0 && row.box[2] === 1);
+  if (row.take === "square") return 4.2 * SIGNALS[signal].rescaledSizes.length;
+  if (signal === "pdq") return fullWidth ? 1.8 * area : 2.8 * area;
+  return fullWidth ? 0.2 * area : 1.4 * area;
+}
+
+/**
+ * Split one photo's variants between `parts` workers, about evenly: each worker gets a
+ * predicate for variantHashes. Full-width windows of a signal stay together (they share
+ * a pass), and so do a signal's fixed sizes.
+ */
+export function shares(parts, signals = DEFAULT_SIGNALS) {
+  const groups = new Map(); // group key -> {cost, members}
+  for (const signal of signals) {
+    for (const row of LISTING_VARIANTS) {
+      const fullWidth = row.take === "whole" || (row.box && row.box[0] === 0 && row.box[2] === 1);
+      const key = fullWidth ? `${signal}:full` : `${signal}:${row.name}`;
+      const group = groups.get(key) ?? { cost: fullWidth ? (signal === "pdq" ? 1 : 1.4) : 0, members: new Set() };
+      group.cost += jobCost(signal, row);
+      group.members.add(`${signal}:${row.name}`);
+      groups.set(key, group);
+    }
+  }
+  const load = new Array(parts).fill(0);
+  const owner = new Map();
+  for (const group of [...groups.values()].sort((a, b) => b.cost - a.cost)) {
+    const part = load.indexOf(Math.min(...load));
+    load[part] += group.cost;
+    for (const member of group.members) owner.set(member, part);
+  }
+  return Array.from({ length: parts }, (_, part) => (signal, row) => owner.get(`${signal}:${row.name}`) === part);
+}
+
 /** Parts of variantHashes put back in order, one variant per (signal, hash), the first
  * named: hashmatch.variants._distinct. */
 export function mergeVariants(...parts) {

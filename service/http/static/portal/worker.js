@@ -2,14 +2,7 @@
 // arrives decoded (an ImageBitmap, EXIF orientation applied as the CLI applies it) and
 // never leaves the device: only hashes go back to the page.
 
-import { DEFAULT_SIGNALS, variantHashes } from "../hashing/variants.js";
-
-// With two workers: PDQ of the photo and its crops in one; pHash and PDQ's fixed sizes
-// (a resize of every pixel, three channels) in the other, about even.
-const SHARES = {
-  1: [() => true],
-  2: [(signal, row) => signal === "pdq" && row.take !== "square", (signal, row) => !(signal === "pdq" && row.take !== "square")],
-};
+import { DEFAULT_SIGNALS, shares, variantHashes } from "../hashing/variants.js";
 
 self.onmessage = ({ data: { id, bitmap, part, parts } }) => {
   try {
@@ -19,7 +12,7 @@ self.onmessage = ({ data: { id, bitmap, part, parts } }) => {
     context.drawImage(bitmap, 0, 0);
     bitmap.close();
     const image = context.getImageData(0, 0, width, height, { colorSpace: "srgb" });
-    const variants = variantHashes(image, DEFAULT_SIGNALS, SHARES[parts][part]);
+    const variants = variantHashes(image, DEFAULT_SIGNALS, shares(parts)[part]);
     self.postMessage({ id, variants });
   } catch (error) {
     self.postMessage({ id, error: String(error) });
