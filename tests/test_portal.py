@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, Request, sync_playwright
@@ -382,3 +383,44 @@ def test_hashing_speed_in_chromium(browser: Browser, portal: Portal, tmp_path: P
     for label, (ms, limit) in timings.items():
         assert ms <= limit, f"{label}: {ms} ms (at most {limit})"
     page.context.close()
+
+
+def test_the_page_is_served_only_with_anonymous_submit_and_only_its_files(
+    portal: Portal, tmp_path: Path
+) -> None:
+    """The page and its modules under their policy, no cookies; nothing else from the
+    package (no source, no traversal, no listings); no page when victims can't submit."""
+    with httpx.Client(base_url=portal.base, timeout=30) as http:
+        page = http.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        for response in (page, http.get("/static/hashing/pdq.js")):
+            assert response.headers["content-security-policy"].startswith(
+                "default-src 'self'; img-src 'self' blob:;"
+            )
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert "set-cookie" not in response.headers
+        assert (
+            http.get("/static/portal/worker.js")
+            .headers["content-type"]
+            .startswith("text/javascript")
+        )
+        for hostile in (
+            "/static/../portal.py",
+            "/static/%2e%2e/portal.py",
+            "/static/..%2fportal.py",
+            "/static/portal/",
+            "/static/",
+            "/static/" + "a" * 20_000,
+            "/static/hashing/pdq.js%00.html",
+        ):
+            response = http.get(hostile)
+            assert response.status_code in (404, 414), (hostile, response.status_code)
+            assert b"import" not in response.content and b"def " not in response.content
+        assert http.post("/", content=b"x").status_code == 405
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    with (
+        running_server(tmp_path / "index", "--store", url, "--http-listen", "127.0.0.1:0") as proc,
+        httpx.Client(base_url=f"http://{proc.http_address}", timeout=30) as http,
+    ):
+        assert http.get("/").status_code == 404
+        assert http.get("/static/hashing/pdq.js").status_code == 404
