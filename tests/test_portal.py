@@ -209,6 +209,15 @@ def test_victim_flow_at_phone_width(
     secret = page.inner_text("#secret")
     shot(page, f"{lang}-3-submitted")
     assert axe_violations(page) == []
+    with page.expect_download() as download:
+        page.click("#save")
+    saved = Path(download.value.path()).read_text()
+    assert case_id in saved and secret in saved
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.click("#copy")
+    wait_text(page, "copy-result")
+    copied = page.evaluate("() => navigator.clipboard.readText()")
+    assert case_id in copied and secret in copied
     hashes = sent_hashes(recorded)
     assert {h["image"] for h in hashes} == {0, 1}  # astronaut and coffee only
     assert all(matched(portal, hashes))
@@ -249,6 +258,25 @@ def test_language_switch_follows_and_sets_html_lang(browser: Browser, portal: Po
     assert "Empêcher" in page.inner_text("h1")
     page.click("#language")
     assert page.evaluate("document.documentElement.lang") == "en"
+    page.context.close()
+
+
+def test_every_control_is_reached_and_worked_by_keyboard(browser: Browser, portal: Portal) -> None:
+    page, _ = open_page(browser, portal, "en-GB")
+    reached = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        reached.append(page.evaluate("() => document.activeElement.id"))
+    for control in ("language", "photos", "submit", "status-case", "status-secret"):
+        assert control in reached, reached
+    assert reached.index("photos") < reached.index("submit") < reached.index("status-case")
+    page.focus("#language")
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.documentElement.lang") == "fr"
+    page.focus("#status-check")
+    page.keyboard.press("Enter")
+    wait_text(page, "status-result")
+    assert "Saisissez" in page.inner_text("#status-result")
     page.context.close()
 
 
