@@ -93,31 +93,40 @@ def main() -> None:
 
 @main.command("hash")
 @SIGNALS_OPTION
+@click.option(
+    "--variants",
+    "list_variants",
+    is_flag=True,
+    help="Also print the variants `submit` lists an image under (its crops, without borders, "
+    'band cuts); each object names its "variant". For hotlines listing their own images.',
+)
 @click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def hash_command(signals: tuple[Signal, ...], images: tuple[str, ...]) -> None:
+def hash_command(signals: tuple[Signal, ...], list_variants: bool, images: tuple[str, ...]) -> None:
     """Hash IMAGES locally; print one JSON object per image and signal."""
     failed = False
-    for result in hash_files(images, signals):
+    for result in hash_files(images, signals, "list" if list_variants else None):
         if result.error:
             warn(f"{result.file}: {result.error}")
             failed = True
-        for h in result.hashes:
+        for k, h in enumerate(result.hashes):
             sig = get_signal(h.signal)
-            emit(
-                {
-                    "file": result.file,
-                    "signal": h.signal,
-                    "hash": sig.to_hex(h.hash),
-                    "quality": h.quality,
-                }
-            )
+            obj: dict[str, Any] = {
+                "file": result.file,
+                "signal": h.signal,
+                "hash": sig.to_hex(h.hash),
+                "quality": h.quality,
+            }
+            if result.variants is not None:
+                obj["variant"] = result.variants[k]
+            emit(obj)
     sys.exit(1 if failed else 0)
 
 
 @dataclass(frozen=True)
 class CheckInput:
     """One line of `check` output: a file or a SIGNAL:HEX, its queries or why it has none.
-    With --robust, `variants` names what each query hashed (an orientation, a trim...)."""
+    For an image checked robustly, `variants` names what each query hashed (an
+    orientation, a trim...)."""
 
     key: str
     label: str
@@ -150,9 +159,9 @@ def hash_file_lines(stream: TextIO) -> Iterator[str]:
 
 
 def image_inputs(
-    paths: Iterable[str], signals: Sequence[Signal], robust: bool = False
+    paths: Iterable[str], signals: Sequence[Signal], robust: bool = True
 ) -> Iterator[CheckInput]:
-    for result in hash_files(paths, signals, robust):
+    for result in hash_files(paths, signals, "check" if robust else None):
         queries = tuple((h.signal, h.hash) for h in result.hashes)
         yield CheckInput("file", result.file, queries, result.error, result.variants)
 
@@ -223,10 +232,12 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
     help="Read SIGNAL:HEX hashes, one a line, from FILE ('-' for stdin).",
 )
 @click.option(
-    "--robust",
-    is_flag=True,
-    help="Also check each image mirrored, turned, without borders and without a caption "
-    "band; each match says which variant found it.",
+    "--robust/--plain",
+    default=True,
+    show_default=True,
+    help="--robust also checks each image mirrored, turned, without borders and without a "
+    "caption band (14-16 hashes for pdq,phash; each match says which variant found it); "
+    "--plain checks each signal's hash of the image alone.",
 )
 @click.argument("inputs", nargs=-1)
 @connection_options

@@ -5,10 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from hashmatch.images import ImageError, ImageSource
 from hashmatch.signals import HashResult, Signal
-from hashmatch.variants import probe_variants
+from hashmatch.variants import listing_variants, probe_variants
+
+# "check": the variants a check sends (hashmatch.variants.probe_variants); "list": those
+# an image is listed under (listing_variants); None: each signal's hash of the image.
+Variants = Literal["check", "list"] | None
 
 
 @dataclass(frozen=True)
@@ -16,7 +21,7 @@ class FileHashes:
     file: str
     hashes: tuple[HashResult, ...] = ()
     error: str | None = None
-    variants: tuple[str, ...] | None = None  # with robust=True, what each hash is of
+    variants: tuple[str, ...] | None = None  # with variants, what each hash is of
 
 
 def hash_bytes(data: bytes, signals: Sequence[Signal]) -> tuple[HashResult, ...]:
@@ -25,20 +30,22 @@ def hash_bytes(data: bytes, signals: Sequence[Signal]) -> tuple[HashResult, ...]
 
 
 def hash_files(
-    paths: Iterable[str], signals: Sequence[Signal], robust: bool = False
+    paths: Iterable[str], signals: Sequence[Signal], variants: Variants = "check"
 ) -> Iterator[FileHashes]:
-    """Hash each file (with `robust`, in every checking variant: hashmatch.variants);
-    an unreadable one yields an error and the rest go on."""
+    """Hash each file, by default in every variant a check sends, so that a mirrored,
+    turned, letterboxed or captioned re-upload is still found; an unreadable file
+    yields an error and the rest go on."""
     for path in paths:
         try:
             data = Path(path).read_bytes()
-            if robust:
-                found = probe_variants(ImageSource(data), signals)
-                yield FileHashes(
-                    path, tuple(v.hash for v in found), variants=tuple(v.name for v in found)
-                )
+            if variants is None:
+                yield FileHashes(path, hash_bytes(data, signals))
                 continue
-            yield FileHashes(path, hash_bytes(data, signals))
+            made = probe_variants if variants == "check" else listing_variants
+            found = made(ImageSource(data), signals)
+            yield FileHashes(
+                path, tuple(v.hash for v in found), variants=tuple(v.name for v in found)
+            )
         except OSError as exc:
             yield FileHashes(path, error=f"cannot read file: {exc.strerror or exc}")
         except ImageError as exc:

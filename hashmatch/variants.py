@@ -1,45 +1,54 @@
 """Hashing an image so that simple edits don't escape the list, on the caller's side.
 
 A perceptual hash changes completely when an image is mirrored, rotated by a
-right angle, cropped or framed. Two places can make up for that:
+right angle, cropped or framed. Both sides make up for it, and both are ours:
 
-- when checking, an upload is hashed in every orientation (the 8 symmetries
-  of the square) and with uniform borders trimmed: this covers mirrors,
-  90/180/270° turns, letterboxing and added frames, and it works against every
-  list, including lists that arrive as bare hashes from other hotlines;
-- when listing from an image (a victim's own photo), crops are hashed too: a
-  cropped re-upload is only a part of the original, which no hash of the part
-  can be grown back from, so the parts must be listed;
-- on both sides, a signal whose hash depends on the input's size (PDQ) also
-  hashes the image resized to fixed small squares, so a downscaled re-upload
-  meets the listed image at the same size.
+- every image is hashed as a whole, at full size, exactly as every other user of
+  the signal hashes it: that hash meets lists that arrive as bare hashes from
+  other hotlines;
+- every other variant is derived from one shared downscale (hashmatch.downscale):
+  a region of it resampled to the signal's small square, then turned as an array.
+  A fixed small square also makes a downscaled re-upload meet its listing, where
+  PDQ's blur window follows the input's size;
+- a check sends the image in its 8 orientations (mirrors and right-angle turns),
+  of the picture without its uniform borders (letterbox, frames, screenshot
+  padding) where it has some, and two band cuts (a caption over the top or
+  bottom): 14 to 16 hashes for PDQ and pHash;
+- a listing adds the image's crops: a cropped re-upload is only a part of the
+  original, which no hash of the part can be grown back from, so the parts are
+  listed.
 
-Each variant has a name, so a match can say which scheme found it.
+One signal carries the orientations: PDQ when it is checked, otherwise each
+signal; every signal sends the band cuts (pHash's keep its recall on rotation by
+a few degrees, brightening, heavy JPEG and watermarks). Each variant has a name,
+so a match says which found it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pdqhash
+import numpy.typing as npt
 from PIL import Image
 
-from hashmatch.codec import bits_to_bytes
+from hashmatch.downscale import Box, Downscale, Luma, sub_box
 from hashmatch.images import ImageSource
-from hashmatch.signals import SIGNALS, HashResult, Signal
+from hashmatch.signals import HashResult, Signal
 
-# pdqhash.compute_dihedral's order, as PIL transposes of the image (checked in the tests).
-ORIENTATIONS: tuple[tuple[str, Image.Transpose | None], ...] = (
-    ("original", None),
-    ("rot90", Image.Transpose.ROTATE_90),
-    ("rot180", Image.Transpose.ROTATE_180),
-    ("rot270", Image.Transpose.ROTATE_270),
-    ("flip", Image.Transpose.FLIP_TOP_BOTTOM),
-    ("mirror", Image.Transpose.FLIP_LEFT_RIGHT),
-    ("transpose", Image.Transpose.TRANSPOSE),
-    ("transverse", Image.Transpose.TRANSVERSE),
+Turn = Callable[[Luma], Luma]
+# (name, PIL transpose, the same turn of a luminance array); a variant named for a turn
+# is the upload turned that way, so a re-upload turned by R is found by R's inverse.
+ORIENTATIONS: tuple[tuple[str, Image.Transpose | None, Turn], ...] = (
+    ("original", None, lambda a: a),
+    ("rot90", Image.Transpose.ROTATE_90, lambda a: np.rot90(a, 1)),
+    ("rot180", Image.Transpose.ROTATE_180, lambda a: np.rot90(a, 2)),
+    ("rot270", Image.Transpose.ROTATE_270, lambda a: np.rot90(a, 3)),
+    ("flip", Image.Transpose.FLIP_TOP_BOTTOM, lambda a: a[::-1]),
+    ("mirror", Image.Transpose.FLIP_LEFT_RIGHT, lambda a: a[:, ::-1]),
+    ("transpose", Image.Transpose.TRANSPOSE, lambda a: a.T),
+    ("transverse", Image.Transpose.TRANSVERSE, lambda a: np.rot90(a, 2).T),
 )
 Crop = tuple[str, float, float, float, float]
 # Both sides: a caption band or banner across the top or bottom of a re-upload is
@@ -58,8 +67,11 @@ CROPS: tuple[Crop, ...] = (
     ("crop-top-80", 0.0, 0.0, 1.0, 0.80),
     ("crop-bottom-80", 0.0, 0.20, 1.0, 1.0),
 )
-BORDER_TOLERANCE = 12  # grey levels: a border row is this close to its mean throughout
+BORDER_TOLERANCE = 12  # grey levels: a border line is this close to its median throughout
 MIN_KEPT = 0.3  # never trim away more than 70% of a side
+# A screenshot's padding comes in layers (a title bar, then a margin of another colour):
+# each pass trims one layer off every side.
+TRIM_PASSES = 3
 
 
 @dataclass(frozen=True)
@@ -68,113 +80,121 @@ class Variant:
     hash: HashResult
 
 
-def trim_borders(image: Image.Image) -> Image.Image | None:
-    """The image without uniform borders (letterbox, pillarbox, frames, screenshot
-    padding); None if it has none."""
-    grey = np.asarray(image.convert("L"), dtype=np.int16)
-    h, w = grey.shape
+def trim_borders(luma: npt.NDArray[np.float32], passes: int = TRIM_PASSES) -> Box | None:
+    """The box inside uniform borders (letterbox, pillarbox, frames, screenshot padding);
+    None if there are none."""
+    h, w = luma.shape
     if h < 16 or w < 16:
         return None
+    least = max(2, min(h, w) // 50)
+    left, top, right, bottom = 0, 0, w, h
 
-    def flat(line: np.ndarray, colour: float) -> bool:
-        return bool(np.abs(line - colour).max() <= BORDER_TOLERANCE)
-
-    def run(lines: np.ndarray, limit: int) -> int:
-        colour = float(np.median(lines[0]))
+    def run(lines: npt.NDArray[np.float32], limit: int) -> int:
+        """How many lines from the edge are each one colour throughout. Their colours may
+        differ: a title bar above a margin, and the line the downscale blends them into."""
         n = 0
-        while n < limit and flat(lines[n], colour):
+        while n < limit and float(np.abs(lines[n] - np.median(lines[n])).max()) <= BORDER_TOLERANCE:
             n += 1
         return n
 
-    max_h, max_w = int(h * (1 - MIN_KEPT) / 2), int(w * (1 - MIN_KEPT) / 2)
-    top, bottom = run(grey, max_h), run(grey[::-1], max_h)
-    left, right = run(grey.T, max_w), run(grey.T[::-1], max_w)
-    if max(top, bottom, left, right) < max(2, min(h, w) // 50):
-        return None
-    return image.crop((left, top, w - right, h - bottom))
-
-
-def _hash(signal: Signal, image: Image.Image) -> HashResult:
-    return signal.compute(ImageSource(b"", image))
-
-
-def oriented(signal: Signal, image: Image.Image) -> list[Variant]:
-    """The image's hash in all 8 orientations, each hashed from the turned pixels.
-
-    Not pdqhash.compute_dihedral: its orientations differ from the hash of the
-    turned image by 14 to over 31 bits on the bundled photos, so a mirrored
-    re-upload is missed about half the time (load_tests/robustness_benchmark.py,
-    scheme 'dihedral'); hashing the turned image is exact.
-    """
-    return [
-        Variant(name, _hash(signal, image if t is None else image.transpose(t)))
-        for name, t in ORIENTATIONS
-    ]
-
-
-def dihedral(image: Image.Image) -> list[Variant]:
-    """PDQ's own 8 orientations from one pass (pdqhash.compute_dihedral), for comparison."""
-    pixels = np.ascontiguousarray(np.asarray(image, dtype=np.uint8))
-    vectors, quality = pdqhash.compute_dihedral(pixels)
-    return [
-        Variant(name, HashResult("pdq", bits_to_bytes(np.asarray(v)), int(quality)))
-        for (name, _), v in zip(ORIENTATIONS, vectors, strict=True)
-    ]
-
-
-def _crops(signal: Signal, image: Image.Image, crops: Sequence[Crop]) -> list[Variant]:
-    w, h = image.size
-    return [
-        Variant(
-            name,
-            _hash(signal, image.crop((round(x0 * w), round(y0 * h), round(x1 * w), round(y1 * h)))),
+    for _ in range(passes):
+        area = luma[top:bottom, left:right]
+        room_h = max(0, (bottom - top - round(h * MIN_KEPT)) // 2)
+        room_w = max(0, (right - left - round(w * MIN_KEPT)) // 2)
+        cut = (
+            run(area.T, room_w),
+            run(area, room_h),
+            run(area.T[::-1], room_w),
+            run(area[::-1], room_h),
         )
-        for name, x0, y0, x1, y1 in crops
+        if max(cut) < least:
+            break
+        left, top, right, bottom = left + cut[0], top + cut[1], right - cut[2], bottom - cut[3]
+    return None if (left, top, right, bottom) == (0, 0, w, h) else (left, top, right, bottom)
+
+
+def derived(signal: Signal, small: Downscale, box: Box, turn: int = 0) -> HashResult:
+    """The signal's hash of a box of the downscale, turned by ORIENTATIONS[turn]."""
+    _, transpose, turned = ORIENTATIONS[turn]
+    if signal.square_size:
+        return signal.hash_square(
+            np.ascontiguousarray(turned(small.square(box, signal.square_size)))
+        )
+    image = small.crop(box)
+    return signal.compute(
+        ImageSource(b"", image if transpose is None else image.transpose(transpose))
+    )
+
+
+def oriented(signal: Signal, small: Downscale, box: Box, prefix: str) -> list[Variant]:
+    """The box in all 8 orientations, named `prefix` and `prefix+turn`; from one resampled
+    square for a signal that hashes squares."""
+    names = [prefix if n == "original" else f"{prefix}+{n}" for n, _, _ in ORIENTATIONS]
+    if not signal.square_size:
+        return [Variant(name, derived(signal, small, box, k)) for k, name in enumerate(names)]
+    square = small.square(box, signal.square_size)
+    return [
+        Variant(name, signal.hash_square(np.ascontiguousarray(turned(square))))
+        for name, (_, _, turned) in zip(names, ORIENTATIONS, strict=True)
     ]
 
 
-def rescaled(image: Image.Image, size: int) -> Image.Image:
-    return image.resize((size, size), Image.Resampling.LANCZOS)
+def _carriers(signals: Sequence[Signal]) -> set[str]:
+    """The signals that carry orientations and band cuts: those that hash squares (PDQ)
+    when one is checked, since it covers the variants for all; otherwise every one."""
+    perceptual = [s for s in signals if not s.exact]
+    squares = [s for s in perceptual if s.square_size]
+    return {s.name for s in (squares or perceptual)}
+
+
+def _crops(signal: Signal, small: Downscale, box: Box, crops: Sequence[Crop]) -> list[Variant]:
+    return [Variant(name, derived(signal, small, sub_box(box, *c))) for name, *c in crops]
 
 
 def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
-    """What to check an upload with: every orientation, of the image, of the image
-    without its borders and at the signal's fixed sizes. Exact signals (file digests)
-    have only the file's own hash."""
-    image = source.rgb
-    trimmed = trim_borders(image)
-    found: list[Variant] = []
-    for signal in signals:
-        if signal.exact:
-            found.append(Variant("original", signal.compute(source)))
-            continue
-        found += oriented(signal, image)
-        if trimmed is not None:
-            found += [Variant(f"trimmed+{v.name}", v.hash) for v in oriented(signal, trimmed)]
-        found += _crops(signal, image, BANDS)
-        for size in signal.rescaled_sizes:
-            small = oriented(signal, rescaled(image, size))
-            found += [Variant(f"scale-{size}+{v.name}", v.hash) for v in small]
-    return _distinct(found)
-
-
-def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
-    """What to list an image under: itself, without its borders, its crops, and at the
-    signal's fixed sizes."""
-    image = source.rgb
-    trimmed = trim_borders(image)
+    """What to check an upload with: each signal's hash of the whole image and 2 band
+    cuts; the carrier's 8 orientations of the picture (without its borders where it has
+    some, then also the whole downscale as is); others' hash of the picture. Exact
+    signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash."""
+    small = Downscale.of(source.rgb)
+    trimmed = trim_borders(small.luma)
+    picture = trimmed or small.whole
+    carriers = _carriers(signals)
     found: list[Variant] = []
     for signal in signals:
         found.append(Variant("original", signal.compute(source)))
         if signal.exact:
             continue
+        found += _crops(signal, small, small.whole, BANDS)
+        if signal.name not in carriers:
+            if trimmed is not None:
+                found.append(Variant("trimmed", derived(signal, small, trimmed)))
+            continue
+        turns = oriented(signal, small, picture, "trimmed" if trimmed else "small")
+        # A signal hashed from the image itself already has the whole image as it is.
+        found += turns if signal.square_size or trimmed else turns[1:]
+        if trimmed is not None and signal.square_size:
+            found.append(Variant("small", derived(signal, small, small.whole)))
+    return _distinct(found)
+
+
+def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
+    """What to list an image under: each signal's hash of the whole image, and from the
+    downscale, the whole (for a signal that hashes squares), the picture without its
+    borders, and the image's crops and band cuts (cut from the whole image on both
+    sides: a caption band's plain bottom rows read as a border)."""
+    small = Downscale.of(source.rgb)
+    trimmed = trim_borders(small.luma)
+    found: list[Variant] = []
+    for signal in signals:
+        found.append(Variant("original", signal.compute(source)))
+        if signal.exact:
+            continue
+        if signal.square_size:
+            found.append(Variant("small", derived(signal, small, small.whole)))
         if trimmed is not None:
-            found.append(Variant("trimmed", _hash(signal, trimmed)))
-        found += _crops(signal, image, (*CROPS, *BANDS))
-        found += [
-            Variant(f"scale-{size}", _hash(signal, rescaled(image, size)))
-            for size in signal.rescaled_sizes
-        ]
+            found.append(Variant("trimmed", derived(signal, small, trimmed)))
+        found += _crops(signal, small, small.whole, (*CROPS, *BANDS))
     return _distinct(found)
 
 
@@ -183,9 +203,9 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
 LISTING_VARIANT_NAMES = frozenset(
     {
         "original",
+        "small",
         "trimmed",
         *(name for name, *_ in (*CROPS, *BANDS)),
-        *(f"scale-{size}" for signal in SIGNALS.values() for size in signal.rescaled_sizes),
     }
 )
 

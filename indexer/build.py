@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.signals import SIGNALS, hash_problem
+from hashmatch.signals import SIGNALS
+from indexer.folding import Columns, columns, fold, positions
 from indexer.mih import MIH_MIN_ENTRIES, build_tables, plan_for
 from indexer.snapshot import SignalTable, Snapshot, write_snapshot
 from indexer.store import Change, Store
@@ -82,70 +83,35 @@ def build_snapshot(store: Store, out: Path) -> Path:
     return write_snapshot(out, tuple(lists[i] for i in sorted(lists)), tables, image.last_seq)
 
 
-def unusable(c: Change) -> str | None:
-    """Why an index can't hold a change log line (an unknown signal, or a hash of the wrong
-    length: the schema refuses those now, but older stores may have logged some), logged
-    as a warning; None if it can. Such a line is skipped, never allowed to halt a build
-    or the service's change follower."""
-    problem = hash_problem(c.signal, c.hash)
-    if problem is not None:
-        log.warning("skipping change %d (%s of entry %d): %s", c.seq, c.op, c.entry_id, problem)
-    return problem
-
-
 def compact_snapshot(base: Snapshot, changes: Sequence[Change], out: Path) -> Path:
     """A new snapshot: `base` with `changes` (the change log lines after its last_seq,
-    in order) applied. Reads nothing else from the store, so it costs a table rebuild,
+    in order) folded in. Reads nothing else from the store, so it costs a table rebuild,
     not a full reload of millions of rows."""
-    lists = list(base.lists)
-    position = {name: i for i, name in enumerate(lists)}
-    removed: set[int] = set()
-    added: dict[int, Change] = {}
-    for c in changes:
-        if unusable(c):
-            continue
-        if c.op == "add":
-            added[c.entry_id] = c
-        else:
-            removed.add(c.entry_id)
-            added.pop(c.entry_id, None)
-        if c.list not in position:
-            position[c.list] = len(lists)
-            lists.append(c.list)
-    names = sorted({*base.tables, *(c.signal for c in added.values())})
+    folded = fold(changes, base.last_seq)
+    position = positions(base.lists, folded.lists)
+    removed = np.fromiter(folded.removed, np.int64, len(folded.removed))
     tables = []
-    for name in names:
-        new = [c for c in added.values() if c.signal == name]
+    for name in sorted({*base.tables, *(c.signal for c in folded.adds.values())}):
+        parts: list[Columns] = []
         old = base.tables.get(name)
         if old is not None:
-            keep = ~np.isin(old.entry_ids, np.fromiter(removed, np.int64, len(removed)))
-            parts = [
+            keep = np.flatnonzero(~np.isin(old.entry_ids, removed))
+            parts.append(
                 (
                     old.entry_ids[keep],
                     old.list_positions[keep],
                     old.hashes[keep],
                     old.match_ids[keep],
-                )
-            ]
-            variants = old.variant_of(np.flatnonzero(keep))
-        else:
-            parts, variants = [], []
-        variants += [c.variant for c in new]
-        if new:
-            parts.append(
-                (
-                    np.array([c.entry_id for c in new], np.int64),
-                    np.array([position[c.list] for c in new], np.uint32),
-                    np.frombuffer(b"".join(c.hash for c in new), np.uint8).reshape(len(new), -1),
-                    np.frombuffer(b"".join(c.match_id for c in new), np.uint8).reshape(
-                        len(new), -1
-                    ),
+                    old.variant_of(keep),
                 )
             )
+        new = [c for c in folded.adds.values() if c.signal == name]
+        if new:
+            parts.append(columns(new, position))
         entry_ids, list_positions, hashes, match_ids = (
             np.concatenate([p[k] for p in parts]) for k in range(4)
         )
         if len(entry_ids):
+            variants = [v for p in parts for v in p[4]]
             tables.append(make_table(name, entry_ids, list_positions, hashes, match_ids, variants))
-    last_seq = changes[-1].seq if changes else base.last_seq
-    return write_snapshot(out, tuple(lists), tables, last_seq)
+    return write_snapshot(out, tuple(position), tables, folded.last_seq)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import numpy.typing as npt
 
-from indexer.build import make_table, unusable
+from indexer.build import make_table
+from indexer.folding import columns, fold, positions
 from indexer.snapshot import SignalTable
 from indexer.store import Change
 from service import metrics
@@ -46,28 +47,19 @@ class Delta:
 
     def apply(self, changes: Iterable[Change]) -> Delta:
         """This delta with newer change log lines applied (older ones are ignored)."""
-        adds, removed = dict(self.adds), dict(self.removed)
-        touched: set[str] = set()
-        applied = self.applied_seq
-        for c in changes:
-            if c.seq <= applied:
-                continue
-            applied = c.seq
-            if unusable(c):
-                metrics.SKIPPED_CHANGES.inc()
-                continue
-            touched.add(c.signal)
-            if c.op == "add":
-                adds[c.entry_id] = c
-            else:
-                # Kept even when the add is here too: a later snapshot may hold the entry.
-                adds.pop(c.entry_id, None)
-                removed[c.entry_id] = c
-        if applied == self.applied_seq:
+        folded = fold(changes, self.applied_seq, self.adds, self.removed)
+        if folded.skipped:
+            metrics.SKIPPED_CHANGES.inc(folded.skipped)
+        if folded.last_seq == self.applied_seq:
             return self
-        return self._rebuilt(
-            replace(self, applied_seq=applied, adds=adds, removed=removed), touched
+        applied = replace(
+            self,
+            applied_seq=folded.last_seq,
+            adds=folded.adds,
+            removed=folded.removed,
+            lists=tuple(positions(self.lists, folded.lists)),
         )
+        return self._rebuilt(applied, folded.signals)
 
     def rebase(self, base_seq: int) -> Delta:
         """The delta over a new snapshot that holds every change up to `base_seq`."""
@@ -86,29 +78,17 @@ class Delta:
         return self._rebuilt(rebased, {c.signal for c in self.adds.values()})
 
     @staticmethod
-    def _rebuilt(delta: Delta, touched: set[str]) -> Delta:
-        lists = list(delta.lists)
-        position = {name: i for i, name in enumerate(lists)}
+    def _rebuilt(delta: Delta, touched: Iterable[str]) -> Delta:
+        """The delta with the tables of the `touched` signals built again from its adds."""
+        position = positions(delta.lists, ())
         tables = dict(delta.tables)
         for signal in touched:
             entries = [c for c in delta.adds.values() if c.signal == signal]
-            if not entries:
+            if entries:
+                tables[signal] = make_table(signal, *columns(entries, position))
+            else:
                 tables.pop(signal, None)
-                continue
-            for c in entries:
-                if c.list not in position:
-                    position[c.list] = len(lists)
-                    lists.append(c.list)
-            n = len(entries)
-            tables[signal] = make_table(
-                signal,
-                np.fromiter((c.entry_id for c in entries), np.int64, n),
-                np.fromiter((position[c.list] for c in entries), np.uint32, n),
-                np.frombuffer(b"".join(c.hash for c in entries), np.uint8).reshape(n, -1),
-                np.frombuffer(b"".join(c.match_id for c in entries), np.uint8).reshape(n, -1),
-                [c.variant for c in entries],
-            )
-        return replace(delta, tables=tables, lists=tuple(lists))
+        return replace(delta, tables=tables)
 
     def matcher(self, version: int) -> Matcher | None:
         return Matcher(self.lists, self.tables, version) if self.tables else None

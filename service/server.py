@@ -5,12 +5,10 @@ for, reflection."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
 
 import grpc
 from grpc_health.v1 import health, health_pb2_grpc
@@ -25,16 +23,15 @@ from hashmatch.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
-from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from indexer.store import Store
 from service import metrics
 from service.anomaly import AnomalyWatch
 from service.audit import AuditLog
 from service.auth import Caller, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
+from service.checking import Found, audit_hits, count, visible, watch_entries
 from service.decoding import TolerantDecoding
 from service.follower import ChangeFollower
-from service.matcher import Hit
 from service.probing import ProbeWatch, image_groups
 from service.queries import InvalidRequest, ParsedQuery, parse_request
 from service.readiness import Readiness
@@ -93,15 +90,6 @@ def refuse_tightening(request: match_pb2.CheckRequest) -> None:
         )
 
 
-class Found(NamedTuple):
-    """One query's answer for a caller: the hits it may see, closest first, at most
-    MAX_MATCHES_PER_RESULT of them (`capped` when more matched)."""
-
-    query: int
-    hits: list[Hit]
-    capped: bool
-
-
 def answer(
     batcher: Batcher,
     guards: Guards,
@@ -111,50 +99,43 @@ def answer(
     method: str,
     groups: Sequence[Sequence[int]] | None = None,
 ) -> tuple[int, list[Found]]:
-    """Check parsed queries for a caller, whatever the transport: charge its bucket, watch
-    for probing (`groups`: the queries of each image, image_groups), search, keep the hits
-    it may see, cap them, audit and count them. Returns the snapshot version and the
-    queries with hits."""
+    """Check parsed queries for a caller, whatever the transport. Returns the snapshot
+    version and the queries with hits the caller may see.
+
+    Charged before any work, so a refused call costs nothing; every hit shown is audited
+    before the answer leaves (an audit log that stays full fails the call instead).
+    `groups` (image_groups) has each image's queries watched for probing as one."""
     guards.gate.charge(caller, len(queries))
     guards.probe.observe(caller, queries, groups)
     version, found = batcher.check(queries, deadline)
-    quarantined = guards.anomaly.quarantined
-    matched: Counter[tuple[str, str]] = Counter()
-    answered: list[Hit] = []
-    with_hits: list[Found] = []
-    for i, (q, hits) in enumerate(zip(queries, found, strict=True)):
-        if not hits:
-            continue
-        if quarantined or caller.lists is not None:
-            # A caller sees only the lists it may read; quarantined entries match no one.
-            hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
-        capped = len(hits) > MAX_MATCHES_PER_RESULT
-        if capped:
-            # Closest first (the matcher's order); one query's cost stays bounded.
-            hits = hits[:MAX_MATCHES_PER_RESULT]
-        with_hits.append(Found(i, hits, capped))
-        for h in hits:
-            matched[q.signal, h.list] += 1
-            guards.audit.record(
-                caller.actor,
-                "match",
-                h.list,
-                match_id=h.match_id,
-                distance=h.distance,
-                signal=q.signal,
-                query=q.hash.hex(),
-            )
-        answered += hits
-    if answered:
-        guards.anomaly.count(answered)
+    with_hits = visible(caller, found, guards.anomaly.quarantined)
+    audit_hits(guards.audit, caller, queries, with_hits)
+    watch_entries(guards.anomaly, with_hits)
     guards.audit.key_used(caller.actor, method)
-    # One counter update per label set, not per query: the labels() lookups and
-    # their locks were a visible share of a 1,000-query request.
-    for signal, n in Counter(q.signal for q in queries).items():
-        metrics.QUERIES.labels(signal).inc(n)
-    for (signal, list_name), n in matched.items():
-        metrics.MATCHES.labels(signal, list_name).inc(n)
+    count(queries, with_hits)
     return version, with_hits
+
+
+def check_response(
+    version: int, n: int, with_hits: list[Found], match_only: bool
+) -> match_pb2.CheckResponse:
+    """The CheckResponse to `n` queries: a result for each, the hits filled in; no distance
+    for a match-only key."""
+    response = match_pb2.CheckResponse(snapshot_version=version)
+    response.MergeFromString(EMPTY_RESULT * n)
+    results = response.results
+    for i, hits, capped in with_hits:
+        result = results[i]
+        result.matched = True
+        result.capped = capped
+        for h in hits:
+            if match_only:
+                result.matches.add(list=h.list, match_id=h.match_id, variant=h.variant)
+            else:
+                result.matches.add(
+                    list=h.list, match_id=h.match_id, distance=h.distance, variant=h.variant
+                )
+    return response
 
 
 class MatchServicer(match_pb2_grpc.MatchServiceServicer):
@@ -173,21 +154,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         version, with_hits = answer(
             self._batcher, self._guards, caller, queries, deadline_of(context), method, groups
         )
-        response = match_pb2.CheckResponse(snapshot_version=version)
-        response.MergeFromString(EMPTY_RESULT * len(queries))
-        results = response.results
-        for i, hits, capped in with_hits:
-            result = results[i]
-            result.matched = bool(hits)
-            result.capped = capped
-            for h in hits:
-                if caller.match_only:
-                    result.matches.add(list=h.list, match_id=h.match_id, variant=h.variant)
-                else:
-                    result.matches.add(
-                        list=h.list, match_id=h.match_id, distance=h.distance, variant=h.variant
-                    )
-        return response
+        return check_response(version, len(queries), with_hits, caller.match_only)
 
     def Check(
         self, request: match_pb2.CheckRequest, context: grpc.ServicerContext

@@ -147,3 +147,38 @@ def test_wire_benchmark_times_both_request_forms() -> None:
     }
     assert 100 * 32 < size["packed HashBatch"] < size["Query messages"]
     assert all(float(cell.replace(",", "")) > 0 for cells in rows.values() for cell in cells)
+
+
+def test_grpc_load_counts_images_in_the_robust_modes(tmp_path: Path) -> None:
+    """A robust check sends a dozen hashes per image: the server's images/s is its
+    hash checks/s divided by them, reported beside them (issue 23)."""
+    run(
+        "grpc_load.py",
+        *("--n", "20000", "--modes", "robust1,robust67"),
+        *("--seconds", "1", "--open-seconds", "1", "--results", str(tmp_path)),
+    )
+    rows = table_rows((tmp_path / "grpc_load_20000_robust1-robust67.md").read_text())
+    assert [r[0] for r in rows] == ["robust1", "robust1", "robust67", "robust67"]
+    for mode, _, checks, rpcs, images, *_, errors, _, _ in rows:
+        per_image = float(checks.replace(",", "")) / float(images.replace(",", ""))
+        assert 14.9 < per_image < 15.1, (mode, checks, images)
+        assert float(rpcs.replace(",", "")) > 0 and errors == "0", (mode, errors)
+
+
+def test_robustness_benchmark_sets_the_new_scheme_beside_the_old(tmp_path: Path) -> None:
+    """Cost (client CPU, hashes sent) and recall per edit, old and new side by side."""
+    out = run(
+        "robustness_benchmark.py",
+        *("--photos", "2", "--generated", "1", "--synthetic", "200", "--synthetic-robust", "10"),
+        *("--cpu-rounds", "1", "--results", str(tmp_path)),
+    )
+    report = (tmp_path / "robustness.md").read_text()
+    cost = {r[0]: r[1:] for r in table_rows(report) if r[0] in ("plain", "old", "robust")}
+    assert set(cost) == {"plain", "old", "robust"} and "| robust |" in out
+    ms, ratio, sent = cost["robust"]
+    assert float(ms) > 0 and float(ratio) > 0
+    assert max(int(n) for n in sent.split("-")) <= 16
+    header = next(line for line in report.splitlines() if line.startswith("| transform"))
+    assert "pdq or phash, old | pdq or phash, robust" in header
+    mirror = next(r for r in table_rows(report) if r[0] == "mirror")
+    assert len(mirror) == header.count("|") - 1

@@ -90,8 +90,9 @@ def test_check_images_prints_verdicts_in_input_order(
     assert [o.get("matched") for o in out] == [True, False, None, True]
     assert "cannot read file" in str(out[2]["error"])
     match = out[0]["matches"][0]  # type: ignore[index]
-    assert set(match) == {"signal", "list", "match_id", "distance"}
-    assert match["list"] == "hotline-a"
+    # Checked robustly by default: each match names the variant of the upload that found it.
+    assert set(match) == {"signal", "list", "match_id", "distance", "variant"}
+    assert match["list"] == "hotline-a" and match["variant"] == "original"
 
 
 def test_check_hashes_and_bad_hashes(server: ServerProcess, photos: dict[str, bytes]) -> None:

@@ -26,6 +26,7 @@ REQUIRED_DOCS = (
     "performance.md",
 )
 README_MAX_LINES = 300
+API_MD = ROOT / "docs" / "api.md"
 
 FENCE = re.compile(r"^\s*```")
 INLINE_CODE = re.compile(r"`([^`\n]+)`")
@@ -264,6 +265,74 @@ def test_the_docs_show_every_verb_and_sub_verb() -> None:
     assert not missing, f"docs/cli.md shows no `hashmatch {missing}`"
 
 
+def every_command() -> Iterator[tuple[str, click.Command]]:
+    """Each verb and sub-verb of the installed command, named as typed after `hashmatch`."""
+    ctx = click.Context(main, info_name="hashmatch")
+    for name in main.list_commands(ctx):
+        command = main.get_command(ctx, name)
+        assert command is not None
+        if isinstance(command, click.Group):
+            for sub_name in command.list_commands(ctx):
+                sub = command.get_command(ctx, sub_name)
+                assert sub is not None
+                yield f"{name} {sub_name}", sub
+        else:
+            yield name, command
+
+
+def unshown_flags(text: str) -> list[str]:
+    """`verb --flag` for each flag of the installed command that `text` never names."""
+    missing = []
+    for name, command in every_command():
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.hidden:
+                continue
+            flags = [*param.opts, *param.secondary_opts]
+            if not any(re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", text) for f in flags):
+                missing.append(f"{name} {flags[0]}")
+    return missing
+
+
+def test_cli_md_names_every_flag_of_every_verb() -> None:
+    """cli.md is the reference: a flag the code gained and cli.md never names is one an
+    operator does not find."""
+    missing = unshown_flags((ROOT / "docs" / "cli.md").read_text())
+    assert not missing, f"docs/cli.md never names: {missing}"
+
+
+def documented_metrics(text: str) -> set[str]:
+    """The metric names in the first column of api.md's metrics table."""
+    section = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `hashmatch_")]
+    return {m for row in rows for m in re.findall(r"`(hashmatch_\w+)", row.split(" | ")[0])}
+
+
+def exported_metrics() -> set[str]:
+    """The names of every hashmatch_ metric the server registers (counters without the
+    `_total` Prometheus adds)."""
+    from prometheus_client.metrics import MetricWrapperBase
+
+    from service import metrics
+
+    return {
+        family.name
+        for value in vars(metrics).values()
+        if isinstance(value, MetricWrapperBase)
+        for family in value.describe()
+        if family.name.startswith("hashmatch_")
+    }
+
+
+def test_api_md_lists_every_metric_and_only_those() -> None:
+    """A metric renamed or removed in code (an alert on it would never fire) or added
+    without a line in api.md fails here."""
+    shown = {m.removesuffix("_total") for m in documented_metrics(API_MD.read_text())}
+    exported = exported_metrics()
+    assert len(exported) >= 20
+    assert shown - exported == set(), f"api.md lists metrics not exported: {shown - exported}"
+    assert exported - shown == set(), f"api.md does not list: {exported - shown}"
+
+
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_every_relative_link_resolves(doc: Path) -> None:
     problems = link_problems(doc.read_text(), doc)
@@ -360,3 +429,20 @@ def test_a_cited_test_that_does_not_exist_fails() -> None:
     assert cited_test_problems(text, "fake.md") == [
         "fake.md:2: tests/test_security.py::test_that_was_never_written does not exist"
     ]
+
+
+def test_a_flag_cli_md_never_names_fails() -> None:
+    missing = unshown_flags("hashmatch serve --reflections --insecure-plaintext-ish --match-only")
+    assert {"serve --reflection", "serve --insecure-plaintext", "keys create --match-only"} & set(
+        missing
+    ) == {"serve --reflection", "serve --insecure-plaintext"}
+
+
+def test_a_metrics_table_naming_a_removed_metric_fails() -> None:
+    text = (
+        "# API\n\n## Metrics\n\n| metric | what |\n|---|---|\n"
+        "| `hashmatch_rpcs_total{method,code}`, `hashmatch_audit_dropped_total` | RPCs |\n"
+        "\n## Next\n| `hashmatch_not_in_the_table` | |\n"
+    )
+    assert documented_metrics(text) == {"hashmatch_rpcs_total", "hashmatch_audit_dropped_total"}
+    assert "hashmatch_audit_dropped" not in exported_metrics()

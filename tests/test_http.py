@@ -305,9 +305,12 @@ def test_a_key_sees_only_its_lists_and_never_the_victims_cases_unless_granted(
 
 
 def test_rate_limits_are_the_keys_limits(served: Served) -> None:
-    queries = {"queries": [{"signal": "pdq", "hex": pdq(h)} for h in HASHES]}
+    # The slow key's rate is 5 hashes/s, so its burst is 10 (2 s of its rate).
+    queries = {"queries": [{"signal": "pdq", "hex": pdq(h)} for h in HASHES[:10]]}
     with served.client(served.slow) as http:
-        assert http.post("/v1/check", json=queries).status_code == 200  # the burst
+        first = http.post("/v1/check", json=queries)  # the whole burst
+        assert first.status_code == 200, first.text
+        refused(http.post("/v1/check", json={"queries": queries["queries"] * 2}), 400, "split")
         answer = http.post("/v1/check", json=queries)
     refused(answer, 429, "rate limit")
     assert int(answer.headers["retry-after"]) >= 1

@@ -297,18 +297,18 @@ def test_anonymous_hashes_are_bounded_per_case_and_per_address_a_day(
     server: tuple[ServerProcess, str],
 ) -> None:
     proc, url = server
-    hashes = iter(random_pdq(800, 21))
+    hashes = iter(random_pdq(1_700, 21))
     with SubmissionClient(proc.address, credentials=creds(None)) as sub:
 
         def case(n: int) -> object:
             return sub.submit_case([NewEntry("pdq", next(hashes)) for _ in range(n)])
 
-        code, message = details(lambda: case(101))
-        assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 100 hashes" in message
-        for _ in range(5):
-            case(100)
+        code, message = details(lambda: case(301))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "at most 300 hashes" in message
+        for _ in range(4):
+            case(300)
         code, message = details(lambda: case(1))
-        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "500 hashes a day" in message
+        assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "1200 hashes a day" in message
     # A key's cases are not the anonymous channel: its limits are its rate and burst.
     portal = key(url, "submit")
     with SubmissionClient(proc.address, credentials=creds(portal)) as sub:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+import numpy as np
+import numpy.typing as npt
+
 from hashmatch.codec import HashFormatError, bytes_to_hex, hex_to_bytes
 from hashmatch.images import ImageSource
 
@@ -31,9 +34,10 @@ class Signal(ABC):
     # information and would match many innocent images (None: no bound).
     ones_range: tuple[int, int] | None = None
     min_quality: int | None = None
-    # Square sizes the image is also hashed at by the robust schemes (hashmatch.variants),
-    # for hashes whose result depends on the input's size.
-    rescaled_sizes: tuple[int, ...] = ()
+    # The side of the square luminance buffer the hash is taken from, for signals that can
+    # hash such a buffer directly (hash_square): hashmatch.variants then derives each
+    # variant from one resampled square and turns it as an array, not as an image.
+    square_size: int | None = None
 
     @property
     def nbytes(self) -> int:
@@ -78,3 +82,7 @@ class Signal(ABC):
     @abstractmethod
     def compute(self, image: ImageSource) -> HashResult:
         """Hash one image; runs only on the caller's machine."""
+
+    def hash_square(self, luma: npt.NDArray[np.float32]) -> HashResult:
+        """Hash a square_size x square_size luminance buffer (0-255)."""
+        raise NotImplementedError(f"{self.name} hashes images, not luminance squares")
