@@ -15,12 +15,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hashmatch.downscale import MAX_SIDE
 from hashmatch.hashing import hash_bytes
 from hashmatch.images import ImageSource
 from hashmatch.signals import DEFAULT_SIGNALS, SIGNALS
 from hashmatch.standins import bundled_photos
 from hashmatch.submit_commands import case_entries
-from hashmatch.variants import BANDS, BORDER_TOLERANCE, CROPS, MIN_KEPT, listing_variants
+from hashmatch.variants import (
+    BANDS,
+    BORDER_TOLERANCE,
+    CROPS,
+    MIN_KEPT,
+    TRIM_PASSES,
+    listing_variants,
+)
 
 PAGE_SIGNALS = tuple(SIGNALS[name] for name in DEFAULT_SIGNALS)
 
@@ -32,12 +40,14 @@ def tables() -> dict[str, Any]:
         "crops": [[name, *box] for name, *box in (*CROPS, *BANDS)],
         "border_tolerance": BORDER_TOLERANCE,
         "min_kept": MIN_KEPT,
+        "trim_passes": TRIM_PASSES,
+        "max_side": MAX_SIDE,
         "signal_rules": {
             s.name: {
                 "bits": s.bits,
                 "ones_range": list(s.ones_range) if s.ones_range else None,
                 "min_quality": s.min_quality,
-                "rescaled_sizes": list(s.rescaled_sizes),
+                "square_size": s.square_size,
             }
             for s in PAGE_SIGNALS
         },

@@ -14,9 +14,11 @@ import {
   LISTING_VARIANTS,
   MIN_KEPT,
   SIGNALS,
+  TRIM_PASSES,
   listingEntries,
   listingVariants,
 } from "../../service/http/static/hashing/variants.js";
+import { MAX_SIDE } from "../../service/http/static/hashing/downscale.js";
 import { bundledPhotos, distance } from "./photos.mjs";
 
 const ORIGINAL_BOUND = { pdq: 2, phash: 2 };
@@ -47,9 +49,11 @@ test("the page hashes with the CLI's tables: signals, crops, bands, sizes, refus
   assert.deepEqual(crops, tables.crops);
   assert.equal(BORDER_TOLERANCE, tables.border_tolerance);
   assert.equal(MIN_KEPT, tables.min_kept);
+  assert.equal(TRIM_PASSES, tables.trim_passes);
+  assert.equal(MAX_SIDE, tables.max_side);
   for (const [name, rules] of Object.entries(tables.signal_rules)) {
     assert.deepEqual(
-      { bits: SIGNALS[name].bits, ones_range: SIGNALS[name].onesRange, min_quality: SIGNALS[name].minQuality, rescaled_sizes: SIGNALS[name].rescaledSizes },
+      { bits: SIGNALS[name].bits, ones_range: SIGNALS[name].onesRange, min_quality: SIGNALS[name].minQuality, square_size: SIGNALS[name].squareSize },
       rules,
       name,
     );

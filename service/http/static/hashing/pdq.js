@@ -271,3 +271,64 @@ export function pdqHasher(luma, width, height) {
 export function pdqFromLuma(luma, width, box) {
   return pdqHasher(luma, width, box.y + box.h)(box);
 }
+
+// hashmatch.signals.pdq.PdqSignal.hash_square: PDQ's steps after its blur and decimation,
+// on a 64x64 luminance square, in float64, coefficients rounded to 0.01 (so rounding
+// noise on a symmetric picture sets no bits) and set against their median.
+const SQUARE_DCT = (() => {
+  const m = new Float64Array(16 * 64);
+  for (let i = 0; i < 16; i++) {
+    for (let j = 0; j < 64; j++) m[i * 64 + j] = Math.sqrt(2 / 64) * Math.cos((Math.PI / 128) * (i + 1) * (2 * j + 1));
+  }
+  return m;
+})();
+const PRECISION = 0.01;
+
+function roundHalfEven(x) {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * PDQ of a 64x64 float32 luminance square (a variant of the downscale).
+ * @param {Float32Array} square 64*64 grey levels, row-major
+ * @returns {{hash: string, quality: number}}
+ */
+export function pdqFromSquare(square) {
+  const t = new Float64Array(16 * 64);
+  for (let i = 0; i < 16; i++) {
+    for (let j = 0; j < 64; j++) {
+      let s = 0;
+      for (let k = 0; k < 64; k++) s += SQUARE_DCT[i * 64 + k] * square[k * 64 + j];
+      t[i * 64 + j] = s;
+    }
+  }
+  const coeffs = new Float64Array(256);
+  for (let i = 0; i < 16; i++) {
+    for (let j = 0; j < 16; j++) {
+      let s = 0;
+      for (let k = 0; k < 64; k++) s += t[i * 64 + k] * SQUARE_DCT[j * 64 + k];
+      coeffs[i * 16 + j] = roundHalfEven(s / PRECISION);
+    }
+  }
+  const sorted = Float64Array.from(coeffs).sort();
+  const median = (sorted[127] + sorted[128]) / 2;
+  let hex = "";
+  for (let nibble = 63; nibble >= 0; nibble--) {
+    let v = 0;
+    for (let b = 3; b >= 0; b--) v = (v << 1) | (coeffs[nibble * 4 + b] > median ? 1 : 0);
+    hex += v.toString(16);
+  }
+  const q = f32(100 / 255);
+  let gradients = 0;
+  for (const [di, dj] of [[1, 0], [0, 1]]) {
+    let sum = 0;
+    for (let i = 0; i + di < 64; i++) {
+      for (let j = 0; j + dj < 64; j++) {
+        sum += Math.floor(f32(Math.abs(f32(square[(i + di) * 64 + j + dj] - square[i * 64 + j])) * q));
+      }
+    }
+    gradients += sum;
+  }
+  return { hash: hex, quality: Math.min(100, Math.trunc(gradients / 90)) };
+}

@@ -1,5 +1,5 @@
-// Pillow's LANCZOS resize of 8-bit images (Image.resize(size, Image.LANCZOS)), which the
-// CLI's pHash (through imagehash) and its fixed-size PDQ variants hash from.
+// Pillow's resize of 8-bit images (Image.resize), LANCZOS for the CLI's pHash (through
+// imagehash) and BOX for the colour copy of its downscale (hashmatch.downscale).
 //
 // Pillow resizes in two separable passes, horizontal first, each output sample a window
 // of inputs weighted by a Lanczos-3 kernel stretched by the downscale factor (so a
@@ -22,15 +22,19 @@ function lanczos(x) {
   return -LANCZOS_SUPPORT <= x && x < LANCZOS_SUPPORT ? sinc(x) * sinc(x / 3) : 0;
 }
 
+/** Pillow's filters: the kernel and its support at scale 1. */
+export const LANCZOS = { kernel: lanczos, support: LANCZOS_SUPPORT };
+export const BOX = { kernel: (x) => (x > -0.5 && x <= 0.5 ? 1 : 0), support: 0.5 };
+
 /**
  * Per output sample: the first input it reads, how many, and their fixed-point weights.
  * @param {number} inSize inputs available
  * @param {number} outSize outputs wanted
  */
-export function coefficients(inSize, outSize) {
+export function coefficients(inSize, outSize, filter = LANCZOS) {
   const scale = inSize / outSize;
   const filterScale = Math.max(scale, 1);
-  const support = LANCZOS_SUPPORT * filterScale;
+  const support = filter.support * filterScale;
   const ksize = Math.ceil(support) * 2 + 1;
   const weights = new Int32Array(outSize * ksize);
   const first = new Int32Array(outSize);
@@ -43,7 +47,7 @@ export function coefficients(inSize, outSize) {
     const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
     let ww = 0;
     for (let x = 0; x < xmax; x++) {
-      const w = lanczos((x + xmin - center + 0.5) * ss);
+      const w = filter.kernel((x + xmin - center + 0.5) * ss);
       pre[x] = w;
       ww += w;
     }
@@ -65,8 +69,8 @@ function clip8(sum) {
 // One grey plane's horizontal pass, four rows at a time (four independent sums per
 // weight: the processor overlaps them). Integer arithmetic, as Pillow's: sums stay below
 // 2^31 (weights total 2^22, their positive part under 1.2 * 2^22, samples under 256).
-function planeRows(plane, width, x0, y0, w, h, outW, mid) {
-  const { ksize, weights, first, count } = coefficients(w, outW);
+function planeRows(plane, width, x0, y0, w, h, outW, mid, filter) {
+  const { ksize, weights, first, count } = coefficients(w, outW, filter);
   let y = 0;
   for (; y + 4 <= h; y += 4) {
     const r0 = (y0 + y) * width + x0;
@@ -115,7 +119,7 @@ function planeRows(plane, width, x0, y0, w, h, outW, mid) {
  * @param {number} width full image width in pixels
  * @param {number} stride samples per pixel in `pixels` (4 for RGBA, 1 for grey)
  */
-export function resizeRows(pixels, width, stride, channels, { x: x0, y: y0, w, h }, outW) {
+export function resizeRows(pixels, width, stride, channels, { x: x0, y: y0, w, h }, outW, filter = LANCZOS) {
   const mid = new Uint8Array(outW * h * channels);
   if (outW === w) {
     for (let y = 0; y < h; y++) {
@@ -127,11 +131,11 @@ export function resizeRows(pixels, width, stride, channels, { x: x0, y: y0, w, h
     return mid;
   }
   if (stride === 1) {
-    planeRows(pixels, width, x0, y0, w, h, outW, mid);
+    planeRows(pixels, width, x0, y0, w, h, outW, mid, filter);
     return mid;
   }
   if (stride === 4 && channels === 3 && LITTLE_ENDIAN && pixels.byteOffset % 4 === 0) {
-    rgbaRows(new Int32Array(pixels.buffer, pixels.byteOffset, pixels.length >> 2), width, x0, y0, w, h, outW, mid);
+    rgbaRows(new Int32Array(pixels.buffer, pixels.byteOffset, pixels.length >> 2), width, x0, y0, w, h, outW, mid, filter);
     return mid;
   }
   // Other layouts: each channel's window as a plane of its own, resized, put back.
@@ -141,7 +145,7 @@ export function resizeRows(pixels, width, stride, channels, { x: x0, y: y0, w, h
     for (let y = 0, i = 0; y < h; y++) {
       for (let x = 0, src = ((y0 + y) * width + x0) * stride + c; x < w; x++, src += stride) plane[i++] = pixels[src];
     }
-    planeRows(plane, w, 0, 0, w, h, outW, out);
+    planeRows(plane, w, 0, 0, w, h, outW, out, filter);
     for (let i = 0; i < out.length; i++) mid[i * channels + c] = out[i];
   }
   return mid;
@@ -150,8 +154,8 @@ export function resizeRows(pixels, width, stride, channels, { x: x0, y: y0, w, h
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 // RGBA pixels read a 32-bit word at a time (red in the low byte), to packed RGB.
-function rgbaRows(words, width, x0, y0, w, h, outW, mid) {
-  const { ksize, weights, first, count } = coefficients(w, outW);
+function rgbaRows(words, width, x0, y0, w, h, outW, mid, filter) {
+  const { ksize, weights, first, count } = coefficients(w, outW, filter);
   for (let y = 0; y < h; y++) {
     const row = (y0 + y) * width + x0;
     for (let xx = 0; xx < outW; xx++) {
@@ -179,9 +183,9 @@ function rgbaRows(words, width, x0, y0, w, h, outW, mid) {
  * Pillow's vertical pass over packed rows (resizeRows' output, rowLen samples a row):
  * rows y0..y0+h resized to outH rows.
  */
-export function resizeCols(mid, rowLen, y0, h, outH) {
+export function resizeCols(mid, rowLen, y0, h, outH, filter = LANCZOS) {
   if (outH === h) return mid.slice(y0 * rowLen, (y0 + h) * rowLen);
-  const { ksize, weights, first, count } = coefficients(h, outH);
+  const { ksize, weights, first, count } = coefficients(h, outH, filter);
   const out = new Uint8Array(rowLen * outH);
   for (let yy = 0; yy < outH; yy++) {
     const k = yy * ksize;
@@ -207,7 +211,7 @@ export function resizeCols(mid, rowLen, y0, h, outH) {
  * @param {number} outH output height
  * @returns {Uint8Array} outW*outH*channels samples
  */
-export function resizeLanczos(pixels, width, stride, channels, box, outW, outH) {
-  const mid = resizeRows(pixels, width, stride, channels, box, outW);
-  return resizeCols(mid, outW * channels, 0, box.h, outH);
+export function resizeLanczos(pixels, width, stride, channels, box, outW, outH, filter = LANCZOS) {
+  const mid = resizeRows(pixels, width, stride, channels, box, outW, filter);
+  return resizeCols(mid, outW * channels, 0, box.h, outH, filter);
 }

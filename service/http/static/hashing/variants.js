@@ -6,27 +6,31 @@
 // The tables below mirror the Python definitions one for one; tests/test_portal_hashing.py
 // fails when they drift apart.
 
+import { downscale, pyRound, tentResample } from "./downscale.js";
 import { pdqLuma, pillowGrey } from "./luma.js";
-import { pdqHasher } from "./pdq.js";
+import { pdqFromSquare, pdqHasher } from "./pdq.js";
 import { phashHasher } from "./phash.js";
-import { resizeLanczos } from "./resample.js";
 
-/** The signals the page hashes (the CLI's defaults) and what makes a hash unsafe to list. */
+export { pyRound };
+
+/** The signals the page hashes (the CLI's defaults) and what makes a hash unsafe to list.
+ * squareSize: the signal hashes its variants from a luminance square of that side. */
 export const SIGNALS = {
-  pdq: { bits: 256, onesRange: [96, 160], minQuality: 50, rescaledSizes: [64, 128] },
-  phash: { bits: 64, onesRange: [8, 56], minQuality: null, rescaledSizes: [] },
+  pdq: { bits: 256, onesRange: [96, 160], minQuality: 50, squareSize: 64 },
+  phash: { bits: 64, onesRange: [8, 56], minQuality: null, squareSize: null },
 };
 
 export const DEFAULT_SIGNALS = ["pdq", "phash"];
 
 /**
- * Listing variants in the CLI's order, for every signal. `take` says which pixels:
- * the whole photo, the photo without uniform borders, a crop (left, top, right, bottom as
- * fractions of the photo), or the whole photo resized to each of the signal's fixed
- * square sizes (named scale-<size>).
+ * Listing variants in the CLI's order, for every signal. `take` says which pixels: the
+ * whole photo at full size (as every other user of the signal hashes it); or, from the
+ * photo's one downscale (downscale.js), the whole of it (signals hashing squares only),
+ * the picture without uniform borders, or a crop (left, top, right, bottom as fractions).
  */
 export const LISTING_VARIANTS = [
   { name: "original", take: "whole" },
+  { name: "small", take: "small" },
   { name: "trimmed", take: "trimmed" },
   { name: "crop-center-90", take: "crop", box: [0.05, 0.05, 0.95, 0.95] },
   { name: "crop-center-80", take: "crop", box: [0.1, 0.1, 0.9, 0.9] },
@@ -37,69 +41,67 @@ export const LISTING_VARIANTS = [
   { name: "crop-bottom-80", take: "crop", box: [0.0, 0.2, 1.0, 1.0] },
   { name: "band-top-90", take: "crop", box: [0.0, 0.1, 1.0, 1.0] },
   { name: "band-bottom-90", take: "crop", box: [0.0, 0.0, 1.0, 0.9] },
-  { name: "scale", take: "square" },
 ];
 
-/** Border trimming: grey levels a border line may stray from its colour; share of a
- * side always kept. */
+/** Border trimming: grey levels a border line may stray from its median; share of a
+ * side always kept; layers of padding trimmed. */
 export const BORDER_TOLERANCE = 12;
 export const MIN_KEPT = 0.3;
+export const TRIM_PASSES = 3;
 
-/** Python's round(): halves go to the even neighbour. */
-export function pyRound(x) {
-  const floor = Math.floor(x);
-  const diff = x - floor;
-  if (diff < 0.5) return floor;
-  if (diff > 0.5) return floor + 1;
-  return floor % 2 === 0 ? floor : floor + 1;
-}
-
-function median(values) {
-  const sorted = Array.from(values).sort((a, b) => a - b);
+function median32(values) {
+  const sorted = Float32Array.from(values).sort();
   const mid = sorted.length >> 1;
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+  return sorted.length % 2 ? sorted[mid] : Math.fround(Math.fround(sorted[mid - 1] + sorted[mid]) / 2);
 }
 
 /**
- * The photo's window without uniform borders (letterbox, frames, screenshot padding), or
- * null if it has none: hashmatch.variants.trim_borders on the grey plane.
- * @param {Uint8Array} grey pillowGrey of the photo
+ * The box inside uniform borders (letterbox, frames, screenshot padding), or null if
+ * there are none: hashmatch.variants.trim_borders on the downscale's luma.
+ * @param {Float32Array} luma the downscale's luma
  * @param {number} w width
  * @param {number} h height
  */
-export function trimBorders(grey, w, h) {
-  if (h < 16 || w < 16) return null;
-  // The n-th line inward from one side: a row (from the top or bottom) or a column.
+export function trimBorders(luma, w, h, passes = TRIM_PASSES) {
+  const least = Math.max(2, Math.trunc(Math.min(h, w) / 50));
+  let [left, top, right, bottom] = [0, 0, w, h];
+  // The n-th line inward from a side of the current area.
   const line = (side, n) => {
-    const out = new Int16Array(side === "top" || side === "bottom" ? w : h);
-    for (let i = 0; i < out.length; i++) {
-      if (side === "top") out[i] = grey[n * w + i];
-      else if (side === "bottom") out[i] = grey[(h - 1 - n) * w + i];
-      else if (side === "left") out[i] = grey[i * w + n];
-      else out[i] = grey[i * w + (w - 1 - n)];
+    const across = side === "left" || side === "right" ? bottom - top : right - left;
+    const out = new Float32Array(across);
+    for (let i = 0; i < across; i++) {
+      if (side === "left") out[i] = luma[(top + i) * w + left + n];
+      else if (side === "top") out[i] = luma[(top + n) * w + left + i];
+      else if (side === "right") out[i] = luma[(top + i) * w + right - 1 - n];
+      else out[i] = luma[(bottom - 1 - n) * w + left + i];
     }
     return out;
   };
   const run = (side, limit) => {
-    const colour = median(line(side, 0));
     let n = 0;
-    while (n < limit && line(side, n).every((v) => Math.abs(v - colour) <= BORDER_TOLERANCE)) n++;
+    for (; n < limit; n++) {
+      const values = line(side, n);
+      const mid = median32(values);
+      if (!values.every((v) => Math.abs(Math.fround(v - mid)) <= BORDER_TOLERANCE)) break;
+    }
     return n;
   };
-  const maxH = Math.trunc((h * (1 - MIN_KEPT)) / 2);
-  const maxW = Math.trunc((w * (1 - MIN_KEPT)) / 2);
-  const top = run("top", maxH);
-  const bottom = run("bottom", maxH);
-  const left = run("left", maxW);
-  const right = run("right", maxW);
-  if (Math.max(top, bottom, left, right) < Math.max(2, Math.trunc(Math.min(h, w) / 50))) return null;
-  return { x: left, y: top, w: w - right - left, h: h - bottom - top };
+  for (let pass = 0; pass < passes; pass++) {
+    const roomH = Math.max(0, Math.floor((bottom - top - pyRound(h * MIN_KEPT)) / 2));
+    const roomW = Math.max(0, Math.floor((right - left - pyRound(w * MIN_KEPT)) / 2));
+    const cut = [run("left", roomW), run("top", roomH), run("right", roomW), run("bottom", roomH)];
+    if (Math.max(...cut) < least) break;
+    [left, top, right, bottom] = [left + cut[0], top + cut[1], right - cut[2], bottom - cut[3]];
+  }
+  if (left === 0 && top === 0 && right === w && bottom === h) return null;
+  return { x: left, y: top, w: right - left, h: bottom - top };
 }
 
-function cropBox([x0, y0, x1, y1], w, h) {
-  const left = pyRound(x0 * w);
-  const top = pyRound(y0 * h);
-  return { x: left, y: top, w: pyRound(x1 * w) - left, h: pyRound(y1 * h) - top };
+/** hashmatch.downscale.sub_box: the part of `box` between fractions of its sides. */
+function subBox(box, [x0, y0, x1, y1]) {
+  const left = box.x + pyRound(x0 * box.w);
+  const top = box.y + pyRound(y0 * box.h);
+  return { x: left, y: top, w: box.x + pyRound(x1 * box.w) - left, h: box.y + pyRound(y1 * box.h) - top };
 }
 
 function ones(hex) {
@@ -123,29 +125,26 @@ export function degenerate(signal, hash, quality) {
   return null;
 }
 
-// Per signal: given a photo (and its grey plane, when already made), a function hashing
-// any window of it.
-const HASHERS = {
-  pdq: (image) => {
-    const hash = pdqHasher(pdqLuma(image), image.width, image.height);
-    return (box) => hash(box);
-  },
-  phash: (image, grey = pillowGrey(image)) => {
-    const hash = phashHasher(grey, image.width, image.height);
-    return (box) => ({ hash: hash(box).hash, quality: null });
-  },
-};
+// The signal's hash of a box of the downscale (hashmatch.variants.derived): PDQ from the
+// box's luma resampled to its square; pHash from the box of the colour copy.
+function derived(signal, small, box) {
+  const size = SIGNALS[signal].squareSize;
+  if (size) return pdqFromSquare(tentResample(small.luma, small.width, box, size, size));
+  small.phash ??= phashHasher(small.grey, small.width, small.height);
+  return { hash: small.phash(box).hash, quality: null };
+}
 
-function squared(image, size) {
-  const { width: w, height: h, data, channels = 4 } = image;
-  const rgb = resizeLanczos(data, w, channels, 3, { x: 0, y: 0, w, h }, size, size);
-  return { width: size, height: size, data: rgb, channels: 3 };
+// Each signal's hash of the whole photo at full size.
+function whole(signal, image) {
+  const box = { x: 0, y: 0, w: image.width, h: image.height };
+  if (signal === "pdq") return pdqHasher(pdqLuma(image), image.width, image.height)(box);
+  return { hash: phashHasher(pillowGrey(image), image.width, image.height)(box).hash, quality: null };
 }
 
 /**
- * Listing variants' hashes in the CLI's order, not yet de-duplicated, each with its
- * place in that order: those `wanted(signal, row)` selects, so that several workers can
- * share one photo's variants (mergeVariants puts them back together).
+ * Listing variants' hashes in the CLI's order, not yet de-duplicated, each with its place
+ * in that order: those `wanted(signal, row)` selects, so that several workers can share
+ * one photo's variants (mergeVariants puts them back together).
  * @param {{width: number, height: number, data: ArrayLike<number>}} image RGBA pixels,
  *   oriented as displayed
  * @param {string[]} signals signal names, in the CLI's order
@@ -153,74 +152,39 @@ function squared(image, size) {
  * @returns {{order: number, name: string, signal: string, hash: string, quality: number|null}[]}
  */
 export function variantHashes(image, signals = DEFAULT_SIGNALS, wanted = () => true) {
-  const { width: w, height: h } = image;
-  const grey = pillowGrey(image);
-  const trimmed = trimBorders(grey, w, h);
+  let small = null;
+  let trimmed;
   const found = [];
-  let order = 0;
-  for (const signal of signals) {
-    let hashOf = null;
-    const add = (name, box, source = null) => {
-      const place = order++;
-      if (source === null) hashOf ??= HASHERS[signal](image, grey);
-      const hashed = source === null ? hashOf(box) : HASHERS[signal](source)(box);
-      found.push({ order: place, name, signal, ...hashed });
-    };
-    for (const row of LISTING_VARIANTS) {
-      if (row.take === "square") {
-        for (const size of SIGNALS[signal].rescaledSizes) {
-          if (wanted(signal, row)) add(`${row.name}-${size}`, { x: 0, y: 0, w: size, h: size }, squared(image, size));
-          else order++;
-        }
-      } else if (row.take === "trimmed" && trimmed === null) {
-        order++;
-      } else if (!wanted(signal, row)) {
-        order++;
-      } else if (row.take === "whole") add(row.name, { x: 0, y: 0, w, h });
-      else if (row.take === "trimmed") add(row.name, trimmed);
-      else add(row.name, cropBox(row.box, w, h));
-    }
-  }
+  signals.forEach((signal, s) => {
+    LISTING_VARIANTS.forEach((row, r) => {
+      if (!wanted(signal, row)) return;
+      const add = (hashed) => found.push({ order: s * LISTING_VARIANTS.length + r, name: row.name, signal, ...hashed });
+      if (row.take === "whole") {
+        add(whole(signal, image));
+        return;
+      }
+      if (row.take === "small" && !SIGNALS[signal].squareSize) return;
+      small ??= downscale(image);
+      const all = { x: 0, y: 0, w: small.width, h: small.height };
+      if (row.take === "small") add(derived(signal, small, all));
+      else if (row.take === "crop") add(derived(signal, small, subBox(all, row.box)));
+      else {
+        if (trimmed === undefined) trimmed = trimBorders(small.luma, small.width, small.height);
+        if (trimmed !== null) add(derived(signal, small, trimmed));
+      }
+    });
+  });
   return found;
 }
 
-// Rough cost of each job, in passes over the photo's pixels (measured in Node): PDQ's box
-// filter is ~1 pass along rows (shared by full-width windows) and ~1.8 more per window;
-// pHash's horizontal resample ~1.4 (shared by full-width windows); a fixed-size RGB
-// resample ~4.2.
-function jobCost(signal, row) {
-  const area = row.box ? (row.box[2] - row.box[0]) * (row.box[3] - row.box[1]) : row.take === "trimmed" ? 0.8 : 1;
-  const fullWidth = row.take === "whole" || (row.box && row.box[0] === 0 && row.box[2] === 1);
-  if (row.take === "square") return 4.2 * SIGNALS[signal].rescaledSizes.length;
-  if (signal === "pdq") return fullWidth ? 1.8 * area : 2.8 * area;
-  return fullWidth ? 0.2 * area : 1.4 * area;
-}
-
 /**
- * Split one photo's variants between `parts` workers, about evenly: each worker gets a
- * predicate for variantHashes. Full-width windows of a signal stay together (they share
- * a pass), and so do a signal's fixed sizes.
+ * Split one photo's variants between `parts` workers: the full-size hashes are the
+ * work (PDQ's box filter over every pixel, pHash's resample of every pixel); everything
+ * else comes from the one small downscale.
  */
 export function shares(parts, signals = DEFAULT_SIGNALS) {
-  const groups = new Map(); // group key -> {cost, members}
-  for (const signal of signals) {
-    for (const row of LISTING_VARIANTS) {
-      const fullWidth = row.take === "whole" || (row.box && row.box[0] === 0 && row.box[2] === 1);
-      const key = fullWidth ? `${signal}:full` : `${signal}:${row.name}`;
-      const group = groups.get(key) ?? { cost: fullWidth ? (signal === "pdq" ? 1 : 1.4) : 0, members: new Set() };
-      group.cost += jobCost(signal, row);
-      group.members.add(`${signal}:${row.name}`);
-      groups.set(key, group);
-    }
-  }
-  const load = new Array(parts).fill(0);
-  const owner = new Map();
-  for (const group of [...groups.values()].sort((a, b) => b.cost - a.cost)) {
-    const part = load.indexOf(Math.min(...load));
-    load[part] += group.cost;
-    for (const member of group.members) owner.set(member, part);
-  }
-  return Array.from({ length: parts }, (_, part) => (signal, row) => owner.get(`${signal}:${row.name}`) === part);
+  const job = (signal, row) => (row.take === "whole" ? signals.indexOf(signal) : signals.length);
+  return Array.from({ length: parts }, (_, part) => (signal, row) => Math.min(job(signal, row), parts - 1) === part);
 }
 
 /** Parts of variantHashes put back in order, one variant per (signal, hash), the first

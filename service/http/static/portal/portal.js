@@ -16,8 +16,9 @@ let nextId = 0;
 // colours not multiplied by transparency.
 const DECODE = { imageOrientation: "from-image", colorSpaceConversion: "none", premultiplyAlpha: "none" };
 
-// One worker per core, up to 4: a photo's variants are shared between them.
-const PARTS = Math.min(4, Math.max(1, navigator.hardwareConcurrency || 1));
+// One worker per core, up to 3: PDQ of the full photo, pHash of it, and the variants
+// from its downscale (variants.js shares).
+const PARTS = Math.min(3, Math.max(1, navigator.hardwareConcurrency || 1));
 const workers = Array.from({ length: PARTS }, () => new Worker(new URL("./worker.js", import.meta.url), { type: "module" }));
 const waiting = new Map();
 for (const worker of workers) {
