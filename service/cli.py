@@ -373,7 +373,10 @@ def serve_command(
             lookups = None if store_url is None else open_store(store_url)
             face = Face(batcher, guards, holder, feed, lookups)
             http = HttpServer(
-                build_app(face, tls is not None), http_listen, tls, http_trusted_proxies
+                build_app(face, tls is not None, portal=anonymous_submits is not None),
+                http_listen,
+                tls,
+                http_trusted_proxies,
             )
     except OSError as exc:
         raise click.ClickException(str(exc)) from None

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hashmatch.channel import MAX_MESSAGE_BYTES
@@ -24,6 +24,7 @@ from service.http import hma, native
 from service.http.docs import docs_page, openapi
 from service.http.errors import HttpError, message, refusal
 from service.http.face import Face
+from service.http.portal import portal_routes
 
 MAX_BODY_BYTES = MAX_MESSAGE_BYTES
 
@@ -278,8 +279,11 @@ async def _unmatched(request: Request, exc: Exception) -> Response:
     return message(status, text)
 
 
-def build_app(face: Face, tls: bool = False) -> ASGIApp:
-    routes = [Route(spec.path, _endpoint(face, spec), methods=[spec.method]) for spec in ROUTES]
+def build_app(face: Face, tls: bool = False, portal: bool = False) -> ASGIApp:
+    """The HTTP face; with `portal`, the victims' page at `/` (service.http.portal)."""
+    routes: list[BaseRoute] = [
+        Route(spec.path, _endpoint(face, spec), methods=[spec.method]) for spec in ROUTES
+    ]
     document = openapi(ROUTES)
     page = docs_page(document)
 
@@ -293,5 +297,7 @@ def build_app(face: Face, tls: bool = False) -> ASGIApp:
         Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/docs", docs, methods=["GET"]),
     ]
+    if portal:
+        routes += portal_routes()
     app = Starlette(routes=routes, exception_handlers={HTTPException: _unmatched})
     return SecurityHeaders(app, tls)
