@@ -15,11 +15,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hashmatch.demo.standins import bundled_photos
 from hashmatch.downscale import MAX_SIDE
 from hashmatch.hashing import hash_bytes
 from hashmatch.images import ImageSource
 from hashmatch.signals import DEFAULT_SIGNALS, SIGNALS
-from hashmatch.standins import bundled_photos
 from hashmatch.submit_commands import case_entries
 from hashmatch.variants import (
     BANDS,

@@ -26,10 +26,10 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
+from hashmatch.demo.serve_process import ServerProcess, running_server
+from hashmatch.demo.standins import TRANSFORMS, bundled_photos, reupload
 from hashmatch.images import ImageSource, decode_rgb
-from hashmatch.serve_process import ServerProcess, running_server
 from hashmatch.signals import PDQ, PHASH
-from hashmatch.standins import TRANSFORMS, bundled_photos, reupload
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from indexer.store import open_store
 from tests.conftest import run_cli
