@@ -55,6 +55,24 @@ def picture(seed: int, width: int, height: int) -> Image.Image:
     return Image.fromarray(pixels)
 
 
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    width=st.integers(1, 1500),
+    height=st.integers(1, 1500),
+)
+def test_pdq_of_a_luminance_array_is_pdqhash_of_it(seed: int, width: int, height: int) -> None:
+    """hash_luma is PDQ's reference filter and sampling, taken apart for speed: on any
+    picture of any size it must be pdqhash's hash but for a bit or two, and its quality.
+    (Pictures too flat for a list, below PDQ's quality floor, need only the quality.)"""
+    grey = picture(seed, width, height).convert("L")
+    reference = PDQ.compute(ImageSource(b"", grey.convert("RGB")))
+    ours = PDQ.hash_luma(np.asarray(grey, dtype=np.float32))
+    assert abs(ours.quality - reference.quality) <= 1
+    if PDQ.min_quality is not None and reference.quality >= PDQ.min_quality:
+        assert distance(ours.hash, reference.hash) <= 2
+
+
 def test_orientations_are_named_as_the_turn_that_undoes_them(photos: dict[str, bytes]) -> None:
     image = image_of(photos["astronaut"])
     listed = {v.name: v.hash.hash for v in listing_variants(ImageSource(b"", image), [PDQ])}
