@@ -23,6 +23,8 @@ MAX_SIDE = 512
 
 Box = tuple[int, int, int, int]  # left, top, right, bottom, in the downscale's pixels
 Luma = npt.NDArray[np.float32]
+# For each output along one side: the inputs it takes (outputs x taps) and their weights.
+Taps = tuple[npt.NDArray[np.intp], Luma]
 
 
 @dataclass(frozen=True)
@@ -55,19 +57,27 @@ class Downscale:
     def crop(self, box: Box) -> Image.Image:
         return self.rgb.crop(box)
 
+    def region(self, box: Box) -> Luma:
+        left, top, right, bottom = box
+        return self.luma[top:bottom, left:right]
+
     def square(self, box: Box, size: int) -> Luma:
         """The box's luminance resampled to size x size, symmetrically: turning the square
         is resampling the turned box."""
-        left, top, right, bottom = box
-        return resample(self.luma[top:bottom, left:right], size, size)
+        return resample(self.region(box), size, size)
 
 
 def resample(luma: npt.NDArray[np.float32 | np.uint8], height: int, width: int) -> Luma:
-    """Resample with a tent filter as wide as the reduction. Each output takes a few
-    inputs, gathered one tap at a time: a dense product spent most of its time in the BLAS
-    threads on a busy machine, and gathering all taps at once held twice the image."""
-    rows, row_weights = _taps(luma.shape[0], height)
-    cols, col_weights = _taps(luma.shape[1], width)
+    """Resample with a tent filter as wide as the reduction."""
+    return gather(luma, _taps(luma.shape[0], height), _taps(luma.shape[1], width))
+
+
+def gather(luma: npt.NDArray[np.float32 | np.uint8], row_taps: Taps, col_taps: Taps) -> Luma:
+    """Filter and sample separably: each output takes a few inputs per side, gathered one
+    tap at a time: a dense product spent most of its time in the BLAS threads on a busy
+    machine, and gathering all taps at once held twice the image."""
+    (rows, row_weights), (cols, col_weights) = row_taps, col_taps
+    height, width = rows.shape[0], cols.shape[0]
     tall = np.zeros((height, luma.shape[1]), np.float32)
     for k in range(rows.shape[1]):
         tall += row_weights[:, k, None] * luma[rows[:, k]]
@@ -85,7 +95,7 @@ def sub_box(box: Box, x0: float, y0: float, x1: float, y1: float) -> Box:
 
 
 @lru_cache(maxsize=256)
-def _taps(n: int, size: int) -> tuple[npt.NDArray[np.intp], Luma]:
+def _taps(n: int, size: int) -> Taps:
     """For each of `size` outputs, the inputs (of n) it takes and their weights: those within
     one output pixel of its centre (one input pixel when enlarging), weighted by a tent.
     The second half mirrors the first, so output size-1-i is output i reversed exactly."""

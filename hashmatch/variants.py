@@ -6,17 +6,22 @@ right angle, cropped or framed. Both sides make up for it, and both are ours:
 - every image is hashed as a whole, at full size, exactly as every other user of
   the signal hashes it: that hash meets lists that arrive as bare hashes from
   other hotlines;
-- every other variant is derived from one shared downscale (hashmatch.downscale):
-  a region of it resampled to the signal's small square, then turned as an array.
-  A fixed small square also makes a downscaled re-upload meet its listing, where
-  PDQ's blur window follows the input's size;
-- a check sends the image in its 8 orientations (mirrors and right-angle turns),
-  of the picture without its uniform borders (letterbox, frames, screenshot
-  padding) where it has some, and two band cuts (a caption over the top or
-  bottom): 14 to 16 hashes for PDQ and pHash;
-- a listing adds the image's crops: a cropped re-upload is only a part of the
+- every other variant is derived from one shared downscale (hashmatch.downscale).
+  The orientations and the picture without its borders are the signal's own hash
+  of that region of it, turned: for PDQ, PDQ's own filter of the turned luminance,
+  a few bits from PDQ of the turned full image, so a mirrored or rotated re-upload
+  meets a bare list too. Crops, band cuts and the whole ("small") are the region
+  resampled to the signal's small square (PDQ's 64 x 64 buffer): a fixed square
+  makes a downscaled re-upload meet its listing, where PDQ's blur window follows
+  the input's size;
+- a check sends the upload's 7 turns (mirrors and right-angle turns), the
+  picture without its uniform borders (letterbox, frames, screenshot padding)
+  where it has some, the whole downscale's square and two band cuts (a caption
+  over the top or bottom): 14 to 16 hashes for PDQ and pHash;
+- a listing adds the image's crops (a cropped re-upload is only a part of the
   original, which no hash of the part can be grown back from, so the parts are
-  listed.
+  listed) and its square in all 8 orientations, which a check's one square of a
+  downscaled, turned re-upload meets: listed hashes cost the check nothing.
 
 One signal carries the orientations: PDQ when it is checked, otherwise each
 signal; every signal sends the band cuts (pHash's keep its recall on rotation by
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +43,7 @@ from hashmatch.downscale import Box, Downscale, Luma, sub_box
 from hashmatch.images import ImageSource
 from hashmatch.signals import HashResult, Signal
 
-Turn = Callable[[Luma], Luma]
+Turn = Callable[[npt.NDArray[Any]], npt.NDArray[Any]]
 # (name, PIL transpose, the same turn of a luminance array); a variant named for a turn
 # is the upload turned that way, so a re-upload turned by R is found by R's inverse.
 ORIENTATIONS: tuple[tuple[str, Image.Transpose | None, Turn], ...] = (
@@ -67,11 +73,19 @@ CROPS: tuple[Crop, ...] = (
     ("crop-top-80", 0.0, 0.0, 1.0, 0.80),
     ("crop-bottom-80", 0.0, 0.20, 1.0, 1.0),
 )
+ALL_TURNS = tuple(range(len(ORIENTATIONS)))
 BORDER_TOLERANCE = 12  # grey levels: a border line is this close to its median throughout
 MIN_KEPT = 0.3  # never trim away more than 70% of a side
 # A screenshot's padding comes in layers (a title bar, then a margin of another colour):
 # each pass trims one layer off every side.
 TRIM_PASSES = 3
+
+
+@runtime_checkable
+class HashesLuma(Protocol):
+    """A signal that hashes a luminance array of any size as it hashes an image (PDQ)."""
+
+    def hash_luma(self, luma: Luma) -> HashResult: ...
 
 
 @dataclass(frozen=True)
@@ -113,29 +127,42 @@ def trim_borders(luma: npt.NDArray[np.float32], passes: int = TRIM_PASSES) -> Bo
     return None if (left, top, right, bottom) == (0, 0, w, h) else (left, top, right, bottom)
 
 
-def derived(signal: Signal, small: Downscale, box: Box, turn: int = 0) -> HashResult:
-    """The signal's hash of a box of the downscale, turned by ORIENTATIONS[turn]."""
-    _, transpose, turned = ORIENTATIONS[turn]
+def derived(signal: Signal, small: Downscale, box: Box) -> HashResult:
+    """The signal's hash of a box of the downscale: of its small square resampled from it
+    for a signal that hashes squares, of the box's pixels otherwise."""
     if signal.square_size:
-        return signal.hash_square(
-            np.ascontiguousarray(turned(small.square(box, signal.square_size)))
-        )
+        return signal.hash_square(small.square(box, signal.square_size))
+    return signal.compute(ImageSource(b"", small.crop(box)))
+
+
+def oriented(
+    signal: Signal, small: Downscale, box: Box, prefix: str, turns: Sequence[int] = ALL_TURNS
+) -> list[Variant]:
+    """The signal's own hash of the box turned by each of ORIENTATIONS[turns], named
+    `prefix` and `prefix+turn`: what hashing the turned picture gives, so a turned
+    re-upload, turned back, meets its original's hash however that was listed."""
+    named = [
+        (ORIENTATIONS[k], prefix if k == 0 else f"{prefix}+{ORIENTATIONS[k][0]}") for k in turns
+    ]
+    if isinstance(signal, HashesLuma):
+        luma = small.region(box)
+        return [Variant(name, signal.hash_luma(turn(luma))) for (_, _, turn), name in named]
     image = small.crop(box)
-    return signal.compute(
-        ImageSource(b"", image if transpose is None else image.transpose(transpose))
-    )
+    return [
+        Variant(name, signal.compute(ImageSource(b"", image if t is None else image.transpose(t))))
+        for (_, t, _), name in named
+    ]
 
 
-def oriented(signal: Signal, small: Downscale, box: Box, prefix: str) -> list[Variant]:
-    """The box in all 8 orientations, named `prefix` and `prefix+turn`; from one resampled
-    square for a signal that hashes squares."""
-    names = [prefix if n == "original" else f"{prefix}+{n}" for n, _, _ in ORIENTATIONS]
-    if not signal.square_size:
-        return [Variant(name, derived(signal, small, box, k)) for k, name in enumerate(names)]
+def turned_squares(signal: Signal, small: Downscale, box: Box, prefix: str) -> list[Variant]:
+    """The signal's hash of the box's small square in all 8 orientations, turned as an
+    array: listed, they meet a downscaled re-upload turned any way, whose own square is
+    the turned square (PDQ itself of a downscaled texture is far from its original's)."""
+    assert signal.square_size
     square = small.square(box, signal.square_size)
     return [
-        Variant(name, signal.hash_square(np.ascontiguousarray(turned(square))))
-        for name, (_, _, turned) in zip(names, ORIENTATIONS, strict=True)
+        Variant(prefix if n == "original" else f"{prefix}+{n}", signal.hash_square(turn(square)))
+        for n, _, turn in ORIENTATIONS
     ]
 
 
@@ -152,13 +179,13 @@ def _crops(signal: Signal, small: Downscale, box: Box, crops: Sequence[Crop]) ->
 
 
 def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
-    """What to check an upload with: each signal's hash of the whole image and 2 band
-    cuts; the carrier's 8 orientations of the picture (without its borders where it has
-    some, then also the whole downscale as is); others' hash of the picture. Exact
+    """What to check an upload with: each signal's hash of the whole image, of its 2 band
+    cuts and of the picture without its borders where it has some; the carrier's 7 turns
+    of the whole image (a bare list holds whole images, some with plain edges that read as
+    borders) and, for a signal that hashes squares, the whole downscale's square. Exact
     signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
-    picture = trimmed or small.whole
     carriers = _carriers(signals)
     found: list[Variant] = []
     for signal in signals:
@@ -166,22 +193,19 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
         if signal.exact:
             continue
         found += _crops(signal, small, small.whole, BANDS)
-        if signal.name not in carriers:
-            if trimmed is not None:
-                found.append(Variant("trimmed", derived(signal, small, trimmed)))
-            continue
-        turns = oriented(signal, small, picture, "trimmed" if trimmed else "small")
-        # A signal hashed from the image itself already has the whole image as it is.
-        found += turns if signal.square_size or trimmed else turns[1:]
-        if trimmed is not None and signal.square_size:
-            found.append(Variant("small", derived(signal, small, small.whole)))
+        if trimmed is not None:
+            found += oriented(signal, small, trimmed, "trimmed", (0,))
+        if signal.name in carriers:
+            found += oriented(signal, small, small.whole, "small", ALL_TURNS[1:])
+            if signal.square_size:
+                found.append(Variant("small", derived(signal, small, small.whole)))
     return _distinct(found)
 
 
 def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
     """What to list an image under: each signal's hash of the whole image, and from the
-    downscale, the whole (for a signal that hashes squares), the picture without its
-    borders, and the image's crops and band cuts (cut from the whole image on both
+    downscale, the whole's square (for a signal that hashes squares), the picture without
+    its borders, and the image's crops and band cuts (cut from the whole image on both
     sides: a caption band's plain bottom rows read as a border)."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
@@ -191,9 +215,9 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
         if signal.exact:
             continue
         if signal.square_size:
-            found.append(Variant("small", derived(signal, small, small.whole)))
+            found += turned_squares(signal, small, small.whole, "small")
         if trimmed is not None:
-            found.append(Variant("trimmed", derived(signal, small, trimmed)))
+            found += oriented(signal, small, trimmed, "trimmed", (0,))
         found += _crops(signal, small, small.whole, (*CROPS, *BANDS))
     return _distinct(found)
 
@@ -205,6 +229,7 @@ LISTING_VARIANT_NAMES = frozenset(
         "original",
         "small",
         "trimmed",
+        *(f"small+{name}" for name, _, _ in ORIENTATIONS[1:]),
         *(name for name, *_ in (*CROPS, *BANDS)),
     }
 )

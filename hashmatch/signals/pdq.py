@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import numpy.typing as npt
 import pdqhash
 
 from hashmatch.codec import bits_to_bytes
+from hashmatch.downscale import Taps, gather
 from hashmatch.images import ImageSource
 from hashmatch.signals.base import HashResult, Signal
 
@@ -17,6 +20,8 @@ _DCT = np.sqrt(2 / 64) * np.cos(np.pi / 128 * _FREQ * (2 * np.arange(64)[None, :
 # chessboard) has coefficients that are zero but for rounding, and rounding must not set
 # their bits, or its mirror image would hash 48 bits away from the mirrored hash.
 _PRECISION = 0.01
+# The reference hashes nothing narrower: all bits zero, quality 0.
+_MIN_SIDE = 5
 
 
 class PdqSignal(Signal):
@@ -36,6 +41,17 @@ class PdqSignal(Signal):
         bits, quality = pdqhash.compute(pixels)
         return HashResult(self.name, bits_to_bytes(bits), int(quality))
 
+    def hash_luma(self, luma: npt.NDArray[np.float32]) -> HashResult:
+        """PDQ of a luminance array of any size, by the reference's own filter and sampling
+        (pdqhash less its conversion from RGB, which took 40% of its time): of a 512-px
+        downscale it is a few bits from PDQ of the full image (at most 24 on the bundled
+        photos at 1024 px, textures included), where hash_square of the downscale's
+        square, resampled by another filter, differs by up to 108 on textures."""
+        height, width = luma.shape
+        if min(height, width) < _MIN_SIDE:
+            return HashResult(self.name, bytes(self.nbytes), 0)
+        return self.hash_square(gather(luma, _jarosz_taps(height), _jarosz_taps(width)))
+
     def hash_square(self, luma: npt.NDArray[np.float32]) -> HashResult:
         """PDQ's steps after its blur and decimation, with its bit order and quality: the
         reference's own buffer of an image and this one differ by its filter only."""
@@ -48,3 +64,28 @@ class PdqSignal(Signal):
 
 
 PDQ = PdqSignal()
+
+
+@lru_cache(maxsize=256)
+def _jarosz_taps(n: int) -> Taps:
+    """PDQ's buffer along a side of n pixels, as taps for its 64 samples: two passes of a
+    box filter ceil(n / 128) wide (reaching one more ahead than behind when even) whose
+    windows shrink at the edges, then input floor((i + 0.5) n / 64) kept for sample i."""
+    window = -(-n // 128)
+    ahead = (window + 2) // 2 - 1
+    behind = window - 1 - ahead
+    offsets = np.arange(-behind, ahead + 1)
+
+    def count(at: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
+        return np.minimum(at + ahead, n - 1) - np.maximum(at - behind, 0) + 1
+
+    samples = ((np.arange(64) + 0.5) * n / 64).astype(np.intp)
+    middle = samples[:, None] + offsets  # the first pass's outputs the second averages
+    inputs = middle[:, :, None] + offsets
+    weights = (((middle >= 0) & (middle < n)) / count(samples)[:, None])[:, :, None] * (
+        ((inputs >= 0) & (inputs < n)) / count(np.clip(middle, 0, n - 1))[:, :, None]
+    )
+    return (
+        np.clip(inputs, 0, n - 1).reshape(64, -1),
+        weights.reshape(64, -1).astype(np.float32),
+    )
