@@ -166,11 +166,17 @@ def turned_squares(signal: Signal, small: Downscale, box: Box, prefix: str) -> l
     ]
 
 
-def _carriers(signals: Sequence[Signal]) -> set[str]:
-    """The signals that carry orientations and band cuts: those that hash squares (PDQ)
-    when one is checked, since it covers the variants for all; otherwise every one."""
+def _carriers(signals: Sequence[Signal], primaries: dict[str, HashResult]) -> set[str]:
+    """The signals that carry orientations: those that hash squares (PDQ) when one is
+    checked and its hash of the image is good enough to list, since it covers the
+    variants for all; otherwise every one (a list holds no PDQ of an image whose PDQ
+    quality is too low, so its turns must be found by the other signals)."""
     perceptual = [s for s in signals if not s.exact]
-    squares = [s for s in perceptual if s.square_size]
+    squares = [
+        s
+        for s in perceptual
+        if s.square_size and s.degenerate(primaries[s.name].hash, primaries[s.name].quality) is None
+    ]
     return {s.name for s in (squares or perceptual)}
 
 
@@ -186,10 +192,11 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
     signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
-    carriers = _carriers(signals)
+    primaries = {signal.name: signal.compute(source) for signal in signals}
+    carriers = _carriers(signals, primaries)
     found: list[Variant] = []
     for signal in signals:
-        found.append(Variant("original", signal.compute(source)))
+        found.append(Variant("original", primaries[signal.name]))
         if signal.exact:
             continue
         found += _crops(signal, small, small.whole, BANDS)
@@ -215,9 +222,9 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
         if signal.exact:
             continue
         if signal.square_size:
-            found += turned_squares(signal, small, small.whole, "small")
+            found.append(Variant("small", derived(signal, small, small.whole)))
         if trimmed is not None:
-            found += oriented(signal, small, trimmed, "trimmed", (0,))
+            found.append(Variant("trimmed", derived(signal, small, trimmed)))
         found += _crops(signal, small, small.whole, (*CROPS, *BANDS))
     return _distinct(found)
 
@@ -229,7 +236,6 @@ LISTING_VARIANT_NAMES = frozenset(
         "original",
         "small",
         "trimmed",
-        *(f"small+{name}" for name, _, _ in ORIENTATIONS[1:]),
         *(name for name, *_ in (*CROPS, *BANDS)),
     }
 )
