@@ -1,0 +1,241 @@
+"""A second pair of eyes on issue 22's trust fixes: holes found by attacking a real
+server on loopback, over HTTP and gRPC, each a test that fails until it is closed.
+
+Every request here is hostile only in shape: benign random hashes, loopback only,
+bounded loops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from hashmatch.demo.serve_process import ServerProcess, running_server
+from hashmatch.list_formats import NewEntry
+from hashmatch.v1 import match_pb2, match_pb2_grpc
+from indexer.store import open_store
+from tests.test_outage import Cluster, cluster, freeze_follower, matched, stubs
+from tests.test_outage import serving as serving_on
+from tests.test_security import random_pdq
+
+__all__ = ["cluster"]  # the throwaway PostgreSQL cluster fixture, used below
+
+X = random_pdq(1, 2201)[0]
+
+
+def flipped(h: bytes, bits: range) -> bytes:
+    """`h` with the given bit positions inverted (most significant bit of byte 0 first)."""
+    out = bytearray(h)
+    for b in bits:
+        out[b // 8] ^= 0x80 >> (b % 8)
+    return bytes(out)
+
+
+# Y is 10 bits from X; each query is 2 bits from one of them and 12 from the other.
+Y = flipped(X, range(0, 10))
+NEAR_X = flipped(X, range(100, 102))
+NEAR_Y = flipped(Y, range(100, 102))
+
+
+class Server:
+    def __init__(self, proc: ServerProcess, url: str) -> None:
+        self.proc = proc
+        self.url = url
+        self.base = f"http://{proc.http_address}"
+
+    def key(self, roles: list[str], rate: float | None = None, match_only: bool = False) -> str:
+        store = open_store(self.url)
+        try:
+            return store.create_key("t", roles, rate=rate, match_only=match_only)[1]
+        finally:
+            store.close()
+
+    def http(self, token: str | None) -> httpx.Client:
+        headers = {} if token is None else {"authorization": f"Bearer {token}"}
+        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+
+
+@contextmanager
+def server(tmp_path: Path, *args: str) -> Iterator[Server]:
+    """Keys required; list 'z' holds X and list 'a' holds Y."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    store.add_entries("z", [NewEntry("pdq", X)])
+    store.add_entries("a", [NewEntry("pdq", Y)])
+    store.close()
+    with running_server(
+        tmp_path / "index",
+        "--store", url,
+        "--poll-interval", "0.1",
+        "--http-listen", "127.0.0.1:0",
+        *args,
+    ) as proc:  # fmt: skip
+        yield Server(proc, url)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with server(tmp_path_factory.mktemp("review")) as s:
+        yield s
+
+
+def peak_rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM")
+
+
+# Per-address limits over HTTP
+
+
+def test_http_anonymous_ipv6_addresses_count_as_their_64_as_over_grpc(tmp_path: Path) -> None:
+    """Hole: over gRPC an IPv6 address counts as its /64; over HTTP each address is its
+    own bucket (service/http/face.py peer()), so one subscriber's /64 buys endless
+    anonymous cases a minute, 1,200 hashes a day per address, and can fill the 100,000
+    daily address slots that lock every anonymous victim out for a day."""
+    with (
+        server(tmp_path, "--anonymous-submit", "1", "--http-trusted-proxy", "127.0.0.1") as s,
+        s.http(None) as http,
+    ):
+        statuses = []
+        for n, address in enumerate(["2001:db8::1", "2001:db8::2", "2001:db8::3"]):
+            case = {"hashes": [{"signal": "pdq", "hex": random_pdq(1, 2300 + n)[0].hex()}]}
+            answer = http.post("/v1/cases", headers={"x-forwarded-for": address}, json=case)
+            statuses.append(answer.status_code)
+        # One case a minute for the whole 2001:db8::/64.
+        assert statuses == [200, 429, 429], statuses
+
+
+# Rate limits over HTTP
+
+
+def test_hma_delete_content_is_charged_to_the_keys_rate(served: Server) -> None:
+    """Hole: DELETE /c/bank/<name>/content/<id> is a store write and an in-effect wait
+    per call, but service/submission.py remove_content never charges the key, so a key
+    limited to 5 hashes/s (burst 10) removes as fast as it can send."""
+    slow = served.key(["list-manage"], rate=5)
+    with served.http(slow) as http:
+        statuses = [http.delete(f"/c/bank/a/content/{n + 1}").status_code for n in range(25)]
+    assert 429 in statuses, statuses
+
+
+# Wrong types over HTTP
+
+
+@pytest.mark.parametrize("extra", [{"enabled": 0}, {"enabled_ratio": True}, {"enabled": None}])
+def test_create_bank_refuses_wrong_types(served: Server, extra: dict[str, object]) -> None:
+    """Hole: POST /c/banks compares `enabled is False` and `enabled_ratio != 1`, so
+    HMA's "disabled" as 0, a boolean ratio, or null are taken and a fully matching bank is
+    made (201) where the caller asked for something else, or sent the wrong type."""
+    with served.http(served.key(["list-manage"])) as http:
+        name = "WRONG_" + str(abs(hash(repr(extra))) % 10_000)
+        answer = http.post("/c/banks", json={"name": name, **extra})
+    assert answer.status_code == 400, (answer.status_code, answer.text)
+
+
+# Work done before authentication
+
+
+def test_an_unauthenticated_body_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    """Hole: service/http/app.py reads and json.loads the whole body (up to 16 MiB) before
+    the route asks for a key: anyone who can connect makes the server build ~5.5 million
+    Python lists (about 400 MB, two seconds of CPU) per request, only to be told 401."""
+    with server(tmp_path) as s, s.http(None) as anyone:
+        assert anyone.post("/v1/check", content=b"{").status_code == 401
+        before = peak_rss_kib(s.proc.process.pid)
+        body = b"[" + b"[]," * 5_500_000 + b"[]]"
+        assert anyone.post("/v1/check", content=body).status_code == 401
+        grown_mib = (peak_rss_kib(s.proc.process.pid) - before) / 1024
+        assert grown_mib < 64, f"an unauthenticated request grew the server by {grown_mib:.0f} MiB"
+
+
+def test_a_huge_images_array_is_refused_without_parsing_it_in_python(served: Server) -> None:
+    """Hole: /v1/check hands anything but the plain query shape to json_format.ParseDict,
+    which walks 8 million image numbers in Python (~16 s of CPU holding the GIL) before
+    "8000001 image numbers for 1 queries" refuses it, uncharged, from a 5 hashes/s key."""
+    slow = served.key(["check"], rate=5)
+    body = (
+        b'{"queries":[{"signal":"pdq","hex":"'
+        + X.hex().encode()
+        + b'"}],"images":['
+        + b"0," * 8_000_000
+        + b"0]}"
+    )
+    with served.http(slow) as http:
+        started = time.monotonic()
+        answer = http.post("/v1/check", content=body)
+        took = time.monotonic() - started
+    assert answer.status_code == 400, answer.text
+    assert took < 5, f"one refused request took {took:.1f}s of the server's time"
+
+
+# Distances to a match-only key
+
+
+def _lists_in_order(stub: match_pb2_grpc.MatchServiceStub, token: str, h: bytes) -> list[str]:
+    request = match_pb2.CheckRequest(queries=[match_pb2.Query(signal="pdq", hash=h)])
+    answer = stub.Check(request, metadata=(("authorization", f"Bearer {token}"),), timeout=30)
+    return [m.list for m in answer.results[0].matches]
+
+
+def test_a_match_only_key_learns_no_distance_from_the_order_of_matches(served: Server) -> None:
+    """Hole: matches come closest first for every key (service/matcher.py _order), so a
+    match-only key, denied distances, still learns which listed entry is nearer its
+    query; walking a query bit by bit between two entries then tells their distances.
+    Here the order flips with the query: z first for a query near X, a first near Y."""
+    only = served.key(["check"], match_only=True)
+    with grpc.insecure_channel(served.proc.address) as channel:
+        stub = match_pb2_grpc.MatchServiceStub(channel)
+        near_x = _lists_in_order(stub, only, NEAR_X)
+        near_y = _lists_in_order(stub, only, NEAR_Y)
+    assert sorted(near_x) == sorted(near_y) == ["a", "z"]
+    assert near_x == near_y, f"the order tells the distance: {near_x} near X, {near_y} near Y"
+
+
+def test_a_match_only_key_learns_no_distance_from_raw_lookups_order(served: Server) -> None:
+    """The same over HMA's /m/raw_lookup, which a match-only key may call."""
+    only = served.key(["check"], match_only=True)
+    orders = []
+    with served.http(only) as http:
+        for q in (NEAR_X, NEAR_Y):
+            answer = http.get("/m/raw_lookup", params={"signal_type": "pdq", "signal": q.hex()})
+            assert answer.status_code == 200, answer.text
+            orders.append(answer.json()["matches"])
+    assert sorted(orders[0]) == sorted(orders[1]) and len(orders[0]) == 2, orders
+    assert orders[0] == orders[1], f"the order tells the distance: {orders}"
+
+
+# In effect on return
+
+
+def test_hma_add_signal_is_not_ok_before_it_matches(cluster: Cluster, tmp_path: Path) -> None:
+    """Hole: POST /c/bank/<name>/signal ("matching on return") ignores wait_for's False
+    (service/http/hma.py add_signal) and answers 200 with the content id after 5 s
+    although the matcher never applied the hash; it should be 504, stored but not yet in
+    effect, as SubmitCase and RemoveEntries are."""
+    fresh = random_pdq(1, 2400)[0]
+    with (
+        serving_on(tmp_path, cluster.url, "--http-listen", "127.0.0.1:0") as s,
+        stubs(s, s.admin) as (checker, _),
+    ):
+        pid = freeze_follower(s, checker)
+        try:
+            headers = {"authorization": f"Bearer {s.admin}"}
+            with httpx.Client(base_url=f"http://{s.proc.http_address}", headers=headers) as http:
+                answer = http.post("/c/bank/hotline/signal", json={"pdq": fresh.hex()}, timeout=60)
+            in_effect = matched(checker, fresh)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    assert answer.status_code == 504 or in_effect, (
+        f"{answer.status_code} {answer.text} while the hash does not match yet"
+    )
