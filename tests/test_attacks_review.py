@@ -46,17 +46,18 @@ NEAR_Y = flipped(Y, range(100, 102))
 
 
 class Server:
-    def __init__(self, proc: ServerProcess, url: str) -> None:
+    """A running server and keys made before it started (a key made later may be
+    refused for its first 0.1 s, until the server reloads its keys)."""
+
+    def __init__(self, proc: ServerProcess, url: str, keys: dict[str, str]) -> None:
         self.proc = proc
         self.url = url
         self.base = f"http://{proc.http_address}"
-
-    def key(self, roles: list[str], rate: float | None = None, match_only: bool = False) -> str:
-        store = open_store(self.url)
-        try:
-            return store.create_key("t", roles, rate=rate, match_only=match_only)[1]
-        finally:
-            store.close()
+        self.admin = keys["admin"]
+        self.manager = keys["manager"]
+        self.slow_manager = keys["slow_manager"]
+        self.slow_checker = keys["slow_checker"]
+        self.match_only = keys["match_only"]
 
     def http(self, token: str | None) -> httpx.Client:
         headers = {} if token is None else {"authorization": f"Bearer {token}"}
@@ -71,6 +72,13 @@ def server(tmp_path: Path, *args: str) -> Iterator[Server]:
     store = open_store(url)
     store.add_entries("z", [NewEntry("pdq", X)])
     store.add_entries("a", [NewEntry("pdq", Y)])
+    keys = {
+        "admin": store.create_key("t", ["admin"])[1],
+        "manager": store.create_key("t", ["list-manage"])[1],
+        "slow_manager": store.create_key("t", ["list-manage"], rate=5)[1],
+        "slow_checker": store.create_key("t", ["check"], rate=5)[1],
+        "match_only": store.create_key("t", ["check"], match_only=True)[1],
+    }
     store.close()
     with running_server(
         tmp_path / "index",
@@ -79,7 +87,7 @@ def server(tmp_path: Path, *args: str) -> Iterator[Server]:
         "--http-listen", "127.0.0.1:0",
         *args,
     ) as proc:  # fmt: skip
-        yield Server(proc, url)
+        yield Server(proc, url, keys)
 
 
 @pytest.fixture(scope="module")
@@ -123,8 +131,7 @@ def test_hma_delete_content_is_charged_to_the_keys_rate(served: Server) -> None:
     """Hole: DELETE /c/bank/<name>/content/<id> is a store write and an in-effect wait
     per call, but service/submission.py remove_content never charges the key, so a key
     limited to 5 hashes/s (burst 10) removes as fast as it can send."""
-    slow = served.key(["list-manage"], rate=5)
-    with served.http(slow) as http:
+    with served.http(served.slow_manager) as http:
         statuses = [http.delete(f"/c/bank/a/content/{n + 1}").status_code for n in range(25)]
     assert 429 in statuses, statuses
 
@@ -132,14 +139,43 @@ def test_hma_delete_content_is_charged_to_the_keys_rate(served: Server) -> None:
 # Wrong types over HTTP
 
 
-@pytest.mark.parametrize("extra", [{"enabled": 0}, {"enabled_ratio": True}, {"enabled": None}])
-def test_create_bank_refuses_wrong_types(served: Server, extra: dict[str, object]) -> None:
+@pytest.mark.parametrize(
+    ("n", "extra"), [(0, {"enabled": 0}), (1, {"enabled_ratio": True}), (2, {"enabled": None})]
+)
+def test_create_bank_refuses_wrong_types(served: Server, n: int, extra: dict[str, object]) -> None:
     """Hole: POST /c/banks compares `enabled is False` and `enabled_ratio != 1`, so
     HMA's "disabled" as 0, a boolean ratio, or null are taken and a fully matching bank is
     made (201) where the caller asked for something else, or sent the wrong type."""
-    with served.http(served.key(["list-manage"])) as http:
-        name = "WRONG_" + str(abs(hash(repr(extra))) % 10_000)
+    with served.http(served.manager) as http:
+        name = f"WRONG_TYPE_{n}"
         answer = http.post("/c/banks", json={"name": name, **extra})
+    assert answer.status_code == 400, (answer.status_code, answer.text)
+
+
+# Answers of 500
+
+
+LONE_SURROGATE = b"\\ud800"  # valid JSON, but no string protobuf (or UTF-8) can hold
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/check", b'{"queries": [{"signal": "' + LONE_SURROGATE + b'", "hex": "ab"}]}'),
+        ("/v1/check", b'{"queries": [{"signal": "pdq", "hex": "' + LONE_SURROGATE + b'"}]}'),
+        ("/c/bank/a/signal", b'{"' + LONE_SURROGATE + b'": "ab"}'),
+        ("/c/bank/a/signal", b'{"pdq": "' + LONE_SURROGATE + b'"}'),
+    ],
+)
+def test_a_lone_surrogate_in_json_text_is_400_not_500(
+    served: Server, path: str, body: bytes
+) -> None:
+    """Hole: /v1/check's fast path (service/http/native.py _check_request) and HMA's
+    add_signal put JSON strings straight into protobuf messages, whose setters raise
+    ValueError on an unpaired surrogate; that surfaces as 500 "internal error". The
+    general parser (every other route) answers 400 "Unpaired surrogate at ..."."""
+    with served.http(served.admin) as http:
+        answer = http.post(path, content=body)
     assert answer.status_code == 400, (answer.status_code, answer.text)
 
 
@@ -163,7 +199,6 @@ def test_a_huge_images_array_is_refused_without_parsing_it_in_python(served: Ser
     """Hole: /v1/check hands anything but the plain query shape to json_format.ParseDict,
     which walks 8 million image numbers in Python (~16 s of CPU holding the GIL) before
     "8000001 image numbers for 1 queries" refuses it, uncharged, from a 5 hashes/s key."""
-    slow = served.key(["check"], rate=5)
     body = (
         b'{"queries":[{"signal":"pdq","hex":"'
         + X.hex().encode()
@@ -171,7 +206,7 @@ def test_a_huge_images_array_is_refused_without_parsing_it_in_python(served: Ser
         + b"0," * 8_000_000
         + b"0]}"
     )
-    with served.http(slow) as http:
+    with served.http(served.slow_checker) as http:
         started = time.monotonic()
         answer = http.post("/v1/check", content=body)
         took = time.monotonic() - started
@@ -193,7 +228,7 @@ def test_a_match_only_key_learns_no_distance_from_the_order_of_matches(served: S
     match-only key, denied distances, still learns which listed entry is nearer its
     query; walking a query bit by bit between two entries then tells their distances.
     Here the order flips with the query: z first for a query near X, a first near Y."""
-    only = served.key(["check"], match_only=True)
+    only = served.match_only
     with grpc.insecure_channel(served.proc.address) as channel:
         stub = match_pb2_grpc.MatchServiceStub(channel)
         near_x = _lists_in_order(stub, only, NEAR_X)
@@ -204,7 +239,7 @@ def test_a_match_only_key_learns_no_distance_from_the_order_of_matches(served: S
 
 def test_a_match_only_key_learns_no_distance_from_raw_lookups_order(served: Server) -> None:
     """The same over HMA's /m/raw_lookup, which a match-only key may call."""
-    only = served.key(["check"], match_only=True)
+    only = served.match_only
     orders = []
     with served.http(only) as http:
         for q in (NEAR_X, NEAR_Y):
