@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -212,6 +213,41 @@ def test_a_huge_images_array_is_refused_without_parsing_it_in_python(served: Ser
         took = time.monotonic() - started
     assert answer.status_code == 400, answer.text
     assert took < 5, f"one refused request took {took:.1f}s of the server's time"
+
+
+def test_http_connections_that_never_finish_a_request_are_dropped(served: Server) -> None:
+    """Hole: uvicorn's keep-alive timeout (30 s) starts only after a response, so a
+    connection that sends nothing, half a request head, or part of a body is held
+    forever. Each holds a file descriptor of the process that also serves gRPC and
+    holds the store's connections: 20,000 such sockets (the process's limit here) from
+    one client would stop both faces accepting anything."""
+    host, port = served.proc.http_address.rsplit(":", 1)
+    starts = [
+        b"",
+        b"GET /status HTTP/1.1\r\nHost: x\r\n",
+        b"POST /v1/check HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{",
+    ]
+    held = []
+    for start in starts:
+        connection = socket.create_connection((host, int(port)), timeout=1)
+        connection.sendall(start)
+        held.append(connection)
+    try:
+        deadline = time.monotonic() + 45
+        open_ones = list(range(len(held)))
+        while open_ones and time.monotonic() < deadline:
+            for i in list(open_ones):
+                try:
+                    if held[i].recv(1024) == b"":
+                        open_ones.remove(i)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    open_ones.remove(i)
+        assert not open_ones, f"still held after 45 s: {[starts[i] for i in open_ones]}"
+    finally:
+        for connection in held:
+            connection.close()
 
 
 # Distances to a match-only key
