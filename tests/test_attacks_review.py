@@ -180,6 +180,16 @@ def test_a_lone_surrogate_in_json_text_is_400_not_500(
     assert answer.status_code == 400, (answer.status_code, answer.text)
 
 
+@pytest.mark.parametrize("content_id", ["9223372036854775808", "9" * 30, "0" * 5000 + "1"])
+def test_a_content_id_past_any_stored_one_is_not_500(served: Server, content_id: str) -> None:
+    """Hole: DELETE /c/bank/<name>/content/<id> takes any run of digits: past 2**63 - 1
+    the store's driver overflows (500 "internal error"), and past 4,300 digits Starlette's
+    int convertor raises before any route runs (a bare "Internal Server Error")."""
+    with served.http(served.manager) as http:
+        answer = http.delete(f"/c/bank/a/content/{content_id}")
+    assert answer.status_code < 500, (answer.status_code, answer.text[:200])
+
+
 # Work done before authentication
 
 
