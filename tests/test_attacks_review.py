@@ -183,7 +183,11 @@ def test_an_unauthenticated_body_is_refused_before_it_is_parsed(tmp_path: Path) 
         assert anyone.post("/v1/check", content=b"{").status_code == 401
         before = peak_rss_kib(s.proc.process.pid)
         body = b"[" + b"[]," * 5_500_000 + b"[]]"
-        assert anyone.post("/v1/check", content=body).status_code == 401
+        try:
+            status: int | None = anyone.post("/v1/check", content=body).status_code
+        except httpx.TransportError:
+            status = None  # refused without reading the body: as good
+        assert status in (401, None), status
         grown_mib = (peak_rss_kib(s.proc.process.pid) - before) / 1024
         assert grown_mib < 64, f"an unauthenticated request grew the server by {grown_mib:.0f} MiB"
 
