@@ -332,6 +332,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
     def remove_content(self, caller: Caller, list_name: str, content_id: int) -> int:
         """Remove one entry by its content id (HMA's bank routes); returns once in effect."""
         _may_manage(caller, list_name)
+        self.gate.charge(caller, 1)  # one entry, as RemoveEntries charges
         removed = self._store.remove_content(list_name, content_id)
         self._audit.record(
             caller.actor, "remove_entries", list_name, content_id=content_id, removed=removed
