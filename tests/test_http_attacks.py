@@ -1,5 +1,7 @@
-"""A second pair of eyes on issue 22's trust fixes: holes found by attacking a real
-server on loopback (mostly its HTTP face), each a test that fails until it is closed.
+"""Attacks on the HTTP face (and the limits it shares with gRPC), each over real HTTP
+against a real server on loopback: per-address and per-key limits, wrong JSON types,
+text no protobuf string can hold, content ids past any we give out, work done before
+authentication, arrays parsed before they are counted, and "in effect on return".
 
 Every request here is hostile only in shape: benign random hashes, loopback only,
 bounded loops.
