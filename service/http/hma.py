@@ -193,8 +193,12 @@ def create_bank(face: Face, request: Request, body: Any) -> Any:
     name = body["name"]
     if len(name) > MAX_BANK_NAME or not BANK_NAME.fullmatch(name):
         raise InvalidRequest("Bank names must be UPPER_WITH_UNDERSCORE")
-    ratio, enabled = body.get("enabled_ratio"), body.get("enabled")
-    if (ratio is not None and ratio != 1) or enabled is False:
+    enabled, ratio = body.get("enabled", True), body.get("enabled_ratio", 1.0)
+    if type(enabled) is not bool:
+        raise InvalidRequest("enabled must be a JSON boolean (true or false)")
+    if type(ratio) not in (int, float):
+        raise InvalidRequest("enabled_ratio must be a JSON number")
+    if ratio != 1 or not enabled:
         raise InvalidRequest(
             "every bank here matches fully: enabled_ratio can only be 1.0 and enabled true"
         )
