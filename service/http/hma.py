@@ -22,6 +22,7 @@ from indexer.store import ListExists, NoSuchList
 from service.auth import Caller
 from service.http.errors import HttpError
 from service.http.face import Face, visible
+from service.http.text import unicode_text
 from service.matcher import Hit
 from service.queries import InvalidRequest, ParsedQuery, _max_distance, parse_hash
 from service.server import answer
@@ -224,9 +225,11 @@ def add_signal(face: Face, request: Request, body: Any) -> Any:
             f"send exactly one signal per call (got {len(body)}): each hash is its own entry"
         )
     ((signal_type, value),) = body.items()
+    unicode_text(signal_type, "the signal type")
     if not isinstance(value, str):
-        raise InvalidRequest(f"Invalid {str(signal_type)[:40]} signal: send the hash as hex text")
-    entry = submission_pb2.HashEntry(signal=_signal_name(str(signal_type)), hex=value)
+        raise InvalidRequest(f"Invalid {signal_type[:40]} signal: send the hash as hex text")
+    unicode_text(value, f"the {signal_type[:40]} signal")
+    entry = submission_pb2.HashEntry(signal=_signal_name(signal_type), hex=value)
     signal, hash_bytes = parse_hash(f"Invalid {str(signal_type)[:40]} signal", entry)
     upload = _unwrapped(SubmissionServicer.Upload)
     requests: Iterator[submission_pb2.UploadRequest] = iter(
