@@ -178,7 +178,7 @@ ROUTES: tuple[Spec, ...] = (
     ),
     Spec(
         "DELETE",
-        "/c/bank/{name}/content/{content_id:int}",
+        "/c/bank/{name}/content/{content_id}",
         hma.delete_content,
         "HMA: remove a bank's content; in effect on return",
         "list-manage",

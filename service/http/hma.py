@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import submission_pb2
-from indexer.store import ListExists, NoSuchList
+from indexer.store import MAX_CONTENT_ID, ListExists, NoSuchList
 from service.auth import Caller
 from service.http.errors import HttpError
 from service.http.face import Face, visible
@@ -37,6 +37,7 @@ SIGNAL_ALIASES = {"video_md5": "md5"}
 BANK_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # what HMA's store accepts
 MAX_BANK_NAME = 200
 MAX_NOTE = 255  # as HMA
+CONTENT_ID = re.compile(r"[1-9][0-9]{0,15}")  # at most MAX_CONTENT_ID's 16 digits
 
 
 def _unwrapped(method: Any) -> Callable[..., Any]:
@@ -249,6 +250,15 @@ def add_signal(face: Face, request: Request, body: Any) -> Any:
 def delete_content(face: Face, request: Request, body: Any) -> Any:
     servicer = _submission(face)
     name = request.path_params["name"]
+    content_id = _content_id(request.path_params["content_id"])
     caller = _visible_bank(face, request, name, "list-manage")
-    deleted = servicer.remove_content(caller, name, int(request.path_params["content_id"]))
+    deleted = servicer.remove_content(caller, name, content_id)
     return {"deleted": deleted}
+
+
+def _content_id(text: str) -> int:
+    """A content id from the path: 1 to MAX_CONTENT_ID in decimal, judged by its digits
+    before int() or the store sees it (a run of thousands of digits is neither's to parse)."""
+    if not CONTENT_ID.fullmatch(text) or int(text) > MAX_CONTENT_ID:
+        raise HttpError(404, f"no such content: ids are whole numbers from 1 to {MAX_CONTENT_ID}")
+    return int(text)
