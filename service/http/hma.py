@@ -26,7 +26,7 @@ from service.http.text import unicode_text
 from service.matcher import Hit
 from service.queries import InvalidRequest, ParsedQuery, _max_distance, parse_hash
 from service.server import answer
-from service.submission import IN_EFFECT_TIMEOUT, SubmissionServicer
+from service.submission import SubmissionServicer
 
 NO_MEDIA = (
     "this service never takes images or video, nor fetches them from a URL: hash the "
@@ -240,7 +240,9 @@ def add_signal(face: Face, request: Request, body: Any) -> Any:
     if result.refused:
         raise InvalidRequest(result.refusals[0].reason)
     assert face.feed is not None
-    face.feed.follower.wait_for(face.feed.writer.last_seq(), IN_EFFECT_TIMEOUT)
+    # "Matching on return", as HMA promises: the same wait as the gRPC handlers, and
+    # 504 (stored, not yet in effect) when the matcher does not catch up in time.
+    servicer.in_effect(None, "the hash (adding it again is safe)")
     content_id = face.feed.writer.content_id_of(name, signal.name, hash_bytes)
     if content_id is None:  # removed again in between
         raise NoSuchList(name)
