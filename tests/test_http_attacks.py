@@ -194,6 +194,21 @@ def test_an_unauthenticated_body_is_refused_before_it_is_parsed(tmp_path: Path) 
         assert grown_mib < 64, f"an unauthenticated request grew the server by {grown_mib:.0f} MiB"
 
 
+def test_an_anonymous_case_body_is_bounded_at_a_case_worth(tmp_path: Path) -> None:
+    """Without a key anyone may send a case: its body is refused past 1 MiB (a 1,000-hash
+    case is a few hundred KiB), unread, rather than read and parsed up to 16 MiB."""
+    with (
+        server(tmp_path, "--anonymous-submit", "60") as s,
+        s.http(None) as anyone,
+        s.http(s.admin) as keyed,
+    ):
+        body = b'{"hashes": [], "padding": "' + b"a" * (2 * 1024 * 1024) + b'"}'
+        assert anyone.post("/v1/cases", content=body).status_code == 413
+        # A key's body is still bounded by the message limit alone: parsed, and refused
+        # for what it says.
+        assert keyed.post("/v1/cases", content=body).status_code == 400
+
+
 def test_a_huge_images_array_is_refused_without_parsing_it_in_python(served: Server) -> None:
     """Hole: /v1/check hands anything but the plain query shape to json_format.ParseDict,
     which walks 8 million image numbers in Python (~16 s of CPU holding the GIL) before
