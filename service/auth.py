@@ -132,17 +132,27 @@ def _bearer(context: grpc.ServicerContext) -> str | None:
     return None
 
 
+def address_bucket(host: str) -> str:
+    """The address a caller's per-address limits are keyed by, whatever the transport:
+    an IPv4 address as it is, an IPv6 address as its /64, which one subscriber usually
+    holds whole (so rotating through it buys nothing)."""
+    host = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def _peer_host(context: grpc.ServicerContext) -> str:
-    """ipv4:1.2.3.4:5678 → 1.2.3.4 (one bucket per address, whatever the port); an IPv6
-    address counts as its /64, which one subscriber usually holds whole."""
+    """ipv4:1.2.3.4:5678 → 1.2.3.4 (one bucket per address, whatever the port)."""
     peer = context.peer() or "unknown"
     host = peer.split(":", 1)[-1].rsplit(":", 1)[0]
-    if peer.startswith("ipv6:"):
-        try:
-            return str(ipaddress.IPv6Network(f"{host.strip('[]')}/64", strict=False))
-        except ValueError:
-            return host
-    return host
+    return address_bucket(host)
 
 
 class Gate:

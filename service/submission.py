@@ -120,7 +120,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         info = self._store.list_info(name)
         return _list_info(info, [f for f in self._store.entry_flags() if f.list == name])
 
-    def _in_effect(
+    def in_effect(
         self, context: grpc.ServicerContext | None, change: str, *metadata: tuple[str, str]
     ) -> None:
         """Return once the matcher reflects everything committed so far; NotInEffect
@@ -164,7 +164,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._audit.record(
             caller.actor, "submit_case", CASE_LIST, case=receipt.case_id, added=receipt.added
         )
-        self._in_effect(
+        self.in_effect(
             context,
             f"case {receipt.case_id} (its receipt is in this error's trailing metadata; "
             "do not submit it again)",
@@ -184,7 +184,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._audit.record(
             caller.actor, "withdraw_case", CASE_LIST, case=request.case_id, removed=removed
         )
-        self._in_effect(context, "the withdrawal (withdrawing again is safe)")
+        self.in_effect(context, "the withdrawal (withdrawing again is safe)")
         return submission_pb2.WithdrawResponse(removed=removed)
 
     @unary("CaseStatus", "submit")
@@ -326,17 +326,18 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         self._audit.record(
             caller.actor, "remove_entries", request.list, asked=len(keys), removed=removed
         )
-        self._in_effect(context, "the removal (removing again is safe)")
+        self.in_effect(context, "the removal (removing again is safe)")
         return submission_pb2.RemoveEntriesResponse(removed=removed)
 
     def remove_content(self, caller: Caller, list_name: str, content_id: int) -> int:
         """Remove one entry by its content id (HMA's bank routes); returns once in effect."""
         _may_manage(caller, list_name)
+        self.gate.charge(caller, 1)  # one entry, as RemoveEntries charges
         removed = self._store.remove_content(list_name, content_id)
         self._audit.record(
             caller.actor, "remove_entries", list_name, content_id=content_id, removed=removed
         )
-        self._in_effect(None, "the removal (removing again is safe)")
+        self.in_effect(None, "the removal (removing again is safe)")
         return removed
 
     @unary("ConfirmEntry", "list-manage")

@@ -239,6 +239,35 @@ def test_an_ipv6_subscriber_is_one_address_and_the_day_is_per_address(
     gate.admit_case(one, 20)
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.ip_addresses(v=6), st.integers(0, 2**64 - 1))
+def test_every_address_of_an_ipv6_64_is_one_bucket_on_both_transports(
+    address: Any, low: int
+) -> None:
+    import ipaddress
+
+    from service.auth import _peer_host, address_bucket
+
+    neighbour = ipaddress.IPv6Address((int(address) >> 64 << 64) | low)
+    if address.ipv4_mapped is not None or neighbour.ipv4_mapped is not None:
+        return  # an IPv4 client of a dual-stack socket: its own address (below)
+    bucket = str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    assert address_bucket(str(address)) == bucket  # HTTP: the peer uvicorn reports
+    assert address_bucket(str(neighbour)) == bucket
+    assert _peer_host(_context(f"ipv6:[{neighbour}]:5000")) == bucket  # gRPC
+
+
+def test_an_ipv4_client_of_a_dual_stack_socket_is_its_own_address() -> None:
+    """A dual-stack HTTP listener sees IPv4 clients as ::ffff:a.b.c.d: as a /64 every
+    IPv4 client on the Internet would share one anonymous bucket."""
+    from service.auth import address_bucket
+
+    assert address_bucket("::ffff:192.0.2.1") == "192.0.2.1"
+    assert address_bucket("::ffff:192.0.2.1") != address_bucket("::ffff:192.0.2.2")
+    assert address_bucket("192.0.2.1") == "192.0.2.1"
+    assert address_bucket("unknown") == "unknown"
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.floats(1, 500),

@@ -27,6 +27,8 @@ from service.http.face import Face
 from service.http.portal import portal_routes
 
 MAX_BODY_BYTES = MAX_MESSAGE_BYTES
+# A case sent without a key: at most MAX_CASE_HASHES hashes of a few hundred bytes each.
+MAX_ANONYMOUS_BODY_BYTES = 1024 * 1024
 
 Work = Callable[[Face, Request, Any], Any]
 
@@ -43,6 +45,11 @@ class Spec:
     params: tuple[str, ...] = ()
     body: str | None = None  # what the JSON body is, if it takes one
     tag: str = "hashmatch"
+
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The roles any one of which lets a key call the route."""
+        return () if self.role is None else tuple(self.role.split(" or "))
 
 
 ROUTES: tuple[Spec, ...] = (
@@ -178,7 +185,7 @@ ROUTES: tuple[Spec, ...] = (
     ),
     Spec(
         "DELETE",
-        "/c/bank/{name}/content/{content_id:int}",
+        "/c/bank/{name}/content/{content_id}",
         hma.delete_content,
         "HMA: remove a bank's content; in effect on return",
         "list-manage",
@@ -189,17 +196,17 @@ ROUTES: tuple[Spec, ...] = (
 )
 
 
-async def _json_body(request: Request) -> Any:
-    """The request's JSON, read at most MAX_BODY_BYTES: a bigger body is refused before
+async def _json_body(request: Request, limit: int) -> Any:
+    """The request's JSON, read at most `limit` bytes: a bigger body is refused before
     it is all read, whatever Content-Length says."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HttpError(413, f"request body over {limit} bytes")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HttpError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise HttpError(413, f"request body over {limit} bytes")
         chunks.append(chunk)
     raw = b"".join(chunks)
     if not raw:
@@ -221,7 +228,14 @@ def _endpoint(face: Face, spec: Spec) -> Callable[[Request], Any]:
     async def run(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            body = await _json_body(request) if spec.body is not None else None
+            limit = MAX_BODY_BYTES
+            if spec.roles:
+                # The key (and its role) first: a caller without one is refused before
+                # its body is read, and an anonymous one may send only a case's worth.
+                caller = await run_in_threadpool(face.caller, request, *spec.roles)
+                if caller.anonymous:
+                    limit = MAX_ANONYMOUS_BODY_BYTES
+            body = await _json_body(request, limit) if spec.body is not None else None
             result = await run_in_threadpool(spec.work, face, request, body)
             response = result if isinstance(result, Response) else JSONResponse(result)
         except Exception as exc:

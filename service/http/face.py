@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from starlette.requests import Request
 
 from indexer.store import CASE_LIST, Store
-from service.auth import Caller, PermissionDenied
+from service.auth import Caller, PermissionDenied, address_bucket
 from service.batcher import Batcher
 from service.server import Feed, Guards
 from service.snapshots import SnapshotHolder
@@ -30,9 +30,10 @@ def bearer(request: Request) -> str | None:
 
 
 def peer(request: Request) -> str:
-    """The caller's address: the TCP peer, or what a trusted proxy forwarded (the server
-    only takes X-Forwarded-For from the proxies it was given)."""
-    return request.client.host if request.client is not None else "unknown"
+    """The address the caller's limits are keyed by (an IPv6 address as its /64, as over
+    gRPC): of the TCP peer, or what a trusted proxy forwarded (the server only takes
+    X-Forwarded-For from the proxies it was given)."""
+    return address_bucket(request.client.host) if request.client is not None else "unknown"
 
 
 @dataclass

@@ -18,14 +18,15 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import submission_pb2
-from indexer.store import ListExists, NoSuchList
+from indexer.store import MAX_CONTENT_ID, ListExists, NoSuchList
 from service.auth import Caller
 from service.http.errors import HttpError
 from service.http.face import Face, visible
+from service.http.text import unicode_text
 from service.matcher import Hit
 from service.queries import InvalidRequest, ParsedQuery, _max_distance, parse_hash
 from service.server import answer
-from service.submission import IN_EFFECT_TIMEOUT, SubmissionServicer
+from service.submission import SubmissionServicer
 
 NO_MEDIA = (
     "this service never takes images or video, nor fetches them from a URL: hash the "
@@ -36,6 +37,7 @@ SIGNAL_ALIASES = {"video_md5": "md5"}
 BANK_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")  # what HMA's store accepts
 MAX_BANK_NAME = 200
 MAX_NOTE = 255  # as HMA
+CONTENT_ID = re.compile(r"[1-9][0-9]{0,15}")  # at most MAX_CONTENT_ID's 16 digits
 
 
 def _unwrapped(method: Any) -> Callable[..., Any]:
@@ -193,8 +195,12 @@ def create_bank(face: Face, request: Request, body: Any) -> Any:
     name = body["name"]
     if len(name) > MAX_BANK_NAME or not BANK_NAME.fullmatch(name):
         raise InvalidRequest("Bank names must be UPPER_WITH_UNDERSCORE")
-    ratio, enabled = body.get("enabled_ratio"), body.get("enabled")
-    if (ratio is not None and ratio != 1) or enabled is False:
+    enabled, ratio = body.get("enabled", True), body.get("enabled_ratio", 1.0)
+    if type(enabled) is not bool:
+        raise InvalidRequest("enabled must be a JSON boolean (true or false)")
+    if type(ratio) not in (int, float):
+        raise InvalidRequest("enabled_ratio must be a JSON number")
+    if ratio != 1 or not enabled:
         raise InvalidRequest(
             "every bank here matches fully: enabled_ratio can only be 1.0 and enabled true"
         )
@@ -220,9 +226,11 @@ def add_signal(face: Face, request: Request, body: Any) -> Any:
             f"send exactly one signal per call (got {len(body)}): each hash is its own entry"
         )
     ((signal_type, value),) = body.items()
+    unicode_text(signal_type, "the signal type")
     if not isinstance(value, str):
-        raise InvalidRequest(f"Invalid {str(signal_type)[:40]} signal: send the hash as hex text")
-    entry = submission_pb2.HashEntry(signal=_signal_name(str(signal_type)), hex=value)
+        raise InvalidRequest(f"Invalid {signal_type[:40]} signal: send the hash as hex text")
+    unicode_text(value, f"the {signal_type[:40]} signal")
+    entry = submission_pb2.HashEntry(signal=_signal_name(signal_type), hex=value)
     signal, hash_bytes = parse_hash(f"Invalid {str(signal_type)[:40]} signal", entry)
     upload = _unwrapped(SubmissionServicer.Upload)
     requests: Iterator[submission_pb2.UploadRequest] = iter(
@@ -232,7 +240,9 @@ def add_signal(face: Face, request: Request, body: Any) -> Any:
     if result.refused:
         raise InvalidRequest(result.refusals[0].reason)
     assert face.feed is not None
-    face.feed.follower.wait_for(face.feed.writer.last_seq(), IN_EFFECT_TIMEOUT)
+    # "Matching on return", as HMA promises: the same wait as the gRPC handlers, and
+    # 504 (stored, not yet in effect) when the matcher does not catch up in time.
+    servicer.in_effect(None, "the hash (adding it again is safe)")
     content_id = face.feed.writer.content_id_of(name, signal.name, hash_bytes)
     if content_id is None:  # removed again in between
         raise NoSuchList(name)
@@ -242,6 +252,15 @@ def add_signal(face: Face, request: Request, body: Any) -> Any:
 def delete_content(face: Face, request: Request, body: Any) -> Any:
     servicer = _submission(face)
     name = request.path_params["name"]
+    content_id = _content_id(request.path_params["content_id"])
     caller = _visible_bank(face, request, name, "list-manage")
-    deleted = servicer.remove_content(caller, name, int(request.path_params["content_id"]))
+    deleted = servicer.remove_content(caller, name, content_id)
     return {"deleted": deleted}
+
+
+def _content_id(text: str) -> int:
+    """A content id from the path: 1 to MAX_CONTENT_ID in decimal, judged by its digits
+    before int() or the store sees it (a run of thousands of digits is neither's to parse)."""
+    if not CONTENT_ID.fullmatch(text) or int(text) > MAX_CONTENT_ID:
+        raise HttpError(404, f"no such content: ids are whole numbers from 1 to {MAX_CONTENT_ID}")
+    return int(text)

@@ -13,8 +13,10 @@ from google.protobuf.message import Message
 from starlette.requests import Request
 
 from hashmatch.v1 import match_pb2, submission_pb2
+from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 from service.http.errors import HttpError
 from service.http.face import Face
+from service.http.text import unicode_text
 from service.probing import image_groups
 from service.queries import InvalidRequest, parse_request
 from service.server import answer, refuse_tightening
@@ -45,6 +47,7 @@ def as_json(message: Message) -> dict[str, Any]:
 def _check_request(body: Any) -> match_pb2.CheckRequest:
     """The common shape, queries of signal and hex alone, built directly (ParseDict walks
     each field in Python); anything else goes through the general parser."""
+    _refuse_long_arrays(body)
     if isinstance(body, dict) and body.keys() == {"queries"} and isinstance(body["queries"], list):
         queries = body["queries"]
         if all(
@@ -56,9 +59,29 @@ def _check_request(body: Any) -> match_pb2.CheckRequest:
         ):
             make = match_pb2.Query
             return match_pb2.CheckRequest(
-                queries=[make(signal=q["signal"], hex=q["hex"]) for q in queries]
+                queries=[
+                    make(
+                        signal=unicode_text(q["signal"], f"queries[{i}].signal"),
+                        hex=unicode_text(q["hex"], f"queries[{i}].hex"),
+                    )
+                    for i, q in enumerate(queries)
+                ]
             )
     return parse(body, match_pb2.CheckRequest())
+
+
+def _refuse_long_arrays(body: Any) -> None:
+    """Refuse a queries or images array past the batch limit by its length alone, before
+    either parser builds a message of its items."""
+    if not isinstance(body, dict):
+        return
+    for field in ("queries", "images"):
+        items = body.get(field)
+        if isinstance(items, list) and len(items) > MAX_QUERIES_PER_REQUEST:
+            raise InvalidRequest(
+                f"{field}: {len(items)} items exceed the limit of {MAX_QUERIES_PER_REQUEST}; "
+                "split the batch"
+            )
 
 
 def check(face: Face, request: Request, body: Any) -> Any:
