@@ -4,6 +4,7 @@ freshness benchmark failed at start for five hours on 12-01 unnoticed)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,38 @@ def test_grpc_load_measures_each_mode_closed_and_open_loop(tmp_path: Path) -> No
         else:
             assert 0 <= float(within_slo.rstrip("%")) <= 100, (mode, within_slo)
     assert stem.with_suffix(".png").stat().st_size > 0
+
+
+@pytest.mark.skipif(
+    shutil.which("wrk") is None or shutil.which("h2load") is None,
+    reason="the HTTP load test drives wrk and h2load: apt-get install wrk nghttp2-client",
+)
+def test_http_load_measures_http_beside_grpc_and_the_peer(tmp_path: Path) -> None:
+    run(
+        "http_load.py",
+        *("--n", "20000", "--seconds", "1", "--lookups", "200", "--rounds", "2"),
+        *("--results", str(tmp_path)),
+    )
+    every = markdown_rows((tmp_path / "http_load_20000.md").read_text())
+    rows = {r[0]: r[1:] for r in every}
+    measured = [
+        *(f"PDQIndex.query() {kind}" for kind in ("miss", "hit")),
+        *(f"GET /m/raw_lookup {kind}" for kind in ("miss", "hit")),
+        *(f"{route} {size}" for size in (100, 1000) for route in ("POST /v1/check", "gRPC Check")),
+    ]
+    for mode in measured:
+        _, checks, requests, *_, errors, _ = rows[mode]
+        assert number(checks) > 0 and number(requests) > 0, (mode, rows[mode])
+        assert errors == "0", (mode, errors)
+    idle = [r for r in every if r[1].startswith("gRPC ")]
+    assert [(r[0], r[1]) for r in idle] == [
+        (mode, f"gRPC {server}")
+        for mode in ("unary", "batch100")
+        for server in ("alone", "with HTTP")
+    ]
+    assert all(number(r[3]) > 0 and len(r[2].split(", ")) == 2 for r in idle), idle
+    ratios = [r for r in every if r[-1] in ("yes", "no")]
+    assert len(ratios) == 6 and all(number(r[1]) > 0 for r in ratios), ratios
 
 
 def test_freshness_benchmark_times_every_path_under_load(tmp_path: Path) -> None:
