@@ -188,7 +188,7 @@ def main() -> None:
     need("wrk", "wrk")
     need("h2load", "nghttp2-client")
 
-    from hashmatch.serve_process import free_ports, running_server
+    from hashmatch.demo.serve_process import free_ports, running_server
 
     n = parse_n(args.n)
     entries = dataset(n, 256)
