@@ -187,6 +187,8 @@ class Gate:
         self._swept = time.monotonic()
         self._lock = threading.Lock()
         self._reloaded_for_unknown = 0.0
+        self._unknown_lock = threading.Lock()
+        self._unknown_done = 0.0
         self._loaded_at = time.monotonic()
         if store is not None:
             self.reload()
@@ -218,13 +220,19 @@ class Gate:
     def _reload_soon(self) -> bool:
         """Reload for an unknown key id, but at most every 0.1 s: unknown ids are cheap to
         send and must not turn into a flood of store reads. The periodic reloads do not
-        count: one that began just before a key was issued refused the key's first use."""
-        with self._lock:
-            if time.monotonic() - self._reloaded_for_unknown < 0.1:
+        count: one that began just before a key was issued refused the key's first use.
+        Callers that find a reload under way wait for it and use its keys: several first
+        uses of one new key at once are all let in, not only the one that reloaded."""
+        asked = time.monotonic()
+        with self._unknown_lock:
+            if self._unknown_done >= asked:
+                return True  # a reload ended while we waited: look again in its keys
+            if asked - self._reloaded_for_unknown < 0.1:
                 return False
             self._reloaded_for_unknown = time.monotonic()
-        self.reload()
-        return True
+            self.reload()
+            self._unknown_done = time.monotonic()
+            return True
 
     def watch(self, stop: threading.Event) -> None:
         def loop() -> None:

@@ -5,6 +5,8 @@ attacked over real gRPC against a real server with API keys, or at the Gate and 
 from __future__ import annotations
 
 import random
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
@@ -498,3 +500,31 @@ def test_victims_cases_leave_only_to_keys_granted_them_by_name(
     ):
         [change] = pull(granted)
         assert change.hash == HASHES[18]
+
+
+def test_a_new_keys_first_uses_at_once_are_all_let_in(tmp_path: Path) -> None:
+    """Several first uses of a key issued after the server's last reload, at once: the one
+    that reloads and those that wait for its reload are all let in."""
+    with secured(tmp_path) as (proc, url):
+        time.sleep(1)
+        token = key(url, "check")
+        codes: list[grpc.StatusCode] = []
+
+        def check() -> None:
+            with open_channel(proc.address, creds(token)) as ch:
+                stub = match_pb2_grpc.MatchServiceStub(ch)
+                request = match_pb2.CheckRequest(
+                    queries=[match_pb2.Query(signal="pdq", hash=HASHES[0])]
+                )
+                try:
+                    stub.Check(request, timeout=30)
+                    codes.append(grpc.StatusCode.OK)
+                except grpc.RpcError as exc:
+                    codes.append(exc.code())
+
+        threads = [threading.Thread(target=check) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert codes == [grpc.StatusCode.OK] * 8, codes
