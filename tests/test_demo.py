@@ -77,7 +77,7 @@ def test_every_photo_is_checked_and_every_edit_is_matched(
             assert " -> " in variants, row
     # What sets the service apart is found through the variants, and the table says which.
     variants = {(r[1], r[6]) for r in rows if r[3] == "match"}
-    assert ("mirror", "mirror -> original") in variants
+    assert ("mirror", "small+mirror -> original") in variants
     assert ("crop 10% each side", "original -> crop-center-80") in variants
 
 
