@@ -54,8 +54,13 @@ class Served:
             store.close()
 
     def client(self, token: str | None) -> httpx.Client:
-        headers = {} if token is None else {"authorization": f"Bearer {token}"}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=30)
+        return bearer_client(self.base, token, 30)
+
+
+def bearer_client(base: str, token: str | None, timeout: float) -> httpx.Client:
+    """An HTTP client to `base` sending `token` as its API key (none: no credentials)."""
+    headers = {} if token is None else {"authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=base, headers=headers, timeout=timeout)
 
 
 @contextmanager

@@ -22,6 +22,7 @@ import pytest
 from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.list_formats import NewEntry
 from indexer.store import open_store
+from tests.test_http import bearer_client
 from tests.test_outage import Cluster, cluster, freeze_follower, matched, stubs
 from tests.test_outage import serving as serving_on
 from tests.test_security import random_pdq
@@ -46,8 +47,7 @@ class Server:
         self.slow_checker = keys["slow_checker"]
 
     def http(self, token: str | None) -> httpx.Client:
-        headers = {} if token is None else {"authorization": f"Bearer {token}"}
-        return httpx.Client(base_url=self.base, headers=headers, timeout=60)
+        return bearer_client(self.base, token, 60)
 
 
 @contextmanager
