@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from hashmatch.channel import Credentials, ServiceClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from hashmatch.wire import MAX_QUERIES_PER_REQUEST, check_request
+from hashmatch.video_entries import Frame
+from hashmatch.wire import MAX_QUERIES_PER_REQUEST, check_request, video_check_request
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,22 @@ class Verdict:
     matched: bool
     matches: tuple[Match, ...]  # the closest first
     capped: bool = False  # more entries matched than the server returns (the farthest left out)
+
+
+@dataclass(frozen=True)
+class VideoMatch:
+    list: str
+    match_id: str  # the listed video's: one entry, whatever its length
+    query_match_percent: float | None  # None for a match-only key
+    compared_match_percent: float | None
+
+
+@dataclass(frozen=True)
+class VideoVerdict:
+    matched: bool
+    matches: tuple[VideoMatch, ...]  # the best first
+    capped: bool
+    frames_matched_on: int  # the query's unique frames of quality 50 or more
 
 
 Query = tuple[str, bytes]
@@ -51,6 +68,35 @@ class MatchClient(ServiceClient):
             response = self._stub.Check(check_request(queries, images), timeout=self._timeout)
             return _verdicts(queries, response)
         return list(self.check_stream(queries))
+
+    def check_video(
+        self,
+        frames: Sequence[Frame],
+        *,
+        query_match_percent: float | None = None,
+        compared_match_percent: float | None = None,
+        max_distance: int | None = None,
+    ) -> VideoVerdict:
+        """One video by its vPDQ frames, in one request whatever its length; the
+        thresholds (defaults 80% and 0%) can only be raised."""
+        request = video_check_request(
+            frames, query_match_percent, compared_match_percent, max_distance
+        )
+        r = self._stub.CheckVideo(request, timeout=self._timeout)
+        return VideoVerdict(
+            r.matched,
+            tuple(
+                VideoMatch(
+                    m.list,
+                    m.match_id,
+                    m.query_match_percent if m.HasField("query_match_percent") else None,
+                    m.compared_match_percent if m.HasField("compared_match_percent") else None,
+                )
+                for m in r.matches
+            ),
+            r.capped,
+            r.frames_matched_on,
+        )
 
     def check_stream(
         self, queries: Iterable[Query], batch_size: int = MAX_QUERIES_PER_REQUEST

@@ -42,6 +42,8 @@ class NewEntry:
     quality: int | None = None
     source_ref: str | None = None
     variant: str = ""  # which variant of the image (hashmatch.variants); "" as it is
+    # A video (signal vpdq): its frames packed (hashmatch.video_entries); `hash` is their digest.
+    frames: bytes = b""
 
 
 class NotExportable(ValueError):

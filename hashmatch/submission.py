@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -11,8 +10,12 @@ import grpc
 from hashmatch.channel import Credentials, ServiceClient
 from hashmatch.list_formats import NewEntry
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
+from hashmatch.video_entries import FRAME_DTYPE, VPDQ, unpack_frames
+from hashmatch.wire import video_frames
 
 UPLOAD_BATCH = 5_000
+# Video frames in one upload message at most (about 4.5 MB of them).
+UPLOAD_BATCH_FRAMES = 100_000
 MAX_CASE_HASHES = 1_000  # the server's limit for one case
 # A case stored but not yet in effect: its receipt, in the error's trailing metadata.
 CASE_ID_METADATA = "hashmatch-case-id"
@@ -35,6 +38,9 @@ class UploadReport:
 
 
 def to_message(e: NewEntry) -> submission_pb2.HashEntry:
+    if e.signal == VPDQ:
+        video = submission_pb2.Video(frames=video_frames(unpack_frames(e.frames)))
+        return submission_pb2.HashEntry(signal=VPDQ, video=video, source_ref=e.source_ref or "")
     m = submission_pb2.HashEntry(
         signal=e.signal, hash=e.hash, source_ref=e.source_ref or "", variant=e.variant
     )
@@ -113,9 +119,8 @@ class SubmissionClient(ServiceClient):
         the key's rate limit, so at most its burst); `sent(n)` is told of each."""
 
         def requests() -> Iterator[submission_pb2.UploadRequest]:
-            it = iter(entries)
             first = True
-            while (chunk := list(itertools.islice(it, batch))) or first:
+            for chunk in _messages(entries, batch):
                 yield submission_pb2.UploadRequest(
                     list=list_name if first else "",
                     submitter=submitter if first else "",
@@ -132,8 +137,25 @@ class SubmissionClient(ServiceClient):
         )
 
     def remove(self, list_name: str, keys: Sequence[tuple[str, bytes]]) -> int:
+        """Remove entries by (signal, hash); a video's hash is its digest
+        (hashmatch.video_entries.video_digest of its packed frames)."""
         request = submission_pb2.RemoveEntriesRequest(
             list=list_name,
             entries=[submission_pb2.HashEntry(signal=s, hash=h) for s, h in keys],
         )
         return self._stub.RemoveEntries(request, timeout=self._timeout).removed
+
+
+def _messages(entries: Iterable[NewEntry], batch: int) -> Iterator[list[NewEntry]]:
+    """Entries in messages of at most `batch` entries and UPLOAD_BATCH_FRAMES video frames;
+    at least one message, empty if there are no entries."""
+    chunk: list[NewEntry] = []
+    frames = 0
+    for e in entries:
+        size = len(e.frames) // FRAME_DTYPE.itemsize
+        if chunk and (len(chunk) >= batch or frames + size > UPLOAD_BATCH_FRAMES):
+            yield chunk
+            chunk, frames = [], 0
+        chunk.append(e)
+        frames += size
+    yield chunk

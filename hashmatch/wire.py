@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import match_pb2
+from hashmatch.video_entries import MAX_VIDEO_FRAMES, Frame, frame_key
 
 MAX_QUERIES_PER_REQUEST = 10_000
 # Matches one Result holds at most, the closest first; a Result with more says it was capped.
@@ -37,3 +38,39 @@ def check_request(
                 batch=match_pb2.HashBatch(signal=signal.name, hashes=hashes), images=images
             )
     return match_pb2.CheckRequest(queries=[query(name, h) for name, h in queries], images=images)
+
+
+def video_frames(frames: Sequence[Frame]) -> list[match_pb2.VideoFrame]:
+    return [
+        match_pb2.VideoFrame(hash=f.hash, quality=f.quality, timestamp=f.timestamp) for f in frames
+    ]
+
+
+def video_check_request(
+    frames: Sequence[Frame],
+    query_match_percent: float | None = None,
+    compared_match_percent: float | None = None,
+    max_distance: int | None = None,
+) -> match_pb2.VideoCheckRequest:
+    """A VideoCheckRequest of the frames the server matches on (unique, quality 50 or
+    more; the first of each), so that a video of any length fits one request unless it
+    has more than MAX_VIDEO_FRAMES distinct frames."""
+    seen: set[bytes] = set()
+    kept = []
+    for f in frames:
+        if (key := frame_key(f)) and key not in seen:
+            seen.add(key)
+            kept.append(f)
+    if len(kept) > MAX_VIDEO_FRAMES:
+        raise ValueError(
+            f"the video has {len(kept)} distinct frames to match on, more than one check "
+            f"takes ({MAX_VIDEO_FRAMES}); hash it with fewer frames a second"
+        )
+    request = match_pb2.VideoCheckRequest(frames=video_frames(kept or frames[:1]))
+    if query_match_percent is not None:
+        request.query_match_percent = query_match_percent
+    if compared_match_percent is not None:
+        request.compared_match_percent = compared_match_percent
+    if max_distance is not None:
+        request.max_distance = max_distance
+    return request

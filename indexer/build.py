@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hashmatch.signals import SIGNALS
+from hashmatch.video_entries import DIGEST_BYTES, VPDQ, indexed_signal
 from indexer.folding import Columns, columns, fold, positions
 from indexer.mih import MIH_MIN_ENTRIES, build_tables, plan_for
 from indexer.snapshot import SignalTable, Snapshot, write_snapshot
@@ -28,7 +29,7 @@ def make_table(
 ) -> SignalTable:
     """One signal's table in the order its engine needs, with its multi-index tables.
     `variants` names each entry's image variant ("" or empty for none)."""
-    signal = SIGNALS[name]
+    signal = indexed_signal(name)
     order = np.arange(len(entry_ids))
     if signal.exact:
         # Exact signals are looked up by binary search over the sorted hashes.
@@ -68,7 +69,9 @@ def variant_codes(
 
 def build_snapshot(store: Store, out: Path) -> Path:
     """A snapshot of every entry in the store, as of one point of its change log."""
-    image = store.read_image({name: s.nbytes for name, s in SIGNALS.items()})
+    image = store.read_image(
+        {**{name: s.nbytes for name, s in SIGNALS.items()}, VPDQ: DIGEST_BYTES}
+    )
     for name in image.unknown_signals:
         log.warning("store holds entries of unknown signal %r; left out of the snapshot", name)
     for reason in image.malformed:

@@ -15,7 +15,9 @@ import numpy as np
 import numpy.typing as npt
 
 from hashmatch.signals import hash_problem
+from hashmatch.video_entries import VPDQ, VideoEntryError, frame_records
 from indexer.store import Change
+from indexer.video_frames import frame_rows
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +46,21 @@ def unusable(c: Change) -> str | None:
     """Why an index can't hold a change log line (an unknown signal, or a hash of the wrong
     length: the schema refuses those now, but older stores may have logged some), logged
     as a warning; None if it can."""
-    problem = hash_problem(c.signal, c.hash)
+    problem = video_problem(c) if c.signal == VPDQ else hash_problem(c.signal, c.hash)
     if problem is not None:
         log.warning("skipping change %d (%s of entry %d): %s", c.seq, c.op, c.entry_id, problem)
     return problem
+
+
+def video_problem(c: Change) -> str | None:
+    """Why a video's line can't be indexed: its removal needs only the entry id."""
+    if c.op != "add":
+        return None
+    try:
+        frame_records(c.frames)
+    except VideoEntryError as exc:
+        return f"vpdq video: {exc}"
+    return None
 
 
 def fold(
@@ -93,6 +106,16 @@ def positions(lists: Sequence[str], more: Iterable[str]) -> dict[str, int]:
 def columns(adds: Sequence[Change], position: Mapping[str, int]) -> Columns:
     """Added entries, all of one signal and at least one, as a table's columns."""
     n = len(adds)
+    if adds[0].signal == VPDQ:
+        problems: list[str] = []  # unusable() has left out every unreadable video
+        entry_ids, list_ids, hashes, match_ids = frame_rows(
+            [c.entry_id for c in adds],
+            [position[c.list] for c in adds],
+            [c.match_id for c in adds],
+            [c.frames for c in adds],
+            problems,
+        )
+        return entry_ids, list_ids, hashes, match_ids, [""] * len(entry_ids)
     return (
         np.fromiter((c.entry_id for c in adds), np.int64, n),
         np.fromiter((position[c.list] for c in adds), np.uint32, n),

@@ -9,6 +9,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from hashmatch.video_entries import VPDQ
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from indexer.snapshot import SignalTable, Snapshot
 from service.engine import Engine, FaissRangeEngine, Hits, SortedExactEngine
@@ -28,6 +29,10 @@ class Hit(NamedTuple):
     match_id: str
     distance: int
     variant: str = ""
+    # A listed video's frame: which row of its table it is, and how many frames of the
+    # video are matched on (for the compared-match share); -1 and 0 for anything else.
+    frame: int = -1
+    frames: int = 0
 
 
 def _order(hit: Hit) -> tuple[int, str, str]:
@@ -74,6 +79,12 @@ def _closest(
     return kept, np.concatenate(([0], np.cumsum(per_query))).astype(np.int64)
 
 
+def frames_per_row(table: SignalTable) -> npt.NDArray[np.int64]:
+    """For each row of a video table, how many rows (frames matched on) its video has."""
+    _, inverse, counts = np.unique(table.entry_ids, return_inverse=True, return_counts=True)
+    return counts[inverse].astype(np.int64)
+
+
 class Checker(Protocol):
     @property
     def version(self) -> int: ...
@@ -106,6 +117,7 @@ class Matcher:
         self.version = version
         self._tables = tables
         self._engines = {name: make_engine(t, tune) for name, t in tables.items()}
+        self._video_frames = frames_per_row(tables[VPDQ]) if VPDQ in tables else None
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Matcher:
@@ -145,11 +157,18 @@ class Matcher:
             distances = hits.distances[kept].tolist()
             variants = table.variant_of(rows)
             bounds = lims.tolist()
+            frame_rows = rows.tolist() if signal == VPDQ else None
             for k in np.flatnonzero(np.diff(lims)).tolist():
                 found = [
                     Hit(names[j], match_ids[j * width : (j + 1) * width], distances[j], variants[j])
                     for j in range(bounds[k], bounds[k + 1])
                 ]
+                if frame_rows is not None and self._video_frames is not None:
+                    of = self._video_frames
+                    found = [
+                        h._replace(frame=frame_rows[j], frames=int(of[frame_rows[j]]))
+                        for h, j in zip(found, range(bounds[k], bounds[k + 1]), strict=True)
+                    ]
                 if len(found) > 1:
                     found.sort(key=_order)
                 results[positions[k]] = found

@@ -49,7 +49,9 @@ def packed(entries: Sequence[NewEntry], images: Sequence[int]) -> dict[int, str]
     refused: dict[int, str] = {}
     by_signal: dict[str, list[int]] = defaultdict(list)
     for i, e in enumerate(entries):
-        if not SIGNALS[e.signal].exact:
+        # A video is one entry: its frames lie close by nature and are not compared here.
+        known = SIGNALS.get(e.signal)
+        if known is not None and not known.exact:
             by_signal[e.signal].append(i)
     for name, positions in by_signal.items():
         signal = SIGNALS[name]

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.signals import SIGNALS
+from hashmatch.video_entries import indexed_signal
 from service import metrics
 from service.audit import AuditLog
 from service.auth import Caller, Gate
@@ -107,14 +107,14 @@ class ProbeWatch:
             picked = _random.sample(list(groups), min(len(groups), SAMPLE_PER_REQUEST))
         for members in picked:
             signal = queries[members[0]].signal
-            if SIGNALS[signal].exact:
+            if indexed_signal(signal).exact:
                 continue
             self._observe(caller, signal, queries, members)
 
     def _observe(
         self, caller: Caller, signal: str, queries: Sequence[ParsedQuery], members: Sequence[int]
     ) -> None:
-        bits, nbytes = SIGNALS[signal].bits, SIGNALS[signal].nbytes
+        bits, nbytes = indexed_signal(signal).bits, indexed_signal(signal).nbytes
         # Parsing refuses a hash of the wrong length; a key's history must never be sized
         # by one, whatever reaches here.
         members = [i for i in members if len(queries[i].hash) == nbytes]
@@ -133,6 +133,10 @@ class ProbeWatch:
                     seen, query = seen.view(np.uint64), query.view(np.uint64)
                 d = np.bitwise_count(seen ^ query).sum(axis=1, dtype=np.int32)
                 h.near.append(bool((d <= bits // 8).any() and not (d == 0).any()))
+            # A video's frames are one question too, but a long one must not flush the
+            # window: at most an image's worth of them is remembered.
+            if len(members) > MAX_QUERIES_PER_IMAGE:
+                members = _random.sample(list(members), MAX_QUERIES_PER_IMAGE)
             for i in members:
                 h.recent[h.filled % WINDOW] = np.frombuffer(queries[i].hash, np.uint8)
                 h.filled += 1

@@ -23,6 +23,7 @@ from hashmatch.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
+from hashmatch.video_entries import VPDQ
 from indexer.store import Store
 from service import metrics
 from service.anomaly import AnomalyWatch
@@ -32,6 +33,7 @@ from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.checking import Found, audit_hits, count, visible, watch_entries
 from service.decoding import TolerantDecoding
 from service.follower import ChangeFollower
+from service.matcher import Hit
 from service.probing import ProbeWatch, image_groups
 from service.queries import InvalidRequest, ParsedQuery, parse_request
 from service.readiness import Readiness
@@ -40,6 +42,13 @@ from service.snapshots import SnapshotHolder
 from service.submission import SubmissionServicer
 from service.sync import SyncServicer
 from service.tls import TLS
+from service.video_checking import (
+    count_video,
+    parse_video,
+    video_response,
+    videos,
+    visible_videos,
+)
 
 MATCH_SERVICE = match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
 SUBMISSION_SERVICE = submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name
@@ -164,6 +173,46 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
             return guarded("Check", context, lambda: self._answer(request, context, "Check"))
         finally:
             record("Check", context, started)
+
+    def _answer_video(
+        self, request: match_pb2.VideoCheckRequest, context: grpc.ServicerContext
+    ) -> match_pb2.VideoCheckResponse:
+        """One video: its frames are charged, watched for probing as one question, and
+        searched as one batch; each video shown is audited once, not each frame."""
+        caller = self._guards.gate.caller(context, "check")
+        query = parse_video(request, caller.match_only)
+        frames = query.frames
+        guards = self._guards
+        guards.gate.charge(caller, max(1, len(frames)))
+        if frames:
+            guards.probe.observe(caller, frames, [list(range(len(frames)))])
+        version, found = self._batcher.check(frames, deadline_of(context))
+        shown, capped = visible_videos(caller, videos(found), guards.anomaly.quarantined, query)
+        for v in shown:
+            guards.audit.record(
+                caller.actor,
+                "match",
+                v.list,
+                match_id=v.match_id,
+                signal=VPDQ,
+                frames=len(frames),
+                query_match=round(v.query_match, 2),
+                compared_match=round(v.compared_match, 2),
+            )
+        if shown:
+            guards.anomaly.count(Hit(v.list, v.match_id, 0) for v in shown)
+        guards.audit.key_used(caller.actor, "CheckVideo")
+        count_video(len(frames), shown)
+        return video_response(version, len(frames), shown, capped, caller.match_only)
+
+    def CheckVideo(
+        self, request: match_pb2.VideoCheckRequest, context: grpc.ServicerContext
+    ) -> match_pb2.VideoCheckResponse:
+        started = time.perf_counter()
+        try:
+            return guarded("CheckVideo", context, lambda: self._answer_video(request, context))
+        finally:
+            record("CheckVideo", context, started)
 
     def CheckStream(
         self, request_iterator: Iterator[match_pb2.CheckRequest], context: grpc.ServicerContext

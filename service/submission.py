@@ -30,8 +30,18 @@ from hashmatch.bounds import (
     anonymous_case_problem,
 )
 from hashmatch.codec import HashFormatError, hex_to_bytes
+from hashmatch.signals.pdq import PDQ
 from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
+from hashmatch.video_entries import (
+    MATCH_QUALITY,
+    VPDQ,
+    Frame,
+    VideoEntryError,
+    frame_records,
+    pack_frames,
+    video_digest,
+)
 from indexer.store import (
     CASE_LIST,
     MATCH_ID_BYTES,
@@ -47,6 +57,7 @@ from service.follower import ChangeFollower, NotInEffect
 from service.packing import image_numbers, packed
 from service.queries import InvalidRequest, parse_hash
 from service.rpc import deadline_of, unary
+from service.video_checking import frame_hash
 
 MAX_REFUSALS_LISTED = 1_000
 IN_EFFECT_TIMEOUT = 5.0
@@ -54,8 +65,49 @@ IN_EFFECT_TIMEOUT = 5.0
 DEADLINE_MARGIN = 0.2
 
 
+def video_frames(label: str, m: submission_pb2.HashEntry) -> bytes:
+    """A vpdq entry's frames, checked and packed (hashmatch.video_entries)."""
+    if m.signal != VPDQ:
+        raise InvalidRequest(f"{label}: video frames given for signal {m.signal[:40]!r}; use vpdq")
+    if m.WhichOneof("value") is not None:
+        raise InvalidRequest(f"{label}: a vpdq entry is given by its frames (video), not a hash")
+    try:
+        frames = [
+            Frame(frame_hash(i, f), f.quality, f.timestamp) for i, f in enumerate(m.video.frames)
+        ]
+        return pack_frames(frames)
+    except (InvalidRequest, VideoEntryError) as exc:
+        raise InvalidRequest(f"{label}: {exc}") from None
+
+
+def parse_video_entry(label: str, m: submission_pb2.HashEntry) -> NewEntry:
+    """A listed video: one entry, refused unless some frame is matched on and every frame
+    matched on is a hash a list may hold."""
+    frames = video_frames(label, m)
+    records = frame_records(frames)
+    usable = 0
+    for i, (h, q) in enumerate(zip(records["hash"], records["quality"].tolist(), strict=True)):
+        if q < MATCH_QUALITY:
+            continue
+        usable += 1
+        if reason := PDQ.degenerate(h.tobytes(), q):
+            raise InvalidRequest(f"{label}: frame {i}: refused: {reason}")
+    if not usable:
+        raise InvalidRequest(
+            f"{label}: refused: no frame of quality {MATCH_QUALITY} or more: nothing to match on"
+        )
+    if m.variant:
+        raise InvalidRequest(f"{label}: a video has no variants")
+    checked(label, SOURCE_REF.check, m.source_ref)
+    return NewEntry(VPDQ, video_digest(frames), None, m.source_ref or None, "", frames)
+
+
 def parse_entry(label: str, m: submission_pb2.HashEntry, anonymous: bool = False) -> NewEntry:
     """An entry to store; `anonymous` (a case sent without a key) allows no free text."""
+    if m.signal == VPDQ or m.HasField("video"):
+        if anonymous and (problem := anonymous_case_problem(m.source_ref, m.variant)):
+            raise InvalidRequest(f"{label}: {problem}")
+        return parse_video_entry(label, m)
     signal, hash_bytes = parse_hash(label, m)
     quality = m.quality if m.HasField("quality") else None
     if reason := signal.degenerate(hash_bytes, quality):
@@ -369,6 +421,9 @@ def _may_manage(caller: Caller, list_name: str) -> None:
 def _keys(entries: Iterable[submission_pb2.HashEntry]) -> list[tuple[str, bytes]]:
     keys = []
     for i, m in enumerate(entries):
+        if m.signal == VPDQ or m.HasField("video"):
+            keys.append((VPDQ, video_digest(video_frames(f"entry {i}", m))))
+            continue
         signal, hash_bytes = parse_hash(f"entry {i}", m)
         keys.append((signal.name, hash_bytes))
     return keys

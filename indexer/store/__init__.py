@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hashmatch.list_formats import NewEntry
+from indexer.video_frames import frame_rows
 
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
 # The store URL may hold a password, and a command line is visible to every user of the
@@ -105,6 +106,7 @@ class Change:
     source_ref: str | None
     at: float  # seconds since the epoch, when committed
     variant: str = ""
+    frames: bytes = b""  # a video's packed frames (hashmatch.video_entries)
 
 
 @dataclass(frozen=True)
@@ -176,14 +178,15 @@ class StoreImage:
     malformed: list[str] = field(default_factory=list)  # rows left out, each with why
 
 
-EntryRow = tuple[int, str, bytes, bytes, int | None, str | None, str, str, str]
+EntryRow = tuple[int, str, bytes, bytes, int | None, str | None, str, str, str, bytes | None]
 
 
 def new_entry_rows(
     list_id: int, batch: Iterable[NewEntry], submitter: str = "", origin: str = ""
 ) -> list[EntryRow]:
-    """(list_id, signal, hash, match_id, quality, source_ref, submitter, origin, variant) rows,
-    each with a fresh random match id: the opaque id checkers see, unrelated to the hash."""
+    """(list_id, signal, hash, match_id, quality, source_ref, submitter, origin, variant,
+    frames) rows, each with a fresh random match id: the opaque id checkers see, unrelated
+    to the hash."""
     return [
         (
             list_id,
@@ -195,6 +198,7 @@ def new_entry_rows(
             submitter,
             origin,
             e.variant,
+            e.frames or None,
         )
         for e in batch
     ]
@@ -225,6 +229,21 @@ def signal_entries(
         ),
         [str(r[4]) for r in rows],
     )
+
+
+def video_frame_entries(
+    name: str, rows: Sequence[Sequence[Any]], nbytes: int, malformed: list[str]
+) -> SignalEntries:
+    """As signal_entries, from (id, list_id, packed frames, match_id, variant) rows of
+    videos: a row per frame matched on (indexer.video_frames)."""
+    entry_ids, list_ids, hashes, match_ids = frame_rows(
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[3] for r in rows],
+        [r[2] for r in rows],
+        malformed,
+    )
+    return SignalEntries(entry_ids, list_ids, hashes, match_ids, [""] * len(entry_ids))
 
 
 class Store(Protocol):

@@ -187,6 +187,13 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX entries_content_draw;
     CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
     """,
+    # 10: as SQLite's migration 10.
+    """
+    ALTER TABLE entries ADD COLUMN frames BYTEA;
+    ALTER TABLE changes ADD COLUMN frames BYTEA;
+    ALTER TABLE entries ADD CONSTRAINT entries_video_frames
+        CHECK ((signal = 'vpdq') = (frames IS NOT NULL));
+    """,
 )
 
 # Unless the URL says otherwise: give up connecting after a few seconds, and notice a

@@ -30,6 +30,7 @@ from hashmatch.bounds import (
     TENANT,
     VARIANT,
 )
+from hashmatch.video_entries import VPDQ
 from indexer.credentials import (
     api_key_token,
     hash_secret,
@@ -59,13 +60,14 @@ from indexer.store import (
     StoreImage,
     new_entry_rows,
     signal_entries,
+    video_frame_entries,
 )
 
 BATCH = 10_000
 
 # The second term lets the planner use the partial index on non-empty origins.
 BY_ORIGIN = "origin = ? AND origin <> ''"
-_CHANGE_COLUMNS = "entry_id, list_id, signal, hash, match_id, quality, source_ref, variant"
+_CHANGE_COLUMNS = "entry_id, list_id, signal, hash, match_id, quality, source_ref, variant, frames"
 
 
 class Cursor(Protocol):
@@ -229,7 +231,8 @@ class SqlStore(ABC):
         cur.executemany(
             self._q(
                 "INSERT INTO entries (list_id, signal, hash, match_id, quality, source_ref,"
-                " submitter, origin, variant, content_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " submitter, origin, variant, frames, content_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT DO NOTHING"
             ),
             [(*row, c) for row, c in zip(rows, content_ids, strict=True)],
@@ -383,12 +386,14 @@ class SqlStore(ABC):
                 raise NoSuchList(list_name)
             rows = self._all(
                 cur,
-                "SELECT signal, hash, quality, source_ref, variant FROM entries"
+                "SELECT signal, hash, quality, source_ref, variant, frames FROM entries"
                 " WHERE list_id = ? ORDER BY id",
                 list_id,
             )
-        for signal, hash_bytes, quality, ref, variant in rows:
-            yield NewEntry(str(signal), bytes(hash_bytes), quality, ref, str(variant))
+        for signal, hash_bytes, quality, ref, variant, frames in rows:
+            yield NewEntry(
+                str(signal), bytes(hash_bytes), quality, ref, str(variant), bytes(frames or b"")
+            )
 
     def read_image(self, nbytes: Mapping[str, int]) -> StoreImage:
         with self._read() as cur:
@@ -400,12 +405,12 @@ class SqlStore(ABC):
             ]
             malformed: list[str] = []
             signals = {
-                name: signal_entries(
+                name: (video_frame_entries if name == VPDQ else signal_entries)(
                     name,
                     self._all(
                         cur,
-                        "SELECT id, list_id, hash, match_id, variant FROM entries"
-                        " WHERE signal = ? ORDER BY id",
+                        f"SELECT id, list_id, {'frames' if name == VPDQ else 'hash'}, match_id,"
+                        " variant FROM entries WHERE signal = ? ORDER BY id",
                         name,
                     ),
                     nbytes[name],
@@ -421,8 +426,8 @@ class SqlStore(ABC):
     def changes(self, after_seq: int, limit: int, list_name: str | None = None) -> list[Change]:
         sql = (
             "SELECT c.seq, c.op, c.entry_id, l.name, c.signal, c.hash, c.match_id, c.quality,"
-            " c.source_ref, c.at, c.variant FROM changes c JOIN lists l ON l.id = c.list_id"
-            " WHERE c.seq > ?"
+            " c.source_ref, c.at, c.variant, c.frames FROM changes c"
+            " JOIN lists l ON l.id = c.list_id WHERE c.seq > ?"
         )
         params: list[Any] = [after_seq]
         if list_name is not None:
@@ -443,6 +448,7 @@ class SqlStore(ABC):
                 r[8],
                 float(r[9]),
                 str(r[10]),
+                bytes(r[11] or b""),
             )
             for r in rows
         ]
@@ -485,6 +491,7 @@ class SqlStore(ABC):
                                 f"sync:{source}",
                                 f"sync:{c.match_id.hex()}",
                                 c.variant,
+                                c.frames or None,
                             )
                             for c in batch
                         ],

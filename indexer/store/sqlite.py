@@ -205,6 +205,16 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX entries_content_draw;
     CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
     """,
+    # 10: a listed video (signal vpdq) is one entry holding its frames, packed
+    # (hashmatch.video_entries); its hash is their digest. Only a video has frames.
+    """
+    ALTER TABLE entries ADD COLUMN frames BLOB;
+    ALTER TABLE changes ADD COLUMN frames BLOB;
+    CREATE TRIGGER entries_video_frames BEFORE INSERT ON entries
+        WHEN (NEW.signal = 'vpdq') <> (NEW.frames IS NOT NULL)
+        BEGIN SELECT RAISE(ABORT, 'entries_video_frames: a vpdq entry, and only one, has frames');
+        END;
+    """,
 )
 
 

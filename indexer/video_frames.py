@@ -1,0 +1,47 @@
+"""A listed video's frames as rows of the index: each unique frame of quality 50 or more
+becomes a PDQ row carrying the video's entry id, list and match id, so the engine
+finds frames and a check groups them back into videos; removing the entry (a
+tombstone, a compaction) removes every row of it at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from hashmatch.video_entries import FRAME_BYTES, VideoEntryError, frame_records, matchable
+
+FrameRows = tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.uint8], npt.NDArray[np.uint8]
+]
+
+
+def frame_rows(
+    entry_ids: Sequence[int],
+    list_ids: Sequence[int],
+    match_ids: Sequence[bytes],
+    videos: Sequence[bytes | None],
+    problems: list[str],
+) -> FrameRows:
+    """(entry ids, list ids, frame hashes, match ids), a row per matchable frame. A video
+    whose packed frames are unreadable is left out, and why goes on `problems`: the
+    server parses every video it stores, but a build must not die on one that got in."""
+    rows: list[int] = []
+    frames: list[npt.NDArray[np.uint8]] = []
+    for k, (entry_id, video) in enumerate(zip(entry_ids, videos, strict=True)):
+        try:
+            records = frame_records(bytes(video or b""))
+        except VideoEntryError as exc:
+            problems.append(f"entry {entry_id}: vpdq video unreadable: {exc}")
+            continue
+        kept = matchable(records["hash"], records["quality"])
+        frames.append(kept)
+        rows.extend([k] * len(kept))
+    at = np.array(rows, np.int64)
+    return (
+        np.asarray(entry_ids, np.int64)[at] if len(at) else np.zeros(0, np.int64),
+        np.asarray(list_ids, np.uint32)[at] if len(at) else np.zeros(0, np.uint32),
+        np.concatenate(frames) if frames else np.zeros((0, FRAME_BYTES), np.uint8),
+        np.frombuffer(b"".join(bytes(match_ids[k]) for k in rows), np.uint8).reshape(len(at), -1),
+    )

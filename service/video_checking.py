@@ -1,0 +1,181 @@
+"""Checking a video: its frames are searched as one batch of PDQ queries against the listed
+videos' frames (through the same batcher and engine as every hash), and the hits
+are grouped back into videos by the share of frames matched on both sides, as
+python-threatexchange's vPDQ matching measures it.
+
+A frame shared by many listed videos (a black frame, an intro card) costs the check
+little: the matcher keeps at most KEPT_PER_LIST hits of a list per query frame, so
+such a frame counts towards at most that many videos of a list (cap and count),
+and a video matching on its own frames still reaches its share."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from hashmatch.signals import SIGNALS
+from hashmatch.v1 import match_pb2
+from hashmatch.video_entries import (
+    COMPARED_MATCH_PERCENT,
+    FRAME_BYTES,
+    FRAME_SIGNAL,
+    MAX_VIDEO_FRAMES,
+    QUERY_MATCH_PERCENT,
+    VPDQ,
+    frame_problem,
+    matchable,
+    percent,
+)
+from hashmatch.wire import MAX_MATCHES_PER_RESULT
+from service import metrics
+from service.auth import Caller
+from service.matcher import Hit
+from service.queries import InvalidRequest, ParsedQuery
+
+_PDQ = SIGNALS[FRAME_SIGNAL]
+
+
+class VideoQuery(NamedTuple):
+    frames: list[ParsedQuery]  # the unique frames of quality 50 or more, as vpdq queries
+    query_match: float
+    compared_match: float
+
+
+class VideoHit(NamedTuple):
+    list: str
+    match_id: str
+    query_match: float
+    compared_match: float
+
+
+def frame_hash(index: int, frame: match_pb2.VideoFrame) -> bytes:
+    which = frame.WhichOneof("value")
+    if which == "hash":
+        return frame.hash
+    if which == "hex":
+        try:
+            return _PDQ.parse_hex(frame.hex)
+        except ValueError as exc:
+            raise InvalidRequest(f"frame {index}: {exc}") from None
+    raise InvalidRequest(f"frame {index}: no hash given: set hash (bytes) or hex (text)")
+
+
+def _threshold(request: match_pb2.VideoCheckRequest, field: str, default: float) -> float:
+    """The request's share, which may only be raised from the default, never lowered."""
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return default
+    value = float(getattr(request, field))
+    if not default <= value <= 100.0:  # also refuses NaN
+        raise InvalidRequest(
+            f"{field} {value} must be between the default {default:g} and 100; "
+            "it can only be raised"
+        )
+    return value
+
+
+def parse_video(request: match_pb2.VideoCheckRequest, match_only: bool) -> VideoQuery:
+    """The request's frames checked, deduped and filtered to those matched on."""
+    n = len(request.frames)
+    if not 1 <= n <= MAX_VIDEO_FRAMES:
+        raise InvalidRequest(
+            f"a video check holds 1 to {MAX_VIDEO_FRAMES} frames, got {n}; "
+            "send only its unique frames of quality 50 or more, or sample it less often"
+        )
+    if match_only and any(
+        request.HasField(f)
+        for f in ("query_match_percent", "compared_match_percent", "max_distance")
+    ):
+        raise InvalidRequest("this API key learns match / no match only: thresholds may not be set")
+    hashes = np.zeros((n, FRAME_BYTES), np.uint8)
+    qualities = np.zeros(n, np.uint8)
+    for i, frame in enumerate(request.frames):
+        raw = frame_hash(i, frame)
+        if problem := frame_problem(raw, frame.quality, frame.timestamp):
+            raise InvalidRequest(f"frame {i}: {problem}")
+        hashes[i] = np.frombuffer(raw, np.uint8)
+        qualities[i] = frame.quality
+    distance = _PDQ.threshold
+    if request.HasField("max_distance"):
+        if request.max_distance > distance:
+            raise InvalidRequest(
+                f"max_distance {request.max_distance} exceeds the vpdq frame threshold "
+                f"{distance}; it can only be tightened"
+            )
+        distance = request.max_distance
+    frames = [ParsedQuery(VPDQ, row.tobytes(), distance) for row in matchable(hashes, qualities)]
+    return VideoQuery(
+        frames,
+        _threshold(request, "query_match_percent", QUERY_MATCH_PERCENT),
+        _threshold(request, "compared_match_percent", COMPARED_MATCH_PERCENT),
+    )
+
+
+def videos(found: Sequence[list[Hit]]) -> list[VideoHit]:
+    """The listed videos the frames hit, each with the share of query frames that hit it
+    and the share of its own frames hit; best first (ties by list, then match id)."""
+    query_frames: dict[tuple[str, str], set[int]] = defaultdict(set)
+    listed_frames: dict[tuple[str, str], set[int]] = defaultdict(set)
+    sizes: dict[tuple[str, str], int] = {}
+    for i, hits in enumerate(found):
+        for h in hits:
+            if h.frame < 0:
+                continue
+            key = (h.list, h.match_id)
+            query_frames[key].add(i)
+            listed_frames[key].add(h.frame)
+            sizes[key] = h.frames
+    matched = [
+        VideoHit(
+            key[0],
+            key[1],
+            percent(len(rows), len(found)),
+            percent(len(listed_frames[key]), sizes[key]),
+        )
+        for key, rows in query_frames.items()
+    ]
+    matched.sort(key=lambda v: (-v.query_match, -v.compared_match, v.list, v.match_id))
+    return matched
+
+
+def visible_videos(
+    caller: Caller, matched: Sequence[VideoHit], quarantined: frozenset[str], query: VideoQuery
+) -> tuple[list[VideoHit], bool]:
+    """The videos meeting the thresholds that the caller may see, at most
+    MAX_MATCHES_PER_RESULT, and whether more did."""
+    shown = [
+        v
+        for v in matched
+        if v.query_match >= query.query_match
+        and v.compared_match >= query.compared_match
+        and v.match_id not in quarantined
+        and caller.may_see(v.list)
+    ]
+    return shown[:MAX_MATCHES_PER_RESULT], len(shown) > MAX_MATCHES_PER_RESULT
+
+
+def video_response(
+    version: int, frames: int, shown: Sequence[VideoHit], capped: bool, match_only: bool
+) -> match_pb2.VideoCheckResponse:
+    response = match_pb2.VideoCheckResponse(
+        matched=bool(shown), capped=capped, frames_matched_on=frames, snapshot_version=version
+    )
+    for v in shown:
+        if match_only:
+            response.matches.add(list=v.list, match_id=v.match_id)
+        else:
+            response.matches.add(
+                list=v.list,
+                match_id=v.match_id,
+                query_match_percent=v.query_match,
+                compared_match_percent=v.compared_match,
+            )
+    return response
+
+
+def count_video(frames: int, shown: Sequence[VideoHit]) -> None:
+    metrics.QUERIES.labels(VPDQ).inc(frames)
+    for v in shown:
+        metrics.MATCHES.labels(VPDQ, v.list).inc()
