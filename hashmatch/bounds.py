@@ -65,6 +65,13 @@ VARIANT = TextBound("variant", 40)
 TENANT = TextBound("tenant", 100, required=True)
 # Not stored, but still bounded: they are looked up and may be echoed in errors.
 CASE_ID = TextBound("case_id", 64, required=True)
+
+# A video's vPDQ hash: ten hours at vPDQ's default of one frame a second. A frame's text
+# (a pytx item or a C++ tool line) is 64 hex digits, a quality, a timestamp and perhaps a
+# frame number; nothing longer is one. Timestamps beyond 10⁷ s (115 days) are not video.
+MAX_VIDEO_FRAMES = 36_000
+MAX_VPDQ_FRAME_CHARS = 120
+MAX_VIDEO_SECONDS = 10_000_000.0
 WITHDRAWAL_SECRET = TextBound("withdrawal_secret", 128, required=True)
 
 # What an anonymous victim's case may say beside its hashes: which listing variant each

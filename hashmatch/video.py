@@ -1,0 +1,125 @@
+"""vPDQ: Meta's video hash, computed on the caller's machine, the only place a video is read.
+
+A video's hash is the PDQ hash and quality of one frame per `seconds_per_frame`, each with
+its time. Frames are chosen as Meta's vpdq does (every int(seconds_per_frame x frame rate)-th
+decoded frame, timed at its number / frame rate) so that our hashes meet lists made with it.
+A frame identical to the one kept before it is dropped (vPDQ's optional pruning at distance
+0): matching counts each distinct hash once anyway. Frames of low quality are kept, for
+export; matching ignores them (hashmatch.video_match).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+
+from hashmatch.bounds import MAX_VIDEO_FRAMES, MAX_VIDEO_SECONDS
+
+_PDQ_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class VideoFrame:
+    """One sampled frame: its PDQ hash (64 lowercase hex), quality (0-100) and time (s)."""
+
+    pdq: str
+    quality: int
+    timestamp: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.timestamp, int) and not isinstance(self.timestamp, bool):
+            object.__setattr__(self, "timestamp", float(self.timestamp))
+        if (problem := frame_problem(self.pdq, self.quality, self.timestamp)) is not None:
+            raise ValueError(problem)
+
+
+def frame_problem(pdq: object, quality: object, timestamp: object) -> str | None:
+    """Why these can't be one frame of a vPDQ hash, or None."""
+    if not isinstance(pdq, str) or not _PDQ_HEX.fullmatch(pdq):
+        return "the PDQ hash must be 64 lowercase hex digits"
+    if not isinstance(quality, int) or isinstance(quality, bool) or not 0 <= quality <= 100:
+        return f"quality {quality!r} is not an integer from 0 to 100"
+    if not isinstance(timestamp, float) or math.isnan(timestamp):
+        return f"timestamp {timestamp!r} is not a number"
+    if timestamp < 0:
+        return f"timestamp {timestamp!r} is negative"
+    if timestamp > MAX_VIDEO_SECONDS:
+        return f"timestamp {timestamp!r} is past {MAX_VIDEO_SECONDS:.0f} seconds"
+    return None
+
+
+class VideoError(ValueError):
+    """A file that is not a video, is truncated or damaged, or has no decodable frame;
+    the message says which."""
+
+
+# Containers by their first bytes (offset, bytes). Images are not among them, though FFmpeg
+# opens a PNG or GIF as a one-frame video: an image is hashed as an image.
+_MAGIC: tuple[tuple[str, int, bytes], ...] = (
+    ("MP4/QuickTime", 4, b"ftyp"),
+    ("QuickTime", 4, b"moov"),
+    ("QuickTime", 4, b"mdat"),
+    ("QuickTime", 4, b"wide"),
+    ("QuickTime", 4, b"free"),
+    ("Matroska/WebM", 0, b"\x1a\x45\xdf\xa3"),
+    ("AVI", 8, b"AVI "),
+    ("FLV", 0, b"FLV\x01"),
+    ("ASF/WMV", 0, b"\x30\x26\xb2\x75\x8e\x66\xcf\x11"),
+    ("MPEG program stream", 0, b"\x00\x00\x01\xba"),
+    ("MPEG video", 0, b"\x00\x00\x01\xb3"),
+    ("Ogg", 0, b"OggS"),
+    ("YUV4MPEG2", 0, b"YUV4MPEG2 "),
+)
+_TS_PACKET = 188
+
+
+def container_name(head: bytes) -> str | None:
+    """The container these first bytes (at least 1 KiB of the file, if it has them) open,
+    or None when they open no video container we read."""
+    for name, offset, magic in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            if name == "AVI" and not head.startswith(b"RIFF"):
+                continue
+            return name
+    if len(head) > 2 * _TS_PACKET and all(
+        head[i] == 0x47 for i in range(0, 3 * _TS_PACKET, _TS_PACKET)
+    ):
+        return "MPEG transport stream"
+    return None
+
+
+def is_video(path: str | os.PathLike[str]) -> bool:
+    """Whether the file's content opens as a video container (by its bytes, not its name).
+    An unreadable file is not a video."""
+    try:
+        with open(path, "rb") as file:
+            return container_name(file.read(1024)) is not None
+    except OSError:
+        return False
+
+
+def hash_video(path: str | os.PathLike[str], *, seconds_per_frame: float = 1.0) -> list[VideoFrame]:
+    """The vPDQ hash of a video file: one frame per `seconds_per_frame` (0: every frame).
+
+    Raises VideoError for a file that is not a video, is truncated or damaged, has no
+    decodable frame or more than MAX_VIDEO_FRAMES sampled frames; OSError if unreadable."""
+    from hashmatch.video_decoding import sampled_frames
+
+    if not (math.isfinite(seconds_per_frame) and seconds_per_frame >= 0):
+        raise ValueError(f"seconds_per_frame {seconds_per_frame!r} must be 0 or more")
+    with open(path, "rb") as file:
+        head = file.read(1024)
+    if container_name(head) is None:
+        raise VideoError("not a video: the content is no video container (MP4, WebM, AVI, ...)")
+    frames: list[VideoFrame] = []
+    for frame in sampled_frames(path, seconds_per_frame):
+        if frames and frames[-1].pdq == frame.pdq:
+            continue
+        if len(frames) == MAX_VIDEO_FRAMES:
+            raise VideoError(f"more than {MAX_VIDEO_FRAMES} frames sampled: too long to hash")
+        frames.append(frame)
+    if not frames:
+        raise VideoError("no decodable video frame")
+    return frames
