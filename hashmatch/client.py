@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hashmatch.channel import Credentials, ServiceClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from hashmatch.video_entries import Frame
+from hashmatch.video import VideoFrame
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST, check_request, video_check_request
 
 
@@ -71,7 +71,7 @@ class MatchClient(ServiceClient):
 
     def check_video(
         self,
-        frames: Sequence[Frame],
+        frames: Sequence[VideoFrame],
         *,
         query_match_percent: float | None = None,
         compared_match_percent: float | None = None,

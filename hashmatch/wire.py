@@ -6,7 +6,8 @@ from collections.abc import Sequence
 
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import match_pb2
-from hashmatch.video_entries import MAX_VIDEO_FRAMES, Frame, frame_key
+from hashmatch.video import VideoFrame
+from hashmatch.video_entries import first_matchable
 
 MAX_QUERIES_PER_REQUEST = 10_000
 # Matches one Result holds at most, the closest first; a Result with more says it was capped.
@@ -40,33 +41,25 @@ def check_request(
     return match_pb2.CheckRequest(queries=[query(name, h) for name, h in queries], images=images)
 
 
-def video_frames(frames: Sequence[Frame]) -> list[match_pb2.VideoFrame]:
+def video_frames(frames: Sequence[VideoFrame]) -> list[match_pb2.VideoFrame]:
     return [
-        match_pb2.VideoFrame(hash=f.hash, quality=f.quality, timestamp=f.timestamp) for f in frames
+        match_pb2.VideoFrame(hash=bytes.fromhex(f.pdq), quality=f.quality, timestamp=f.timestamp)
+        for f in frames
     ]
 
 
 def video_check_request(
-    frames: Sequence[Frame],
+    frames: Sequence[VideoFrame],
     query_match_percent: float | None = None,
     compared_match_percent: float | None = None,
     max_distance: int | None = None,
 ) -> match_pb2.VideoCheckRequest:
-    """A VideoCheckRequest of the frames the server matches on (unique, quality 50 or
-    more; the first of each), so that a video of any length fits one request unless it
-    has more than MAX_VIDEO_FRAMES distinct frames."""
-    seen: set[bytes] = set()
-    kept = []
-    for f in frames:
-        if (key := frame_key(f)) and key not in seen:
-            seen.add(key)
-            kept.append(f)
-    if len(kept) > MAX_VIDEO_FRAMES:
-        raise ValueError(
-            f"the video has {len(kept)} distinct frames to match on, more than one check "
-            f"takes ({MAX_VIDEO_FRAMES}); hash it with fewer frames a second"
-        )
-    request = match_pb2.VideoCheckRequest(frames=video_frames(kept or frames[:1]))
+    """A VideoCheckRequest of the frames the server matches on (the first of each distinct
+    hash of quality 50 or more); a video with none sends its first frame, and is answered
+    no match."""
+    request = match_pb2.VideoCheckRequest(
+        frames=video_frames(first_matchable(frames) or frames[:1])
+    )
     if query_match_percent is not None:
         request.query_match_percent = query_match_percent
     if compared_match_percent is not None:

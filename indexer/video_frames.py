@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.video_entries import FRAME_BYTES, VideoEntryError, frame_records, matchable
+from hashmatch.video_entries import FRAME_BYTES, VideoEntryError, frame_records, matchable_rows
 
 FrameRows = tuple[
     npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.uint8], npt.NDArray[np.uint8]
@@ -35,7 +35,7 @@ def frame_rows(
         except VideoEntryError as exc:
             problems.append(f"entry {entry_id}: vpdq video unreadable: {exc}")
             continue
-        kept = matchable(records["hash"], records["quality"])
+        kept = matchable_rows(records["hash"], records["quality"])
         frames.append(kept)
         rows.extend([k] * len(kept))
     at = np.array(rows, np.int64)

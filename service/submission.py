@@ -34,14 +34,13 @@ from hashmatch.signals.pdq import PDQ
 from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 from hashmatch.video_entries import (
-    MATCH_QUALITY,
     VPDQ,
-    Frame,
     VideoEntryError,
     frame_records,
     pack_frames,
     video_digest,
 )
+from hashmatch.video_match import MIN_FRAME_QUALITY
 from indexer.store import (
     CASE_LIST,
     MATCH_ID_BYTES,
@@ -57,7 +56,7 @@ from service.follower import ChangeFollower, NotInEffect
 from service.packing import image_numbers, packed
 from service.queries import InvalidRequest, parse_hash
 from service.rpc import deadline_of, unary
-from service.video_checking import frame_hash
+from service.video_checking import video_query_frames
 
 MAX_REFUSALS_LISTED = 1_000
 IN_EFFECT_TIMEOUT = 5.0
@@ -72,10 +71,7 @@ def video_frames(label: str, m: submission_pb2.HashEntry) -> bytes:
     if m.WhichOneof("value") is not None:
         raise InvalidRequest(f"{label}: a vpdq entry is given by its frames (video), not a hash")
     try:
-        frames = [
-            Frame(frame_hash(i, f), f.quality, f.timestamp) for i, f in enumerate(m.video.frames)
-        ]
-        return pack_frames(frames)
+        return pack_frames(video_query_frames(m.video.frames))
     except (InvalidRequest, VideoEntryError) as exc:
         raise InvalidRequest(f"{label}: {exc}") from None
 
@@ -87,14 +83,15 @@ def parse_video_entry(label: str, m: submission_pb2.HashEntry) -> NewEntry:
     records = frame_records(frames)
     usable = 0
     for i, (h, q) in enumerate(zip(records["hash"], records["quality"].tolist(), strict=True)):
-        if q < MATCH_QUALITY:
+        if q < MIN_FRAME_QUALITY:
             continue
         usable += 1
         if reason := PDQ.degenerate(h.tobytes(), q):
             raise InvalidRequest(f"{label}: frame {i}: refused: {reason}")
     if not usable:
         raise InvalidRequest(
-            f"{label}: refused: no frame of quality {MATCH_QUALITY} or more: nothing to match on"
+            f"{label}: refused: no frame of quality {MIN_FRAME_QUALITY} or more: "
+            "nothing to match on"
         )
     if m.variant:
         raise InvalidRequest(f"{label}: a video has no variants")

@@ -14,20 +14,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import NamedTuple
 
-import numpy as np
-
+from hashmatch.bounds import MAX_VIDEO_FRAMES
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import match_pb2
-from hashmatch.video_entries import (
+from hashmatch.video import VideoFrame
+from hashmatch.video_entries import FRAME_SIGNAL, VPDQ, frame_of, percent
+from hashmatch.video_match import (
     COMPARED_MATCH_PERCENT,
-    FRAME_BYTES,
-    FRAME_SIGNAL,
-    MAX_VIDEO_FRAMES,
+    FRAME_THRESHOLD,
     QUERY_MATCH_PERCENT,
-    VPDQ,
-    frame_problem,
     matchable,
-    percent,
 )
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from service import metrics
@@ -63,6 +59,23 @@ def frame_hash(index: int, frame: match_pb2.VideoFrame) -> bytes:
     raise InvalidRequest(f"frame {index}: no hash given: set hash (bytes) or hex (text)")
 
 
+def video_query_frames(frames: Sequence[match_pb2.VideoFrame]) -> list[VideoFrame]:
+    """The frames of a request, each checked; InvalidRequest naming the first bad one."""
+    n = len(frames)
+    if not 1 <= n <= MAX_VIDEO_FRAMES:
+        raise InvalidRequest(
+            f"a video has 1 to {MAX_VIDEO_FRAMES} frames, got {n}; send only its distinct "
+            "frames of quality 50 or more, or sample it less often"
+        )
+    parsed = []
+    for i, frame in enumerate(frames):
+        try:
+            parsed.append(frame_of(frame_hash(i, frame), frame.quality, frame.timestamp))
+        except ValueError as exc:
+            raise InvalidRequest(f"frame {i}: {exc}") from None
+    return parsed
+
+
 def _threshold(request: match_pb2.VideoCheckRequest, field: str, default: float) -> float:
     """The request's share, which may only be raised from the default, never lowered."""
     if not request.HasField(field):  # type: ignore[arg-type]
@@ -77,27 +90,14 @@ def _threshold(request: match_pb2.VideoCheckRequest, field: str, default: float)
 
 
 def parse_video(request: match_pb2.VideoCheckRequest, match_only: bool) -> VideoQuery:
-    """The request's frames checked, deduped and filtered to those matched on."""
-    n = len(request.frames)
-    if not 1 <= n <= MAX_VIDEO_FRAMES:
-        raise InvalidRequest(
-            f"a video check holds 1 to {MAX_VIDEO_FRAMES} frames, got {n}; "
-            "send only its unique frames of quality 50 or more, or sample it less often"
-        )
+    """The request's frames checked, and those matched on as queries."""
     if match_only and any(
         request.HasField(f)
         for f in ("query_match_percent", "compared_match_percent", "max_distance")
     ):
         raise InvalidRequest("this API key learns match / no match only: thresholds may not be set")
-    hashes = np.zeros((n, FRAME_BYTES), np.uint8)
-    qualities = np.zeros(n, np.uint8)
-    for i, frame in enumerate(request.frames):
-        raw = frame_hash(i, frame)
-        if problem := frame_problem(raw, frame.quality, frame.timestamp):
-            raise InvalidRequest(f"frame {i}: {problem}")
-        hashes[i] = np.frombuffer(raw, np.uint8)
-        qualities[i] = frame.quality
-    distance = _PDQ.threshold
+    frames = video_query_frames(request.frames)
+    distance = FRAME_THRESHOLD
     if request.HasField("max_distance"):
         if request.max_distance > distance:
             raise InvalidRequest(
@@ -105,9 +105,8 @@ def parse_video(request: match_pb2.VideoCheckRequest, match_only: bool) -> Video
                 f"{distance}; it can only be tightened"
             )
         distance = request.max_distance
-    frames = [ParsedQuery(VPDQ, row.tobytes(), distance) for row in matchable(hashes, qualities)]
     return VideoQuery(
-        frames,
+        [ParsedQuery(VPDQ, bytes.fromhex(h), distance) for h in matchable(frames)],
         _threshold(request, "query_match_percent", QUERY_MATCH_PERCENT),
         _threshold(request, "compared_match_percent", COMPARED_MATCH_PERCENT),
     )
