@@ -34,6 +34,7 @@ from hashmatch.signals.pdq import PDQ
 from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 from hashmatch.video_entries import (
+    DIGEST_BYTES,
     VPDQ,
     VideoEntryError,
     frame_records,
@@ -418,9 +419,14 @@ def _may_manage(caller: Caller, list_name: str) -> None:
 def _keys(entries: Iterable[submission_pb2.HashEntry]) -> list[tuple[str, bytes]]:
     keys = []
     for i, m in enumerate(entries):
-        if m.signal == VPDQ or m.HasField("video"):
+        if m.signal == VPDQ and m.WhichOneof("value") == "hash":
+            # A video removed by its stored hash, the digest of its frames.
+            if len(m.hash) != DIGEST_BYTES:
+                raise InvalidRequest(f"entry {i}: a vpdq digest is {DIGEST_BYTES} bytes")
+            keys.append((VPDQ, m.hash))
+        elif m.signal == VPDQ or m.HasField("video"):
             keys.append((VPDQ, video_digest(video_frames(f"entry {i}", m))))
-            continue
-        signal, hash_bytes = parse_hash(f"entry {i}", m)
-        keys.append((signal.name, hash_bytes))
+        else:
+            signal, hash_bytes = parse_hash(f"entry {i}", m)
+            keys.append((signal.name, hash_bytes))
     return keys
