@@ -15,6 +15,7 @@ from indexer.folding import Columns, columns, fold, positions
 from indexer.mih import MIH_MIN_ENTRIES, build_tables, plan_for
 from indexer.snapshot import SignalTable, Snapshot, write_snapshot
 from indexer.store import Change, Store
+from indexer.video_frames import frame_order, runs
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,13 @@ def make_table(
     if signal.exact:
         # Exact signals are looked up by binary search over the sorted hashes.
         order = np.argsort(hashes.view(f"S{signal.nbytes}").ravel(), kind="stable")
+    elif name == VPDQ:
+        order = frame_order(hashes)
     hashes = hashes[order]
     mih = None
-    if not signal.exact and len(hashes) >= MIH_MIN_ENTRIES:
-        mih = build_tables(hashes, plan_for(signal.bits, signal.threshold, len(hashes)))
+    searched = searched_hashes(name, hashes)
+    if not signal.exact and len(searched) >= MIH_MIN_ENTRIES:
+        mih = build_tables(searched, plan_for(signal.bits, signal.threshold, len(searched)))
     codes, names = variant_codes(variants)
     return SignalTable(
         name,
@@ -52,6 +56,12 @@ def make_table(
         None if codes is None else codes[order],
         names,
     )
+
+
+def searched_hashes(name: str, hashes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """The hashes a table's engine indexes: every row, or one per run of equal video frames
+    (indexer.video_frames)."""
+    return hashes[runs(hashes)[:-1]] if name == VPDQ else hashes
 
 
 def variant_codes(

@@ -11,7 +11,9 @@ import numpy.typing as npt
 
 from hashmatch.video_entries import VPDQ
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
+from indexer.build import searched_hashes
 from indexer.snapshot import SignalTable, Snapshot
+from indexer.video_frames import runs
 from service.engine import Engine, FaissRangeEngine, Hits, SortedExactEngine
 from service.mih_engine import MihEngine
 from service.prefetch_tuning import tuned
@@ -97,10 +99,21 @@ def make_engine(table: SignalTable, tune: bool = False) -> Engine:
     fraction of a second for a snapshot, not for each delta rebuilt within seconds."""
     if table.exact:
         return SortedExactEngine(table.hashes)
+    hashes = searched_hashes(table.signal, table.hashes)
     if table.mih is not None:
-        engine = MihEngine(table.hashes, table.mih)
-        return tuned(engine, table.signal, table.bits, table.count) if tune else engine
-    return FaissRangeEngine.from_hashes(table.bits, table.hashes)
+        engine = MihEngine(hashes, table.mih)
+        return tuned(engine, table.signal, table.bits, len(hashes)) if tune else engine
+    return FaissRangeEngine.from_hashes(table.bits, hashes)
+
+
+def expand_runs(hits: Hits, starts: npt.NDArray[np.int64]) -> Hits:
+    """Hits on runs of equal rows (indexer.video_frames) as hits on every row of them."""
+    first = starts[hits.rows]
+    sizes = starts[hits.rows + 1] - first
+    ends = np.cumsum(sizes)
+    rows = np.repeat(first - (ends - sizes), sizes) + np.arange(int(ends[-1]) if len(ends) else 0)
+    lims = np.concatenate(([0], ends))[hits.lims]
+    return Hits(lims.astype(np.int64), rows.astype(np.int64), np.repeat(hits.distances, sizes))
 
 
 class Matcher:
@@ -118,6 +131,7 @@ class Matcher:
         self._tables = tables
         self._engines = {name: make_engine(t, tune) for name, t in tables.items()}
         self._video_frames = frames_per_row(tables[VPDQ]) if VPDQ in tables else None
+        self._runs = runs(tables[VPDQ].hashes) if VPDQ in tables else None
 
     @classmethod
     def of(cls, snapshot: Snapshot) -> Matcher:
@@ -145,6 +159,8 @@ class Matcher:
             ).reshape(len(positions), -1)
             widest = max(queries[i].max_distance for i in positions)
             hits = self._engines[signal].search(batch, widest)
+            if signal == VPDQ and self._runs is not None:
+                hits = expand_runs(hits, self._runs)
             if not len(hits.rows):
                 continue
             limits = np.array([queries[i].max_distance for i in positions], np.int32)

@@ -13,7 +13,7 @@ import grpc
 import numpy as np
 import pytest
 
-from hashmatch.client import MatchClient
+from hashmatch.client import MatchClient, VideoVerdict
 from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.list_formats import NewEntry
 from hashmatch.submission import SubmissionClient
@@ -125,14 +125,17 @@ def test_a_removed_video_stops_matching_on_return_and_stays_out_after_compaction
     store = open_store(url)
     store.add_entries("videos", [video_entry(kept), video_entry(removed)])
     store.close()
-    with running_server(
-        tmp_path / "index", "--store", url, "--no-auth", "--poll-interval", "0.1"
-    ) as proc:
-        with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
-            assert check.check_video(removed).matched  # from the snapshot
-            assert sub.remove("videos", [(VPDQ, video_digest(pack_frames(removed)))]) == 1
-            assert not check.check_video(removed).matched
-            assert check.check_video(kept).matched
+    with (
+        running_server(
+            tmp_path / "index", "--store", url, "--no-auth", "--poll-interval", "0.1"
+        ) as proc,
+        SubmissionClient(proc.address) as sub,
+        MatchClient(proc.address) as check,
+    ):
+        assert check.check_video(removed).matched  # from the snapshot
+        assert sub.remove("videos", [(VPDQ, video_digest(pack_frames(removed)))]) == 1
+        assert not check.check_video(removed).matched
+        assert check.check_video(kept).matched
     store = open_store(url)
     try:
         build_snapshot(store, tmp_path / "index")  # a fresh build: the removal holds
@@ -245,3 +248,44 @@ def test_a_long_video_with_repeated_frames_is_one_entry_of_its_distinct_frames(
         verdict = check.check_video(video)
         assert verdict.frames_matched_on == 60
         assert verdict.matches[0].compared_match_percent == 100
+
+
+def test_an_intro_frame_shared_by_10000_listed_videos_keeps_checks_fast(tmp_path: Path) -> None:
+    """Every listed video opens on the same card: a check holding it costs about what one
+    without it does, and the video it really is still matches in full."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    intro = synthetic_video(1, seed=40)[0]
+    frames = synthetic_video(40_000, seed=41)
+    own = [frames[k : k + 4] for k in range(0, 40_000, 4)]
+    store = open_store(url)
+    try:
+        store.add_entries("videos", [video_entry([intro, *frames]) for frames in own])
+        build_snapshot(store, tmp_path / "index")
+    finally:
+        store.close()
+
+    def timed(check: MatchClient, frames: list[VideoFrame]) -> tuple[float, VideoVerdict]:
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            verdict = check.check_video(frames)
+            best = min(best, time.perf_counter() - started)
+        return best, verdict
+
+    with (
+        running_server(tmp_path / "index", "--no-auth") as proc,
+        MatchClient(proc.address) as check,
+    ):
+        plain, _ = timed(check, own[7])
+        with_intro, verdict = timed(check, [intro, *own[7]])
+        assert verdict.matched and verdict.frames_matched_on == 5
+        best = verdict.matches[0]
+        assert (best.query_match_percent, best.compared_match_percent) == (100, 100)
+        assert best.match_id == check.check_video(own[7]).matches[0].match_id
+        # The card alone matches many videos: the answer is capped, not 10,000 long.
+        alone = check.check_video([intro])
+        assert alone.matched and alone.capped and len(alone.matches) == 32
+        print(
+            f"check of 4 frames {plain * 1e3:.1f} ms, with the shared card {with_intro * 1e3:.1f}"
+        )
+        assert with_intro < max(0.05, 5 * plain), (with_intro, plain)
