@@ -23,6 +23,8 @@ from hashmatch.client import MatchClient, Verdict
 from hashmatch.codec import HashFormatError
 from hashmatch.hashing import hash_files
 from hashmatch.signals import DEFAULT_SIGNALS, Signal, UnknownSignalError, get_signal
+from hashmatch.video import VideoError, hash_video, is_video
+from hashmatch.video_entries import VPDQ
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 
 
@@ -216,6 +218,49 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
                 yield verdict_object(item, list(itertools.islice(verdicts, len(item.queries))))
 
 
+def video_verdict(client: MatchClient, path: str) -> dict[str, Any]:
+    """A video file hashed here (vPDQ) and checked as one: the listed videos enough of its
+    frames match, with the share matched each way."""
+    try:
+        frames = hash_video(path)
+    except OSError as exc:
+        return {"file": path, "error": f"cannot read file: {exc.strerror or exc}"}
+    except VideoError as exc:
+        return {"file": path, "error": str(exc)}
+    verdict = client.check_video(frames)
+    matches = []
+    for m in verdict.matches:
+        match: dict[str, Any] = {"signal": VPDQ, "list": m.list, "match_id": m.match_id}
+        if m.query_match_percent is not None:  # a match-only key gets no shares
+            match["query_match_percent"] = round(m.query_match_percent, 2)
+            match["compared_match_percent"] = round(m.compared_match_percent or 0.0, 2)
+        matches.append(match)
+    found = {
+        "file": path,
+        "matched": verdict.matched,
+        "matches": matches,
+        "frames_matched_on": verdict.frames_matched_on,
+    }
+    if verdict.capped:
+        found["capped"] = True
+    return found
+
+
+def file_checks(
+    client: MatchClient, paths: Iterable[str], signals: Sequence[Signal], robust: bool
+) -> Iterator[dict[str, Any]]:
+    """Verdicts for image and video files (told apart by content), in input order."""
+    images: list[str] = []
+    for path in paths:
+        if not is_video(path):
+            images.append(path)
+            continue
+        yield from check_inputs(client, image_inputs(images, signals, robust))
+        images = []
+        yield video_verdict(client, path)
+    yield from check_inputs(client, image_inputs(images, signals, robust))
+
+
 @main.command("check")
 @click.option("--server", required=True, metavar="HOST:PORT", help="MatchService address.")
 @SIGNALS_OPTION
@@ -250,11 +295,12 @@ def check_command(
     robust: bool,
     inputs: tuple[str, ...],
 ) -> None:
-    """Check images (hashed locally) or hashes against the list on SERVER.
+    """Check images and videos (hashed locally) or hashes against the list on SERVER.
 
-    Prints one JSON object per input, in input order.
+    Prints one JSON object per input, in input order. A video (told from an image by its
+    content) is hashed with vPDQ and checked as one.
     """
-    items: Iterable[CheckInput]
+    items: Iterable[CheckInput] | None = None
     if hash_file is not None:
         if inputs:
             raise click.UsageError("--hash-file takes no further arguments")
@@ -265,12 +311,18 @@ def check_command(
         items = hash_inputs(inputs)
     else:
         if not inputs:
-            raise click.UsageError("give image files, --hash SIGNAL:HEX ..., or --hash-file FILE")
-        items = image_inputs(inputs, signals, robust)
+            raise click.UsageError(
+                "give image or video files, --hash SIGNAL:HEX ..., or --hash-file FILE"
+            )
     failed = False
     try:
         with MatchClient(server, credentials=credentials) as client:
-            for obj in check_inputs(client, items):
+            answers = (
+                check_inputs(client, items)
+                if items is not None
+                else file_checks(client, inputs, signals, robust)
+            )
+            for obj in answers:
                 if "error" in obj:
                     failed = True
                     warn(f"{obj.get('file') or obj.get('hash')}: {obj['error']}")

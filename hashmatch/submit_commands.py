@@ -21,7 +21,7 @@ from hashmatch.channel import Credentials, connection_options, rpc_failure
 from hashmatch.cli import SIGNALS_OPTION, warn
 from hashmatch.codec import HashFormatError
 from hashmatch.images import ImageError, ImageSource
-from hashmatch.list_formats import NewEntry, Refusal, read_lines
+from hashmatch.list_formats import NewEntry, Refusal, read_lines, video_entry
 from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
 from hashmatch.submission import (
     MAX_CASE_HASHES,
@@ -31,6 +31,8 @@ from hashmatch.submission import (
 )
 from hashmatch.v1 import submission_pb2
 from hashmatch.variants import listing_variants
+from hashmatch.video import VideoError, hash_video, is_video
+from hashmatch.video_entries import listing_problem
 
 SERVER_OPTION = click.option(
     "--server", required=True, metavar="HOST:PORT", help="SubmissionService address."
@@ -46,6 +48,23 @@ def _fail(server: str, exc: grpc.RpcError) -> click.ClickException:
     return click.ClickException(rpc_failure(server, exc))
 
 
+def video_file_entry(path: str) -> NewEntry | None:
+    """A video file hashed here (vPDQ) as the one entry it is listed as; None, with the
+    reason said, if it can't be."""
+    try:
+        frames = hash_video(path)
+    except OSError as exc:
+        warn(f"{path}: cannot read file: {exc.strerror or exc}")
+        return None
+    except VideoError as exc:
+        warn(f"{path}: {exc}")
+        return None
+    if reason := listing_problem(frames):
+        warn(f"{path}: vpdq not submitted: {reason}")
+        return None
+    return video_entry(frames)
+
+
 def case_entries(
     images: tuple[str, ...], signals: tuple[Signal, ...], variants: bool = True
 ) -> list[NewEntry]:
@@ -53,6 +72,10 @@ def case_entries(
     borderless and band-cut versions: hashmatch.variants); the rest are named."""
     entries = []
     for path in images:
+        if is_video(path):
+            if (video := video_file_entry(path)) is not None:
+                entries.append(video)
+            continue
         try:
             source = ImageSource(Path(path).read_bytes())
             found = (
@@ -94,10 +117,12 @@ def submit_command(
     variants: bool,
     images: tuple[str, ...],
 ) -> None:
-    """Hash your IMAGES on this machine and ask for them to be blocked, as one case.
+    """Hash your IMAGES (photos or videos) on this machine and ask for them to be blocked,
+    as one case.
 
-    Only the hashes leave this machine. You get a case id and a withdrawal
-    secret; keep both to withdraw the case later.
+    Only the hashes leave this machine; a video is hashed with vPDQ and listed as one
+    entry. You get a case id and a withdrawal secret; keep both to withdraw the case
+    later.
     """
     entries = case_entries(images, signals, variants)
     if not entries:
@@ -273,7 +298,9 @@ def upload_command(
     progress: bool,
 ) -> None:
     """Upload the hashes in FILE ('-' for stdin) to list NAME: JSON lines from `hashmatch
-    hash`, CSV signal,hexhash[,ref], python-threatexchange lines, or bare hex with --signal.
+    hash`, CSV signal,hexhash[,ref], python-threatexchange lines, vPDQ C++ tool lines, or
+    bare hex with --signal. A video FILE (told by its content) is hashed here with vPDQ
+    and uploaded as one entry.
 
     Ends with the counts added, duplicates and refused, and why each was refused.
     """
@@ -288,6 +315,13 @@ def upload_command(
             yield text
 
     def entries() -> Iterator[NewEntry]:
+        if file.name != "<stdin>" and is_video(file.name):
+            video = video_file_entry(file.name)
+            if video is None:
+                raise click.ClickException(f"{file.name}: not uploaded")
+            lines.append(0)
+            yield video
+            return
         for entry in read_lines(numbered(), bare_signal, refused.append):
             lines.append(reading[0])  # read_lines yields each entry before reading on
             yield entry

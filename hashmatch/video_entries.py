@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from hashmatch.bounds import MAX_VIDEO_FRAMES
 from hashmatch.signals import SIGNALS, Signal
+from hashmatch.signals.pdq import PDQ
 from hashmatch.video import VideoFrame
 from hashmatch.video_match import MIN_FRAME_QUALITY
 
@@ -96,6 +97,21 @@ def unpack_frames(packed: bytes) -> list[VideoFrame]:
         VideoFrame(h.tobytes().hex(), int(q), float(t))
         for h, q, t in zip(records["hash"], records["quality"], records["timestamp"], strict=True)
     ]
+
+
+def listing_problem(frames: Sequence[VideoFrame]) -> str | None:
+    """Why these frames must not go on a list as a video, or None: a video with nothing to
+    match on, or with a frame matched on that no list may hold (featureless: PDQ's rule)."""
+    usable = 0
+    for i, f in enumerate(frames):
+        if f.quality < MIN_FRAME_QUALITY:
+            continue
+        usable += 1
+        if reason := PDQ.degenerate(bytes.fromhex(f.pdq), f.quality):
+            return f"frame {i}: {reason}"
+    if not usable:
+        return f"no frame of quality {MIN_FRAME_QUALITY} or more: nothing to match on"
+    return None
 
 
 def video_digest(packed: bytes) -> bytes:

@@ -30,18 +30,17 @@ from hashmatch.bounds import (
     anonymous_case_problem,
 )
 from hashmatch.codec import HashFormatError, hex_to_bytes
-from hashmatch.signals.pdq import PDQ
 from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 from hashmatch.video_entries import (
     DIGEST_BYTES,
     VPDQ,
     VideoEntryError,
-    frame_records,
+    listing_problem,
     pack_frames,
+    unpack_frames,
     video_digest,
 )
-from hashmatch.video_match import MIN_FRAME_QUALITY
 from indexer.store import (
     CASE_LIST,
     MATCH_ID_BYTES,
@@ -81,19 +80,8 @@ def parse_video_entry(label: str, m: submission_pb2.HashEntry) -> NewEntry:
     """A listed video: one entry, refused unless some frame is matched on and every frame
     matched on is a hash a list may hold."""
     frames = video_frames(label, m)
-    records = frame_records(frames)
-    usable = 0
-    for i, (h, q) in enumerate(zip(records["hash"], records["quality"].tolist(), strict=True)):
-        if q < MIN_FRAME_QUALITY:
-            continue
-        usable += 1
-        if reason := PDQ.degenerate(h.tobytes(), q):
-            raise InvalidRequest(f"{label}: frame {i}: refused: {reason}")
-    if not usable:
-        raise InvalidRequest(
-            f"{label}: refused: no frame of quality {MIN_FRAME_QUALITY} or more: "
-            "nothing to match on"
-        )
+    if reason := listing_problem(unpack_frames(frames)):
+        raise InvalidRequest(f"{label}: refused: {reason}")
     if m.variant:
         raise InvalidRequest(f"{label}: a video has no variants")
     checked(label, SOURCE_REF.check, m.source_ref)
