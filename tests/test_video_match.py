@@ -1,0 +1,97 @@
+"""vPDQ's matching rule against a plain transcription of python-threatexchange's: frames
+of quality >= 50, distinct hashes (its index's order: filter, then dedupe), each counted
+when any frame of the other video is within the distance, in both directions."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hashmatch.video import VideoFrame
+from hashmatch.video_match import is_match, match_percentages
+
+BASE = random.Random(7).getrandbits(256)
+
+
+def frame(bits: int, quality: int = 100, t: float = 0.0) -> VideoFrame:
+    return VideoFrame(f"{bits:064x}", quality, t)
+
+
+def near(flips: int, seed: int) -> int:
+    """BASE with `flips` of its bits flipped."""
+    rng = random.Random(seed)
+    out = BASE
+    for bit in rng.sample(range(256), flips):
+        out ^= 1 << bit
+    return out
+
+
+def pytx_brute(
+    query: list[VideoFrame], listed: list[VideoFrame], threshold: int
+) -> tuple[float, float]:
+    def usable(frames: list[VideoFrame]) -> list[int]:
+        seen: dict[str, None] = {}
+        for f in frames:
+            seen.setdefault(f.pdq)
+        return [int(h, 16) for h in seen if any(f.pdq == h and f.quality >= 50 for f in frames)]
+
+    q, c = usable(query), usable(listed)
+    if not q or not c:
+        return 0.0, 0.0
+
+    def found(a: list[int], b: list[int]) -> int:
+        return sum(any((x ^ y).bit_count() <= threshold for y in b) for x in a)
+
+    return found(q, c) * 100 / len(q), found(c, q) * 100 / len(c)
+
+
+frames_st = st.lists(
+    st.builds(
+        frame,
+        st.one_of(st.integers(0, 2**256 - 1), st.builds(near, st.integers(0, 60), st.integers())),
+        st.sampled_from([0, 49, 50, 100]),
+    ),
+    max_size=25,
+)
+
+
+@given(frames_st, frames_st, st.integers(0, 64))
+def test_percentages_are_pytx_brute_matchers(
+    query: list[VideoFrame], listed: list[VideoFrame], threshold: int
+) -> None:
+    assert match_percentages(query, listed, threshold) == pytest.approx(
+        pytx_brute(query, listed, threshold)
+    )
+
+
+def test_threshold_is_inclusive_at_31() -> None:
+    listed = [frame(BASE)]
+    assert match_percentages([frame(near(31, 1))], listed) == (100.0, 100.0)
+    assert match_percentages([frame(near(32, 1))], listed) == (0.0, 0.0)
+
+
+def test_low_quality_frames_are_kept_but_never_matched() -> None:
+    query = [frame(BASE, 49), frame(near(40, 2), 100)]
+    assert match_percentages(query, [frame(BASE, 100)]) == (0.0, 0.0)
+    assert match_percentages([frame(BASE, 100)], [frame(BASE, 49)]) == (0.0, 0.0)
+
+
+def test_repeated_frames_count_once() -> None:
+    query = [frame(BASE, 100, t) for t in range(9)] + [frame(near(100, 3))]
+    assert match_percentages(query, [frame(BASE)]) == (50.0, 100.0)
+
+
+def test_default_decision_is_80_percent_of_the_query() -> None:
+    assert is_match((80.0, 0.0)) and not is_match((79.9, 100.0))
+    assert not is_match((100.0, 10.0), compared_percent=20.0)
+
+
+def test_long_videos_are_compared_in_bounded_blocks() -> None:
+    rng = random.Random(5)
+    listed = [frame(rng.getrandbits(256), 100, float(i)) for i in range(3000)]
+    query = listed[::3] + [frame(rng.getrandbits(256)) for _ in range(250)]
+    q, c = match_percentages(query, listed)
+    assert q == pytest.approx(100 * 1000 / 1250) and c == pytest.approx(100 / 3)
