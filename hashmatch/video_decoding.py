@@ -61,12 +61,18 @@ def sampled_frames(
         def number(pts: int | None) -> int:
             return count if pts is None else max(0, round((pts - start) * per_tick))
 
+        damage = None  # why the first undecodable packet failed: it is skipped, as players do
         try:
             for packet in container.demux(stream):
                 if skip:
                     ahead = packet.pts is not None and number(packet.pts) < due
                     context.skip_frame = "NONREF" if ahead else "DEFAULT"
-                for frame in packet.decode():
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as exc:
+                    damage = damage or _reason(exc)
+                    continue
+                for frame in decoded:
                     at = number(frame.pts)
                     count += 1
                     if at >= due and at > last:
@@ -76,11 +82,13 @@ def sampled_frames(
             raise VideoError(
                 f"video is truncated or damaged after frame {count}: {_reason(exc)}"
             ) from None
+        if not count and damage:
+            raise VideoError(f"no decodable video frame: {damage}")
         expected = _declared_seconds(container, stream)
-        decoded = (last + 1) / float(rate)
-        if count and expected is not None and decoded + every / float(rate) < _SHORT * expected:
+        seconds = (last + 1) / float(rate)
+        if count and expected is not None and seconds + every / float(rate) < _SHORT * expected:
             raise VideoError(
-                f"video is truncated: frames for {decoded:.1f} s of the {expected:.1f} s declared"
+                f"video is truncated: frames for {seconds:.1f} s of the {expected:.1f} s declared"
             )
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import random
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from threatexchange.extensions.vpdq.vpdq import VPDQSignal
 
 from hashmatch.video import VideoFrame
 from hashmatch.video_match import is_match, match_percentages
+from hashmatch.vpdq_formats import to_pytx
 
 BASE = random.Random(7).getrandbits(256)
 
@@ -58,6 +60,7 @@ frames_st = st.lists(
 )
 
 
+@settings(deadline=None)
 @given(frames_st, frames_st, st.integers(0, 64))
 def test_percentages_are_pytx_brute_matchers(
     query: list[VideoFrame], listed: list[VideoFrame], threshold: int
@@ -95,3 +98,26 @@ def test_long_videos_are_compared_in_bounded_blocks() -> None:
     query = listed[::3] + [frame(rng.getrandbits(256)) for _ in range(250)]
     q, c = match_percentages(query, listed)
     assert q == pytest.approx(100 * 1000 / 1250) and c == pytest.approx(100 / 3)
+
+
+@settings(deadline=None)
+@given(frames_st, frames_st)
+def test_agrees_with_pytx_compare_hash_where_its_two_orders_agree(
+    query: list[VideoFrame], listed: list[VideoFrame]
+) -> None:
+    """pytx's own VPDQSignal.compare_hash (dedupe, then filter); the same when a hash has
+    one quality, which a frame's hash always has; pytx divides by zero on no usable frame."""
+    quality = {f.pdq: f.quality for f in query + listed}
+    query = [VideoFrame(f.pdq, quality[f.pdq], f.timestamp) for f in query]
+    listed = [VideoFrame(f.pdq, quality[f.pdq], f.timestamp) for f in listed]
+    ours = match_percentages(query, listed)
+    if ours == (0.0, 0.0) and not (
+        any(f.quality >= 50 for f in query) and any(f.quality >= 50 for f in listed)
+    ):
+        return
+    result = VPDQSignal.compare_hash(to_pytx(query), to_pytx(listed))
+    assert (
+        result.distance.query_match_percent,
+        result.distance.compared_match_percent,
+    ) == pytest.approx(ours)
+    assert result.match == is_match(ours)

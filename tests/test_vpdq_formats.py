@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from threatexchange.extensions.vpdq.vpdq import VPDQSignal
+from threatexchange.extensions.vpdq.vpdq_util import VpdqCompactFeature, json_to_vpdq, vpdq_to_json
 
 from hashmatch import bounds
 from hashmatch.video import VideoFrame
@@ -86,6 +88,7 @@ def test_empty_text_is_no_frames_as_in_pytx() -> None:
     assert from_pytx("") == from_pytx("[]") == from_cpp_lines("") == []
 
 
+@settings(deadline=None)
 @given(frames_st)
 def test_pytx_round_trip_keeps_three_significant_digits(frames: list[VideoFrame]) -> None:
     text = to_pytx(frames)
@@ -95,6 +98,7 @@ def test_pytx_round_trip_keeps_three_significant_digits(frames: list[VideoFrame]
     assert to_pytx(back) == text
 
 
+@settings(deadline=None)
 @given(frames_st)
 def test_cpp_round_trip_keeps_milliseconds(frames: list[VideoFrame]) -> None:
     back = from_cpp_lines(to_cpp_lines(frames))
@@ -166,6 +170,7 @@ def test_malformed_cpp_lines_are_refused_naming_the_line(text: str, message: str
     assert message in str(info.value)
 
 
+@settings(deadline=None)
 @given(spaced_hex(32))
 def test_spaced_hex_is_refused_in_both_forms(hex_text: str) -> None:
     with pytest.raises(VpdqFormatError, match="item 1: pdq hash"):
@@ -194,6 +199,7 @@ def test_more_frames_than_a_video_may_have_are_refused(monkeypatch: pytest.Monke
         from_cpp_lines(to_cpp_lines(frames))
 
 
+@settings(deadline=None)
 @given(st.text(max_size=300))
 def test_any_text_is_frames_or_a_format_error(text: str) -> None:
     for parse in (from_pytx, from_cpp_lines):
@@ -222,3 +228,30 @@ def test_a_video_frame_is_valid_or_not_made(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         VideoFrame(pdq, quality, timestamp)
+
+
+# python-threatexchange's own vPDQ extension (it loads with Meta's vpdq binding).
+
+
+@settings(deadline=None)
+@given(frames_st)
+def test_real_pytx_reads_what_we_write_and_we_read_what_it_writes(
+    frames: list[VideoFrame],
+) -> None:
+    ours = to_pytx(frames)
+    assert VPDQSignal.validate_signal_str(ours) == ours
+    features = json_to_vpdq(ours)
+    assert [(f.pdq_hex, f.quality) for f in features] == [(f.pdq, f.quality) for f in frames]
+    assert vpdq_to_json(features) == ours
+    assert from_pytx(vpdq_to_json(features)) == from_pytx(ours)
+
+
+def test_pytx_examples_read_and_write_back_unchanged() -> None:
+    for example in VPDQSignal.get_examples():
+        assert to_pytx(from_pytx(example)) == example
+
+
+def test_we_refuse_no_frame_pytx_accepts_as_it_writes_it() -> None:
+    """pytx is laxer (int() and float() take ' 5', 'nan', '1_0'); what it writes, we read."""
+    features = [VpdqCompactFeature(A, q, t) for q, t in [(0, 0.0), (100, 1234.5), (50, 1e-4)]]
+    assert [f.quality for f in from_pytx(vpdq_to_json(features))] == [0, 100, 50]
