@@ -1,10 +1,16 @@
 """Decoding a video's sampled frames with PyAV (FFmpeg, shipped in its wheel) and hashing
 each: the caller's side only; nothing here runs on the server.
 
+Frames are those vpdq takes: every int(seconds_per_frame x frame rate)-th, timed at its
+number / frame rate (the number from the frame's presentation time, which is vpdq's count
+in a constant-rate video; a frame missing there is stood in for by the next one). Until a
+sampled frame is due, the decoder skips frames nothing refers to (FFmpeg's skip_frame
+NONREF, set packet by packet), which the sampled frames never depend on.
+
 vpdq converts each sampled frame to RGB and takes PDQ's luminance of it. For 8-bit YUV
 video that luminance is the frame's own Y plane, stretched from its range to 0-255 (the
 ITU-R 601 weights PDQ uses are the ones limited-range video is decoded with), so we hash
-the Y plane and skip the conversion, which costs more than PDQ itself at 720p.
+the Y plane as it lies in the decoder's buffer, without a conversion or copy.
 """
 
 from __future__ import annotations
@@ -12,12 +18,10 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from fractions import Fraction
 
 import av
 import av.error
 import numpy as np
-import numpy.typing as npt
 
 from hashmatch.signals.pdq import PDQ
 from hashmatch.video import VideoError, VideoFrame
@@ -26,13 +30,17 @@ from hashmatch.video import VideoError, VideoFrame
 _YUV_8BIT = frozenset(
     {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "nv12", "nv21"}
 )
-# A truncated file's last frame falls short of its declared length by more than this share.
+_LIMITED_RANGE = (16, 235)
+_FULL_RANGE = (0, 255)
+# A truncated file's frames fall short of its declared length by more than this share.
 _SHORT = 0.9
 
 
-def sampled_frames(path: str | os.PathLike[str], seconds_per_frame: float) -> Iterator[VideoFrame]:
-    """vpdq's frames (every int(seconds_per_frame x frame rate)-th decoded frame, at its
-    number / frame rate), hashed in order."""
+def sampled_frames(
+    path: str | os.PathLike[str], seconds_per_frame: float, *, skip: bool = True
+) -> Iterator[VideoFrame]:
+    """The hashes of vpdq's frames of the video, in order; `skip`: skip frames that are
+    neither sampled nor referred to (False decodes every frame, for measuring)."""
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -42,44 +50,60 @@ def sampled_frames(path: str | os.PathLike[str], seconds_per_frame: float) -> It
             raise VideoError("not a video: the container has no video stream")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
-        if not rate or rate <= 0:
+        if not rate or rate <= 0 or stream.time_base is None:
             raise VideoError("the video stream declares no frame rate")
         every = max(1, int(seconds_per_frame * float(rate)))
-        expected = _declared_seconds(container, stream)
-        number = -1
+        per_tick = float(stream.time_base * rate)  # frames per time-base unit
+        start = stream.start_time or 0
+        context = stream.codec_context
+        due, count, last = 0, 0, -1  # next sampled frame number; frames out; last hashed
+
+        def number(pts: int | None) -> int:
+            return count if pts is None else max(0, round((pts - start) * per_tick))
+
+        damage = None  # why the first undecodable packet failed: it is skipped, as players do
         try:
-            for number, frame in enumerate(container.decode(stream)):
-                if number % every == 0:
-                    yield _hash_frame(frame, float(number / Fraction(rate)))
+            for packet in container.demux(stream):
+                if skip:
+                    ahead = packet.pts is not None and number(packet.pts) < due
+                    context.skip_frame = "NONREF" if ahead else "DEFAULT"
+                try:
+                    decoded = packet.decode()
+                except av.error.FFmpegError as exc:
+                    damage = damage or _reason(exc)
+                    continue
+                for frame in decoded:
+                    at = number(frame.pts)
+                    count += 1
+                    if at >= due and at > last:
+                        yield _hash_frame(frame, at / float(rate))
+                        last, due = at, (at // every + 1) * every
         except av.error.FFmpegError as exc:
             raise VideoError(
-                f"video is truncated or damaged after frame {number + 1}: {_reason(exc)}"
+                f"video is truncated or damaged after frame {count}: {_reason(exc)}"
             ) from None
-        decoded = (number + 1) / float(rate)
-        if number >= 0 and expected is not None and decoded < _SHORT * expected - 1:
+        if not count and damage:
+            raise VideoError(f"no decodable video frame: {damage}")
+        expected = _declared_seconds(container, stream)
+        seconds = (last + 1) / float(rate)
+        if count and expected is not None and seconds + every / float(rate) < _SHORT * expected:
             raise VideoError(
-                f"video is truncated: frames for {decoded:.1f} s of the {expected:.1f} s declared"
+                f"video is truncated: frames for {seconds:.1f} s of the {expected:.1f} s declared"
             )
 
 
 def _hash_frame(frame: av.VideoFrame, timestamp: float) -> VideoFrame:
-    result = PDQ.hash_luma(_luma(frame))
-    return VideoFrame(PDQ.to_hex(result.hash), int(result.quality or 0), timestamp)
-
-
-def _luma(frame: av.VideoFrame) -> npt.NDArray[np.float32]:
-    """PDQ's luminance (0-255) of a decoded frame."""
     if frame.format.name in _YUV_8BIT:
         plane = frame.planes[0]
         rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
-        y: npt.NDArray[np.float32] = rows[: frame.height, : frame.width].astype(np.float32)
-        if frame.format.name.startswith("yuvj") or frame.color_range == 2:  # full (JPEG) range
-            return y
-        stretched: npt.NDArray[np.float32] = np.clip((y - 16) * np.float32(255 / 219), 0, 255)
-        return stretched
-    rgb: npt.NDArray[np.float32] = frame.to_ndarray(format="rgb24").astype(np.float32)
-    luma: npt.NDArray[np.float32] = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return luma
+        full = frame.format.name.startswith("yuvj") or frame.color_range == 2  # JPEG range
+        result = PDQ.hash_luma(
+            rows[: frame.height, : frame.width], _FULL_RANGE if full else _LIMITED_RANGE
+        )
+    else:
+        rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.float32)
+        result = PDQ.hash_luma(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
+    return VideoFrame(PDQ.to_hex(result.hash), int(result.quality or 0), timestamp)
 
 
 def _declared_seconds(

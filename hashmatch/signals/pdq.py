@@ -41,16 +41,26 @@ class PdqSignal(Signal):
         bits, quality = pdqhash.compute(pixels)
         return HashResult(self.name, bits_to_bytes(bits), int(quality))
 
-    def hash_luma(self, luma: npt.NDArray[np.float32]) -> HashResult:
+    def hash_luma(
+        self, luma: npt.NDArray[np.float32 | np.uint8], levels: tuple[float, float] = (0, 255)
+    ) -> HashResult:
         """PDQ of a luminance array of any size, by the reference's own filter and sampling
         (pdqhash less its conversion from RGB, which took 40% of its time): of a 512-px
         downscale it is a few bits from PDQ of the full image (at most 24 on the bundled
         photos at 1024 px, textures included), where hash_square of the downscale's
-        square, resampled by another filter, differs by up to 108 on textures."""
+        square, resampled by another filter, differs by up to 108 on textures.
+
+        `levels`: the values of black and white in `luma`, such as video's (16, 235); the
+        64 x 64 buffer is stretched from them to 0-255, as the whole frame would be (the
+        filter is linear), without a pass over the whole frame."""
         height, width = luma.shape
         if min(height, width) < _MIN_SIDE:
             return HashResult(self.name, bytes(self.nbytes), 0)
-        return self.hash_square(gather(luma, _jarosz_taps(height), _jarosz_taps(width)))
+        square = gather(luma, _jarosz_taps(height), _jarosz_taps(width))
+        black, white = levels
+        if (black, white) != (0, 255):
+            square = np.clip((square - black) * np.float32(255 / (white - black)), 0, 255)
+        return self.hash_square(square)
 
     def hash_square(self, luma: npt.NDArray[np.float32]) -> HashResult:
         """PDQ's steps after its blur and decimation, with its bit order and quality: the

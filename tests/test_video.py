@@ -1,0 +1,239 @@
+"""Hashing videos (vPDQ) on the caller's side, on small clips generated from the bundled
+photos: frame choice and times, agreement with PDQ of the decoded frames and with Meta's
+vpdq, matching after re-encoding, and a clear VideoError for every bad input."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import av
+import numpy as np
+import pdqhash
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+import hashmatch.video as video
+from hashmatch.codec import bits_to_bytes
+from hashmatch.demo.standins import bundled_photos
+from hashmatch.demo.video_clips import scene, stills, write_video
+from hashmatch.video import VideoError, hash_video, is_video
+from hashmatch.video_decoding import sampled_frames
+from hashmatch.video_match import is_match, match_percentages
+
+SIZE = (160, 120)
+
+
+def distance(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A few clips, made once: a pan, cuts between other photos, a still held, and the pan
+    re-encoded at a low bit rate and at half size."""
+    out = tmp_path_factory.mktemp("clips")
+    pictures = stills(6, seed=3)
+    paths = {name: out / f"{name}.mp4" for name in ("pan", "cuts", "still", "small", "lowrate")}
+    write_video(paths["pan"], scene(pictures[:1], "pan", size=SIZE, seconds=4))
+    write_video(paths["cuts"], scene(pictures[1:], "cuts", size=SIZE, seconds=6))
+    still = np.asarray(pictures[2].resize(SIZE))
+    write_video(paths["still"], [still] * 90)
+    halves = (
+        np.asarray(Image.fromarray(f).resize((80, 60), Image.Resampling.BILINEAR))
+        for f in scene(pictures[:1], "pan", size=SIZE, seconds=4)
+    )
+    write_video(paths["small"], halves)
+    write_video(paths["lowrate"], scene(pictures[:1], "pan", size=SIZE, seconds=4), bit_rate=40_000)
+    return paths
+
+
+def test_one_frame_a_second_timed_from_the_start(clips: dict[str, Path]) -> None:
+    frames = hash_video(clips["pan"])
+    assert [f.timestamp for f in frames] == [0.0, 1.0, 2.0, 3.0]
+    assert all(f.quality >= 50 for f in frames)
+    assert len({f.pdq for f in frames}) == 4
+
+
+def test_seconds_per_frame_chooses_the_sampling(clips: dict[str, Path]) -> None:
+    assert [f.timestamp for f in hash_video(clips["pan"], seconds_per_frame=0.5)] == [
+        i / 2 for i in range(8)
+    ]
+    every = hash_video(clips["pan"], seconds_per_frame=0)
+    assert len(every) > 100 and every[1].timestamp == pytest.approx(1 / 30)
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="seconds_per_frame"):
+            hash_video(clips["pan"], seconds_per_frame=bad)
+
+
+def test_a_held_still_is_one_frame_and_cuts_keep_each_change(clips: dict[str, Path]) -> None:
+    assert len(hash_video(clips["still"])) == 1
+    cuts = hash_video(clips["cuts"])
+    assert all(a.pdq != b.pdq for a, b in itertools.pairwise(cuts))
+
+
+def test_skipping_frames_changes_no_hash(clips: dict[str, Path]) -> None:
+    for name in ("pan", "cuts"):
+        every = [f for f in sampled_frames(clips[name], 1.0, skip=False)]
+        assert list(sampled_frames(clips[name], 1.0, skip=True)) == every
+
+
+def test_frame_hashes_are_pdq_of_the_decoded_frames(clips: dict[str, Path]) -> None:
+    """Against the reference PDQ (pdqhash) of each sampled frame converted to RGB, as
+    vpdq hashes it: the Y plane shortcut costs a few bits at most."""
+    with av.open(str(clips["cuts"])) as container:
+        rgb = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    for frame in hash_video(clips["cuts"]):
+        bits, quality = pdqhash.compute(rgb[round(frame.timestamp * 30)])
+        assert distance(frame.pdq, bits_to_bytes(bits).hex()) <= 8
+        assert abs(frame.quality - quality) <= 3
+
+
+def test_frame_hashes_agree_with_meta_vpdq(clips: dict[str, Path]) -> None:
+    """Meta's own vpdq (PyPI `vpdq`, built against Debian's FFmpeg): the same frame times
+    (ours less repeated frames) and a few bits apart."""
+    vpdq = pytest.importorskip("vpdq")
+    for name in ("pan", "cuts", "lowrate"):
+        theirs = {
+            round(f.timestamp, 3): f for f in vpdq.computeHash(str(clips[name]), thread_count=1)
+        }
+        ours = hash_video(clips[name])
+        assert {f.timestamp for f in ours} <= set(theirs)
+        for frame in ours:
+            meta = theirs[frame.timestamp]
+            assert distance(frame.pdq, meta.hex) <= 8, (name, frame.timestamp)
+            assert abs(frame.quality - meta.quality) <= 2
+
+
+def test_re_encoded_and_downscaled_copies_match_unrelated_clips_do_not(
+    clips: dict[str, Path],
+) -> None:
+    listed = hash_video(clips["pan"])
+    for copy in ("lowrate", "small"):
+        assert is_match(match_percentages(hash_video(clips[copy]), listed)), copy
+    assert match_percentages(hash_video(clips["cuts"]), listed) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "codec"), [(".mkv", "libx264"), (".webm", "libvpx-vp9"), (".avi", "mpeg4")]
+)
+def test_other_containers_are_videos_by_content(tmp_path: Path, suffix: str, codec: str) -> None:
+    path = tmp_path / f"clip{suffix}"
+    write_video(path, scene(stills(1), "zoom", size=SIZE, seconds=2), codec=codec)
+    renamed = path.rename(tmp_path / "clip.jpg")  # the name says nothing
+    assert is_video(renamed)
+    assert [f.timestamp for f in hash_video(renamed)] == [0.0, 1.0]
+
+
+def _image_files(tmp_path: Path) -> list[Path]:
+    photo = bundled_photos()[0]
+    gif = tmp_path / "animated.gif"
+    frames = [Image.open(photo).convert("RGB").resize(SIZE)] * 2
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    text = tmp_path / "notes.mp4"
+    text.write_text("just some text, named like a video\n" * 50)
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    noise = tmp_path / "noise.mp4"
+    noise.write_bytes(random.Random(1).randbytes(5000))
+    return [photo, gif, text, empty, noise]
+
+
+def test_images_and_other_files_are_not_videos(tmp_path: Path) -> None:
+    for path in _image_files(tmp_path):
+        assert not is_video(path), path
+        with pytest.raises(VideoError, match=r"^not a video"):
+            hash_video(path)
+    assert not is_video(tmp_path / "missing.mp4")
+    with pytest.raises(FileNotFoundError):
+        hash_video(tmp_path / "missing.mp4")
+
+
+def test_truncated_files_are_refused_as_truncated(tmp_path: Path, clips: dict[str, Path]) -> None:
+    data = clips["cuts"].read_bytes()  # moov after the frames, as encoders write it
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VideoError, match="truncated"):
+        hash_video(cut)
+    front = tmp_path / "front.mp4"  # moov first ("faststart"), so the header survives the cut
+    with (
+        av.open(str(clips["cuts"])) as source,
+        av.open(str(front), "w", options={"movflags": "faststart"}) as out,
+    ):
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    whole = front.read_bytes()
+    assert [f.timestamp for f in hash_video(front)] == [
+        f.timestamp for f in hash_video(clips["cuts"])
+    ]
+    front.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(VideoError, match="truncated"):
+        hash_video(front)
+
+
+def test_a_video_without_decodable_frames_is_refused(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    """A well-formed container whose every packet is zeros: nothing decodes."""
+    blank = tmp_path / "blank.mkv"
+    with av.open(str(clips["cuts"])) as source, av.open(str(blank), "w") as out:
+        stream = out.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(video=0):
+            if packet.dts is None:
+                continue
+            zeros = av.Packet(bytes(packet.size))
+            zeros.pts, zeros.dts, zeros.time_base = packet.pts, packet.dts, packet.time_base
+            zeros.stream = stream
+            out.mux(zeros)
+    assert is_video(blank)
+    with pytest.raises(VideoError, match="no decodable video frame"):
+        hash_video(blank)
+
+
+def test_a_file_of_sound_only_is_no_video(tmp_path: Path) -> None:
+    sound = tmp_path / "sound.mp4"
+    with av.open(str(sound), "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        silence = av.AudioFrame.from_ndarray(
+            np.zeros((1, 1024), np.float32), format="fltp", layout="mono"
+        )
+        silence.sample_rate = 8000
+        for _ in range(10):
+            container.mux(stream.encode(silence))
+        container.mux(stream.encode(None))
+    assert is_video(sound)  # an MP4 container: what is inside is found on opening it
+    with pytest.raises(VideoError, match="no video stream"):
+        hash_video(sound)
+
+
+def test_too_many_frames_are_refused(
+    clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(video, "MAX_VIDEO_FRAMES", 3)
+    with pytest.raises(VideoError, match="more than 3 frames"):
+        hash_video(clips["pan"])
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=20))
+def test_damaged_bytes_give_frames_or_a_video_error(
+    tmp_path: Path, clips: dict[str, Path], damage: list[tuple[int, int]]
+) -> None:
+    data = bytearray(clips["cuts"].read_bytes())
+    for offset, value in damage:
+        data[offset % len(data)] = value
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    try:
+        frames = hash_video(path)
+    except VideoError:
+        return
+    assert frames and all(f.quality <= 100 for f in frames)

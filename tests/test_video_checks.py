@@ -1,0 +1,291 @@
+"""Videos listed and checked over real gRPC: one entry per video, matched by the share of
+its vPDQ frames, withdrawn and removed at once, and every bad frame refused by name.
+Frames here are synthetic PDQ hashes (random bits, as real photos' hashes are);
+test_video_clips.py does the same with generated clips."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from hashmatch.client import MatchClient, VideoVerdict
+from hashmatch.demo.serve_process import ServerProcess, running_server
+from hashmatch.list_formats import NewEntry
+from hashmatch.submission import SubmissionClient
+from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
+from hashmatch.video import VideoFrame
+from hashmatch.video_entries import VPDQ, pack_frames, video_digest
+from indexer.build import build_snapshot
+from indexer.store import open_store
+
+BLACK = VideoFrame("0" * 64, 0, 0.0)
+
+
+def synthetic_video(n: int, seed: int, quality: int = 90) -> list[VideoFrame]:
+    """n frames of random PDQ hashes (about half their bits set, as real ones)."""
+    rows = np.random.default_rng(seed).integers(0, 256, (n, 32), dtype=np.uint8)
+    return [VideoFrame(bytes(r).hex(), quality, float(t)) for t, r in enumerate(rows)]
+
+
+def edited(frames: list[VideoFrame], bits: int, seed: int) -> list[VideoFrame]:
+    """Each frame with `bits` bits flipped: a re-encode's small per-frame changes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for f in frames:
+        value = int(f.pdq, 16)
+        for b in rng.choice(256, bits, replace=False).tolist():
+            value ^= 1 << b
+        out.append(VideoFrame(f"{value:064x}", f.quality, f.timestamp))
+    return out
+
+
+def video_entry(frames: list[VideoFrame], ref: str | None = None) -> NewEntry:
+    packed = pack_frames(frames)
+    return NewEntry(VPDQ, video_digest(packed), None, ref, "", packed)
+
+
+def video_message(frames: list[match_pb2.VideoFrame]) -> submission_pb2.HashEntry:
+    return submission_pb2.HashEntry(signal=VPDQ, video=submission_pb2.Video(frames=frames))
+
+
+@pytest.fixture
+def fed(tmp_path: Path, store_url: str) -> Iterator[tuple[ServerProcess, str]]:
+    with running_server(
+        tmp_path / "index", "--store", store_url, "--no-auth", "--poll-interval", "0.1"
+    ) as proc:
+        yield proc, store_url
+
+
+def test_a_listed_video_matches_itself_and_an_edit_with_its_shares_and_nothing_else(
+    fed: tuple[ServerProcess, str],
+) -> None:
+    proc, _ = fed
+    listed = synthetic_video(60, seed=1)
+    with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
+        sub.create_list("videos")
+        report = sub.upload("videos", [video_entry(listed, "clip-1")])
+        assert (report.added, report.refused) == (1, 0)
+        info = sub.list_info("videos")
+        assert dict(info.entries_by_signal) == {VPDQ: 1}  # one entry, not 60
+        time.sleep(0.5)  # an upload is matched within a poll interval
+
+        same = check.check_video(listed)
+        assert same.matched and same.frames_matched_on == 60
+        (m,) = same.matches
+        assert (m.list, m.query_match_percent, m.compared_match_percent) == ("videos", 100, 100)
+        assert len(m.match_id) == 24 and m.match_id not in "".join(f.pdq for f in listed)
+
+        # Re-encoded (12 bits a frame) and trimmed to its middle 40 seconds.
+        trimmed = edited(listed, 12, seed=2)[10:50]
+        verdict = check.check_video(trimmed)
+        assert verdict.matched and verdict.matches[0].match_id == m.match_id
+        assert verdict.matches[0].query_match_percent == 100
+        assert verdict.matches[0].compared_match_percent == pytest.approx(100 * 40 / 60)
+        # The compared share can be asked for; 2/3 of the listed video is too little.
+        assert not check.check_video(trimmed, compared_match_percent=70).matched
+
+        # Half the query's frames from elsewhere: 50% < 80%.
+        mixed = listed[:30] + synthetic_video(30, seed=3)
+        half = check.check_video(mixed)
+        assert not half.matched and half.frames_matched_on == 60
+        assert not check.check_video(synthetic_video(60, seed=4)).matched
+        assert not check.check_video(edited(listed, 40, seed=5)).matched  # beyond 31 bits
+
+        # The same video again is a duplicate; a plain hash check never sees its frames.
+        assert sub.upload("videos", [video_entry(listed)]).duplicates == 1
+        frame = bytes.fromhex(listed[0].pdq)
+        assert not check.check([("pdq", frame)])[0].matched
+
+
+def test_a_video_in_a_case_is_one_hash_and_stops_matching_on_withdrawal(
+    fed: tuple[ServerProcess, str],
+) -> None:
+    proc, _ = fed
+    video = synthetic_video(30, seed=10)
+    with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
+        receipt = sub.submit_case([video_entry(video)])
+        assert receipt.added == 1
+        assert check.check_video(video).matched  # in effect on return
+        status = sub.case_status(receipt.case_id, receipt.withdrawal_secret)
+        assert status.active_hashes == 1
+        assert sub.withdraw(receipt.case_id, receipt.withdrawal_secret) == 1
+        assert not check.check_video(video).matched  # and withdrawn on return
+
+
+def test_a_removed_video_stops_matching_on_return_and_stays_out_after_compaction(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    kept, removed = synthetic_video(20, seed=20), synthetic_video(20, seed=21)
+    store = open_store(url)
+    store.add_entries("videos", [video_entry(kept), video_entry(removed)])
+    store.close()
+    with (
+        running_server(
+            tmp_path / "index", "--store", url, "--no-auth", "--poll-interval", "0.1"
+        ) as proc,
+        SubmissionClient(proc.address) as sub,
+        MatchClient(proc.address) as check,
+    ):
+        assert check.check_video(removed).matched  # from the snapshot
+        assert sub.remove("videos", [(VPDQ, video_digest(pack_frames(removed)))]) == 1
+        assert not check.check_video(removed).matched
+        assert check.check_video(kept).matched
+    store = open_store(url)
+    try:
+        build_snapshot(store, tmp_path / "index")  # a fresh build: the removal holds
+    finally:
+        store.close()
+    with running_server(tmp_path / "index", "--no-auth") as proc:
+        with MatchClient(proc.address) as check:
+            assert not check.check_video(removed).matched
+            assert check.check_video(kept).matched
+
+
+def _refused(call: object) -> str:
+    assert isinstance(call, grpc.RpcError) and isinstance(call, grpc.Call)
+    assert call.code() == grpc.StatusCode.INVALID_ARGUMENT, call.details()
+    return str(call.details())
+
+
+GOOD = match_pb2.VideoFrame(hash=bytes(range(32)), quality=90, timestamp=1.0)
+
+
+@pytest.mark.parametrize(
+    ("frames", "said"),
+    [
+        ([], "a video has 1 to 36000 frames, got 0"),
+        ([GOOD] * 36_001, "a video has 1 to 36000 frames, got 36001"),
+        ([GOOD, match_pb2.VideoFrame(hex="zz" * 32, quality=90)], "frame 1: pdq hash"),
+        ([match_pb2.VideoFrame(hash=b"\x01" * 31, quality=90)], "frame 0: hash must be 32 bytes"),
+        ([match_pb2.VideoFrame(hash=bytes(32), quality=101)], "frame 0: quality 101"),
+        ([match_pb2.VideoFrame(hash=bytes(32), timestamp=float("nan"))], "frame 0: timestamp"),
+        ([match_pb2.VideoFrame(hash=bytes(32), timestamp=-1.0)], "frame 0: timestamp"),
+        ([match_pb2.VideoFrame(quality=90)], "frame 0: no hash given"),
+    ],
+)
+def test_bad_frames_are_refused_by_name_and_the_server_keeps_serving(
+    fed: tuple[ServerProcess, str], frames: list[match_pb2.VideoFrame], said: str
+) -> None:
+    proc, _ = fed
+    with grpc.insecure_channel(proc.address) as channel:
+        match = match_pb2_grpc.MatchServiceStub(channel)
+        submit = submission_pb2_grpc.SubmissionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            match.CheckVideo(match_pb2.VideoCheckRequest(frames=frames), timeout=30)
+        assert said in _refused(info.value)
+        with pytest.raises(grpc.RpcError) as info:
+            submit.SubmitCase(
+                submission_pb2.SubmitCaseRequest(hashes=[video_message(frames)]), timeout=30
+            )
+        assert f"hash 0: {said}" in _refused(info.value)
+        answer = match.CheckVideo(match_pb2.VideoCheckRequest(frames=[GOOD]), timeout=30)
+        assert not answer.matched and answer.frames_matched_on == 1
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "said"),
+    [
+        ({"query_match_percent": 50.0}, "query_match_percent 50.0 must be between"),
+        ({"query_match_percent": float("nan")}, "query_match_percent nan"),
+        ({"compared_match_percent": 101.0}, "compared_match_percent 101.0"),
+        ({"max_distance": 32}, "max_distance 32 exceeds"),
+    ],
+)
+def test_thresholds_can_only_be_tightened(
+    fed: tuple[ServerProcess, str], request_fields: dict[str, float], said: str
+) -> None:
+    with grpc.insecure_channel(fed[0].address) as channel:
+        match = match_pb2_grpc.MatchServiceStub(channel)
+        request = match_pb2.VideoCheckRequest(frames=[GOOD], **request_fields)
+        with pytest.raises(grpc.RpcError) as info:
+            match.CheckVideo(request, timeout=30)
+        assert said in _refused(info.value)
+
+
+def test_a_video_of_black_frames_is_nothing_to_match_on_and_cannot_be_listed(
+    fed: tuple[ServerProcess, str],
+) -> None:
+    proc, _ = fed
+    black = [VideoFrame(BLACK.pdq, 0, float(t)) for t in range(1000)]
+    with MatchClient(proc.address) as check, grpc.insecure_channel(proc.address) as channel:
+        verdict = check.check_video(black)
+        assert (verdict.matched, verdict.frames_matched_on) == (False, 0)
+        # 1,000 copies sent as they are: one frame to search, still nothing to match on.
+        raw = [match_pb2.VideoFrame(hash=bytes(32), quality=0, timestamp=t) for t in range(1000)]
+        match = match_pb2_grpc.MatchServiceStub(channel)
+        answer = match.CheckVideo(match_pb2.VideoCheckRequest(frames=raw), timeout=30)
+        assert (answer.matched, answer.frames_matched_on) == (False, 0)
+        submit = submission_pb2_grpc.SubmissionServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            submit.SubmitCase(
+                submission_pb2.SubmitCaseRequest(hashes=[video_message(raw)]), timeout=30
+            )
+        assert "no frame of quality 50 or more" in _refused(info.value)
+        # A lying quality does not get a featureless frame listed.
+        lying = [match_pb2.VideoFrame(hash=bytes(32), quality=100)]
+        with pytest.raises(grpc.RpcError) as info:
+            submit.SubmitCase(
+                submission_pb2.SubmitCaseRequest(hashes=[video_message(lying)]), timeout=30
+            )
+        assert "frame 0: refused: pdq hash has all bits zero" in _refused(info.value)
+
+
+def test_a_long_video_with_repeated_frames_is_one_entry_of_its_distinct_frames(
+    fed: tuple[ServerProcess, str],
+) -> None:
+    """1,000 copies of one good frame, then 59 others: 60 frames matched on, one entry."""
+    proc, _ = fed
+    frames = synthetic_video(60, seed=30)
+    video = [VideoFrame(frames[0].pdq, 90, float(t)) for t in range(1000)] + frames[1:]
+    with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
+        assert sub.submit_case([video_entry(video)]).added == 1
+        verdict = check.check_video(video)
+        assert verdict.frames_matched_on == 60
+        assert verdict.matches[0].compared_match_percent == 100
+
+
+def test_an_intro_frame_shared_by_10000_listed_videos_keeps_checks_fast(tmp_path: Path) -> None:
+    """Every listed video opens on the same card: a check holding it costs about what one
+    without it does, and the video it really is still matches in full."""
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    intro = synthetic_video(1, seed=40)[0]
+    frames = synthetic_video(40_000, seed=41)
+    own = [frames[k : k + 4] for k in range(0, 40_000, 4)]
+    store = open_store(url)
+    try:
+        store.add_entries("videos", [video_entry([intro, *frames]) for frames in own])
+        build_snapshot(store, tmp_path / "index")
+    finally:
+        store.close()
+
+    def timed(check: MatchClient, frames: list[VideoFrame]) -> tuple[float, VideoVerdict]:
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            verdict = check.check_video(frames)
+            best = min(best, time.perf_counter() - started)
+        return best, verdict
+
+    with (
+        running_server(tmp_path / "index", "--no-auth") as proc,
+        MatchClient(proc.address) as check,
+    ):
+        plain, _ = timed(check, own[7])
+        with_intro, verdict = timed(check, [intro, *own[7]])
+        assert verdict.matched and verdict.frames_matched_on == 5
+        best = verdict.matches[0]
+        assert (best.query_match_percent, best.compared_match_percent) == (100, 100)
+        assert best.match_id == check.check_video(own[7]).matches[0].match_id
+        # The card alone matches many videos: the answer is capped, not 10,000 long.
+        alone = check.check_video([intro])
+        assert alone.matched and alone.capped and len(alone.matches) == 32
+        print(
+            f"check of 4 frames {plain * 1e3:.1f} ms, with the shared card {with_intro * 1e3:.1f}"
+        )
+        assert with_intro < max(0.05, 5 * plain), (with_intro, plain)
