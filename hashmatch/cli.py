@@ -210,7 +210,9 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
             return
         # Each input's queries (an image's robust probes) are numbered as one image.
         images = [t for t, item in enumerate(chunk) for _ in item.queries]
-        verdicts = iter(client.check([q for item in chunk for q in item.queries], images))
+        queries = [q for item in chunk for q in item.queries]
+        # Inputs that all failed to hash leave nothing to ask the server.
+        verdicts = iter(client.check(queries, images) if queries else [])
         for item in chunk:
             if item.error is not None:
                 yield {item.key: item.label, "error": item.error}

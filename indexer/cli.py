@@ -18,6 +18,7 @@ from hashmatch.bounds import OutOfBounds
 from hashmatch.channel import Credentials, connection_options, rpc_failure
 from hashmatch.list_formats import FORMATS, NotExportable, format_line
 from hashmatch.signals import SIGNALS
+from hashmatch.video_entries import VPDQ
 from indexer.build import build_snapshot, compact_snapshot
 from indexer.imports import import_lines
 from indexer.snapshot import SnapshotError, read_snapshot, read_snapshot_dir
@@ -75,7 +76,8 @@ def _open(url: str) -> Store:
 @click.argument("file", type=click.File("r", encoding="utf-8", errors="replace"))
 def import_command(store_url: str, list_name: str, bare_signal: str | None, file: TextIO) -> None:
     """Import hashes from FILE ('-' for stdin): JSON lines from `hashmatch hash`, CSV lines
-    signal,hexhash[,ref], python-threatexchange lines `pdq <hex>`, or bare hex with --signal."""
+    signal,hexhash[,ref], python-threatexchange lines `pdq <hex>` or `vpdq <json>`, vPDQ
+    C++ tool lines (one video's lines in a block), or bare hex with --signal."""
     store = _open(store_url)
     try:
         report = import_lines(store, list_name, file, bare_signal)
@@ -98,7 +100,7 @@ def import_command(store_url: str, list_name: str, bare_signal: str | None, file
 @click.option(
     "--signal",
     "only_signal",
-    type=click.Choice(sorted(SIGNALS)),
+    type=click.Choice(sorted([*SIGNALS, VPDQ])),
     default=None,
     help="Export only this signal type (required for --format hex).",
 )
@@ -106,7 +108,8 @@ def import_command(store_url: str, list_name: str, bare_signal: str | None, file
 def export_command(
     store_url: str, list_name: str, fmt: str, only_signal: str | None, output: TextIO
 ) -> None:
-    """Write a list to OUTPUT ('-' for stdout) as csv, bare hex, or python-threatexchange lines.
+    """Write a list to OUTPUT ('-' for stdout) as csv, bare hex, python-threatexchange lines,
+    or (videos only) vPDQ C++ tool lines, a blank line after each video.
 
     This reads the store directly: it is for the list's operators, never for checkers.
     """
