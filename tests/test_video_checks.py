@@ -15,13 +15,15 @@ import pytest
 
 from hashmatch.client import MatchClient, VideoVerdict
 from hashmatch.demo.serve_process import ServerProcess, running_server
-from hashmatch.list_formats import NewEntry
+from hashmatch.list_formats import video_entry
 from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
 from hashmatch.video import VideoFrame
 from hashmatch.video_entries import VPDQ, pack_frames, video_digest
+from hashmatch.vpdq_formats import to_pytx
 from indexer.build import build_snapshot
 from indexer.store import open_store
+from tests.conftest import run_cli
 
 BLACK = VideoFrame("0" * 64, 0, 0.0)
 
@@ -44,21 +46,28 @@ def edited(frames: list[VideoFrame], bits: int, seed: int) -> list[VideoFrame]:
     return out
 
 
-def video_entry(frames: list[VideoFrame], ref: str | None = None) -> NewEntry:
-    packed = pack_frames(frames)
-    return NewEntry(VPDQ, video_digest(packed), None, ref, "", packed)
-
-
 def video_message(frames: list[match_pb2.VideoFrame]) -> submission_pb2.HashEntry:
     return submission_pb2.HashEntry(signal=VPDQ, video=submission_pb2.Video(frames=frames))
 
 
 @pytest.fixture
 def fed(tmp_path: Path, store_url: str) -> Iterator[tuple[ServerProcess, str]]:
+    """A server taking submissions, on each store backend."""
     with running_server(
         tmp_path / "index", "--store", store_url, "--no-auth", "--poll-interval", "0.1"
     ) as proc:
         yield proc, store_url
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """One server for the attacks, which change nothing."""
+    work = tmp_path_factory.mktemp("attacked")
+    url = f"sqlite:///{work / 'store.db'}"
+    with running_server(
+        work / "index", "--store", url, "--no-auth", "--poll-interval", "0.1"
+    ) as proc:
+        yield proc, url
 
 
 def test_a_listed_video_matches_itself_and_an_edit_with_its_shares_and_nothing_else(
@@ -141,10 +150,12 @@ def test_a_removed_video_stops_matching_on_return_and_stays_out_after_compaction
         build_snapshot(store, tmp_path / "index")  # a fresh build: the removal holds
     finally:
         store.close()
-    with running_server(tmp_path / "index", "--no-auth") as proc:
-        with MatchClient(proc.address) as check:
-            assert not check.check_video(removed).matched
-            assert check.check_video(kept).matched
+    with (
+        running_server(tmp_path / "index", "--no-auth") as proc,
+        MatchClient(proc.address) as check,
+    ):
+        assert not check.check_video(removed).matched
+        assert check.check_video(kept).matched
 
 
 def _refused(call: object) -> str:
@@ -170,9 +181,9 @@ GOOD = match_pb2.VideoFrame(hash=bytes(range(32)), quality=90, timestamp=1.0)
     ],
 )
 def test_bad_frames_are_refused_by_name_and_the_server_keeps_serving(
-    fed: tuple[ServerProcess, str], frames: list[match_pb2.VideoFrame], said: str
+    one: tuple[ServerProcess, str], frames: list[match_pb2.VideoFrame], said: str
 ) -> None:
-    proc, _ = fed
+    proc, _ = one
     with grpc.insecure_channel(proc.address) as channel:
         match = match_pb2_grpc.MatchServiceStub(channel)
         submit = submission_pb2_grpc.SubmissionServiceStub(channel)
@@ -198,9 +209,9 @@ def test_bad_frames_are_refused_by_name_and_the_server_keeps_serving(
     ],
 )
 def test_thresholds_can_only_be_tightened(
-    fed: tuple[ServerProcess, str], request_fields: dict[str, float], said: str
+    one: tuple[ServerProcess, str], request_fields: dict[str, float], said: str
 ) -> None:
-    with grpc.insecure_channel(fed[0].address) as channel:
+    with grpc.insecure_channel(one[0].address) as channel:
         match = match_pb2_grpc.MatchServiceStub(channel)
         request = match_pb2.VideoCheckRequest(frames=[GOOD], **request_fields)
         with pytest.raises(grpc.RpcError) as info:
@@ -209,9 +220,9 @@ def test_thresholds_can_only_be_tightened(
 
 
 def test_a_video_of_black_frames_is_nothing_to_match_on_and_cannot_be_listed(
-    fed: tuple[ServerProcess, str],
+    one: tuple[ServerProcess, str],
 ) -> None:
-    proc, _ = fed
+    proc, _ = one
     black = [VideoFrame(BLACK.pdq, 0, float(t)) for t in range(1000)]
     with MatchClient(proc.address) as check, grpc.insecure_channel(proc.address) as channel:
         verdict = check.check_video(black)
@@ -237,10 +248,10 @@ def test_a_video_of_black_frames_is_nothing_to_match_on_and_cannot_be_listed(
 
 
 def test_a_long_video_with_repeated_frames_is_one_entry_of_its_distinct_frames(
-    fed: tuple[ServerProcess, str],
+    one: tuple[ServerProcess, str],
 ) -> None:
     """1,000 copies of one good frame, then 59 others: 60 frames matched on, one entry."""
-    proc, _ = fed
+    proc, _ = one
     frames = synthetic_video(60, seed=30)
     video = [VideoFrame(frames[0].pdq, 90, float(t)) for t in range(1000)] + frames[1:]
     with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
@@ -289,3 +300,84 @@ def test_an_intro_frame_shared_by_10000_listed_videos_keeps_checks_fast(tmp_path
             f"check of 4 frames {plain * 1e3:.1f} ms, with the shared card {with_intro * 1e3:.1f}"
         )
         assert with_intro < max(0.05, 5 * plain), (with_intro, plain)
+
+
+def test_shares_agree_with_python_threatexchange_vpdq_index(
+    one: tuple[ServerProcess, str],
+) -> None:
+    """The same listed videos and queries through our server and through pytx's VPDQIndex
+    (its own matching code): the same videos match, with the same shares."""
+    vpdq_index = pytest.importorskip("threatexchange.extensions.vpdq.vpdq_index")
+    proc, _ = one
+    listed = [synthetic_video(20, seed=100 + k) for k in range(20)]
+    queries = []
+    for q in range(12):
+        own = edited(listed[q], 6 + q, seed=200 + q)[: 8 + q]  # 8-19 frames of video q
+        neighbour = listed[q + 1][: q % 4]  # and a few of the next
+        queries.append(own + neighbour + synthetic_video(q % 3, seed=300 + q))
+    with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
+        sub.create_list("agree")
+        assert sub.upload("agree", [video_entry(v) for v in listed]).added == 20
+        time.sleep(0.5)
+        ids = [check.check_video(v).matches[0].match_id for v in listed]
+        ours = [
+            {(ids.index(m.match_id), m.query_match_percent, m.compared_match_percent)
+             for m in check.check_video(q).matches}
+            for q in queries
+        ]  # fmt: skip
+    index = vpdq_index.VPDQIndex.build([(to_pytx(v), k) for k, v in enumerate(listed)])
+    theirs = [
+        {(m.metadata, m.similarity_info.query_match_percent,
+          m.similarity_info.compared_match_percent) for m in index.query(to_pytx(q))}
+        for q in queries
+    ]  # fmt: skip
+    assert ours == theirs
+    assert any(ours) and not all(ours)  # some queries cross 80%, some don't
+
+
+def test_a_videos_frames_are_one_question_for_the_probing_watch(tmp_path: Path) -> None:
+    """A platform checking 250 uploaded videos, whose frames lie close to each other as a
+    video's do, is not throttled; a key hiding a walk in 250 "videos" is."""
+    from tests.test_security import creds, key, secured, walk_around
+
+    with secured(tmp_path) as (proc, url):
+        honest, walker = key(url, "check"), key(url, "check")
+        with MatchClient(proc.address, credentials=creds(honest)) as client:
+            for n in range(250):
+                start = bytes.fromhex(synthetic_video(1, seed=5000 + n)[0].pdq)
+                video = [VideoFrame(h.hex(), 90, float(t)) for t, h in
+                         enumerate(walk_around(start, 30, seed=n))]  # fmt: skip
+                assert not client.check_video(video).matched
+        centre = bytes.fromhex(synthetic_video(1, seed=7)[0].pdq)
+        with MatchClient(proc.address, credentials=creds(walker)) as client:
+            with pytest.raises(grpc.RpcError) as info:
+                for n in range(250):
+                    walk = walk_around(centre, 30, seed=9000 + n)
+                    client.check_video([VideoFrame(h.hex(), 90, 0.0) for h in walk])
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_key_sees_only_its_lists_videos_and_a_match_only_key_no_shares(
+    tmp_path: Path,
+) -> None:
+    from tests.test_security import creds, key, secured
+
+    video = synthetic_video(10, seed=60)
+    with secured(tmp_path) as (proc, url):
+        store = open_store(url)
+        store.add_entries("b", [video_entry(video)])
+        store.close()
+        time.sleep(0.5)
+        for lists, seen in (((), True), (("a",), False), (("b",), True)):
+            token = key(url, "check", lists=lists)
+            with MatchClient(proc.address, credentials=creds(token)) as client:
+                assert client.check_video(video).matched is seen
+        done = run_cli("keys", "create", "--store", url, "--tenant", "t", "--role", "check",
+                       "--match-only")  # fmt: skip
+        token = next(ln.split()[1] for ln in done.stdout.splitlines() if ln.startswith("key:"))
+        with MatchClient(proc.address, credentials=creds(token)) as client:
+            (m,) = client.check_video(video).matches
+            assert m.query_match_percent is None and m.compared_match_percent is None
+            with pytest.raises(grpc.RpcError) as info:
+                client.check_video(video, query_match_percent=90)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
