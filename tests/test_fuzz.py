@@ -219,6 +219,52 @@ def with_spaced_hex(
     return messages, spaced
 
 
+@st.composite
+def video_frames(draw: st.DrawFn) -> match_pb2.VideoFrame:
+    frame = match_pb2.VideoFrame(
+        quality=draw(st.integers(0, 2**32 - 1)),
+        timestamp=draw(st.floats(allow_nan=True, allow_infinity=True)),
+    )
+    which = draw(st.sampled_from(["hash", "hex", None]))
+    if which == "hash":
+        frame.hash = draw(hashes)
+    elif which == "hex":
+        frame.hex = draw(hexes)
+    return frame
+
+
+@FUZZ
+@given(
+    frames=st.lists(video_frames(), max_size=20),
+    shares=st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=2, max_size=2),
+    distance=st.one_of(st.none(), st.integers(0, 2**32 - 1)),
+    listed=st.booleans(),
+)
+def test_videos(
+    channel: grpc.Channel,
+    frames: list[match_pb2.VideoFrame],
+    shares: list[float],
+    distance: int | None,
+    listed: bool,
+) -> None:
+    """Whatever frames and thresholds a video check or a listed video holds, the answer is
+    clear, nothing bad is stored, and the next honest video check is answered."""
+    stub = match_pb2_grpc.MatchServiceStub(channel)
+    request = match_pb2.VideoCheckRequest(
+        frames=frames, query_match_percent=shares[0], compared_match_percent=shares[1]
+    )
+    if distance is not None:
+        request.max_distance = distance
+    clear(lambda: stub.CheckVideo(request, timeout=10))
+    if listed:
+        entry = submission_pb2.HashEntry(signal="vpdq", video=submission_pb2.Video(frames=frames))
+        upload = submission_pb2.UploadRequest(list="fuzz", entries=[entry])
+        feed = submission_pb2_grpc.SubmissionServiceStub(channel)
+        clear(lambda: feed.Upload(iter([upload]), timeout=10))
+    honest = match_pb2.VideoFrame(hash=bytes(range(32)), quality=90, timestamp=1.5)
+    stub.CheckVideo(match_pb2.VideoCheckRequest(frames=[honest]), timeout=10)
+
+
 @FUZZ
 @given(drawn=with_spaced_hex(match_pb2.Query))
 def test_check_spaced_hex(
@@ -316,6 +362,7 @@ def test_lists_and_sync(
 METHODS = [
     ("/hashmatch.v1.MatchService/Check", "unary"),
     ("/hashmatch.v1.MatchService/CheckStream", "stream_stream"),
+    ("/hashmatch.v1.MatchService/CheckVideo", "unary"),
     ("/hashmatch.v1.SubmissionService/SubmitCase", "unary"),
     ("/hashmatch.v1.SubmissionService/Withdraw", "unary"),
     ("/hashmatch.v1.SubmissionService/CaseStatus", "unary"),
