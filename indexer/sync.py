@@ -14,6 +14,7 @@ from hashmatch.bounds import LIST_NAME, SOURCE_REF, SUBMITTER, VARIANT, OutOfBou
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.signals import hash_problem
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
+from hashmatch.video_entries import VPDQ, listing_problem, unpack_frames, video_digest
 from indexer.store import MATCH_ID_BYTES, Change, Store
 
 MAX_REFUSALS_LISTED = 1_000
@@ -51,7 +52,22 @@ def from_message(m: sync_pb2.Change, list_name: str) -> Change:
         m.source_ref or None,
         0.0,
         m.variant,
+        m.frames,
     )
+
+
+def pulled_video_problem(digest: bytes, frames: bytes) -> str | None:
+    """Why a pulled video can't go in: frames that don't unpack, don't hash to the digest
+    sent with them, or that no list may hold."""
+    try:
+        unpacked = unpack_frames(frames)
+    except ValueError as exc:
+        return f"vpdq video: {exc}"
+    if video_digest(frames) != digest:
+        return "vpdq video: its hash is not the digest of its frames"
+    if reason := listing_problem(unpacked):
+        return f"vpdq video: {reason}"
+    return None
 
 
 def change_problem(c: Change) -> str | None:
@@ -66,6 +82,10 @@ def change_problem(c: Change) -> str | None:
         VARIANT.check(c.variant)
     except OutOfBounds as exc:
         return str(exc)
+    if c.signal == VPDQ:
+        return pulled_video_problem(c.hash, c.frames)
+    if c.frames:
+        return f"a {c.signal[:40]!r} entry carries video frames"
     return hash_problem(c.signal, c.hash)
 
 

@@ -20,6 +20,9 @@ from service.queries import InvalidRequest
 from service.rpc import guarded, record
 
 PAGE = 1_000
+# Video frames a page holds at most (its first change whatever its size): well under the
+# message limit.
+PAGE_FRAME_BYTES = 8 * 1024 * 1024
 
 _OPS = {"add": sync_pb2.Change.OP_ADD, "remove": sync_pb2.Change.OP_REMOVE}
 
@@ -33,6 +36,7 @@ def to_message(c: Change) -> sync_pb2.Change:
         match_id=c.match_id,
         source_ref=c.source_ref or "",
         variant=c.variant,
+        frames=c.frames if c.op == "add" else b"",
     )
     if c.quality is not None:
         m.quality = c.quality
@@ -63,11 +67,21 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
         self._audit.record(caller.actor, "pull", request.list, after_seq=request.after_seq)
         return caller
 
-    def _page(self, caller: Caller, list_name: str, after: int, size: int) -> list[Change]:
+    def _page(
+        self, caller: Caller, list_name: str, after: int, size: int
+    ) -> tuple[list[Change], bool]:
+        """The next page, and whether more may follow."""
         page = self._store.changes(after, size, list_name)
+        more = len(page) == size
+        held = 0
+        for k, c in enumerate(page):
+            held += len(c.frames) if c.op == "add" else 0
+            if k and held > PAGE_FRAME_BYTES:
+                page, more = page[:k], True
+                break
         if page:
             self._gate.charge(caller, len(page))
-        return page
+        return page, more
 
     def Pull(
         self, request: sync_pb2.PullRequest, context: grpc.ServicerContext
@@ -81,13 +95,13 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
             # go on once its bucket has refilled.
             size = PAGE if capacity is None else max(1, min(PAGE, int(capacity)))
             while True:
-                page = guarded(
+                page, more = guarded(
                     "Pull", context, partial(self._page, caller, request.list, after, size)
                 )
                 if page:
                     yield sync_pb2.PullResponse(changes=[to_message(c) for c in page])
                     after = page[-1].seq
-                if len(page) < size:
+                if not more:
                     return
         finally:
             record("Pull", context, started)
