@@ -62,15 +62,20 @@ def fed(tmp_path: Path, store_url: str) -> Iterator[tuple[ServerProcess, str]]:
         yield proc, store_url
 
 
-@pytest.fixture(scope="module")
-def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    """One server for the attacks, which change nothing."""
-    work = tmp_path_factory.mktemp("attacked")
+def module_server(factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """A server taking submissions on a SQLite store of its own, for a module's tests."""
+    work = factory.mktemp("served")
     url = f"sqlite:///{work / 'store.db'}"
     with running_server(
         work / "index", "--store", url, "--no-auth", "--poll-interval", "0.1"
     ) as proc:
         yield proc, url
+
+
+@pytest.fixture(scope="module")
+def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    """One server for the attacks, which change nothing."""
+    yield from module_server(tmp_path_factory)
 
 
 def test_a_listed_video_matches_itself_and_an_edit_with_its_shares_and_nothing_else(

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from hashmatch.demo.serve_process import ServerProcess, running_server
+from hashmatch.demo.serve_process import ServerProcess
 from hashmatch.demo.video_clips import scene, stills, write_video
 from hashmatch.video import hash_video
 from hashmatch.vpdq_formats import to_cpp_lines, to_pytx
 from tests.conftest import run_cli
+from tests.test_video_checks import module_server
 
 SIZE = (160, 120)
 
@@ -39,13 +40,8 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
-    work = tmp_path_factory.mktemp("served")
-    url = f"sqlite:///{work / 'store.db'}"
-    with running_server(
-        work / "index", "--store", url, "--no-auth", "--poll-interval", "0.1"
-    ) as proc:
-        yield proc, url
+def one(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    yield from module_server(tmp_path_factory)
 
 
 def checked(address: str, *files: Path) -> tuple[list[dict[str, object]], str, int]:
@@ -54,9 +50,9 @@ def checked(address: str, *files: Path) -> tuple[list[dict[str, object]], str, i
 
 
 def test_a_listed_clip_matches_its_edit_over_the_cli_beside_images_and_bad_files(
-    fed: tuple[ServerProcess, str], clips: dict[str, Path], tmp_path: Path
+    one: tuple[ServerProcess, str], clips: dict[str, Path], tmp_path: Path
 ) -> None:
-    proc, _ = fed
+    proc, _ = one
     server = ("--server", proc.address)
     assert run_cli("list", "create", *server, "clips").returncode == 0
     up = run_cli("list", "upload", *server, "clips", str(clips["pan"]), "--no-progress")
@@ -93,9 +89,9 @@ def test_a_listed_clip_matches_its_edit_over_the_cli_beside_images_and_bad_files
 
 
 def test_a_victim_submits_a_clip_and_withdraws_it(
-    fed: tuple[ServerProcess, str], clips: dict[str, Path]
+    one: tuple[ServerProcess, str], clips: dict[str, Path]
 ) -> None:
-    proc, _ = fed
+    proc, _ = one
     done = run_cli("submit", "--server", proc.address, str(clips["other"]))
     assert done.returncode == 0 and "hashes listed:     1" in done.stdout, done.stderr
     case = done.stdout.split("case id:")[1].split()[0]
