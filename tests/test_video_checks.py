@@ -5,25 +5,31 @@ test_video_clips.py does the same with generated clips."""
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
 import numpy as np
+import psycopg
 import pytest
 
 from hashmatch.client import MatchClient, VideoVerdict
 from hashmatch.demo.serve_process import ServerProcess, running_server
-from hashmatch.list_formats import video_entry
+from hashmatch.list_formats import NewEntry, video_entry
 from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_pb2_grpc
 from hashmatch.video import VideoFrame
 from hashmatch.video_entries import VPDQ, pack_frames, video_digest
 from hashmatch.vpdq_formats import to_pytx
 from indexer.build import build_snapshot
+from indexer.snapshot import read_snapshot
 from indexer.store import open_store
 from tests.conftest import run_cli
+from tests.test_malformed_rows import raw
 
 BLACK = VideoFrame("0" * 64, 0, 0.0)
 
@@ -418,3 +424,35 @@ def test_videos_sync_to_another_server_in_pages_and_match_there(tmp_path: Path) 
         assert verdict.matched and verdict.matches[0].compared_match_percent == 100
         assert check.check_video(long_ones[1][:100]).matched
         assert not check.check_video(long_ones[0][:100]).matched
+
+
+def test_the_store_keeps_a_videos_frames_and_refuses_a_video_without_them(
+    store_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Both stores: frames round-trip through entries and the change log; the schema
+    refuses a vpdq entry without frames and frames on any other entry; a build leaves out
+    a video whose frames were damaged behind the store's back, saying why."""
+    video = synthetic_video(5, seed=90, quality=40) + synthetic_video(3, seed=91)
+    other = synthetic_video(4, seed=92)
+    store = open_store(store_url)
+    try:
+        store.add_entries("a", [video_entry(video, "ref-1"), video_entry(other)])
+        first, _ = store.list_entries("a")
+        assert first.frames == pack_frames(video) and first.source_ref == "ref-1"
+        assert [c.frames for c in store.changes(0, 10)] == [pack_frames(video), pack_frames(other)]
+        refused = (sqlite3.IntegrityError, psycopg.IntegrityError)
+        with pytest.raises(refused):
+            store.add_entries("a", [replace(video_entry(synthetic_video(2, seed=93)), frames=b"")])
+        with pytest.raises(refused):
+            store.add_entries("a", [NewEntry("pdq", bytes(range(32)), frames=pack_frames(other))])
+        assert len(list(store.list_entries("a"))) == 2  # each refused batch went whole
+        with raw(store_url) as db:
+            db("UPDATE entries SET frames = ? WHERE source_ref = 'ref-1'", b"damaged")
+        with caplog.at_level(logging.WARNING, "indexer.build"):
+            build_snapshot(store, tmp_path / "index")
+    finally:
+        store.close()
+    table = read_snapshot(tmp_path / "index").tables[VPDQ]
+    assert table.count == 4  # the other video's four frames
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert "vpdq video unreadable: packed frames are 7 bytes" in message
