@@ -362,7 +362,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
 
 
 def _may_manage(caller: Caller, list_name: str) -> None:
-    if not caller.may_see(list_name) or (list_name == CASE_LIST and "admin" not in caller.roles):
+    if not caller.may_manage(list_name):
         raise PermissionDenied(f"{caller.actor} may not manage list {list_name!r}")
 
 
