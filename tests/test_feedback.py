@@ -25,6 +25,7 @@ from hashmatch.list_formats import NewEntry
 from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc
 from indexer.store import CASE_LIST, open_store
 from indexer.sync import pull
+from service.auth import RELOAD_SECONDS
 from tests.conftest import run_cli
 from tests.test_security import random_pdq
 
@@ -47,6 +48,11 @@ class Two:
             return store.create_key(tenant, roles, lists)[1]
         finally:
             store.close()
+
+    def settle(self) -> None:
+        """Let both servers' periodic key reload take in the keys just made (a first use
+        within 0.1 s of another unknown key's reload is refused by design)."""
+        time.sleep(RELOAD_SECONDS + 0.2)
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +114,7 @@ def test_two_tenants_quarantine_an_entry_everywhere_within_a_second_until_confir
 ) -> None:
     t1, t2, t3 = (two.key(t, "check") for t in ("plat1", "plat2", "plat3"))
     manager, operator = two.key("hotline", "list-manage", lists=("a",)), two.key("op", "admin")
+    two.settle()
     target = HASHES[3]
     [match_id] = served(two.p1, t1, target)
     assert served(two.p2, t2, target) == [match_id]
@@ -141,6 +148,7 @@ def test_two_tenants_quarantine_an_entry_everywhere_within_a_second_until_confir
 def test_one_tenant_counts_once_and_its_latest_report_wins(two: Two) -> None:
     k1, k2 = two.key("same", "check"), two.key("same", "check")
     manager = two.key("hotline", "list-manage", lists=("a",))
+    two.settle()
     target = HASHES[5]
     [match_id] = served(two.p1, k1, target)
     served(two.p2, k2, target)
@@ -159,6 +167,7 @@ def test_not_found_says_nothing_of_other_tenants_or_lists(two: Two) -> None:
     mine, other = two.key("nf-mine", "check"), two.key("nf-other", "check")
     only_b = two.key("nf-b", "check", lists=("b",))
     careless = two.key("nf-mine", "check")  # for bad input: `mine` spends its rate below
+    two.settle()
     [theirs] = served(two.p1, other, HASHES[6])
     [in_b] = served(two.p1, only_b, HASHES[31])
     [shown] = served(two.p1, mine, HASHES[7])
@@ -186,6 +195,7 @@ def test_not_found_says_nothing_of_other_tenants_or_lists(two: Two) -> None:
 
 def test_reports_have_their_own_rate_per_key(two: Two) -> None:
     token, fresh = two.key("eager", "check"), two.key("calm", "check")
+    two.settle()
     [match_id] = served(two.p1, token, HASHES[8])
     for _ in range(RATE):
         report(two.p1, token, match_id, "pending_review")
@@ -199,6 +209,7 @@ def test_reports_have_their_own_rate_per_key(two: Two) -> None:
 def test_victims_cases_need_three_tenants_and_the_operator(two: Two) -> None:
     tenants = [two.key(f"vc{i}", "check") for i in range(3)]
     manager, operator = two.key("vc-hotline", "list-manage"), two.key("vc-op", "admin")
+    two.settle()
     target = CASES[0]
     [match_id] = served(two.p1, tenants[0], target)
     for t in tenants[:2]:
@@ -224,6 +235,7 @@ def test_victims_cases_need_three_tenants_and_the_operator(two: Two) -> None:
 def test_many_reports_at_once_all_count_and_decisions_keep_or_remove(two: Two) -> None:
     tokens = [two.key(f"crowd{i}", "check") for i in range(16)]
     manager = two.key("crowd-hotline", "list-manage", lists=("a",))
+    two.settle()
     target = HASHES[9]
     [match_id] = served(two.p1, tokens[0], target)
     for i, t in enumerate(tokens):
@@ -270,6 +282,7 @@ def audited(url: str) -> set[str]:
 
 def test_the_cli_speaks_json_and_exit_codes(two: Two) -> None:
     token, manager = two.key("cli", "check"), two.key("cli-hotline", "list-manage", lists=("a",))
+    two.settle()
     [match_id] = served(two.p1, token, HASHES[10])
     server = ("--server", two.p1.address)
     done = run_cli("feedback", *server, "--api-key", token, match_id, "false_positive",

@@ -907,9 +907,10 @@ class SqlStore(ABC):
                 " SUM(CASE WHEN f.verdict = 'pending_review' THEN 1 ELSE 0 END)"
                 " FROM feedback f JOIN entries e"
                 " ON e.list_id = f.list_id AND e.match_id = f.match_id"
-                " WHERE f.list_id = ? AND e.origin LIKE 'sync:%'"
+                " WHERE f.list_id = ? AND e.origin LIKE ?"
                 " GROUP BY f.match_id HAVING MAX(f.seq) > ? ORDER BY MAX(f.seq) LIMIT ?",
                 list_id,
+                "sync:%",  # copied entries only: a parameter, as % is psycopg's placeholder
                 after_seq,
                 limit,
             )
