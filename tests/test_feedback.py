@@ -27,6 +27,7 @@ from indexer.store import CASE_LIST, open_store
 from indexer.sync import pull
 from service.auth import RELOAD_SECONDS
 from tests.conftest import run_cli
+from tests.test_http import bearer_client
 from tests.test_security import random_pdq
 
 HASHES = random_pdq(40, 27)
@@ -67,7 +68,9 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Two]:
     store.close()
     common = ("--store", url, "--poll-interval", "0.1", "--feedback-rate", str(RATE))
     with ExitStack() as stack:
-        p1 = stack.enter_context(running_server(work / "index", *common))
+        p1 = stack.enter_context(
+            running_server(work / "index", *common, "--http-listen", "127.0.0.1:0")
+        )
         p2 = stack.enter_context(running_server(work / "index", *common, "--no-compact"))
         yield Two(p1, p2, url)
 
@@ -298,6 +301,43 @@ def test_the_cli_speaks_json_and_exit_codes(two: Two) -> None:
     assert any(e["match_id"] == match_id and e["reasons"] == {"low_detail": 1} for e in entries)
     kept = run_cli("review", *server, "--api-key", manager, "--list", "a", "--keep", match_id)
     assert kept.returncode == 0 and json.loads(kept.stdout)["state"] == "quarantined"
+
+
+def test_the_same_over_http(two: Two) -> None:
+    platforms = [two.key(f"http{i}", "check") for i in range(2)]
+    manager = two.key("http-hotline", "list-manage", lists=("a",))
+    two.settle()
+    base = f"http://{two.p1.http_address}"
+    target = HASHES[11]
+    match_id = ""
+    for token in platforms:
+        with bearer_client(base, token, 30) as http:
+            answer = http.post(
+                "/v1/check", json={"queries": [{"signal": "pdq", "hex": target.hex()}]}
+            )
+            match_id = answer.json()["results"][0]["matches"][0]["match_id"]
+            missing = http.post(
+                "/v1/feedback", json={"match_id": "ef" * 12, "verdict": "confirmed"}
+            )
+            assert missing.status_code == 404
+            assert missing.json() == {"message": "no match with that id was served to this key"}
+            bad = http.post("/v1/feedback", json={"match_id": match_id, "verdict": "meh"})
+            assert bad.status_code == 400 and "verdict" in bad.json()["message"]
+            done = http.post(
+                "/v1/feedback", json={"match_id": match_id, "verdict": "false_positive"}
+            )
+            assert done.status_code == 200 and done.json() == {"lists": ["a"]}
+    with bearer_client(base, manager, 30) as http:
+        queue = http.get("/v1/review", params={"list": "a"}).json()["entries"]
+        [entry] = [e for e in queue if e["match_id"] == match_id]
+        assert (entry["state"], entry["false_positive"], entry["tenants"]) == ("quarantined", 2, [])
+        assert http.get("/v1/review", params={"list": "b"}).status_code == 403
+        decided = http.post(
+            "/v1/lists/a/decide", json={"match_id": match_id, "decision": "confirm"}
+        )
+        assert decided.json() == {"state": "confirmed"}
+    with bearer_client(base, platforms[0], 30) as http:
+        assert http.get("/v1/review").status_code == 403  # a check key manages nothing
 
 
 def test_feedback_flows_upstream_through_sync_when_shared(tmp_path: Path) -> None:
