@@ -385,3 +385,22 @@ def test_feedback_flows_upstream_through_sync_when_shared(tmp_path: Path) -> Non
     [remote] = item.remote
     assert (remote.false_positive, remote.confirmed) == (2, 0)
     assert remote.source.endswith("/hotline")
+
+
+def test_quarantine_reaches_another_process_within_a_second_on_postgresql(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    store = open_store(postgres_url)
+    store.add_entries("a", [NewEntry("pdq", h) for h in HASHES[:4]])
+    tokens = [store.create_key(f"pg{i}", ["check"])[1] for i in range(3)]
+    store.close()
+    common = ("--store", postgres_url, "--poll-interval", "0.1")
+    with ExitStack() as stack:
+        p1 = stack.enter_context(running_server(tmp_path / "index", *common))
+        p2 = stack.enter_context(running_server(tmp_path / "index", *common, "--no-compact"))
+        [match_id] = served(p1, tokens[0], HASHES[1])
+        served(p1, tokens[1], HASHES[1])
+        assert served(p2, tokens[2], HASHES[1]) == [match_id]
+        for token in tokens[:2]:
+            report(p1, token, match_id, "false_positive")
+        assert until(lambda: served(p2, tokens[2], HASHES[1]) == [], 1.0) < 1.0
