@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import NoReturn
 
 import click
 import grpc
@@ -26,7 +27,7 @@ SERVER_OPTION = click.option(
 )
 
 
-def _exit_for(server: str, exc: grpc.RpcError) -> None:
+def _exit_for(server: str, exc: grpc.RpcError) -> NoReturn:
     """Say what failed on stderr and exit with its status."""
     warn(rpc_failure(server, exc))
     code = exc.code() if isinstance(exc, grpc.Call) else None

@@ -21,15 +21,14 @@ from functools import partial
 import grpc
 
 from hashmatch.bounds import LIST_NAME
-from hashmatch.codec import HashFormatError, hex_to_bytes
 from hashmatch.feedback import FEEDBACK_WINDOW, verdict_problem
 from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc
-from indexer.store import MATCH_ID_BYTES, MAX_SEQ, NoSuchMatch, ReviewItem, Store
+from indexer.store import MAX_SEQ, NoSuchMatch, ReviewItem, Store
 from service import metrics
 from service.anomaly import AnomalyWatch
 from service.audit import FLUSH_SECONDS, AuditLog
 from service.auth import Caller, Gate, PermissionDenied, RateLimited, TokenBucket
-from service.queries import InvalidRequest
+from service.queries import InvalidRequest, parse_match_id
 from service.rpc import guarded, record, unary
 
 DEFAULT_REPORTS_PER_MINUTE = 60.0
@@ -81,13 +80,6 @@ class FeedbackSettings:
 
     def __post_init__(self) -> None:
         self.limit = ReportLimit(self.reports_per_minute)
-
-
-def parse_match_id(text: str) -> bytes:
-    try:
-        return hex_to_bytes(text, MATCH_ID_BYTES * 8)
-    except HashFormatError as exc:
-        raise InvalidRequest(f"match_id: {exc}") from None
 
 
 def tenant_of(caller: Caller) -> str:
@@ -218,6 +210,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
     def Review(
         self, request: feedback_pb2.ReviewRequest, context: grpc.ServicerContext, caller: Caller
     ) -> feedback_pb2.ReviewResponse:
+        self.gate.charge(caller, 1)
         if request.list:
             _may_manage(caller, request.list)
             self._store.list_info(request.list)  # NOT_FOUND for an unknown list
@@ -235,6 +228,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         self, request: feedback_pb2.DecideRequest, context: grpc.ServicerContext, caller: Caller
     ) -> feedback_pb2.DecideResponse:
         _may_manage(caller, request.list)
+        self.gate.charge(caller, 1)  # one entry, as a removal charges
         match_id = parse_match_id(request.match_id)
         state = self._store.decide_entry(request.list, match_id, request.decision)
         self._audit.record(
