@@ -117,13 +117,22 @@ def _servicer(face: Face) -> SubmissionServicer:
     return face.submission
 
 
-def _call(face: Face, request: Request, method: Any, role: str, message: Any) -> dict[str, Any]:
-    """Run a SubmissionService or FeedbackService handler (without its gRPC wrapper) for
-    the request's caller."""
-    servicer = _servicer(face)
+def _run(servicer: Any, face: Face, request: Request, method: Any, role: str, message: Any) -> Any:
+    """Run a gRPC handler of `servicer` (without its gRPC wrapper) for the request's caller."""
     handler: Callable[..., Message] = inspect.unwrap(method)
-    owner = face.feedback if method.__qualname__.startswith("FeedbackServicer.") else servicer
-    return as_json(handler(owner, message, None, face.caller(request, role)))
+    return as_json(handler(servicer, message, None, face.caller(request, role)))
+
+
+def _call(face: Face, request: Request, method: Any, role: str, message: Any) -> dict[str, Any]:
+    """Run a SubmissionService handler for the request's caller."""
+    result: dict[str, Any] = _run(_servicer(face), face, request, method, role, message)
+    return result
+
+
+def _call_feedback(face: Face, request: Request, method: Any, role: str, message: Any) -> Any:
+    """Run a FeedbackService handler for the request's caller (served with the store too)."""
+    _servicer(face)
+    return _run(face.feedback, face, request, method, role, message)
 
 
 def _case(request: Request) -> submission_pb2.CaseRequest:
@@ -186,15 +195,15 @@ def confirm_entry(face: Face, request: Request, body: Any) -> Any:
 
 def report(face: Face, request: Request, body: Any) -> Any:
     message = parse(body, feedback_pb2.ReportRequest())
-    return _call(face, request, FeedbackServicer.Report, "check", message)
+    return _call_feedback(face, request, FeedbackServicer.Report, "check", message)
 
 
 def review(face: Face, request: Request, body: Any) -> Any:
     message = feedback_pb2.ReviewRequest(list=request.query_params.get("list", ""))
-    return _call(face, request, FeedbackServicer.Review, "list-manage", message)
+    return _call_feedback(face, request, FeedbackServicer.Review, "list-manage", message)
 
 
 def decide(face: Face, request: Request, body: Any) -> Any:
     message = parse(body, feedback_pb2.DecideRequest())
     message.list = _same_list(request, message.list)
-    return _call(face, request, FeedbackServicer.Decide, "list-manage", message)
+    return _call_feedback(face, request, FeedbackServicer.Decide, "list-manage", message)
