@@ -43,7 +43,9 @@ def _exit_for(server: str, exc: grpc.RpcError) -> NoReturn:
 @connection_options
 @click.argument("match_id")
 @click.argument("verdict", type=click.Choice(VERDICTS))
-@click.option("--reason", type=click.Choice(sorted(REASONS)), default=None, help="Why.")
+@click.option(
+    "--reason", type=click.Choice(sorted(REASONS)), default=None, help="Why (a fixed code)."
+)
 @click.option("--list", "list_name", default="", help="Only the match served from this list.")
 def feedback_command(
     server: str,
