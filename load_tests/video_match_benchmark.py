@@ -85,7 +85,7 @@ def build(hashes: npt.NDArray[np.uint8], videos: int, frames: int, root: Path) -
     return time.perf_counter() - started
 
 
-def match_ids_of(root: Path, videos: int) -> list[str]:
+def match_ids_of(videos: int) -> list[str]:
     rows = np.random.default_rng(SEED + 2).integers(0, 256, (videos, MATCH_ID_BYTES), np.uint8)
     return [r.tobytes().hex() for r in rows]
 
@@ -181,8 +181,9 @@ def main() -> None:
     print(f"{args.videos:,} listed videos x {args.frames} frames = {len(hashes):,} frames")
     with tempfile.TemporaryDirectory(prefix="video-bench-") as tmp:
         root = Path(tmp) / "index"
-        print(f"snapshot built and written in {build(hashes, args.videos, args.frames, root):.1f} s")
-        mine = ours(root, queries, expected, match_ids_of(root, args.videos), args)
+        seconds = build(hashes, args.videos, args.frames, root)
+        print(f"snapshot built and written in {seconds:.1f} s")
+        mine = ours(root, queries, expected, match_ids_of(args.videos), args)
     print(
         f"hashmatch CheckVideo over gRPC: {mine['sequential_per_s']:.1f} checks/s one at a time "
         f"(p50 {mine['p50_ms']:.1f} ms, p99 {mine['p99_ms']:.1f} ms); "

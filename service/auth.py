@@ -82,6 +82,11 @@ class Caller:
     def may_see(self, list_name: str) -> bool:
         return self.lists is None or list_name in self.lists
 
+    def may_manage(self, list_name: str) -> bool:
+        """A list within the key's scope; victims' cases only with an admin key (the
+        operator)."""
+        return self.may_see(list_name) and (list_name != CASE_LIST or "admin" in self.roles)
+
     def may_pull(self, list_name: str) -> bool:
         """Victims' hashes leave the server only to a key granted their list by name (an
         admin key included); every other list, to any key that may see it."""

@@ -19,6 +19,7 @@ from service.anomaly import AnomalyWatch
 from service.audit import MAX_QUEUED, AuditLog
 from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
+from service.feedback import DEFAULT_REPORTS_PER_MINUTE, FeedbackSettings
 from service.follower import ChangeFollower, Compactor
 from service.http.app import build_app
 from service.http.face import Face
@@ -174,6 +175,20 @@ log = logging.getLogger("hashmatch.serve")
 )
 @click.option("--flag-window", type=float, default=600.0, show_default=True, help="Seconds.")
 @click.option(
+    "--feedback-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_REPORTS_PER_MINUTE,
+    show_default=True,
+    metavar="REPORTS_PER_MINUTE",
+    help="Match feedback reports each key may send a minute (apart from its hash rate).",
+)
+@click.option(
+    "--share-feedback",
+    is_flag=True,
+    help="Let upstream servers whose lists were pulled here pull the feedback counts on "
+    "those entries (FeedbackService.PullFeedback, sync-read keys; no tenant names).",
+)
+@click.option(
     "--audit-queue",
     type=click.IntRange(1),
     default=MAX_QUEUED,
@@ -271,6 +286,8 @@ def serve_command(
     flag_min_matches: int,
     flag_factor: float,
     flag_window: float,
+    feedback_rate: float,
+    share_feedback: bool,
     audit_queue: int,
     listen: str,
     http_listen: str | None,
@@ -353,7 +370,12 @@ def serve_command(
         follower = ChangeFollower(feed_stores[1], holder, poll_interval, compactor)
         follower.follow_once()  # serve the changes made since the snapshot from the start
         follower.start(stop)
-        feed = Feed(feed_stores[0], feed_stores[1], follower)
+        feed = Feed(
+            feed_stores[0],
+            feed_stores[1],
+            follower,
+            FeedbackSettings(feedback_rate, share_feedback),
+        )
     readiness = Readiness(gate, feed.follower if feed else None, max_follower_stall)
     batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
     try:

@@ -90,6 +90,11 @@ FLAGGED = Counter(
     "Entries flagged for matching far above their list's norm, by list and state",
     ["list", "state"],
 )
+FEEDBACK = Counter(
+    "hashmatch_feedback_reports_total",
+    "Match feedback recorded, by list and verdict (quarantined: reports that quarantined)",
+    ["list", "verdict"],
+)
 PROBING = Counter(
     "hashmatch_probing_throttled_total", "Keys throttled for probing the list around one point"
 )

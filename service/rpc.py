@@ -15,7 +15,14 @@ from typing import Any, Protocol, TypeVar, cast
 import grpc
 
 from hashmatch.bounds import OutOfBounds
-from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
+from indexer.store import (
+    InvalidValue,
+    ListExists,
+    NoSuchCase,
+    NoSuchList,
+    NoSuchMatch,
+    StoreUnavailable,
+)
 from service import metrics
 from service.auth import Caller, Gate, PermissionDenied, RateLimited, Unauthenticated
 from service.batcher import DeadlineExceeded, Overloaded
@@ -88,7 +95,7 @@ def guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -
         return work()
     except InvalidRequest as exc:
         _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except (NoSuchList, NoSuchCase) as exc:
+    except (NoSuchList, NoSuchCase, NoSuchMatch) as exc:
         _refuse(method, context, grpc.StatusCode.NOT_FOUND, str(exc))
     except ListExists as exc:
         _refuse(method, context, grpc.StatusCode.ALREADY_EXISTS, str(exc))

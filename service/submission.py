@@ -29,7 +29,6 @@ from hashmatch.bounds import (
     OutOfBounds,
     anonymous_case_problem,
 )
-from hashmatch.codec import HashFormatError, hex_to_bytes
 from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 from hashmatch.video_entries import (
@@ -43,7 +42,6 @@ from hashmatch.video_entries import (
 )
 from indexer.store import (
     CASE_LIST,
-    MATCH_ID_BYTES,
     EntryFlag,
     ListInfo,
     NewEntry,
@@ -54,7 +52,7 @@ from service.audit import AuditLog
 from service.auth import STREAM_PATIENCE, Caller, Gate, PermissionDenied
 from service.follower import ChangeFollower, NotInEffect
 from service.packing import image_numbers, packed
-from service.queries import InvalidRequest, parse_hash
+from service.queries import InvalidRequest, parse_hash, parse_match_id
 from service.rpc import deadline_of, unary
 from service.video_checking import video_query_frames
 
@@ -386,10 +384,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         caller: Caller,
     ) -> submission_pb2.ConfirmEntryResponse:
         _may_manage(caller, request.list)
-        try:
-            match_id = hex_to_bytes(request.match_id, MATCH_ID_BYTES * 8)
-        except HashFormatError as exc:
-            raise InvalidRequest(f"match_id: {exc}") from None
+        match_id = parse_match_id(request.match_id)
         confirmed = self._store.confirm_entry(request.list, match_id)
         if confirmed:
             self._audit.record(
@@ -400,7 +395,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
 
 
 def _may_manage(caller: Caller, list_name: str) -> None:
-    if not caller.may_see(list_name) or (list_name == CASE_LIST and "admin" not in caller.roles):
+    if not caller.may_manage(list_name):
         raise PermissionDenied(f"{caller.actor} may not manage list {list_name!r}")
 
 

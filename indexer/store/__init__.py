@@ -8,6 +8,7 @@ snapshot records the last sequence number it holds.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,14 @@ class StoreUnavailable(Exception):
     """
 
 
+class NoSuchMatch(KeyError):
+    """A match id that is unknown, was never served to the caller, or is of a list it
+    may not see: the three are deliberately not told apart (no oracle)."""
+
+    def __str__(self) -> str:
+        return "no match with that id was served to this key"
+
+
 class NoSuchCase(KeyError):
     """Unknown case id or wrong secret: the two are deliberately not told apart."""
 
@@ -85,6 +94,7 @@ class ListInfo:
     entries_by_signal: dict[str, int]
     last_seq: int
     quarantine: bool = False
+    feedback_threshold: int = 2
 
     @property
     def entries(self) -> int:
@@ -154,6 +164,49 @@ class EntryFlag:
     state: str  # flagged | quarantined | confirmed
     matches: int
     at: float
+
+
+@dataclass(frozen=True)
+class TenantReport:
+    tenant: str
+    verdict: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class FeedbackCounts:
+    """Distinct tenants per verdict on one entry (or, pulled from a downstream copy, the
+    counts it reported)."""
+
+    match_id: bytes
+    seq: int
+    confirmed: int
+    false_positive: int
+    pending_review: int
+    source: str = ""
+
+
+@dataclass
+class ReviewItem:
+    """An entry of the review queue: flagged or reported, with the evidence."""
+
+    list: str
+    match_id: bytes
+    state: str  # quarantined | flagged | confirmed | reported
+    cause: str  # anomaly | feedback | "" (reported only)
+    anomaly_matches: int = 0
+    state_at: float = 0.0
+    # `list` is a field here: the builtin by its full name.
+    reports: builtins.list[TenantReport] = field(default_factory=builtins.list)
+    remote: builtins.list[FeedbackCounts] = field(default_factory=builtins.list)
+
+    def tenants(self, verdict: str) -> int:
+        return sum(r.verdict == verdict for r in self.reports)
+
+    @property
+    def last_report_at(self) -> float:
+        return max((r.at for r in self.reports), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -362,6 +415,47 @@ class Store(Protocol):
     def confirm_entry(self, list_name: str, match_id: bytes) -> bool: ...
 
     def entry_flags(self) -> list[EntryFlag]: ...
+
+    def flags_version(self) -> int:
+        """A number that changes whenever an entry is quarantined or released: servers
+        poll it to reload their quarantine within a second."""
+        ...
+
+    def set_feedback_threshold(self, list_name: str, tenants: int) -> None:
+        """Distinct tenants reporting false_positive that quarantine an entry of the list."""
+        ...
+
+    def served_lists(self, actor: str, match_id: bytes, since: float) -> list[str]:
+        """The lists whose entry `match_id` was served to `actor` (a check's audit) since then."""
+        ...
+
+    def report_feedback(
+        self, list_name: str, match_id: bytes, actor: str, tenant: str, verdict: str, reason: str
+    ) -> bool:
+        """Record a tenant's verdict on an entry (replacing its earlier one); quarantine
+        the entry when its list's threshold of tenants report false_positive. Returns
+        whether this report quarantined it; NoSuchMatch if the entry is gone."""
+        ...
+
+    def review_queue(self, list_names: Sequence[str] | None) -> list[ReviewItem]:
+        """Flagged and reported entries of these lists (None: every list), quarantined first."""
+        ...
+
+    def decide_entry(self, list_name: str, match_id: bytes, decision: str) -> str:
+        """confirm, remove or keep an entry; returns its state after. NoSuchMatch if the
+        list holds no such entry."""
+        ...
+
+    def feedback_counts(self, list_name: str, after_seq: int, limit: int) -> list[FeedbackCounts]:
+        """Counts per entry of a list copied from elsewhere, for the entries whose feedback
+        changed after `after_seq`, oldest change first."""
+        ...
+
+    def apply_remote_feedback(
+        self, source: str, counts: Sequence[FeedbackCounts], through: int
+    ) -> None:
+        """Keep counts pulled from a downstream copy and advance `source`'s cursor, at once."""
+        ...
 
     def close(self) -> None: ...
 

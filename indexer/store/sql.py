@@ -30,6 +30,7 @@ from hashmatch.bounds import (
     TENANT,
     VARIANT,
 )
+from hashmatch.feedback import CASE_LIST_THRESHOLD, DECISIONS, DEFAULT_THRESHOLD, verdict_problem
 from hashmatch.video_entries import VPDQ
 from indexer.credentials import (
     api_key_token,
@@ -51,13 +52,17 @@ from indexer.store import (
     Change,
     EntryFlag,
     EntryRow,
+    FeedbackCounts,
     InvalidValue,
     ListExists,
     ListInfo,
     NewEntry,
     NoSuchCase,
     NoSuchList,
+    NoSuchMatch,
+    ReviewItem,
     StoreImage,
+    TenantReport,
     new_entry_rows,
     signal_entries,
     video_frame_entries,
@@ -135,12 +140,13 @@ class SqlStore(ABC):
         DESCRIPTION.check(description, InvalidValue)
         if trust not in TRUST_LEVELS:
             raise InvalidValue(f"trust level {trust!r} is not one of {', '.join(TRUST_LEVELS)}")
+        threshold = CASE_LIST_THRESHOLD if name == CASE_LIST else DEFAULT_THRESHOLD
         cur.execute(
             self._q(
-                "INSERT INTO lists (name, owner, trust, description, created_at)"
-                " VALUES (?, ?, ?, ?, CURRENT_TIMESTAMP)"
+                "INSERT INTO lists (name, owner, trust, description, created_at,"
+                " feedback_threshold) VALUES (?, ?, ?, ?, CURRENT_TIMESTAMP, ?)"
             ),
-            (name, owner, trust, description),
+            (name, owner, trust, description, threshold),
         )
         list_id = self._list_id(cur, name)
         assert list_id is not None
@@ -168,8 +174,8 @@ class SqlStore(ABC):
         with self._read() as cur:
             row = self._one(
                 cur,
-                "SELECT id, owner, trust, description, created_at, quarantine FROM lists"
-                " WHERE name = ?",
+                "SELECT id, owner, trust, description, created_at, quarantine,"
+                " feedback_threshold FROM lists WHERE name = ?",
                 name,
             )
             if row is None:
@@ -192,6 +198,7 @@ class SqlStore(ABC):
             {str(s): int(n) for s, n in counts},
             int(last[0]),
             bool(row[5]),
+            int(row[6]),
         )
 
     def lists(self) -> dict[int, str]:
@@ -610,10 +617,31 @@ class SqlStore(ABC):
         )
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Append events; a match event also marks its entry as served to its actor, which
+        is what lets that actor report on it (feedback)."""
         if not events:
             return
         with self._write() as cur:
             self._insert_audit(cur, events)
+            self._mark_served(cur, events)
+
+    def _mark_served(self, cur: Cursor, events: Sequence[AuditEvent]) -> None:
+        served: dict[tuple[str, bytes, str], float] = {}
+        for e in events:
+            if e.action == "match" and e.list and isinstance(e.detail.get("match_id"), str):
+                try:
+                    match_id = bytes.fromhex(e.detail["match_id"])
+                except ValueError:
+                    continue
+                served[e.actor, match_id, e.list] = e.at or time.time()
+        if served:
+            cur.executemany(
+                self._q(
+                    "INSERT INTO served (actor, match_id, list, at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (actor, match_id, list) DO UPDATE SET at = excluded.at"
+                ),
+                [(*k, at) for k, at in served.items()],
+            )
 
     def prune_audit(self, before: float, actor: str = "operator") -> int:
         with self._write() as cur:
@@ -621,6 +649,7 @@ class SqlStore(ABC):
             cur.execute(self._q("DELETE FROM audit WHERE at < ?"), (before,))
             removed = cur.rowcount
             cur.execute("DELETE FROM audit_pruning")
+            cur.execute(self._q("DELETE FROM served WHERE at < ?"), (before,))
             pruned = AuditEvent(actor, "prune_audit", None, {"before": before, "removed": removed})
             self._insert_audit(cur, [pruned])
         return removed
@@ -659,8 +688,8 @@ class SqlStore(ABC):
             if row is None:
                 return None
             existing = self._one(cur, "SELECT state FROM entry_flags WHERE match_id = ?", match_id)
-            if existing is not None and existing[0] == "confirmed":
-                state = "confirmed"
+            if existing is not None and existing[0] in ("confirmed", "quarantined"):
+                state = str(existing[0])  # reviewed, or quarantined already (on evidence)
             else:
                 state = "quarantined" if row[2] else "flagged"
             cur.execute(
@@ -671,6 +700,7 @@ class SqlStore(ABC):
                 ),
                 (match_id, row[0], state, matches, time.time()),
             )
+            self._bump_flags(cur)
         return EntryFlag(match_id, str(row[1]), state, matches, time.time())
 
     def confirm_entry(self, list_name: str, match_id: bytes) -> bool:
@@ -678,12 +708,14 @@ class SqlStore(ABC):
             list_id = self._ensure_list(cur, list_name, create=False)
             cur.execute(
                 self._q(
-                    "UPDATE entry_flags SET state = 'confirmed', at = ?"
+                    "UPDATE entry_flags SET state = 'confirmed', at = ?, reviewed_at = ?"
                     " WHERE match_id = ? AND list_id = ?"
                 ),
-                (time.time(), match_id, list_id),
+                (time.time(), time.time(), match_id, list_id),
             )
-            return cur.rowcount > 0
+            confirmed = cur.rowcount > 0
+            self._bump_flags(cur)
+            return confirmed
 
     def entry_flags(self) -> list[EntryFlag]:
         with self._read() as cur:
@@ -693,3 +725,238 @@ class SqlStore(ABC):
                 " JOIN lists l ON l.id = f.list_id ORDER BY f.at",
             )
         return [EntryFlag(bytes(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4])) for r in rows]
+
+    def _bump_flags(self, cur: Cursor) -> None:
+        cur.execute("UPDATE flag_version SET version = version + 1 WHERE id = 1")
+
+    def flags_version(self) -> int:
+        with self._read() as cur:
+            return int(self._one(cur, "SELECT version FROM flag_version WHERE id = 1")[0])
+
+    # Match feedback
+
+    def set_feedback_threshold(self, list_name: str, tenants: int) -> None:
+        if tenants < 1:
+            raise InvalidValue(f"a feedback threshold is at least 1 tenant, not {tenants}")
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create=False)
+            cur.execute(
+                self._q("UPDATE lists SET feedback_threshold = ? WHERE id = ?"), (tenants, list_id)
+            )
+
+    def served_lists(self, actor: str, match_id: bytes, since: float) -> list[str]:
+        with self._read() as cur:
+            rows = self._all(
+                cur,
+                "SELECT list FROM served WHERE actor = ? AND match_id = ? AND at >= ?"
+                " ORDER BY list",
+                actor,
+                match_id,
+                since,
+            )
+        return [str(r[0]) for r in rows]
+
+    def _entry_list(self, cur: Cursor, list_name: str, match_id: bytes) -> tuple[int, int]:
+        """(list id, feedback threshold) of a list holding the entry; NoSuchMatch if none."""
+        row = self._one(
+            cur,
+            "SELECT l.id, l.feedback_threshold FROM lists l JOIN entries e ON e.list_id = l.id"
+            " WHERE l.name = ? AND e.match_id = ?",
+            list_name,
+            match_id,
+        )
+        if row is None:
+            raise NoSuchMatch(match_id.hex())
+        return int(row[0]), int(row[1])
+
+    def report_feedback(
+        self, list_name: str, match_id: bytes, actor: str, tenant: str, verdict: str, reason: str
+    ) -> bool:
+        if (problem := verdict_problem(verdict, reason)) is not None:
+            raise InvalidValue(problem)
+        TENANT.check(tenant, InvalidValue)
+        now = time.time()
+        with self._write() as cur:
+            list_id, threshold = self._entry_list(cur, list_name, match_id)
+            # Writers are serialized: sequence numbers follow commit order.
+            seq = int(self._one(cur, "SELECT COALESCE(MAX(seq), 0) FROM feedback")[0]) + 1
+            cur.execute(
+                self._q(
+                    "INSERT INTO feedback (list_id, match_id, tenant, actor, verdict, reason,"
+                    " at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (list_id, match_id, tenant) DO UPDATE SET actor = excluded.actor,"
+                    " verdict = excluded.verdict, reason = excluded.reason, at = excluded.at,"
+                    " seq = excluded.seq"
+                ),
+                (list_id, match_id, tenant, actor, verdict, reason, now, seq),
+            )
+            if verdict != "false_positive":
+                return False
+            flag = self._one(
+                cur, "SELECT state, reviewed_at FROM entry_flags WHERE match_id = ?", match_id
+            )
+            if flag is not None and flag[0] == "quarantined":
+                return False
+            # After a manager confirmed the entry, only later reports count.
+            since = float(flag[1] or 0) if flag is not None and flag[0] == "confirmed" else 0.0
+            reporters = int(
+                self._one(
+                    cur,
+                    "SELECT COUNT(*) FROM feedback WHERE list_id = ? AND match_id = ?"
+                    " AND verdict = 'false_positive' AND at > ?",
+                    list_id,
+                    match_id,
+                    since,
+                )[0]
+            )
+            if reporters < threshold:
+                return False
+            cur.execute(
+                self._q(
+                    "INSERT INTO entry_flags (match_id, list_id, state, matches, at, cause)"
+                    " VALUES (?, ?, 'quarantined', 0, ?, 'feedback') ON CONFLICT (match_id)"
+                    " DO UPDATE SET state = 'quarantined', at = excluded.at, cause = 'feedback',"
+                    " reviewed_at = NULL"
+                ),
+                (match_id, list_id, now),
+            )
+            self._bump_flags(cur)
+        return True
+
+    def review_queue(self, list_names: Sequence[str] | None) -> list[ReviewItem]:
+        where, params = "", []
+        if list_names is not None:
+            if not list_names:
+                return []
+            where = f" AND l.name IN ({', '.join('?' * len(list_names))})"
+            params = list(list_names)
+        items: dict[tuple[str, bytes], ReviewItem] = {}
+        with self._read() as cur:
+            for match_id, name, state, cause, matches, at in self._all(
+                cur,
+                "SELECT f.match_id, l.name, f.state, f.cause, f.matches, f.at FROM entry_flags f"
+                f" JOIN lists l ON l.id = f.list_id WHERE 1 = 1{where}",
+                *params,
+            ):
+                key = (str(name), bytes(match_id))
+                items[key] = ReviewItem(*key, str(state), str(cause), int(matches), float(at))
+            for name, match_id, tenant, verdict, reason, at in self._all(
+                cur,
+                "SELECT l.name, f.match_id, f.tenant, f.verdict, f.reason, f.at FROM feedback f"
+                " JOIN lists l ON l.id = f.list_id JOIN entries e"
+                f" ON e.list_id = f.list_id AND e.match_id = f.match_id WHERE 1 = 1{where}"
+                " ORDER BY f.at",
+                *params,
+            ):
+                key = (str(name), bytes(match_id))
+                item = items.setdefault(key, ReviewItem(*key, "reported", ""))
+                item.reports.append(TenantReport(str(tenant), str(verdict), str(reason), float(at)))
+            for name, source, match_id, seq, confirmed, false_positive, pending in self._all(
+                cur,
+                "SELECT l.name, r.source, r.match_id, r.seq, r.confirmed, r.false_positive,"
+                " r.pending_review FROM remote_feedback r JOIN entries e ON e.match_id ="
+                f" r.match_id JOIN lists l ON l.id = e.list_id WHERE 1 = 1{where}"
+                " ORDER BY r.source",
+                *params,
+            ):
+                key = (str(name), bytes(match_id))
+                item = items.setdefault(key, ReviewItem(*key, "reported", ""))
+                item.remote.append(
+                    FeedbackCounts(
+                        key[1],
+                        int(seq),
+                        int(confirmed),
+                        int(false_positive),
+                        int(pending),
+                        str(source),
+                    )
+                )
+        rank = {"quarantined": 0, "flagged": 1, "reported": 2, "confirmed": 3}
+        return sorted(
+            items.values(),
+            key=lambda i: (rank.get(i.state, 4), -max(i.state_at, i.last_report_at)),
+        )
+
+    def decide_entry(self, list_name: str, match_id: bytes, decision: str) -> str:
+        if decision not in DECISIONS:
+            raise InvalidValue(f"decision {decision[:40]!r} is not one of {', '.join(DECISIONS)}")
+        now = time.time()
+        with self._write() as cur:
+            list_id, _ = self._entry_list(cur, list_name, match_id)
+            if decision == "remove":
+                self._remove_where(cur, "list_id = ? AND match_id = ?", (list_id, match_id))
+                cur.execute(self._q("DELETE FROM entry_flags WHERE match_id = ?"), (match_id,))
+                state = "removed"
+            else:
+                state = "confirmed" if decision == "confirm" else "quarantined"
+                cur.execute(
+                    self._q(
+                        "INSERT INTO entry_flags (match_id, list_id, state, matches, at, cause,"
+                        " reviewed_at) VALUES (?, ?, ?, 0, ?, 'feedback', ?)"
+                        " ON CONFLICT (match_id) DO UPDATE SET state = excluded.state,"
+                        " at = excluded.at, reviewed_at = excluded.reviewed_at"
+                    ),
+                    (match_id, list_id, state, now, now),
+                )
+            self._bump_flags(cur)
+        return state
+
+    def feedback_counts(self, list_name: str, after_seq: int, limit: int) -> list[FeedbackCounts]:
+        with self._read() as cur:
+            list_id = self._list_id(cur, list_name)
+            if list_id is None:
+                raise NoSuchList(list_name)
+            rows = self._all(
+                cur,
+                "SELECT f.match_id, MAX(f.seq),"
+                " SUM(CASE WHEN f.verdict = 'confirmed' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN f.verdict = 'false_positive' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN f.verdict = 'pending_review' THEN 1 ELSE 0 END)"
+                " FROM feedback f JOIN entries e"
+                " ON e.list_id = f.list_id AND e.match_id = f.match_id"
+                " WHERE f.list_id = ? AND e.origin LIKE ?"
+                " GROUP BY f.match_id HAVING MAX(f.seq) > ? ORDER BY MAX(f.seq) LIMIT ?",
+                list_id,
+                "sync:%",  # copied entries only: a parameter, as % is psycopg's placeholder
+                after_seq,
+                limit,
+            )
+        return [
+            FeedbackCounts(bytes(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows
+        ]
+
+    def apply_remote_feedback(
+        self, source: str, counts: Sequence[FeedbackCounts], through: int
+    ) -> None:
+        SUBMITTER.check(source, InvalidValue)
+        now = time.time()
+        with self._write() as cur:
+            cur.executemany(
+                self._q(
+                    "INSERT INTO remote_feedback (source, match_id, confirmed, false_positive,"
+                    " pending_review, seq, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (source, match_id) DO UPDATE SET confirmed = excluded.confirmed,"
+                    " false_positive = excluded.false_positive,"
+                    " pending_review = excluded.pending_review, seq = excluded.seq,"
+                    " at = excluded.at"
+                ),
+                [
+                    (
+                        source,
+                        c.match_id,
+                        c.confirmed,
+                        c.false_positive,
+                        c.pending_review,
+                        c.seq,
+                        now,
+                    )
+                    for c in counts
+                ],
+            )
+            cur.execute(
+                self._q(
+                    "INSERT INTO sync_cursors (source, cursor) VALUES (?, ?)"
+                    " ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor"
+                ),
+                (f"feedback:{source}", through),
+            )

@@ -10,7 +10,14 @@ import uuid
 from starlette.responses import JSONResponse
 
 from hashmatch.bounds import OutOfBounds
-from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
+from indexer.store import (
+    InvalidValue,
+    ListExists,
+    NoSuchCase,
+    NoSuchList,
+    NoSuchMatch,
+    StoreUnavailable,
+)
 from service import metrics
 from service.auth import PermissionDenied, RateLimited, Unauthenticated
 from service.batcher import DeadlineExceeded, Overloaded
@@ -47,7 +54,7 @@ def refusal(exc: Exception, route: str) -> JSONResponse:
         return message(exc.status, str(exc))
     if isinstance(exc, InvalidRequest | InvalidValue | OutOfBounds):
         return message(400, str(exc))
-    if isinstance(exc, NoSuchList | NoSuchCase):
+    if isinstance(exc, NoSuchList | NoSuchCase | NoSuchMatch):
         return message(404, str(exc))
     if isinstance(exc, ListExists):
         return message(409, str(exc))

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from indexer.store import CASE_LIST, Store
 from service.auth import Caller, PermissionDenied, address_bucket
 from service.batcher import Batcher
+from service.feedback import FeedbackServicer
 from service.server import Feed, Guards
 from service.snapshots import SnapshotHolder
 from service.submission import SubmissionServicer
@@ -48,17 +49,10 @@ class Face:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.submission = (
-            None
-            if self.feed is None
-            else SubmissionServicer(
-                self.feed.writer,
-                self.feed.follower,
-                self.guards.gate,
-                self.guards.audit,
-                self.guards.anomaly.confirm,
-            )
-        )
+        self.submission: SubmissionServicer | None = None
+        self.feedback: FeedbackServicer | None = None
+        if self.feed is not None:
+            self.submission, self.feedback = self.feed.servicers(self.guards)
 
     def caller(self, request: Request, role: str, *alternatives: str) -> Caller:
         """The request's caller if it holds `role` (or one of `alternatives`)."""
