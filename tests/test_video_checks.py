@@ -258,7 +258,7 @@ def test_a_video_of_black_frames_is_nothing_to_match_on_and_cannot_be_listed(
             submit.SubmitCase(
                 submission_pb2.SubmitCaseRequest(hashes=[video_message(lying)]), timeout=30
             )
-        assert "frame 0: refused: pdq hash has all bits zero" in _refused(info.value)
+        assert "refused: frame 0: pdq hash has all bits zero" in _refused(info.value)
 
 
 def test_a_long_video_with_repeated_frames_is_one_entry_of_its_distinct_frames(
