@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import grpc
@@ -32,6 +32,7 @@ from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.checking import Found, audit_hits, count, visible, watch_entries
 from service.decoding import TolerantDecoding
 from service.follower import ChangeFollower
+from service.list_policy import PolicyWatch, widened
 from service.probing import ProbeWatch, image_groups
 from service.queries import InvalidRequest, ParsedQuery, parse_request
 from service.readiness import Readiness
@@ -69,12 +70,15 @@ class Guards:
     audit: AuditLog
     anomaly: AnomalyWatch
     probe: ProbeWatch
+    policies: PolicyWatch = field(default_factory=lambda: PolicyWatch(None))
 
     @classmethod
     def open(cls, store: Store | None = None) -> Guards:
         """Guards with default settings; no store means no authentication (loopback use)."""
         gate, audit = Gate(store), AuditLog(store)
-        return cls(gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit))
+        return cls(
+            gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit), PolicyWatch(store)
+        )
 
 
 def refuse_tightening(request: match_pb2.CheckRequest) -> None:
@@ -107,8 +111,9 @@ def answer(
     `groups` (image_groups) has each image's queries watched for probing as one."""
     guards.gate.charge(caller, len(queries))
     guards.probe.observe(caller, queries, groups)
-    version, found = batcher.check(queries, deadline)
-    with_hits = visible(caller, found, guards.anomaly.quarantined)
+    negative = guards.policies.current.negative_for(caller.tenant)
+    version, found = batcher.check(widened(queries) if negative else queries, deadline)
+    with_hits = visible(caller, queries, found, guards.anomaly.quarantined, guards.policies)
     audit_hits(guards.audit, caller, queries, with_hits)
     watch_entries(guards.anomaly, with_hits)
     guards.audit.key_used(caller.actor, method)
@@ -218,7 +223,12 @@ def build_server(
     if feed is not None:
         submission_pb2_grpc.add_SubmissionServiceServicer_to_server(
             SubmissionServicer(
-                feed.writer, feed.follower, guards.gate, guards.audit, guards.anomaly.confirm
+                feed.writer,
+                feed.follower,
+                guards.gate,
+                guards.audit,
+                guards.anomaly.confirm,
+                guards.policies,
             ),
             server,
         )

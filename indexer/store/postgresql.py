@@ -187,6 +187,18 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX entries_content_draw;
     CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
     """,
+    # 12: as SQLite's migration 12.
+    """
+    ALTER TABLE lists
+        ADD COLUMN kind TEXT NOT NULL DEFAULT 'match' CHECK (kind IN ('match', 'negative')),
+        ADD COLUMN tenant TEXT;
+    CREATE TABLE list_distances (
+        list_id BIGINT NOT NULL REFERENCES lists (id),
+        signal TEXT NOT NULL,
+        max_distance INTEGER NOT NULL CHECK (max_distance >= 0),
+        PRIMARY KEY (list_id, signal)
+    );
+    """,
 )
 
 # Unless the URL says otherwise: give up connecting after a few seconds, and notice a

@@ -205,6 +205,20 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX entries_content_draw;
     CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
     """,
+    # 12: per-list policy and negative lists. A list is a match list or a negative list
+    # (hashes that must never produce a match for its tenant; no tenant: for everyone); each
+    # may match within less than a signal's threshold.
+    """
+    ALTER TABLE lists ADD COLUMN kind TEXT NOT NULL DEFAULT 'match'
+        CHECK (kind IN ('match', 'negative'));
+    ALTER TABLE lists ADD COLUMN tenant TEXT;
+    CREATE TABLE list_distances (
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        signal TEXT NOT NULL,
+        max_distance INTEGER NOT NULL CHECK (max_distance >= 0),
+        PRIMARY KEY (list_id, signal)
+    );
+    """,
 )
 
 
