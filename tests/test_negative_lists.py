@@ -19,6 +19,7 @@ from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, sync_pb2, sync_pb2_grpc
 from indexer.store import MAX_TENANT_NEGATIVE_ENTRIES, open_store
 from indexer.sync import SyncError, pull
+from tests.test_http import bearer_client
 from tests.test_security import HASHES, code_of, random_pdq, secured
 
 Server = tuple[ServerProcess, str, int]
@@ -35,10 +36,8 @@ def flipped(h: bytes, bits: int) -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     metrics_port = free_ports()
-    with secured(tmp_path_factory.mktemp("negative"), "--metrics-port", str(metrics_port)) as (
-        proc,
-        url,
-    ):
+    args = ("--metrics-port", str(metrics_port), "--http-listen", "127.0.0.1:0")
+    with secured(tmp_path_factory.mktemp("negative"), *args) as (proc, url):
         yield proc, url, metrics_port
 
 
@@ -233,6 +232,31 @@ def test_a_pulled_negative_list_stays_negative(server: Server, tmp_path: Path) -
         assert other.list_info("a-match-list").entries == 0
     finally:
         other.close()
+
+
+def test_over_http_policy_is_set_and_other_tenants_negative_lists_are_absent(
+    server: Server,
+) -> None:
+    proc, url, _ = server
+    owner = key(url, "t12", "check", "list-manage")
+    other = key(url, "t13", "check", "list-manage")
+    base = f"http://{proc.http_address}"
+    with bearer_client(base, owner.api_key, 10) as http:
+        made = http.post("/v1/lists", json={"name": "t12-benign", "kind": "negative"})
+        assert made.status_code == 200 and made.json()["kind"] == "negative"
+        assert http.post("/v1/lists", json={"name": "t12-match"}).status_code == 200
+        wider = http.post("/v1/lists/t12-match/policy", json={"max_distance": {"pdq": 99}})
+        assert wider.status_code == 400 and "exceeds its threshold" in wider.json()["message"]
+        narrowed = http.post("/v1/lists/t12-match/policy", json={"max_distance": {"pdq": 7}})
+        assert narrowed.status_code == 200 and narrowed.json()["max_distance"] == {"pdq": 7}
+    with bearer_client(base, other.api_key, 10) as http:
+        for path in ("/v1/lists/t12-benign", "/v1/lists/no-such-list"):
+            assert http.get(path).status_code == 404
+        policy = http.post("/v1/lists/t12-benign/policy", json={"max_distance": {"pdq": 1}})
+        assert policy.status_code == 404
+        assert http.get("/c/bank/t12-benign").status_code == 404
+        assert "t12-benign" not in {b["name"] for b in http.get("/c/banks").json()}
+        assert "t12-match" in {b["name"] for b in http.get("/c/banks").json()}
 
 
 def test_list_policies_round_trip_in_the_store(store_url: str) -> None:

@@ -179,3 +179,9 @@ def confirm_entry(face: Face, request: Request, body: Any) -> Any:
     message = parse(body, submission_pb2.ConfirmEntryRequest())
     message.list = _same_list(request, message.list)
     return _call(face, request, SubmissionServicer.ConfirmEntry, "list-manage", message)
+
+
+def set_list_policy(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.SetListPolicyRequest())
+    message.list = _same_list(request, message.list)
+    return _call(face, request, SubmissionServicer.SetListPolicy, "list-manage", message)
