@@ -15,7 +15,7 @@ from service import metrics
 from service.anomaly import AnomalyWatch
 from service.audit import AuditLog
 from service.auth import Caller
-from service.list_policy import PolicyWatch, limit
+from service.list_policy import PolicyWatch
 from service.matcher import Hit
 from service.queries import ParsedQuery
 
@@ -72,25 +72,28 @@ def _shown(
 ) -> tuple[list[Hit], str | None]:
     """One query's hits the caller may see, or the negative list that suppresses them all."""
     current = watch.current
+    negative, reach, signal, widest = current.negative, current.reach, query.signal, 1 << 16
     shown: list[Hit] = []
     for h in hits:
-        policy = current.lists.get(h.list)
-        if policy is None and current.complete:
+        name, distance = h.list, h.distance
+        if current.complete and name not in current.lists:
             current = watch.refresh_for_unknown()
-            policy = current.lists.get(h.list)
-            if policy is None:
+            negative, reach = current.negative, current.reach
+            if name not in current.lists:
                 continue  # a list too new to know its kind: never shown as a match
-        if policy is None:
-            reach = query.max_distance
-        elif policy.kind == "negative":
-            if (policy.tenant is None or policy.tenant == caller.tenant) and h.distance <= limit(
-                policy, query.signal
+        if name in negative:
+            owner = negative[name]
+            if (owner is None or owner == caller.tenant) and distance <= reach.get(
+                (name, signal), widest
             ):
-                return [], h.list
+                return [], name
             continue
-        else:
-            reach = min(query.max_distance, limit(policy, query.signal))
-        if h.distance <= reach and h.match_id not in quarantined and caller.may_see(h.list):
+        if (
+            distance <= query.max_distance
+            and distance <= reach.get((name, signal), widest)
+            and h.match_id not in quarantined
+            and caller.may_see(name)
+        ):
             shown.append(h)
     return shown, None
 

@@ -29,28 +29,25 @@ THRESHOLDS = {name: s.threshold for name, s in SIGNALS.items()}
 
 
 class Policies:
-    """An immutable view of every list's policy; `complete` is False without a store,
-    where every list is a match list at its signals' thresholds."""
+    """An immutable view of every list's policy, in the shapes a check looks up per hit;
+    `complete` is False without a store, where every list is a match list at its signals'
+    thresholds."""
 
-    __slots__ = ("complete", "global_negative", "lists", "plain", "tenants")
+    __slots__ = ("complete", "global_negative", "lists", "negative", "reach", "tenants")
 
     def __init__(self, lists: dict[str, ListPolicy] | None = None, complete: bool = False) -> None:
         self.lists = lists or {}
         self.complete = complete
-        negative = [p.tenant for p in self.lists.values() if p.kind == "negative"]
-        self.tenants = frozenset(t for t in negative if t is not None)
-        self.global_negative = None in negative
-        # Nothing to apply: no negative list and no list narrower than a threshold.
-        self.plain = not negative and not any(p.max_distances for p in self.lists.values())
+        # Negative list → its tenant (None: every tenant's).
+        self.negative = {n: p.tenant for n, p in self.lists.items() if p.kind == "negative"}
+        self.tenants = frozenset(t for t in self.negative.values() if t is not None)
+        self.global_negative = None in self.negative.values()
+        # (list, signal) → the list's own maximum distance, where it has one.
+        self.reach = {(n, s): d for n, p in self.lists.items() for s, d in p.max_distances.items()}
 
     def negative_for(self, tenant: str | None) -> bool:
         """Whether any negative list applies to the tenant's checks."""
         return self.global_negative or (tenant is not None and tenant in self.tenants)
-
-
-def limit(policy: ListPolicy, signal: str) -> int:
-    """The list's maximum distance for the signal."""
-    return policy.max_distances.get(signal, THRESHOLDS.get(signal, 0))
 
 
 def widened(queries: list[ParsedQuery]) -> list[ParsedQuery]:
