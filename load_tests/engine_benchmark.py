@@ -261,16 +261,20 @@ def worker_policies(n: int, count: int) -> list[dict[str, Any]]:
         for _ in range(ROUNDS):
             for k, (_, _, watch) in enumerate(cases):
                 tally = [0]
+                lock = threading.Lock()  # two callers add to the tally
 
                 def check(
                     batch: list[ParsedQuery],
                     watch: PolicyWatch = watch,
                     batcher: Batcher = batchers[k],
                     tally: list[int] = tally,
+                    lock: threading.Lock = lock,
                 ) -> None:
                     negative_applies = watch.current.negative_for(caller.tenant)
                     found = batcher.check(widened(batch) if negative_applies else batch)[1]
-                    tally[0] += len(visible(caller, batch, found, frozenset(), watch))
+                    shown = len(visible(caller, batch, found, frozenset(), watch))
+                    with lock:
+                        tally[0] += shown
 
                 runs.setdefault((k, kind), []).append(
                     summarize(len(parsed), *run_batches(check, batches))
