@@ -3,6 +3,8 @@ hits it may see, capped, and exactly those are audited and counted."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -10,11 +12,11 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
-from indexer.store import ListPolicy
+from indexer.store import ListPolicy, open_store
 from service.audit import AuditLog
 from service.auth import Caller
 from service.checking import Found, audit_hits, count, visible
-from service.list_policy import Policies, PolicyWatch
+from service.list_policy import UNKNOWN_RELOAD_SECONDS, Policies, PolicyWatch
 from service.matcher import Hit
 from service.queries import ParsedQuery
 
@@ -152,3 +154,27 @@ def test_each_hit_shown_is_audited_with_the_hash_sent_and_counted() -> None:
     assert sample("hashmatch_matches_total", signal="pdq", list="a") - before["pdq a"] == 1
     assert sample("hashmatch_matches_total", signal="pdq", list="b") - before["pdq b"] == 1
     assert sample("hashmatch_matches_total", signal="md5", list="a") - before["md5 a"] == 1
+
+
+def test_a_list_created_after_the_policies_loaded_is_known_before_it_is_shown(
+    tmp_path: Path,
+) -> None:
+    """Another process made a negative list and its entries already match here: the hit
+    reloads the policies, so the list suppresses rather than answering as a match list;
+    a list the store does not know either is never shown."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store.create_list("a")
+        watch = PolicyWatch(store)
+        store.create_list("late", kind="negative", tenant="tenant")
+        time.sleep(UNKNOWN_RELOAD_SECONDS)
+        query = ParsedQuery("pdq", bytes(32), 31)
+        hits = [Hit("a", MATCH_IDS[0], 3), Hit("late", MATCH_IDS[1], 5)]
+        assert visible(caller(None), [query], [hits], frozenset(), watch) == []
+        assert "late" in watch.current.lists
+        ghost = [Hit("ghost", MATCH_IDS[2], 1), Hit("a", MATCH_IDS[0], 3)]
+        assert visible(caller(None), [query], [ghost], frozenset(), watch) == [
+            Found(0, [ghost[1]], False)
+        ]
+    finally:
+        store.close()

@@ -19,6 +19,7 @@ from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc, sync_pb2, sync_pb2_grpc
 from indexer.store import MAX_TENANT_NEGATIVE_ENTRIES, open_store
 from indexer.sync import SyncError, pull
+from tests.conftest import run_cli
 from tests.test_http import bearer_client
 from tests.test_security import HASHES, code_of, random_pdq, secured
 
@@ -257,6 +258,25 @@ def test_over_http_policy_is_set_and_other_tenants_negative_lists_are_absent(
         assert http.get("/c/bank/t12-benign").status_code == 404
         assert "t12-benign" not in {b["name"] for b in http.get("/c/banks").json()}
         assert "t12-match" in {b["name"] for b in http.get("/c/banks").json()}
+
+
+def test_the_cli_creates_negative_lists_and_sets_distances(server: Server) -> None:
+    proc, url, _ = server
+    manager = key(url, "t14", "list-manage")
+    assert manager.api_key is not None
+    cli = ("--server", proc.address, "--api-key", manager.api_key)
+    made = run_cli("list", "create", *cli, "t14-benign", "--kind", "negative")
+    assert made.returncode == 0, made.stderr
+    assert "kind:        negative" in made.stdout
+    made = run_cli("list", "create", *cli, "t14-match", "--max-distance", "pdq=20")
+    assert made.returncode == 0 and "distances:   pdq 20" in made.stdout, made.stderr
+    for bad in ("pdq=32", "pdq=-1", "pdq=x", "nope=3"):
+        refused = run_cli("list", "policy", *cli, "t14-match", "--max-distance", bad)
+        assert refused.returncode == 2 and "--max-distance" in refused.stderr, bad
+    changed = run_cli("list", "policy", *cli, "t14-match", "--default-distance", "pdq")
+    assert changed.returncode == 0 and "at each signal threshold" in changed.stdout
+    quarantine = run_cli("list", "policy", *cli, "t14-match", "--quarantine-anomalies")
+    assert "quarantine:  yes" in quarantine.stdout, quarantine.stderr
 
 
 def test_list_policies_round_trip_in_the_store(store_url: str) -> None:
