@@ -77,6 +77,14 @@ class PolicyWatch:
             self.current = Policies({p.name: p for p in self._store.list_policies()}, True)
             return self.current
 
+    def changed(self) -> None:
+        """A list's policy was just changed through this process: in effect at once, or,
+        if the store can't be read right now, within the periodic reload."""
+        try:
+            self.reload()
+        except StoreUnavailable:
+            log.warning("list policies not reloaded: the store is unreachable")
+
     def refresh_for_unknown(self) -> Policies:
         """Reload for a list the current policies do not know, at most every
         UNKNOWN_RELOAD_SECONDS; the policies as they then are."""

@@ -248,7 +248,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             self._store.set_list_distances(request.name, distances)
         if request.quarantine_anomalies:
             self._store.set_quarantine(request.name, True)
-        self._policies.reload()
+        self._policies.changed()
         self._audit.record(
             caller.actor,
             "create_list",
@@ -290,7 +290,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             self._store.set_list_distances(request.list, changes)
         if quarantine is not None:
             self._store.set_quarantine(request.list, quarantine)
-        self._policies.reload()
+        self._policies.changed()
         self._audit.record(
             caller.actor,
             "set_list_policy",
