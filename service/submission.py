@@ -243,11 +243,9 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             request.description,
             kind,
             caller.tenant if kind == "negative" and not everyone else None,
+            quarantine=request.quarantine_anomalies,
+            max_distances=distances,
         )
-        if distances:
-            self._store.set_list_distances(request.name, distances)
-        if request.quarantine_anomalies:
-            self._store.set_quarantine(request.name, True)
         self._policies.changed()
         self._audit.record(
             caller.actor,

@@ -284,6 +284,12 @@ def test_list_policies_round_trip_in_the_store(store_url: str) -> None:
     try:
         store.create_list("m")
         store.create_list("n", kind="negative", tenant="t")
+        with pytest.raises(ValueError):  # nothing is created with a distance refused
+            store.create_list("w", max_distances={"pdq": 32})
+        with pytest.raises(KeyError):
+            store.list_info("w")
+        made = store.create_list("q", quarantine=True, max_distances={"pdq": 3})
+        assert made.quarantine and made.max_distances == {"pdq": 3}
         store.set_list_distances("m", {"pdq": 10, "phash": 4})
         store.set_list_distances("m", {"phash": None})
         for bad in ({"pdq": 32}, {"pdq": -1}, {"nope": 1}):

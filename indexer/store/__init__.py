@@ -275,9 +275,12 @@ class Store(Protocol):
         description: str = "",
         kind: str = "match",
         tenant: str | None = None,
+        *,
+        quarantine: bool = False,
+        max_distances: Mapping[str, int] | None = None,
     ) -> ListInfo:
-        """A new, empty list; ListExists if the name is taken. `tenant` is a negative
-        list's owner (None: a negative list for everyone)."""
+        """A new, empty list with its policy, in one transaction; ListExists if the name is
+        taken. `tenant` is a negative list's owner (None: a negative list for everyone)."""
         ...
 
     def set_list_distances(self, list_name: str, distances: Mapping[str, int | None]) -> None:

@@ -88,6 +88,13 @@ def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
+def _check_distances(distances: Mapping[str, int | None]) -> None:
+    """InvalidValue for a list distance the index can't honour (None: the threshold)."""
+    for signal, distance in distances.items():
+        if (problem := distance_problem(signal, 0 if distance is None else distance)) is not None:
+            raise InvalidValue(problem)
+
+
 class SqlStore(ABC):
     placeholder = "?"
 
@@ -180,12 +187,21 @@ class SqlStore(ABC):
         description: str = "",
         kind: str = "match",
         tenant: str | None = None,
+        *,
+        quarantine: bool = False,
+        max_distances: Mapping[str, int] | None = None,
     ) -> ListInfo:
         LIST_NAME.check(name, InvalidValue)
+        _check_distances(max_distances or {})
         with self._write() as cur:
             if self._list_id(cur, name) is not None:
                 raise ListExists(f"a list named {name!r} exists already")
-            self._insert_list(cur, name, owner, trust, description, kind, tenant)
+            list_id = self._insert_list(cur, name, owner, trust, description, kind, tenant)
+            self._set_distances(cur, list_id, max_distances or {})
+            if quarantine:
+                cur.execute(
+                    self._q("UPDATE lists SET quarantine = ? WHERE id = ?"), (True, list_id)
+                )
         return self.list_info(name)
 
     def list_info(self, name: str) -> ListInfo:
@@ -225,25 +241,27 @@ class SqlStore(ABC):
         )
 
     def set_list_distances(self, list_name: str, distances: Mapping[str, int | None]) -> None:
-        for signal, distance in distances.items():
-            problem = distance_problem(signal, 0 if distance is None else distance)
-            if problem is not None:
-                raise InvalidValue(problem)
+        _check_distances(distances)
         with self._write() as cur:
             list_id = self._ensure_list(cur, list_name, create=False)
-            for signal, distance in distances.items():
+            self._set_distances(cur, list_id, distances)
+
+    def _set_distances(
+        self, cur: Cursor, list_id: int, distances: Mapping[str, int | None]
+    ) -> None:
+        for signal, distance in distances.items():
+            cur.execute(
+                self._q("DELETE FROM list_distances WHERE list_id = ? AND signal = ?"),
+                (list_id, signal),
+            )
+            if distance is not None:
                 cur.execute(
-                    self._q("DELETE FROM list_distances WHERE list_id = ? AND signal = ?"),
-                    (list_id, signal),
+                    self._q(
+                        "INSERT INTO list_distances (list_id, signal, max_distance)"
+                        " VALUES (?, ?, ?)"
+                    ),
+                    (list_id, signal, distance),
                 )
-                if distance is not None:
-                    cur.execute(
-                        self._q(
-                            "INSERT INTO list_distances (list_id, signal, max_distance)"
-                            " VALUES (?, ?, ?)"
-                        ),
-                        (list_id, signal, distance),
-                    )
 
     def list_policies(self) -> list[ListPolicy]:
         with self._read() as cur:
