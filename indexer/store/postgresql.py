@@ -234,6 +234,18 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX remote_feedback_by_match ON remote_feedback (match_id);
     """,
+    # 11: as SQLite's migration 11.
+    """
+    ALTER TABLE lists
+        ADD COLUMN kind TEXT NOT NULL DEFAULT 'match' CHECK (kind IN ('match', 'negative')),
+        ADD COLUMN tenant TEXT;
+    CREATE TABLE list_distances (
+        list_id BIGINT NOT NULL REFERENCES lists (id),
+        signal TEXT NOT NULL,
+        max_distance INTEGER NOT NULL CHECK (max_distance >= 0),
+        PRIMARY KEY (list_id, signal)
+    );
+    """,
 )
 
 # Unless the URL says otherwise: give up connecting after a few seconds, and notice a
