@@ -15,7 +15,7 @@ from hashmatch.channel import Credentials, open_channel
 from hashmatch.signals import hash_problem
 from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc, sync_pb2, sync_pb2_grpc
 from hashmatch.video_entries import VPDQ, listing_problem, unpack_frames, video_digest
-from indexer.store import MATCH_ID_BYTES, Change, FeedbackCounts, Store
+from indexer.store import LIST_KINDS, MATCH_ID_BYTES, Change, FeedbackCounts, InvalidValue, Store
 
 MAX_REFUSALS_LISTED = 1_000
 _OPS = {sync_pb2.Change.OP_ADD: "add", sync_pb2.Change.OP_REMOVE: "remove"}
@@ -125,7 +125,13 @@ def pull(
                     if len(report.refusals) < MAX_REFUSALS_LISTED:
                         report.refusals.append(f"change {c.seq}: {problem}")
             last = page.changes[-1].seq
-            store.apply_sync(source, into or list_name, changes, through=last)
+            kind = page.kind or "match"
+            if kind not in LIST_KINDS:
+                raise SyncError(f"{source} sent list kind {kind[:40]!r}")
+            try:
+                store.apply_sync(source, into or list_name, changes, through=last, kind=kind)
+            except InvalidValue as exc:
+                raise SyncError(str(exc)) from None
             report.cursor = last
             report.added += sum(c.op == "add" for c in changes)
             report.removed += sum(c.op == "remove" for c in changes)

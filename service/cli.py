@@ -24,6 +24,7 @@ from service.follower import ChangeFollower, Compactor
 from service.http.app import build_app
 from service.http.face import Face
 from service.http.server import HttpServer
+from service.list_policy import PolicyWatch
 from service.logs import configure as configure_logs
 from service.probing import ProbeWatch
 from service.processes import Helpers, announce_ready
@@ -361,7 +362,8 @@ def serve_command(
         min_matches=flag_min_matches,
         factor=flag_factor,
     )
-    guards = Guards(gate, audit, anomaly, ProbeWatch(gate, audit))
+    policies = PolicyWatch(record_store)
+    guards = Guards(gate, audit, anomaly, ProbeWatch(gate, audit), policies)
     feed = None
     if feed_stores is not None and store_url is not None:
         compactor = (
@@ -412,6 +414,7 @@ def serve_command(
     readiness.watch(stop)
     audit.start()
     anomaly.start(stop)
+    policies.start(stop)
     server.start()
     if face is not None:
         http.start()

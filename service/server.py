@@ -37,6 +37,7 @@ from service.checking import Found, audit_hits, count, visible, watch_entries
 from service.decoding import TolerantDecoding
 from service.feedback import FeedbackServicer, FeedbackSettings
 from service.follower import ChangeFollower
+from service.list_policy import PolicyWatch, widened
 from service.matcher import Hit
 from service.probing import ProbeWatch, image_groups
 from service.queries import InvalidRequest, ParsedQuery, parse_request
@@ -78,7 +79,12 @@ class Feed:
     def servicers(self, guards: Guards) -> tuple[SubmissionServicer, FeedbackServicer]:
         """The handlers that write to the store, for either face."""
         submission = SubmissionServicer(
-            self.writer, self.follower, guards.gate, guards.audit, guards.anomaly.confirm
+            self.writer,
+            self.follower,
+            guards.gate,
+            guards.audit,
+            guards.anomaly.confirm,
+            guards.policies,
         )
         feedback = FeedbackServicer(
             self.writer,
@@ -101,12 +107,15 @@ class Guards:
     audit: AuditLog
     anomaly: AnomalyWatch
     probe: ProbeWatch
+    policies: PolicyWatch = field(default_factory=lambda: PolicyWatch(None))
 
     @classmethod
     def open(cls, store: Store | None = None) -> Guards:
         """Guards with default settings; no store means no authentication (loopback use)."""
         gate, audit = Gate(store), AuditLog(store)
-        return cls(gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit))
+        return cls(
+            gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit), PolicyWatch(store)
+        )
 
 
 def refuse_tightening(request: match_pb2.CheckRequest) -> None:
@@ -139,8 +148,9 @@ def answer(
     `groups` (image_groups) has each image's queries watched for probing as one."""
     guards.gate.charge(caller, len(queries))
     guards.probe.observe(caller, queries, groups)
-    version, found = batcher.check(queries, deadline)
-    with_hits = visible(caller, found, guards.anomaly.quarantined)
+    negative = guards.policies.current.negative_for(caller.tenant)
+    version, found = batcher.check(widened(queries) if negative else queries, deadline)
+    with_hits = visible(caller, queries, found, guards.anomaly.quarantined, guards.policies)
     audit_hits(guards.audit, caller, queries, with_hits)
     watch_entries(guards.anomaly, with_hits)
     guards.audit.key_used(caller.actor, method)

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hashmatch.list_formats import NewEntry
+from hashmatch.signals import SIGNALS
 from indexer.video_frames import frame_rows
 
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
@@ -32,10 +33,32 @@ MAX_CONTENT_ID = 2**53 - 1
 # names nothing and can't even be sent to the database.
 MAX_SEQ = 2**63 - 1
 TRUST_LEVELS = ("verified", "unverified", "victim")
+# A match list answers checks; a negative list holds hashes that must never produce a match
+# for its tenant (or, with no tenant, for anyone): it is never itself matched against.
+LIST_KINDS = ("match", "negative")
 CASE_LIST = "victim-cases"
 # check: MatchService; submit: victims' cases; list-manage: hotline lists; sync-read:
 # SyncService.Pull; admin: everything.
 ROLES = ("check", "submit", "list-manage", "sync-read", "admin")
+
+
+# A tenant's negative lists hold at most this many entries in all: they suppress only its own
+# matches, but each is searched with every check.
+MAX_TENANT_NEGATIVE_ENTRIES = 10_000
+
+
+def distance_problem(signal: str, distance: int) -> str | None:
+    """Why a list may not match the signal within `distance`, or None: the index is built
+    for the signal's threshold, so a list can only narrow it."""
+    known = SIGNALS.get(signal)
+    if known is None:
+        return f"unknown signal {signal[:40]!r}"
+    if not 0 <= distance <= known.threshold:
+        return (
+            f"max_distance {distance} for {signal} exceeds its threshold {known.threshold}: "
+            "the index is built for that radius, so a list can only narrow it"
+        )
+    return None
 
 
 class StoreURLError(ValueError):
@@ -95,10 +118,26 @@ class ListInfo:
     last_seq: int
     quarantine: bool = False
     feedback_threshold: int = 2
+    kind: str = "match"
+    tenant: str | None = None  # a negative list's tenant; None: every tenant's
+    max_distances: dict[str, int] = field(default_factory=dict)  # narrower than the signal's
 
     @property
     def entries(self) -> int:
         return sum(self.entries_by_signal.values())
+
+
+@dataclass(frozen=True)
+class ListPolicy:
+    """What the service needs of a list to answer a check: its kind, its tenant (negative
+    lists), whether it quarantines anomalies, and its distances narrower than a signal's
+    threshold."""
+
+    name: str
+    kind: str = "match"
+    tenant: str | None = None
+    quarantine: bool = False
+    max_distances: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,9 +340,28 @@ def video_frame_entries(
 
 class Store(Protocol):
     def create_list(
-        self, name: str, owner: str = "", trust: str = "unverified", description: str = ""
+        self,
+        name: str,
+        owner: str = "",
+        trust: str = "unverified",
+        description: str = "",
+        kind: str = "match",
+        tenant: str | None = None,
+        *,
+        quarantine: bool = False,
+        max_distances: Mapping[str, int] | None = None,
     ) -> ListInfo:
-        """A new, empty list; ListExists if the name is taken."""
+        """A new, empty list with its policy, in one transaction; ListExists if the name is
+        taken. `tenant` is a negative list's owner (None: a negative list for everyone)."""
+        ...
+
+    def set_list_distances(self, list_name: str, distances: Mapping[str, int | None]) -> None:
+        """Per signal, the list's own maximum distance (None: back to the signal's
+        threshold); InvalidValue for an unknown signal or a distance beyond its threshold."""
+        ...
+
+    def list_policies(self) -> list[ListPolicy]:
+        """Every list's policy, at once (the service reloads them)."""
         ...
 
     def list_info(self, name: str) -> ListInfo:
@@ -370,11 +428,18 @@ class Store(Protocol):
         ...
 
     def apply_sync(
-        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+        self,
+        source: str,
+        list_name: str,
+        changes: Sequence[Change],
+        through: int | None = None,
+        kind: str = "match",
     ) -> None:
         """Apply pulled changes to a local list and advance `source`'s cursor past them (or
         to `through`, past changes refused too), in one transaction: a puller killed at
-        any point resumes without loss or repeat."""
+        any point resumes without loss or repeat. A new local list gets the remote's
+        `kind` (a negative one for every tenant); an existing one of another kind is
+        InvalidValue."""
         ...
 
     def create_key(

@@ -236,6 +236,18 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     # 11: as SQLite's migration 11.
     """
+    ALTER TABLE lists
+        ADD COLUMN kind TEXT NOT NULL DEFAULT 'match' CHECK (kind IN ('match', 'negative')),
+        ADD COLUMN tenant TEXT;
+    CREATE TABLE list_distances (
+        list_id BIGINT NOT NULL REFERENCES lists (id),
+        signal TEXT NOT NULL,
+        max_distance INTEGER NOT NULL CHECK (max_distance >= 0),
+        PRIMARY KEY (list_id, signal)
+    );
+    """,
+    # 12: as SQLite's migration 12.
+    """
     ALTER TABLE entries ADD COLUMN frames BYTEA;
     ALTER TABLE changes ADD COLUMN frames BYTEA;
     ALTER TABLE entries ADD CONSTRAINT entries_video_frames

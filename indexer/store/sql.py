@@ -41,6 +41,7 @@ from indexer.credentials import (
 )
 from indexer.store import (
     CASE_LIST,
+    LIST_KINDS,
     MAX_CONTENT_ID,
     ROLES,
     TRUST_LEVELS,
@@ -56,6 +57,7 @@ from indexer.store import (
     InvalidValue,
     ListExists,
     ListInfo,
+    ListPolicy,
     NewEntry,
     NoSuchCase,
     NoSuchList,
@@ -63,6 +65,7 @@ from indexer.store import (
     ReviewItem,
     StoreImage,
     TenantReport,
+    distance_problem,
     new_entry_rows,
     signal_entries,
     video_frame_entries,
@@ -90,6 +93,13 @@ class Cursor(Protocol):
 
 def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _check_distances(distances: Mapping[str, int | None]) -> None:
+    """InvalidValue for a list distance the index can't honour (None: the threshold)."""
+    for signal, distance in distances.items():
+        if (problem := distance_problem(signal, 0 if distance is None else distance)) is not None:
+            raise InvalidValue(problem)
 
 
 class SqlStore(ABC):
@@ -134,40 +144,72 @@ class SqlStore(ABC):
         row = self._one(cur, "SELECT id FROM lists WHERE name = ?", name)
         return None if row is None else int(row[0])
 
-    def _insert_list(self, cur: Cursor, name: str, owner: str, trust: str, description: str) -> int:
+    def _insert_list(
+        self,
+        cur: Cursor,
+        name: str,
+        owner: str,
+        trust: str,
+        description: str,
+        kind: str = "match",
+        tenant: str | None = None,
+    ) -> int:
         LIST_NAME.check(name, InvalidValue)
         OWNER.check(owner, InvalidValue)
         DESCRIPTION.check(description, InvalidValue)
         if trust not in TRUST_LEVELS:
             raise InvalidValue(f"trust level {trust!r} is not one of {', '.join(TRUST_LEVELS)}")
+        if kind not in LIST_KINDS:
+            raise InvalidValue(f"list kind {kind[:40]!r} is not one of {', '.join(LIST_KINDS)}")
+        if tenant is not None:
+            if kind != "negative":
+                raise InvalidValue("only a negative list belongs to one tenant")
+            TENANT.check(tenant, InvalidValue)
         threshold = CASE_LIST_THRESHOLD if name == CASE_LIST else DEFAULT_THRESHOLD
         cur.execute(
             self._q(
-                "INSERT INTO lists (name, owner, trust, description, created_at,"
-                " feedback_threshold) VALUES (?, ?, ?, ?, CURRENT_TIMESTAMP, ?)"
+                "INSERT INTO lists (name, owner, trust, description, kind, tenant, created_at,"
+                " feedback_threshold) VALUES (?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, ?)"
             ),
-            (name, owner, trust, description, threshold),
+            (name, owner, trust, description, kind, tenant, threshold),
         )
         list_id = self._list_id(cur, name)
         assert list_id is not None
         return list_id
 
-    def _ensure_list(self, cur: Cursor, name: str, create: bool, trust: str = "unverified") -> int:
+    def _ensure_list(
+        self, cur: Cursor, name: str, create: bool, trust: str = "unverified", kind: str = "match"
+    ) -> int:
         list_id = self._list_id(cur, name)
         if list_id is not None:
             return list_id
         if not create:
             raise NoSuchList(name)
-        return self._insert_list(cur, name, "", trust, "")
+        return self._insert_list(cur, name, "", trust, "", kind)
 
     def create_list(
-        self, name: str, owner: str = "", trust: str = "unverified", description: str = ""
+        self,
+        name: str,
+        owner: str = "",
+        trust: str = "unverified",
+        description: str = "",
+        kind: str = "match",
+        tenant: str | None = None,
+        *,
+        quarantine: bool = False,
+        max_distances: Mapping[str, int] | None = None,
     ) -> ListInfo:
         LIST_NAME.check(name, InvalidValue)
+        _check_distances(max_distances or {})
         with self._write() as cur:
             if self._list_id(cur, name) is not None:
                 raise ListExists(f"a list named {name!r} exists already")
-            self._insert_list(cur, name, owner, trust, description)
+            list_id = self._insert_list(cur, name, owner, trust, description, kind, tenant)
+            self._set_distances(cur, list_id, max_distances or {})
+            if quarantine:
+                cur.execute(
+                    self._q("UPDATE lists SET quarantine = ? WHERE id = ?"), (True, list_id)
+                )
         return self.list_info(name)
 
     def list_info(self, name: str) -> ListInfo:
@@ -175,7 +217,7 @@ class SqlStore(ABC):
             row = self._one(
                 cur,
                 "SELECT id, owner, trust, description, created_at, quarantine,"
-                " feedback_threshold FROM lists WHERE name = ?",
+                " feedback_threshold, kind, tenant FROM lists WHERE name = ?",
                 name,
             )
             if row is None:
@@ -189,6 +231,9 @@ class SqlStore(ABC):
             last = self._one(
                 cur, "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE list_id = ?", row[0]
             )
+            distances = self._all(
+                cur, "SELECT signal, max_distance FROM list_distances WHERE list_id = ?", row[0]
+            )
         return ListInfo(
             name,
             str(row[1]),
@@ -199,7 +244,51 @@ class SqlStore(ABC):
             int(last[0]),
             bool(row[5]),
             int(row[6]),
+            str(row[7]),
+            None if row[8] is None else str(row[8]),
+            {str(s): int(d) for s, d in distances},
         )
+
+    def set_list_distances(self, list_name: str, distances: Mapping[str, int | None]) -> None:
+        _check_distances(distances)
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create=False)
+            self._set_distances(cur, list_id, distances)
+
+    def _set_distances(
+        self, cur: Cursor, list_id: int, distances: Mapping[str, int | None]
+    ) -> None:
+        for signal, distance in distances.items():
+            cur.execute(
+                self._q("DELETE FROM list_distances WHERE list_id = ? AND signal = ?"),
+                (list_id, signal),
+            )
+            if distance is not None:
+                cur.execute(
+                    self._q(
+                        "INSERT INTO list_distances (list_id, signal, max_distance)"
+                        " VALUES (?, ?, ?)"
+                    ),
+                    (list_id, signal, distance),
+                )
+
+    def list_policies(self) -> list[ListPolicy]:
+        with self._read() as cur:
+            rows = self._all(cur, "SELECT id, name, kind, tenant, quarantine FROM lists")
+            distances = self._all(cur, "SELECT list_id, signal, max_distance FROM list_distances")
+        by_list: dict[int, dict[str, int]] = {}
+        for list_id, signal, distance in distances:
+            by_list.setdefault(int(list_id), {})[str(signal)] = int(distance)
+        return [
+            ListPolicy(
+                str(name),
+                str(kind),
+                None if tenant is None else str(tenant),
+                bool(quarantine),
+                by_list.get(int(list_id), {}),
+            )
+            for list_id, name, kind, tenant, quarantine in rows
+        ]
 
     def lists(self) -> dict[int, str]:
         with self._read() as cur:
@@ -472,14 +561,24 @@ class SqlStore(ABC):
         return 0 if row is None else int(row[0])
 
     def apply_sync(
-        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+        self,
+        source: str,
+        list_name: str,
+        changes: Sequence[Change],
+        through: int | None = None,
+        kind: str = "match",
     ) -> None:
         if through is None:
             if not changes:
                 return
             through = changes[-1].seq
         with self._write() as cur:
-            list_id = self._ensure_list(cur, list_name, create=True)
+            list_id = self._ensure_list(cur, list_name, create=True, kind=kind)
+            held = self._one(cur, "SELECT kind FROM lists WHERE id = ?", list_id)[0]
+            if held != kind:
+                raise InvalidValue(
+                    f"list {list_name!r} is a {held} list here, and the remote's is a {kind} list"
+                )
             for op, group in itertools.groupby(changes, key=lambda c: c.op):
                 batch = list(group)
                 if op == "add":

@@ -205,7 +205,7 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX entries_content_draw;
     CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
     """,
-    # 10 (the plan's migration 11; renumbered at merge): match feedback. Each list's
+    # 10: match feedback. Each list's
     # feedback threshold; which entries each key was served (from its audit, for the
     # feedback window); one verdict per tenant and entry (the latest), with a sequence
     # number for the upstream's feed; what flagged an entry and when it was reviewed; a
@@ -257,7 +257,21 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX remote_feedback_by_match ON remote_feedback (match_id);
     """,
-    # 11: a listed video (signal vpdq) is one entry holding its frames, packed
+    # 11: per-list policy and negative lists. A list is a match list or a negative list
+    # (hashes that must never produce a match for its tenant; no tenant: for everyone); each
+    # may match within less than a signal's threshold.
+    """
+    ALTER TABLE lists ADD COLUMN kind TEXT NOT NULL DEFAULT 'match'
+        CHECK (kind IN ('match', 'negative'));
+    ALTER TABLE lists ADD COLUMN tenant TEXT;
+    CREATE TABLE list_distances (
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        signal TEXT NOT NULL,
+        max_distance INTEGER NOT NULL CHECK (max_distance >= 0),
+        PRIMARY KEY (list_id, signal)
+    );
+    """,
+    # 12: a listed video (signal vpdq) is one entry holding its frames, packed
     # (hashmatch.video_entries); its hash is their digest. Only a video has frames.
     """
     ALTER TABLE entries ADD COLUMN frames BLOB;

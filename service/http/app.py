@@ -136,6 +136,14 @@ ROUTES: tuple[Spec, ...] = (
         body="DecideRequest",
     ),
     Spec(
+        "POST",
+        "/v1/lists/{name}/policy",
+        native.set_list_policy,
+        "Change a list's maximum distances and anomaly quarantine",
+        "list-manage",
+        body="SetListPolicyRequest",
+    ),
+    Spec(
         "GET",
         "/m/raw_lookup",
         hma.raw_lookup,

@@ -207,3 +207,9 @@ def decide(face: Face, request: Request, body: Any) -> Any:
     message = parse(body, feedback_pb2.DecideRequest())
     message.list = _same_list(request, message.list)
     return _call_feedback(face, request, FeedbackServicer.Decide, "list-manage", message)
+
+
+def set_list_policy(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.SetListPolicyRequest())
+    message.list = _same_list(request, message.list)
+    return _call(face, request, SubmissionServicer.SetListPolicy, "list-manage", message)
