@@ -16,6 +16,7 @@ import threading
 import time
 
 from hashmatch.signals import SIGNALS
+from hashmatch.video_entries import VPDQ, indexed_signal
 from indexer.store import ListPolicy, Store, StoreUnavailable
 from service.queries import ParsedQuery
 
@@ -25,7 +26,8 @@ RELOAD_SECONDS = 1.0
 # A hit on an unknown list reloads the policies at most this often: hits are cheap to
 # cause, store reads are not.
 UNKNOWN_RELOAD_SECONDS = 0.1
-THRESHOLDS = {name: s.threshold for name, s in SIGNALS.items()}
+# A video's frames (vpdq) are searched at PDQ's threshold.
+THRESHOLDS = {name: indexed_signal(name).threshold for name in (*SIGNALS, VPDQ)}
 
 
 class Policies:

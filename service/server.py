@@ -219,8 +219,18 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         guards.gate.charge(caller, max(1, len(frames)))
         if frames:
             guards.probe.observe(caller, frames, [list(range(len(frames)))])
-        version, found = self._batcher.check(frames, deadline_of(context))
-        shown, capped = visible_videos(caller, videos(found), guards.anomaly.quarantined, query)
+        negative = guards.policies.current.negative_for(caller.tenant)
+        version, found = self._batcher.check(
+            widened(frames) if negative else frames, deadline_of(context)
+        )
+        # Each frame's hits as an image hash's: the caller's lists, per-list distances,
+        # quarantine and negative lists (a frame near a negative entry counts for nothing).
+        seen: list[list[Hit]] = [[] for _ in frames]
+        crowded = False  # a frame matched more videos than it kept: the answer may be short
+        for f in visible(caller, frames, found, guards.anomaly.quarantined, guards.policies):
+            seen[f.query], crowded = f.hits, crowded or f.capped
+        shown, capped = visible_videos(videos(seen), query)
+        capped |= crowded
         for v in shown:
             guards.audit.record(
                 caller.actor,

@@ -3,10 +3,12 @@ videos' frames (through the same batcher and engine as every hash), and the hits
 are grouped back into videos by the share of frames matched on both sides, as
 python-threatexchange's vPDQ matching measures it.
 
-A frame shared by many listed videos (a black frame, an intro card) costs the check
-little: the matcher keeps at most KEPT_PER_LIST hits of a list per query frame, so
-such a frame counts towards at most that many videos of a list (cap and count),
-and a video matching on its own frames still reaches its share."""
+What a caller sees is decided frame by frame first (service.checking.visible: its lists,
+per-list distances, quarantine, negative lists). A frame shared by many listed videos (a
+black frame, an intro card) costs the check little: equal frames are one index row run
+(indexer.video_frames), and a frame keeps the MAX_MATCHES_PER_RESULT nearest videos, so
+it counts towards at most that many (cap and count, and the answer says `capped`); a
+video matching on its own frames still reaches its share."""
 
 from __future__ import annotations
 
@@ -27,7 +29,6 @@ from hashmatch.video_match import (
 )
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from service import metrics
-from service.auth import Caller
 from service.matcher import Hit
 from service.queries import InvalidRequest, ParsedQuery
 
@@ -140,18 +141,13 @@ def videos(found: Sequence[list[Hit]]) -> list[VideoHit]:
     return matched
 
 
-def visible_videos(
-    caller: Caller, matched: Sequence[VideoHit], quarantined: frozenset[str], query: VideoQuery
-) -> tuple[list[VideoHit], bool]:
-    """The videos meeting the thresholds that the caller may see, at most
-    MAX_MATCHES_PER_RESULT, and whether more did."""
+def visible_videos(matched: Sequence[VideoHit], query: VideoQuery) -> tuple[list[VideoHit], bool]:
+    """The videos meeting the request's thresholds, at most MAX_MATCHES_PER_RESULT, and
+    whether more did. (What the caller may see was decided frame by frame before.)"""
     shown = [
         v
         for v in matched
-        if v.query_match >= query.query_match
-        and v.compared_match >= query.compared_match
-        and v.match_id not in quarantined
-        and caller.may_see(v.list)
+        if v.query_match >= query.query_match and v.compared_match >= query.compared_match
     ]
     return shown[:MAX_MATCHES_PER_RESULT], len(shown) > MAX_MATCHES_PER_RESULT
 
