@@ -4,7 +4,9 @@ vpdq, matching after re-encoding, and a clear VideoError for every bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from hashmatch.demo.video_clips import scene, stills, write_video
 from hashmatch.video import VideoError, hash_video, is_video
 from hashmatch.video_decoding import sampled_frames
 from hashmatch.video_match import is_match, match_percentages
+from hashmatch.vpdq_formats import from_pytx, to_pytx
+from tests.conftest import run_cli
 
 SIZE = (160, 120)
 
@@ -237,3 +241,42 @@ def test_damaged_bytes_give_frames_or_a_video_error(
     except VideoError:
         return
     assert frames and all(f.quality <= 100 for f in frames)
+
+
+def test_hash_command_prints_a_video_as_one_pytx_object_beside_images(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    video_file = tmp_path / "upload.bin"  # no telling extension
+    video_file.write_bytes(clips["pan"].read_bytes())
+    photo = str(bundled_photos()[0])
+    done = run_cli("hash", str(video_file), photo)
+    assert done.returncode == 0, done.stderr
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(o["file"], o["signal"]) for o in out] == [
+        (str(video_file), "vpdq"),
+        (photo, "pdq"),
+        (photo, "phash"),
+    ]
+    assert from_pytx(out[0]["hash"]) == from_pytx(to_pytx(hash_video(clips["pan"])))
+    assert out[0]["frames"] == 4
+
+    both = run_cli("hash", "--signal", "vpdq,md5,pdq", "--seconds-per-frame", "2", str(video_file))
+    objs = [json.loads(line) for line in both.stdout.splitlines()]
+    assert [o["signal"] for o in objs] == ["vpdq", "md5"]
+    assert len(from_pytx(objs[0]["hash"])) == 2
+    assert objs[1]["hash"] == hashlib.md5(video_file.read_bytes()).hexdigest()
+
+
+def test_hash_command_names_each_bad_file_and_hashes_the_rest(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clips["pan"].read_bytes()[:3000])
+    photo = str(bundled_photos()[0])
+    done = run_cli("hash", "--signal", "vpdq", str(cut), photo, str(clips["pan"]))
+    assert done.returncode == 1
+    assert f"{cut}: cannot open video (truncated or damaged?)" in done.stderr
+    assert f"{photo}: not a video, and vpdq hashes only videos" in done.stderr
+    assert [json.loads(line)["file"] for line in done.stdout.splitlines()] == [str(clips["pan"])]
+    unknown = run_cli("hash", "--signal", "vpdq,tmk", photo)
+    assert unknown.returncode == 2 and "unknown signal 'tmk'" in unknown.stderr
