@@ -100,8 +100,12 @@ def is_video(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def hash_video(path: str | os.PathLike[str], *, seconds_per_frame: float = 1.0) -> list[VideoFrame]:
+def hash_video(
+    path: str | os.PathLike[str], *, seconds_per_frame: float = 1.0, mirrored: bool = False
+) -> list[VideoFrame]:
     """The vPDQ hash of a video file: one frame per `seconds_per_frame` (0: every frame).
+    `mirrored`: of each frame flipped left to right, which a robust check sends beside the
+    plain hash to find a mirrored re-upload (PDQ has no mirror invariance).
 
     Raises VideoError for a file that is not a video, is truncated or damaged, has no
     decodable frame or more than MAX_VIDEO_FRAMES sampled frames; OSError if unreadable."""
@@ -114,7 +118,7 @@ def hash_video(path: str | os.PathLike[str], *, seconds_per_frame: float = 1.0) 
     if container_name(head) is None:
         raise VideoError("not a video: the content is no video container (MP4, WebM, AVI, ...)")
     frames: list[VideoFrame] = []
-    for frame in sampled_frames(path, seconds_per_frame):
+    for frame in sampled_frames(path, seconds_per_frame, mirrored=mirrored):
         if frames and frames[-1].pdq == frame.pdq:
             continue
         if len(frames) == MAX_VIDEO_FRAMES:

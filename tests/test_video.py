@@ -121,6 +121,20 @@ def test_re_encoded_and_downscaled_copies_match_unrelated_clips_do_not(
     assert match_percentages(hash_video(clips["cuts"]), listed) == (0.0, 0.0)
 
 
+def test_a_mirrored_copy_matches_by_its_mirrored_hash_only(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    with av.open(str(clips["cuts"])) as container:
+        flipped = [f.to_ndarray(format="rgb24")[:, ::-1] for f in container.decode(video=0)]
+    mirror = tmp_path / "mirror.mp4"
+    write_video(mirror, flipped)
+    listed = hash_video(clips["cuts"])
+    assert not is_match(match_percentages(hash_video(mirror), listed))
+    back = hash_video(mirror, mirrored=True)
+    assert is_match(match_percentages(back, listed))
+    assert [f.timestamp for f in back] == [f.timestamp for f in listed]
+
+
 @pytest.mark.parametrize(
     ("suffix", "codec"), [(".mkv", "libx264"), (".webm", "libvpx-vp9"), (".avi", "mpeg4")]
 )
