@@ -101,24 +101,33 @@ def is_video(path: str | os.PathLike[str]) -> bool:
 
 
 def hash_video(
-    path: str | os.PathLike[str], *, seconds_per_frame: float = 1.0, mirrored: bool = False
+    path: str | os.PathLike[str],
+    *,
+    seconds_per_frame: float = 1.0,
+    mirrored: bool = False,
+    phase: float = 0.0,
 ) -> list[VideoFrame]:
     """The vPDQ hash of a video file: one frame per `seconds_per_frame` (0: every frame).
-    `mirrored`: of each frame flipped left to right, which a robust check sends beside the
-    plain hash to find a mirrored re-upload (PDQ has no mirror invariance).
+
+    A robust check can send more than the plain hash: `mirrored` hashes each frame flipped
+    left to right, to find a mirrored re-upload (PDQ has no mirror invariance); `phase`
+    starts sampling that many seconds in, to meet the frames of a listed video that the
+    upload was trimmed from (vPDQ samples from the start, so a trim of 0.4 s puts every
+    sampled frame of a pan 0.4 s away from the listed ones).
 
     Raises VideoError for a file that is not a video, is truncated or damaged, has no
     decodable frame or more than MAX_VIDEO_FRAMES sampled frames; OSError if unreadable."""
     from hashmatch.video_decoding import sampled_frames
 
-    if not (math.isfinite(seconds_per_frame) and seconds_per_frame >= 0):
-        raise ValueError(f"seconds_per_frame {seconds_per_frame!r} must be 0 or more")
+    for name, value in (("seconds_per_frame", seconds_per_frame), ("phase", phase)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} {value!r} must be 0 or more")
     with open(path, "rb") as file:
         head = file.read(1024)
     if container_name(head) is None:
         raise VideoError("not a video: the content is no video container (MP4, WebM, AVI, ...)")
     frames: list[VideoFrame] = []
-    for frame in sampled_frames(path, seconds_per_frame, mirrored=mirrored):
+    for frame in sampled_frames(path, seconds_per_frame, mirrored=mirrored, phase=phase):
         if frames and frames[-1].pdq == frame.pdq:
             continue
         if len(frames) == MAX_VIDEO_FRAMES:

@@ -42,10 +42,11 @@ def sampled_frames(
     *,
     skip: bool = True,
     mirrored: bool = False,
+    phase: float = 0.0,
 ) -> Iterator[VideoFrame]:
     """The hashes of vpdq's frames of the video, in order (`mirrored`: of each frame flipped
-    left to right); `skip`: skip frames that are neither sampled nor referred to (False
-    decodes every frame, for measuring)."""
+    left to right; `phase`: sampling from this many seconds in); `skip`: skip frames that
+    are neither sampled nor referred to (False decodes every frame, for measuring)."""
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -61,7 +62,8 @@ def sampled_frames(
         per_tick = float(stream.time_base * rate)  # frames per time-base unit
         start = stream.start_time or 0
         context = stream.codec_context
-        due, count, last = 0, 0, -1  # next sampled frame number; frames out; last hashed
+        offset = due = round(phase * float(rate))  # the first and the next frame to hash
+        count, last = 0, -1  # frames out of the decoder; the number of the last hashed
 
         def number(pts: int | None) -> int:
             return count if pts is None else max(0, round((pts - start) * per_tick))
@@ -82,7 +84,7 @@ def sampled_frames(
                     count += 1
                     if at >= due and at > last:
                         yield _hash_frame(frame, at / float(rate), mirrored)
-                        last, due = at, (at // every + 1) * every
+                        last, due = at, offset + ((at - offset) // every + 1) * every
         except av.error.FFmpegError as exc:
             raise VideoError(
                 f"video is truncated or damaged after frame {count}: {_reason(exc)}"

@@ -88,8 +88,15 @@ def pillarboxed(frames: Frames) -> Frames:
     return [np.pad(f, ((0, 0), (bar, bar), (0, 0))) for f in frames]
 
 
-# A check that also sends the upload's frames hashed mirrored (hash_video(mirrored=True)).
+# Checks that send more than the plain hash: the upload's frames hashed mirrored
+# (hash_video(mirrored=True)), or sampled from a quarter, a half and three quarters of a
+# second in as well (hash_video(phase=...)), whichever matches best.
 ROBUST_MIRROR = "mirror, checked robustly (mirrored hash sent too)"
+ROBUST_PHASES = (0.25, 0.5, 0.75)
+ROBUST_TRIMS = {
+    "trim 20% off each end, checked robustly (4 phases sent)": 0.2,
+    "trim 25% off each end, checked robustly (4 phases sent)": 0.25,
+}
 Edit = Callable[[Frames, float, Frames], tuple[Frames, float, dict[str, object]]]
 # name -> (edit: frames, fps, another clip -> frames, fps, encoder options), target, applies
 EDITS: dict[str, tuple[Edit, float | None, Callable[[float], bool]]] = {
@@ -116,6 +123,10 @@ EDITS: dict[str, tuple[Edit, float | None, Callable[[float], bool]]] = {
     "pillarbox 4:3 in 16:9": (lambda f, r, o: (pillarboxed(f), r, {}), None, lambda r: True),
     "mirror": (lambda f, r, o: ([x[:, ::-1] for x in f], r, {}), None, lambda r: True),
     ROBUST_MIRROR: (lambda f, r, o: ([x[:, ::-1] for x in f], r, {}), None, lambda r: True),
+    **{
+        name: ((lambda f, r, o, e=each: (trimmed(f, e), r, {})), 0.95, lambda r: True)
+        for name, each in ROBUST_TRIMS.items()
+    },
 }
 
 
@@ -176,6 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                 if name == ROBUST_MIRROR:
                     flipped = hash_video(work / "edited.mp4", mirrored=True)
                     result = max(result, match_percentages(flipped, listed_hash))
+                if name in ROBUST_TRIMS:
+                    for phase in ROBUST_PHASES:
+                        shifted = hash_video(work / "edited.mp4", phase=phase)
+                        result = max(result, match_percentages(shifted, listed_hash))
                 percents.append(result[0])
                 found += is_match(result)
                 wrong += sum(

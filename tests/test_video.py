@@ -68,9 +68,14 @@ def test_seconds_per_frame_chooses_the_sampling(clips: dict[str, Path]) -> None:
     ]
     every = hash_video(clips["pan"], seconds_per_frame=0)
     assert len(every) > 100 and every[1].timestamp == pytest.approx(1 / 30)
+    later = hash_video(clips["pan"], phase=0.5)
+    assert [f.timestamp for f in later] == [0.5, 1.5, 2.5, 3.5]
+    assert [f.pdq for f in later] == [f.pdq for f in every[15::30]]
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="seconds_per_frame"):
             hash_video(clips["pan"], seconds_per_frame=bad)
+        with pytest.raises(ValueError, match="phase"):
+            hash_video(clips["pan"], phase=bad)
 
 
 def test_a_held_still_is_one_frame_and_cuts_keep_each_change(clips: dict[str, Path]) -> None:
