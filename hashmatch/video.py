@@ -73,6 +73,10 @@ _MAGIC: tuple[tuple[str, int, bytes], ...] = (
     ("YUV4MPEG2", 0, b"YUV4MPEG2 "),
 )
 _TS_PACKET = 188
+# ISO media files whose major brand says image (HEIF, AVIF), not video.
+_IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+)
 
 
 def container_name(head: bytes) -> str | None:
@@ -82,6 +86,8 @@ def container_name(head: bytes) -> str | None:
         if head[offset : offset + len(magic)] == magic:
             if name == "AVI" and not head.startswith(b"RIFF"):
                 continue
+            if magic == b"ftyp" and head[8:12] in _IMAGE_BRANDS:
+                return None
             return name
     if len(head) > 2 * _TS_PACKET and all(
         head[i] == 0x47 for i in range(0, 3 * _TS_PACKET, _TS_PACKET)

@@ -162,7 +162,9 @@ def _image_files(tmp_path: Path) -> list[Path]:
     empty.write_bytes(b"")
     noise = tmp_path / "noise.mp4"
     noise.write_bytes(random.Random(1).randbytes(5000))
-    return [photo, gif, text, empty, noise]
+    heif = tmp_path / "photo.mp4"  # an ISO media file, but of an image (HEIF's brand)
+    heif.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(1000))
+    return [photo, gif, text, empty, noise, heif]
 
 
 def test_images_and_other_files_are_not_videos(tmp_path: Path) -> None:
