@@ -25,6 +25,7 @@ from hashmatch.hashing import hash_files
 from hashmatch.signals import DEFAULT_SIGNALS, Signal, UnknownSignalError, get_signal
 from hashmatch.video import VideoError, hash_video, is_video
 from hashmatch.video_entries import VPDQ
+from hashmatch.video_files import video_hash_objects
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 
 
@@ -93,8 +94,27 @@ def main() -> None:
     only hashes ever reach a server."""
 
 
+class HashSignalList(SignalList):
+    """Signal names for `hash`, which also takes vpdq (videos)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        names = tuple(n.strip() for n in str(value).split(",") if n.strip())
+        super().convert(",".join(n for n in names if n != VPDQ), param, ctx)
+        return names
+
+
 @main.command("hash")
-@SIGNALS_OPTION
+@click.option(
+    "--signal",
+    "names",
+    type=HashSignalList(),
+    default=",".join(DEFAULT_SIGNALS),
+    show_default=True,
+    help="Signal types to compute, comma-separated: pdq,phash,dhash,ahash,whash,md5,sha256 "
+    "for images; vpdq,md5,sha256 for videos (a video asked for none of these gets vpdq).",
+)
 @click.option(
     "--variants",
     "list_variants",
@@ -102,11 +122,44 @@ def main() -> None:
     help="Also print the variants `submit` lists an image under (its crops, without borders, "
     'band cuts); each object names its "variant". For hotlines listing their own images.',
 )
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-def hash_command(signals: tuple[Signal, ...], list_variants: bool, images: tuple[str, ...]) -> None:
-    """Hash IMAGES locally; print one JSON object per image and signal."""
+@click.option(
+    "--seconds-per-frame",
+    type=click.FloatRange(min=0, min_open=False),
+    default=1.0,
+    show_default=True,
+    help="vpdq: hash one video frame per this many seconds (0: every frame).",
+)
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def hash_command(
+    names: tuple[str, ...], list_variants: bool, seconds_per_frame: float, files: tuple[str, ...]
+) -> None:
+    """Hash image and video FILES locally (videos told apart by content); print one JSON
+    object per file and signal."""
+    signals = tuple(get_signal(n) for n in names if n != VPDQ)
     failed = False
-    for result in hash_files(images, signals, "list" if list_variants else None):
+    for path in files:
+        if is_video(path):
+            try:
+                found = video_hash_objects(path, names, seconds_per_frame)
+            except (VideoError, OSError) as exc:
+                warn(f"{path}: {exc}")
+                failed = True
+                continue
+            for obj in found:
+                emit({"file": path, **obj})
+            continue
+        if not signals:
+            warn(f"{path}: not a video, and vpdq hashes only videos")
+            failed = True
+            continue
+        failed |= _emit_image_hashes(path, signals, list_variants)
+    sys.exit(1 if failed else 0)
+
+
+def _emit_image_hashes(path: str, signals: tuple[Signal, ...], list_variants: bool) -> bool:
+    """Print an image's hashes; True if it could not be hashed."""
+    failed = False
+    for result in hash_files([path], signals, "list" if list_variants else None):
         if result.error:
             warn(f"{result.file}: {result.error}")
             failed = True
@@ -121,7 +174,7 @@ def hash_command(signals: tuple[Signal, ...], list_variants: bool, images: tuple
             if result.variants is not None:
                 obj["variant"] = result.variants[k]
             emit(obj)
-    sys.exit(1 if failed else 0)
+    return failed
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,10 @@ _MAGIC: tuple[tuple[str, int, bytes], ...] = (
     ("YUV4MPEG2", 0, b"YUV4MPEG2 "),
 )
 _TS_PACKET = 188
+# ISO media files whose major brand says image (HEIF, AVIF), not video.
+_IMAGE_BRANDS = frozenset(
+    {b"avif", b"avis", b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1"}
+)
 
 
 def container_name(head: bytes) -> str | None:
@@ -82,6 +86,8 @@ def container_name(head: bytes) -> str | None:
         if head[offset : offset + len(magic)] == magic:
             if name == "AVI" and not head.startswith(b"RIFF"):
                 continue
+            if magic == b"ftyp" and head[8:12] in _IMAGE_BRANDS:
+                return None
             return name
     if len(head) > 2 * _TS_PACKET and all(
         head[i] == 0x47 for i in range(0, 3 * _TS_PACKET, _TS_PACKET)
@@ -100,21 +106,34 @@ def is_video(path: str | os.PathLike[str]) -> bool:
         return False
 
 
-def hash_video(path: str | os.PathLike[str], *, seconds_per_frame: float = 1.0) -> list[VideoFrame]:
+def hash_video(
+    path: str | os.PathLike[str],
+    *,
+    seconds_per_frame: float = 1.0,
+    mirrored: bool = False,
+    phase: float = 0.0,
+) -> list[VideoFrame]:
     """The vPDQ hash of a video file: one frame per `seconds_per_frame` (0: every frame).
+
+    A robust check can send more than the plain hash: `mirrored` hashes each frame flipped
+    left to right, to find a mirrored re-upload (PDQ has no mirror invariance); `phase`
+    starts sampling that many seconds in, to meet the frames of a listed video that the
+    upload was trimmed from (vPDQ samples from the start, so a trim of 0.4 s puts every
+    sampled frame of a pan 0.4 s away from the listed ones).
 
     Raises VideoError for a file that is not a video, is truncated or damaged, has no
     decodable frame or more than MAX_VIDEO_FRAMES sampled frames; OSError if unreadable."""
     from hashmatch.video_decoding import sampled_frames
 
-    if not (math.isfinite(seconds_per_frame) and seconds_per_frame >= 0):
-        raise ValueError(f"seconds_per_frame {seconds_per_frame!r} must be 0 or more")
+    for name, value in (("seconds_per_frame", seconds_per_frame), ("phase", phase)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} {value!r} must be 0 or more")
     with open(path, "rb") as file:
         head = file.read(1024)
     if container_name(head) is None:
         raise VideoError("not a video: the content is no video container (MP4, WebM, AVI, ...)")
     frames: list[VideoFrame] = []
-    for frame in sampled_frames(path, seconds_per_frame):
+    for frame in sampled_frames(path, seconds_per_frame, mirrored=mirrored, phase=phase):
         if frames and frames[-1].pdq == frame.pdq:
             continue
         if len(frames) == MAX_VIDEO_FRAMES:

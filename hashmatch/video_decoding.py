@@ -37,10 +37,16 @@ _SHORT = 0.9
 
 
 def sampled_frames(
-    path: str | os.PathLike[str], seconds_per_frame: float, *, skip: bool = True
+    path: str | os.PathLike[str],
+    seconds_per_frame: float,
+    *,
+    skip: bool = True,
+    mirrored: bool = False,
+    phase: float = 0.0,
 ) -> Iterator[VideoFrame]:
-    """The hashes of vpdq's frames of the video, in order; `skip`: skip frames that are
-    neither sampled nor referred to (False decodes every frame, for measuring)."""
+    """The hashes of vpdq's frames of the video, in order (`mirrored`: of each frame flipped
+    left to right; `phase`: sampling from this many seconds in); `skip`: skip frames that
+    are neither sampled nor referred to (False decodes every frame, for measuring)."""
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -56,7 +62,8 @@ def sampled_frames(
         per_tick = float(stream.time_base * rate)  # frames per time-base unit
         start = stream.start_time or 0
         context = stream.codec_context
-        due, count, last = 0, 0, -1  # next sampled frame number; frames out; last hashed
+        offset = due = round(phase * float(rate))  # the first and the next frame to hash
+        count, last = 0, -1  # frames out of the decoder; the number of the last hashed
 
         def number(pts: int | None) -> int:
             return count if pts is None else max(0, round((pts - start) * per_tick))
@@ -76,8 +83,8 @@ def sampled_frames(
                     at = number(frame.pts)
                     count += 1
                     if at >= due and at > last:
-                        yield _hash_frame(frame, at / float(rate))
-                        last, due = at, (at // every + 1) * every
+                        yield _hash_frame(frame, at / float(rate), mirrored)
+                        last, due = at, offset + ((at - offset) // every + 1) * every
         except av.error.FFmpegError as exc:
             raise VideoError(
                 f"video is truncated or damaged after frame {count}: {_reason(exc)}"
@@ -92,16 +99,17 @@ def sampled_frames(
             )
 
 
-def _hash_frame(frame: av.VideoFrame, timestamp: float) -> VideoFrame:
+def _hash_frame(frame: av.VideoFrame, timestamp: float, mirrored: bool) -> VideoFrame:
+    columns = slice(frame.width - 1, None, -1) if mirrored else slice(frame.width)
     if frame.format.name in _YUV_8BIT:
         plane = frame.planes[0]
         rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
         full = frame.format.name.startswith("yuvj") or frame.color_range == 2  # JPEG range
         result = PDQ.hash_luma(
-            rows[: frame.height, : frame.width], _FULL_RANGE if full else _LIMITED_RANGE
+            rows[: frame.height, columns], _FULL_RANGE if full else _LIMITED_RANGE
         )
     else:
-        rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.float32)
+        rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.float32)[:, columns]
         result = PDQ.hash_luma(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
     return VideoFrame(PDQ.to_hex(result.hash), int(result.quality or 0), timestamp)
 

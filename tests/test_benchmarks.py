@@ -229,3 +229,27 @@ def test_robustness_benchmark_sets_the_new_scheme_beside_the_old(tmp_path: Path)
     assert "pdq or phash, old | pdq or phash, robust" in header
     mirror = next(r for r in table_rows(report) if r[0] == "mirror")
     assert len(mirror) == header.count("|") - 1
+
+
+def test_video_benchmark_measures_speed_agreement_and_pytx(tmp_path: Path) -> None:
+    out = run(
+        "video_benchmark.py",
+        *("--seconds", "2", "--width", "320", "--height", "180", "--rounds", "1"),
+        *("--clip-seconds", "2", "--sizes", "160x120", "--work", str(tmp_path)),
+    )
+    speed = [r for r in table_rows(out) if r[0].startswith(("ours", "Meta", "decode"))]
+    assert len(speed) == 4 and all(float(r[3]) > 0 for r in speed)
+    agreement = [r for r in table_rows(out) if "fps" in r[0]]
+    assert len(agreement) == 12
+    for row in agreement:
+        assert row[3] == f"{row[1]}/{row[1]}"  # every frame of ours at one of vpdq's times
+        assert int(row[4].split("/")[1]) <= 8 and row[6] == "100 / 100"
+    assert "## pytx: 12 clips" in out
+
+
+def test_video_robustness_runs_on_a_few_videos() -> None:
+    out = run("video_robustness.py", "--listed", "2", "--unrelated", "3", "--seconds", "4")
+    rows = [r for r in table_rows(out) if r[0] != "edit"]
+    assert [r[0] for r in rows][:2] == ["re-encode 150 kbit/s", "downscale 1/2"]
+    assert all(r[2].endswith("%") for r in rows) and len(rows) == 13
+    assert "false matches in 6 (unrelated, listed) pairs" in out

@@ -4,7 +4,9 @@ vpdq, matching after re-encoding, and a clear VideoError for every bad input."""
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import random
 from pathlib import Path
 
@@ -23,6 +25,8 @@ from hashmatch.demo.video_clips import scene, stills, write_video
 from hashmatch.video import VideoError, hash_video, is_video
 from hashmatch.video_decoding import sampled_frames
 from hashmatch.video_match import is_match, match_percentages
+from hashmatch.vpdq_formats import from_pytx, to_pytx
+from tests.conftest import run_cli
 
 SIZE = (160, 120)
 
@@ -64,9 +68,14 @@ def test_seconds_per_frame_chooses_the_sampling(clips: dict[str, Path]) -> None:
     ]
     every = hash_video(clips["pan"], seconds_per_frame=0)
     assert len(every) > 100 and every[1].timestamp == pytest.approx(1 / 30)
+    later = hash_video(clips["pan"], phase=0.5)
+    assert [f.timestamp for f in later] == [0.5, 1.5, 2.5, 3.5]
+    assert [f.pdq for f in later] == [f.pdq for f in every[15::30]]
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="seconds_per_frame"):
             hash_video(clips["pan"], seconds_per_frame=bad)
+        with pytest.raises(ValueError, match="phase"):
+            hash_video(clips["pan"], phase=bad)
 
 
 def test_a_held_still_is_one_frame_and_cuts_keep_each_change(clips: dict[str, Path]) -> None:
@@ -117,6 +126,20 @@ def test_re_encoded_and_downscaled_copies_match_unrelated_clips_do_not(
     assert match_percentages(hash_video(clips["cuts"]), listed) == (0.0, 0.0)
 
 
+def test_a_mirrored_copy_matches_by_its_mirrored_hash_only(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    with av.open(str(clips["cuts"])) as container:
+        flipped = [f.to_ndarray(format="rgb24")[:, ::-1] for f in container.decode(video=0)]
+    mirror = tmp_path / "mirror.mp4"
+    write_video(mirror, flipped)
+    listed = hash_video(clips["cuts"])
+    assert not is_match(match_percentages(hash_video(mirror), listed))
+    back = hash_video(mirror, mirrored=True)
+    assert is_match(match_percentages(back, listed))
+    assert [f.timestamp for f in back] == [f.timestamp for f in listed]
+
+
 @pytest.mark.parametrize(
     ("suffix", "codec"), [(".mkv", "libx264"), (".webm", "libvpx-vp9"), (".avi", "mpeg4")]
 )
@@ -139,7 +162,9 @@ def _image_files(tmp_path: Path) -> list[Path]:
     empty.write_bytes(b"")
     noise = tmp_path / "noise.mp4"
     noise.write_bytes(random.Random(1).randbytes(5000))
-    return [photo, gif, text, empty, noise]
+    heif = tmp_path / "photo.mp4"  # an ISO media file, but of an image (HEIF's brand)
+    heif.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(1000))
+    return [photo, gif, text, empty, noise, heif]
 
 
 def test_images_and_other_files_are_not_videos(tmp_path: Path) -> None:
@@ -237,3 +262,42 @@ def test_damaged_bytes_give_frames_or_a_video_error(
     except VideoError:
         return
     assert frames and all(f.quality <= 100 for f in frames)
+
+
+def test_hash_command_prints_a_video_as_one_pytx_object_beside_images(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    video_file = tmp_path / "upload.bin"  # no telling extension
+    video_file.write_bytes(clips["pan"].read_bytes())
+    photo = str(bundled_photos()[0])
+    done = run_cli("hash", str(video_file), photo)
+    assert done.returncode == 0, done.stderr
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(o["file"], o["signal"]) for o in out] == [
+        (str(video_file), "vpdq"),
+        (photo, "pdq"),
+        (photo, "phash"),
+    ]
+    assert from_pytx(out[0]["hash"]) == from_pytx(to_pytx(hash_video(clips["pan"])))
+    assert out[0]["frames"] == 4
+
+    both = run_cli("hash", "--signal", "vpdq,md5,pdq", "--seconds-per-frame", "2", str(video_file))
+    objs = [json.loads(line) for line in both.stdout.splitlines()]
+    assert [o["signal"] for o in objs] == ["vpdq", "md5"]
+    assert len(from_pytx(objs[0]["hash"])) == 2
+    assert objs[1]["hash"] == hashlib.md5(video_file.read_bytes()).hexdigest()
+
+
+def test_hash_command_names_each_bad_file_and_hashes_the_rest(
+    tmp_path: Path, clips: dict[str, Path]
+) -> None:
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clips["pan"].read_bytes()[:3000])
+    photo = str(bundled_photos()[0])
+    done = run_cli("hash", "--signal", "vpdq", str(cut), photo, str(clips["pan"]))
+    assert done.returncode == 1
+    assert f"{cut}: cannot open video (truncated or damaged?)" in done.stderr
+    assert f"{photo}: not a video, and vpdq hashes only videos" in done.stderr
+    assert [json.loads(line)["file"] for line in done.stdout.splitlines()] == [str(clips["pan"])]
+    unknown = run_cli("hash", "--signal", "vpdq,tmk", photo)
+    assert unknown.returncode == 2 and "unknown signal 'tmk'" in unknown.stderr

@@ -1,0 +1,219 @@
+"""Video robustness benchmark: does an edited re-upload of a listed video still match it by
+vPDQ (pytx's rule: >= 80% of the upload's distinct frames of quality >= 50 within distance
+31 of a frame of the listed video), and does any unrelated video match?
+
+    .venv/bin/python load_tests/video_robustness.py          # about 15 min on a quiet host
+
+Every video is generated here (hashmatch.demo.video_clips): --listed videos of --seconds,
+each four segments (a pan, a zoom, cuts, a still under noise) of photos bundled in
+scikit-image's wheel, half at 30 and half at 24 frame/s; --unrelated videos of the other
+bundled photos and of generated pictures (load_tests/robustness_benchmark.generated).
+The photos are split so that no unrelated video shows a listed photo.
+
+Each listed video is edited from its decoded frames and encoded again (H.264, x264's
+defaults unless said), then hashed as a caller would (hashmatch.video.hash_video). Targets
+(issue 26): >= 95% recall for re-encoding, half size, frame-rate changes and trims; no
+unrelated video matching any listed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from robustness_benchmark import generated
+
+from hashmatch.demo.standins import SAME_SCENE, bundled_photos
+from hashmatch.demo.video_clips import MOTIONS, Rgb, scene, write_video
+from hashmatch.images import decode_rgb
+from hashmatch.video import VideoFrame, hash_video
+from hashmatch.video_match import is_match, match_percentages
+
+SIZE = (320, 240)
+Frames = list[Rgb]
+
+
+def split_photos() -> tuple[list[Image.Image], list[Image.Image]]:
+    """(listed, unlisted) bundled photos: alternate ones, same-scene pairs on one side."""
+    photos = bundled_photos()
+    index = {p.stem: k for k, p in enumerate(photos)}
+    listed: list[Image.Image] = []
+    other: list[Image.Image] = []
+    for path in photos:
+        group = next((g for g in SAME_SCENE if path.stem in g), {path.stem})
+        side = listed if index[min(group)] % 2 == 0 else other
+        side.append(decode_rgb(path.read_bytes()))
+    return listed, other
+
+
+def video_frames(pictures: Sequence[Image.Image], seed: int, fps: float, seconds: float) -> Frames:
+    """Four segments, one per motion, each of one or three of `pictures` (seeded)."""
+    rng = np.random.default_rng(seed)
+    frames: Frames = []
+    for k, motion in enumerate(rng.permutation(len(MOTIONS))):
+        count = 3 if MOTIONS[motion] == "cuts" else 1
+        chosen = [pictures[int(i)] for i in rng.choice(len(pictures), count, replace=False)]
+        frames += scene(
+            chosen, MOTIONS[motion], size=SIZE, fps=fps, seconds=seconds / 4, seed=seed * 8 + k
+        )
+    return frames
+
+
+def resized(frames: Frames, factor: float) -> Frames:
+    size = (round(SIZE[0] * factor) & ~1, round(SIZE[1] * factor) & ~1)
+    return [np.asarray(Image.fromarray(f).resize(size, Image.Resampling.BILINEAR)) for f in frames]
+
+
+def retimed(frames: Frames, old: float, new: float) -> Frames:
+    """The frames a player shows at `new` frame/s: the one on screen at each tick."""
+    count = int(len(frames) * new / old)
+    return [frames[min(len(frames) - 1, int(k * old / new))] for k in range(count)]
+
+
+def trimmed(frames: Frames, each_end: float) -> Frames:
+    cut = int(len(frames) * each_end)
+    return frames[cut : len(frames) - cut]
+
+
+def pillarboxed(frames: Frames) -> Frames:
+    """4:3 in a 16:9 frame: black bars left and right."""
+    bar = (round(SIZE[1] * 16 / 9) - SIZE[0]) // 2
+    return [np.pad(f, ((0, 0), (bar, bar), (0, 0))) for f in frames]
+
+
+# Checks that send more than the plain hash: the upload's frames hashed mirrored
+# (hash_video(mirrored=True)), or sampled from a quarter, a half and three quarters of a
+# second in as well (hash_video(phase=...)), whichever matches best.
+ROBUST_MIRROR = "mirror, checked robustly (mirrored hash sent too)"
+ROBUST_PHASES = (0.25, 0.5, 0.75)
+ROBUST_TRIMS = {
+    "trim 20% off each end, checked robustly (4 phases sent)": 0.2,
+    "trim 25% off each end, checked robustly (4 phases sent)": 0.25,
+}
+Edit = Callable[[Frames, float, Frames], tuple[Frames, float, dict[str, object]]]
+# name -> (edit: frames, fps, another clip -> frames, fps, encoder options), target, applies
+EDITS: dict[str, tuple[Edit, float | None, Callable[[float], bool]]] = {
+    "re-encode 150 kbit/s": (lambda f, r, o: (f, r, {"bit_rate": 150_000}), 0.95, lambda r: True),
+    "downscale 1/2": (lambda f, r, o: (resized(f, 0.5), r, {}), 0.95, lambda r: True),
+    "downscale 1/4": (lambda f, r, o: (resized(f, 0.25), r, {}), None, lambda r: True),
+    "frame rate 30 -> 24": (lambda f, r, o: (retimed(f, r, 24), 24, {}), 0.95, lambda r: r == 30),
+    "frame rate 24 -> 15": (lambda f, r, o: (retimed(f, r, 15), 15, {}), 0.95, lambda r: r == 24),
+    "trim 20% off each end (60% kept)": (
+        lambda f, r, o: (trimmed(f, 0.2), r, {}),
+        0.95,
+        lambda r: True,
+    ),
+    "trim 25% off each end (50% kept)": (
+        lambda f, r, o: (trimmed(f, 0.25), r, {}),
+        0.95,
+        lambda r: True,
+    ),
+    "3 s of another clip prepended": (
+        lambda f, r, o: (o[: int(3 * r)] + f, r, {}),
+        None,
+        lambda r: True,
+    ),
+    "pillarbox 4:3 in 16:9": (lambda f, r, o: (pillarboxed(f), r, {}), None, lambda r: True),
+    "mirror": (lambda f, r, o: ([x[:, ::-1] for x in f], r, {}), None, lambda r: True),
+    ROBUST_MIRROR: (lambda f, r, o: ([x[:, ::-1] for x in f], r, {}), None, lambda r: True),
+    **{
+        name: ((lambda f, r, o, e=each: (trimmed(f, e), r, {})), 0.95, lambda r: True)
+        for name, each in ROBUST_TRIMS.items()
+    },
+}
+
+
+def encode_and_hash(
+    path: Path, frames: Frames, fps: float, options: dict[str, object]
+) -> list[VideoFrame]:
+    bit_rate = options.get("bit_rate")
+    write_video(
+        path, frames, fps=fps, bit_rate=int(bit_rate) if isinstance(bit_rate, int) else None
+    )
+    return hash_video(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--listed", type=int, default=40)
+    parser.add_argument("--unrelated", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=12)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    listed_photos, other_photos = split_photos()
+    with tempfile.TemporaryDirectory() as scratch:
+        work = Path(scratch)
+        listed: list[tuple[Frames, float, list[VideoFrame]]] = []
+        for i in range(args.listed):
+            fps = 30.0 if i % 2 == 0 else 24.0
+            frames = video_frames(listed_photos, seed=i, fps=fps, seconds=args.seconds)
+            listed.append((frames, fps, encode_and_hash(work / "listed.mp4", frames, fps, {})))
+        print(f"{args.listed} listed videos of {args.seconds:g} s hashed", file=sys.stderr)
+
+        unrelated: list[list[VideoFrame]] = []
+        for j in range(args.unrelated):
+            pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
+            frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
+            unrelated.append(encode_and_hash(work / "other.mp4", frames, 30.0, {}))
+        print(f"{args.unrelated} unrelated videos hashed", file=sys.stderr)
+        prepend = video_frames(other_photos, seed=999, fps=30.0, seconds=4)
+
+        print(
+            f"\n{args.listed} listed videos of {args.seconds:g} s at {SIZE[0]}x{SIZE[1]}; a match: "
+            "query-match >= 80% at frame distance 31 (pytx's defaults)\n"
+        )
+        print(
+            "| edit | target | recall | query-match % median (min) "
+            "| matched another listed video (shares photos) |"
+        )
+        print("|---|---:|---:|---:|---:|")
+        for name, (edit, target, applies) in EDITS.items():
+            found, percents, wrong, tried = 0, [], 0, 0
+            for i, (frames, fps, listed_hash) in enumerate(listed):
+                if not applies(fps):
+                    continue
+                other = prepend if fps == 30 else retimed(prepend, 30, fps)
+                edited, new_fps, options = edit(frames, fps, other)
+                query = encode_and_hash(work / "edited.mp4", edited, new_fps, options)
+                tried += 1
+                result = match_percentages(query, listed_hash)
+                if name == ROBUST_MIRROR:
+                    flipped = hash_video(work / "edited.mp4", mirrored=True)
+                    result = max(result, match_percentages(flipped, listed_hash))
+                if name in ROBUST_TRIMS:
+                    for phase in ROBUST_PHASES:
+                        shifted = hash_video(work / "edited.mp4", phase=phase)
+                        result = max(result, match_percentages(shifted, listed_hash))
+                percents.append(result[0])
+                found += is_match(result)
+                wrong += sum(
+                    is_match(match_percentages(query, h))
+                    for k, (_, _, h) in enumerate(listed)
+                    if k != i
+                )
+            goal = f"{target:.0%}" if target else "—"
+            print(
+                f"| {name} | {goal} | {found}/{tried} = {found / tried:.0%} | "
+                f"{statistics.median(percents):.0f} ({min(percents):.0f}) | {wrong} |"
+            )
+
+        false = sum(is_match(match_percentages(u, h)) for u in unrelated for _, _, h in listed)
+        best = max(match_percentages(u, h)[0] for u in unrelated for _, _, h in listed)
+        pairs = len(unrelated) * len(listed)
+        print(
+            f"\nunrelated videos: {false} false matches in {pairs} (unrelated, listed) pairs; "
+            f"the highest query-match of any pair {best:.0f}%"
+        )
+    print(f"\n{time.monotonic() - started:.0f} s", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
