@@ -30,6 +30,7 @@ from indexer.snapshot import read_snapshot
 from indexer.store import open_store
 from tests.conftest import run_cli
 from tests.test_malformed_rows import raw
+from tests.test_security import creds, key, secured, walk_around
 
 BLACK = VideoFrame("0" * 64, 0, 0.0)
 
@@ -352,8 +353,6 @@ def test_shares_agree_with_python_threatexchange_vpdq_index(
 def test_a_videos_frames_are_one_question_for_the_probing_watch(tmp_path: Path) -> None:
     """A platform checking 250 uploaded videos, whose frames lie close to each other as a
     video's do, is not throttled; a key hiding a walk in 250 "videos" is."""
-    from tests.test_security import creds, key, secured, walk_around
-
     with secured(tmp_path) as (proc, url):
         honest, walker = key(url, "check"), key(url, "check")
         with MatchClient(proc.address, credentials=creds(honest)) as client:
@@ -374,8 +373,6 @@ def test_a_videos_frames_are_one_question_for_the_probing_watch(tmp_path: Path) 
 def test_a_key_sees_only_its_lists_videos_and_a_match_only_key_no_shares(
     tmp_path: Path,
 ) -> None:
-    from tests.test_security import creds, key, secured
-
     video = synthetic_video(10, seed=60)
     with secured(tmp_path) as (proc, url):
         store = open_store(url)
@@ -456,3 +453,32 @@ def test_the_store_keeps_a_videos_frames_and_refuses_a_video_without_them(
     assert table.count == 4  # the other video's four frames
     (message,) = [r.getMessage() for r in caplog.records]
     assert "vpdq video unreadable: packed frames are 7 bytes" in message
+
+
+def test_a_tenants_negative_list_takes_its_frames_out_of_its_video_checks(
+    tmp_path: Path,
+) -> None:
+    """A platform's negative list holding its own benign video (half of whose frames lie
+    near a listed video's) leaves the listed video under 80% for that platform only."""
+    from tests.test_negative_lists import eventually
+    from tests.test_negative_lists import key as tenant_key
+
+    listed = synthetic_video(20, seed=110)
+    benign = edited(listed[:10], 4, seed=111) + synthetic_video(10, seed=112)
+    with secured(tmp_path) as (proc, url):
+        store = open_store(url)
+        store.add_entries("b", [video_entry(listed)])
+        store.close()
+        mine = tenant_key(url, "t1", "check", "list-manage")
+        theirs = tenant_key(url, "t2", "check")
+
+        def matched(creds: object) -> bool:
+            with MatchClient(proc.address, credentials=creds) as client:  # type: ignore[arg-type]
+                return client.check_video(listed).matched
+
+        eventually(lambda: matched(mine) and matched(theirs))
+        with SubmissionClient(proc.address, credentials=mine) as sub:
+            sub.create_list("t1-benign", kind="negative")
+            assert sub.upload("t1-benign", [video_entry(benign)]).added == 1
+        eventually(lambda: not matched(mine))
+        assert matched(theirs)
