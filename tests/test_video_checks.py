@@ -141,7 +141,7 @@ def test_a_video_in_a_case_is_one_hash_and_stops_matching_on_withdrawal(
         assert not check.check_video(video).matched  # and withdrawn on return
 
 
-def test_a_removed_video_stops_matching_on_return_and_stays_out_after_compaction(
+def test_a_removed_video_stops_matching_on_return_and_stays_out_of_a_new_snapshot(
     tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
@@ -482,3 +482,40 @@ def test_a_tenants_negative_list_takes_its_frames_out_of_its_video_checks(
             assert sub.upload("t1-benign", [video_entry(benign)]).added == 1
         eventually(lambda: not matched(mine))
         assert matched(theirs)
+
+
+def test_compaction_folds_video_adds_and_removals_into_the_frame_table(tmp_path: Path) -> None:
+    """A compacted snapshot holds the frames of the videos added since, and none of those
+    removed: the same answers as the delta it replaces, and a fresh build's."""
+    from hashmatch.wire import video_check_request
+    from indexer.build import compact_snapshot
+    from service.matcher import Matcher
+    from service.video_checking import parse_video, videos
+
+    kept, removed, added = (synthetic_video(8, seed=s) for s in (120, 121, 122))
+    shared = synthetic_video(1, seed=123)  # a frame all three share: one run of rows
+    kept, removed, added = kept + shared, removed + shared, added + shared
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store.add_entries("v", [video_entry(kept), video_entry(removed)])
+        build_snapshot(store, tmp_path / "index")
+        base = read_snapshot(tmp_path / "index")
+        store.remove_entries("v", [(VPDQ, video_digest(pack_frames(removed)))])
+        store.add_entries("v", [video_entry(added)])
+        compact_snapshot(base, store.changes(base.last_seq, 100), tmp_path / "index")
+        build_snapshot(store, tmp_path / "fresh")
+    finally:
+        store.close()
+    for root in ("index", "fresh"):
+        snapshot = read_snapshot(tmp_path / root)
+        assert snapshot.tables[VPDQ].count == 9 + 9
+        matcher = Matcher.of(snapshot)
+
+        def shares(
+            frames: list[VideoFrame], matcher: Matcher = matcher
+        ) -> list[tuple[float, float]]:
+            query = parse_video(video_check_request(frames), match_only=False)
+            return [(v.query_match, v.compared_match) for v in videos(matcher.check(query.frames))]
+
+        assert shares(kept)[0] == (100, 100) and shares(added)[0] == (100, 100)
+        assert (100, 100) not in shares(removed)  # only the shared frame: 1 of 9
