@@ -148,22 +148,42 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     listed_photos, other_photos = split_photos()
+    rates = [30.0 if i % 2 == 0 else 24.0 for i in range(args.listed)]
+
+    def listed_frames(i: int) -> Frames:  # regenerated when needed: they take 80 MB each
+        return video_frames(listed_photos, seed=i, fps=rates[i], seconds=args.seconds)
+
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        listed: list[tuple[Frames, float, list[VideoFrame]]] = []
-        for i in range(args.listed):
-            fps = 30.0 if i % 2 == 0 else 24.0
-            frames = video_frames(listed_photos, seed=i, fps=fps, seconds=args.seconds)
-            listed.append((frames, fps, encode_and_hash(work / "listed.mp4", frames, fps, {})))
-        print(f"{args.listed} listed videos of {args.seconds:g} s hashed", file=sys.stderr)
-
-        unrelated: list[list[VideoFrame]] = []
-        for j in range(args.unrelated):
-            pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
-            frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
-            unrelated.append(encode_and_hash(work / "other.mp4", frames, 30.0, {}))
-        print(f"{args.unrelated} unrelated videos hashed", file=sys.stderr)
+        listed = [
+            encode_and_hash(work / "listed.mp4", listed_frames(i), rates[i], {})
+            for i in range(args.listed)
+        ]
         prepend = video_frames(other_photos, seed=999, fps=30.0, seconds=4)
+        stats: dict[str, tuple[list[float], list[bool]]] = {name: ([], []) for name in EDITS}
+        wrong = dict.fromkeys(EDITS, 0)
+        for i, listed_hash in enumerate(listed):
+            frames, fps = listed_frames(i), rates[i]
+            other = prepend if fps == 30 else retimed(prepend, 30, fps)
+            for name, (edit, _, applies) in EDITS.items():
+                if not applies(fps):
+                    continue
+                edited, new_fps, options = edit(frames, fps, other)
+                query = encode_and_hash(work / "edited.mp4", edited, new_fps, options)
+                result = match_percentages(query, listed_hash)
+                if name == ROBUST_MIRROR:
+                    flipped = hash_video(work / "edited.mp4", mirrored=True)
+                    result = max(result, match_percentages(flipped, listed_hash))
+                if name in ROBUST_TRIMS:
+                    for phase in ROBUST_PHASES:
+                        shifted = hash_video(work / "edited.mp4", phase=phase)
+                        result = max(result, match_percentages(shifted, listed_hash))
+                stats[name][0].append(result[0])
+                stats[name][1].append(is_match(result))
+                wrong[name] += sum(
+                    is_match(match_percentages(query, h)) for k, h in enumerate(listed) if k != i
+                )
+            print(f"listed video {i + 1} of {args.listed} edited and checked", file=sys.stderr)
 
         print(
             f"\n{args.listed} listed videos of {args.seconds:g} s at {SIZE[0]}x{SIZE[1]}; a match: "
@@ -174,42 +194,28 @@ def main(argv: list[str] | None = None) -> int:
             "| matched another listed video (shares photos) |"
         )
         print("|---|---:|---:|---:|---:|")
-        for name, (edit, target, applies) in EDITS.items():
-            found, percents, wrong, tried = 0, [], 0, 0
-            for i, (frames, fps, listed_hash) in enumerate(listed):
-                if not applies(fps):
-                    continue
-                other = prepend if fps == 30 else retimed(prepend, 30, fps)
-                edited, new_fps, options = edit(frames, fps, other)
-                query = encode_and_hash(work / "edited.mp4", edited, new_fps, options)
-                tried += 1
-                result = match_percentages(query, listed_hash)
-                if name == ROBUST_MIRROR:
-                    flipped = hash_video(work / "edited.mp4", mirrored=True)
-                    result = max(result, match_percentages(flipped, listed_hash))
-                if name in ROBUST_TRIMS:
-                    for phase in ROBUST_PHASES:
-                        shifted = hash_video(work / "edited.mp4", phase=phase)
-                        result = max(result, match_percentages(shifted, listed_hash))
-                percents.append(result[0])
-                found += is_match(result)
-                wrong += sum(
-                    is_match(match_percentages(query, h))
-                    for k, (_, _, h) in enumerate(listed)
-                    if k != i
-                )
+        for name, (_, target, _) in EDITS.items():
+            percents, matched = stats[name]
             goal = f"{target:.0%}" if target else "—"
             print(
-                f"| {name} | {goal} | {found}/{tried} = {found / tried:.0%} | "
-                f"{statistics.median(percents):.0f} ({min(percents):.0f}) | {wrong} |"
+                f"| {name} | {goal} | {sum(matched)}/{len(matched)} = "
+                f"{sum(matched) / len(matched):.0%} | "
+                f"{statistics.median(percents):.0f} ({min(percents):.0f}) | {wrong[name]} |"
             )
+        sys.stdout.flush()
 
-        false = sum(is_match(match_percentages(u, h)) for u in unrelated for _, _, h in listed)
-        best = max(match_percentages(u, h)[0] for u in unrelated for _, _, h in listed)
-        pairs = len(unrelated) * len(listed)
+        false, best = 0, 0.0
+        for j in range(args.unrelated):
+            pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
+            frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
+            query = encode_and_hash(work / "other.mp4", frames, 30.0, {})
+            for listed_hash in listed:
+                result = match_percentages(query, listed_hash)
+                false += is_match(result)
+                best = max(best, result[0])
         print(
-            f"\nunrelated videos: {false} false matches in {pairs} (unrelated, listed) pairs; "
-            f"the highest query-match of any pair {best:.0f}%"
+            f"\nunrelated videos: {false} false matches in {args.unrelated * args.listed} "
+            f"(unrelated, listed) pairs; the highest query-match of any pair {best:.0f}%"
         )
     print(f"\n{time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
