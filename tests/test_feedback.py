@@ -456,8 +456,48 @@ def test_feedback_thresholds_out_of_bounds_or_out_of_reach_are_refused(two: Two)
     try:
         assert store.list_info("bounded").feedback_threshold == 7
         assert store.list_info(CASE_LIST).feedback_threshold == 3
+
+        def changes() -> list[object]:
+            return [
+                e.detail["feedback_threshold"]
+                for e in store.audit_events(0, 100_000)
+                if e.action == "set_list_policy" and e.list == CASE_LIST
+                and e.actor.startswith("bound-op/")
+            ]  # fmt: skip
+
+        until(lambda: changes() == [4, 3], 3.0)  # every change, by whom, and nothing refused
     finally:
         store.close()
+
+
+def test_concurrent_threshold_changes_all_land_and_one_wins(two: Two) -> None:
+    managers = [two.key(f"race{i}", "list-manage", lists=("race",)) for i in range(6)]
+    two.settle()
+    with SubmissionClient(two.p1.address, credentials=creds(managers[0])) as sub:
+        sub.create_list("race")
+    answers: list[int] = []
+    errors: list[BaseException] = []
+
+    def change(token: str, k: int) -> None:
+        proc = two.p1 if k % 2 else two.p2
+        try:
+            with SubmissionClient(proc.address, credentials=creds(token)) as sub:
+                for _ in range(3):
+                    answers.append(sub.set_policy("race", feedback_threshold=k).feedback_threshold)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=change, args=(t, k)) for k, t in enumerate(managers, start=1)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(answers) == 18
+    assert set(answers) <= set(range(1, 7))
+    with SubmissionClient(two.p1.address, credentials=creds(managers[0])) as sub:
+        assert sub.list_info("race").feedback_threshold in range(1, 7)
 
 
 def test_the_cli_sets_a_lists_feedback_threshold(two: Two) -> None:
