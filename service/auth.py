@@ -217,6 +217,7 @@ class Gate:
         self._unknown_done = 0.0
         self._loaded_at = time.monotonic()
         self._portal: tuple[str, str] | None = None
+        self._portal_lost = False  # the page's key revoked since startup
         if store is not None:
             self.reload()
             metrics.KEY_RELOAD_AGE.set_function(self.keys_age)
@@ -251,13 +252,18 @@ class Gate:
         assert self._portal is not None
         key = self._keys.get(self._portal[0])
         if (problem := portal_key_problem(key)) is not None:
-            log.warning(
-                "the page's key %s %s: cases without a key are refused", self._portal[0], problem
-            )
+            if not self._portal_lost:  # once, not once per refused visitor
+                self._portal_lost = True
+                log.warning(
+                    "the page's key %s %s: cases without a key are refused",
+                    self._portal[0],
+                    problem,
+                )
             raise Unauthenticated(
                 "cases without a key are not taken now: the page's key was revoked"
             )
         assert key is not None
+        self._portal_lost = False
         return self._key_caller(key, address)
 
     def _key_caller(self, key: ApiKey, address: str | None = None) -> Caller:

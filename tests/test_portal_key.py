@@ -14,35 +14,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hashmatch.demo.serve_process import ServerProcess, running_server
+from hashmatch.demo.serve_process import ServerProcess
 from indexer.store import CASE_LIST, Store, open_store
 from service.auth import Caller, Gate, RateLimited, Unauthenticated
 from service.portal_key import PortalKeyRefused, read_portal_key
 from service.queries import InvalidRequest
-from tests.conftest import run_cli
+from tests.conftest import Clock, run_cli
+from tests.serving import key, serving_store
 from tests.test_security import random_pdq
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr("service.auth.time.monotonic", fake)
-    return fake
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    s.close()
 
 
 def page_key(store: Store, rate: float | None = None, burst: float | None = None) -> str:
@@ -219,28 +198,15 @@ def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProc
     """A server taking the page's cases with its key, not anonymously, one call a minute
     per address, believing the loopback proxy's X-Forwarded-For."""
     tmp = tmp_path_factory.mktemp("portal-key")
-    url = f"sqlite:///{tmp / 'store.db'}"
-    store = open_store(url)
-    try:
-        done = run_cli(
-            "keys", "create", "--store", url, "--tenant", "victim-page", "--role", "submit",
-            "--list", CASE_LIST, "--rate", "1000",
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        token = read_key(done.stdout)
-    finally:
-        store.close()
-    (tmp / "page.key").write_text(done.stdout)  # all `keys create` printed
-    with running_server(
-        tmp / "index", "--store", url, "--poll-interval", "0.1",
-        "--http-listen", "127.0.0.1:0", "--http-trusted-proxy", "127.0.0.1",
+    with serving_store(
+        tmp, f"sqlite:///{tmp / 'store.db'}",
+        "--http-trusted-proxy", "127.0.0.1",
         "--portal-key-file", str(tmp / "page.key"), "--portal-address-rate", "3",
-    ) as proc:  # fmt: skip
-        yield proc, token
-
-
-def read_key(printed: str) -> str:
-    return next(line.split()[1] for line in printed.splitlines() if line.startswith("key:"))
+        keys={"page": key("submit", lists=(CASE_LIST,), rate=1000)},
+        key_files={"page": tmp / "page.key"},
+        http=True,
+    ) as running:  # fmt: skip
+        yield running.proc, running.tokens["page"]
 
 
 def case(n: int, seed: int) -> dict[str, list[dict[str, str]]]:
@@ -253,7 +219,7 @@ def test_the_pages_api_works_with_the_key_and_never_shows_it(
     """No --anonymous-submit: the page is served, a case is taken, its status read and
     it is withdrawn, all without a key from the caller; the key is in no answer."""
     proc, token = keyed
-    secret = token.rsplit("_", 1)[1]
+    secret = token.split("_", 2)[2]
     seen = []
     with httpx.Client(base_url=f"http://{proc.http_address}", timeout=30) as http:
         me = {"x-forwarded-for": "203.0.113.10"}
