@@ -20,6 +20,7 @@ from service.audit import MAX_QUEUED, AuditLog
 from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.follower import ChangeFollower, Compactor
+from service.guards import Guards
 from service.http.app import build_app
 from service.http.face import Face
 from service.http.server import HttpServer
@@ -28,7 +29,7 @@ from service.portal_key import PortalKeyRefused, read_portal_key
 from service.probing import ProbeWatch
 from service.processes import Helpers, announce_ready
 from service.readiness import DEFAULT_MAX_FOLLOWER_STALL, Readiness
-from service.server import Feed, Guards, build_server
+from service.server import Feed, build_server
 from service.snapshots import SnapshotHolder
 from service.tls import TLS, is_loopback
 from service.warmup import warm_up

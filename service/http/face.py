@@ -11,7 +11,8 @@ from starlette.requests import Request
 from indexer.store import CASE_LIST, Store
 from service.auth import Caller, PermissionDenied, address_bucket
 from service.batcher import Batcher
-from service.server import Feed, Guards
+from service.guards import Guards
+from service.server import Feed
 from service.snapshots import SnapshotHolder
 from service.submission import SubmissionServicer
 
