@@ -33,6 +33,7 @@ from hashmatch.signals import PDQ, PHASH
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from indexer.store import open_store
 from tests.conftest import run_cli
+from tests.serving import key, serving_store
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -190,19 +191,15 @@ def test_victim_flow_at_phone_width(
 def test_victim_flow_with_the_operators_page_key(browser: Browser, tmp_path: Path) -> None:
     """Served with `--portal-key-file` and no `--anonymous-submit`: the same flow, the page
     sends no key (the server makes its calls with it), and the key is nowhere in the page."""
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    try:
-        check_key = store.create_key("platform", ["check"])[1]
-        page_key = store.create_key("victim-page", ["submit"], ["victim-cases"])[1]
-    finally:
-        store.close()
-    (tmp_path / "page.key").write_text(page_key)
-    with running_server(
-        tmp_path / "index", "--store", url, "--poll-interval", "0.1",
-        "--http-listen", "127.0.0.1:0", "--portal-key-file", str(tmp_path / "page.key"),
-    ) as proc:  # fmt: skip
-        portal = Portal(proc, f"http://{proc.http_address}", check_key)
+    with serving_store(
+        tmp_path, f"sqlite:///{tmp_path / 'store.db'}",
+        "--portal-key-file", str(tmp_path / "page.key"),
+        keys={"checker": key("check"), "page": key("submit", lists=("victim-cases",))},
+        key_files={"page": tmp_path / "page.key"},
+        http=True,
+    ) as running:  # fmt: skip
+        page_key = running.tokens["page"]
+        portal = Portal(running.proc, running.base, running.tokens["checker"])
         recorded = victim_flow(browser, portal, tmp_path, "en", "en-GB", "key-")
     assert all("authorization" not in h for h in recorded.headers)
     assert not any(page_key.encode() in body for _, _, body in recorded.requests)
