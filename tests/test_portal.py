@@ -31,7 +31,6 @@ from hashmatch.demo.standins import TRANSFORMS, bundled_photos, reupload
 from hashmatch.images import ImageSource, decode_rgb
 from hashmatch.signals import PDQ, PHASH
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from indexer.store import open_store
 from tests.conftest import run_cli
 from tests.serving import key, serving_store
 
@@ -71,19 +70,9 @@ class Portal:
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     tmp = tmp_path_factory.mktemp("portal")
     url = f"sqlite:///{tmp / 'store.db'}"
-    store = open_store(url)
-    try:
-        check_key = store.create_key("platform", ["check"])[1]
-    finally:
-        store.close()
-    with running_server(
-        tmp / "index",
-        "--store", url,
-        "--poll-interval", "0.1",
-        "--http-listen", "127.0.0.1:0",
-        "--anonymous-submit", "600",
-    ) as proc:  # fmt: skip
-        yield Portal(proc, f"http://{proc.http_address}", check_key)
+    checker = {"checker": key("check")}
+    with serving_store(tmp, url, "--anonymous-submit", "600", keys=checker, http=True) as running:
+        yield Portal(running.proc, running.base, running.checker)
 
 
 @dataclass
