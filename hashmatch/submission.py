@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -91,12 +91,47 @@ class SubmissionClient(ServiceClient):
         return self._stub.CaseStatus(request, timeout=self._timeout)
 
     def create_list(
-        self, name: str, owner: str = "", trust: str = "", description: str = ""
+        self,
+        name: str,
+        owner: str = "",
+        trust: str = "",
+        description: str = "",
+        *,
+        kind: str = "",
+        all_tenants: bool = False,
+        max_distance: Mapping[str, int] | None = None,
+        quarantine_anomalies: bool = False,
     ) -> submission_pb2.ListInfo:
+        """A new list: `kind` "negative" for hashes that must never produce a match for this
+        key's tenant (`all_tenants`: for everyone, admin keys only); `max_distance` per
+        signal narrows the list's matching below the signals' thresholds."""
         request = submission_pb2.CreateListRequest(
-            name=name, owner=owner, trust=trust, description=description
+            name=name,
+            owner=owner,
+            trust=trust,
+            description=description,
+            kind=kind,
+            all_tenants=all_tenants,
+            max_distance=max_distance or {},
+            quarantine_anomalies=quarantine_anomalies,
         )
         return self._stub.CreateList(request, timeout=self._timeout)
+
+    def set_policy(
+        self,
+        name: str,
+        max_distance: Mapping[str, int] | None = None,
+        default_distance: Sequence[str] = (),
+        quarantine_anomalies: bool | None = None,
+    ) -> submission_pb2.ListInfo:
+        """Change a list's maximum distances (`default_distance`: back to the signal's
+        threshold) and whether it quarantines anomalous entries; the list as it now is."""
+        request = submission_pb2.SetListPolicyRequest(
+            list=name, max_distance=max_distance or {}, default_distance=default_distance
+        )
+        if quarantine_anomalies is not None:
+            request.quarantine_anomalies = quarantine_anomalies
+        return self._stub.SetListPolicy(request, timeout=self._timeout)
 
     def list_info(self, name: str) -> submission_pb2.ListInfo:
         return self._stub.GetList(submission_pb2.GetListRequest(name=name), timeout=self._timeout)

@@ -78,6 +78,7 @@ class Caller:
     burst: float | None = None  # the most one call may take; None: BURST_SECONDS of rate
 
     match_only: bool = False  # learns match / no match, never a distance
+    tenant: str | None = None  # the key's tenant; None for local and anonymous callers
     # Someone without a key of their own (anonymous, or through the page's key): the
     # address their per-address limits count.
     address: str | None = None
@@ -97,6 +98,20 @@ class Caller:
 
     def may_see(self, list_name: str) -> bool:
         return self.lists is None or list_name in self.lists
+
+    def may_manage(self, list_name: str) -> bool:
+        """A list within the key's scope; victims' cases only with an admin key (the
+        operator)."""
+        return self.may_see(list_name) and (list_name != CASE_LIST or "admin" in self.roles)
+
+    def may_reach_negative(self, tenant: str | None, list_name: str) -> bool:
+        """A negative list is its tenant's keys' alone; one for every tenant (`tenant`
+        None), admin keys' or a key's granted it by name. Admin keys reach every one."""
+        if self is LOCAL or "admin" in self.roles:
+            return True
+        if tenant is None:
+            return self.lists is not None and list_name in self.lists
+        return self.tenant == tenant
 
     def may_pull(self, list_name: str) -> bool:
         """Victims' hashes leave the server only to a key granted their list by name (an
@@ -275,6 +290,7 @@ class Gate:
             key.rate if key.rate is not None else self._default_rate,
             key.burst,
             key.match_only,
+            key.tenant,
             address,
         )
 

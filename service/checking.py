@@ -20,6 +20,7 @@ from service.audit import AuditLog
 from service.auth import Caller
 from service.batcher import Batcher
 from service.guards import Guards
+from service.list_policy import PolicyWatch, widened
 from service.matcher import Hit
 from service.probing import image_groups
 from service.queries import InvalidRequest, ParsedQuery, parse_request
@@ -34,16 +35,30 @@ class Found(NamedTuple):
     capped: bool
 
 
-def visible(caller: Caller, found: Sequence[list[Hit]], quarantined: frozenset[str]) -> list[Found]:
-    """The queries with hits the caller may see: of the lists it may read, not quarantined
-    (a quarantined entry matches no one), and capped."""
-    scoped = bool(quarantined) or caller.lists is not None
+def visible(
+    caller: Caller,
+    queries: Sequence[ParsedQuery],
+    found: Sequence[list[Hit]],
+    quarantined: frozenset[str],
+    policies: PolicyWatch,
+) -> list[Found]:
+    """The queries with hits the caller may see: of the match lists it may read, within
+    the query's and the list's own distance, not quarantined (a quarantined entry matches
+    no one), and capped. A query within a negative list's distance of one of its entries,
+    where that list is the caller's tenant's or everyone's, shows nothing (counted).
+
+    `found` holds each query's hits nearest first, at most KEPT_PER_LIST a list, searched
+    within the query's max_distance, or the signal's threshold where negative lists apply."""
+    scoped = policies.current.complete or bool(quarantined) or caller.lists is not None
     with_hits: list[Found] = []
     for i, hits in enumerate(found):
         if not hits:
             continue
         if scoped:
-            hits = [h for h in hits if h.match_id not in quarantined and caller.may_see(h.list)]
+            hits, suppressed_by = _shown(caller, queries[i], hits, quarantined, policies)
+            if suppressed_by is not None:
+                metrics.SUPPRESSED.labels(queries[i].signal, suppressed_by).inc()
+                continue
             if not hits:
                 continue
         capped = len(hits) > MAX_MATCHES_PER_RESULT
@@ -52,6 +67,41 @@ def visible(caller: Caller, found: Sequence[list[Hit]], quarantined: frozenset[s
             hits = hits[:MAX_MATCHES_PER_RESULT]
         with_hits.append(Found(i, hits, capped))
     return with_hits
+
+
+def _shown(
+    caller: Caller,
+    query: ParsedQuery,
+    hits: list[Hit],
+    quarantined: frozenset[str],
+    watch: PolicyWatch,
+) -> tuple[list[Hit], str | None]:
+    """One query's hits the caller may see, or the negative list that suppresses them all."""
+    current = watch.current
+    negative, reach, signal, widest = current.negative, current.reach, query.signal, 1 << 16
+    shown: list[Hit] = []
+    for h in hits:
+        name, distance = h.list, h.distance
+        if current.complete and name not in current.lists:
+            current = watch.refresh_for_unknown()
+            negative, reach = current.negative, current.reach
+            if name not in current.lists:
+                continue  # a list too new to know its kind: never shown as a match
+        if name in negative:
+            owner = negative[name]
+            if (owner is None or owner == caller.tenant) and distance <= reach.get(
+                (name, signal), widest
+            ):
+                return [], name
+            continue
+        if (
+            distance <= query.max_distance
+            and distance <= reach.get((name, signal), widest)
+            and h.match_id not in quarantined
+            and caller.may_see(name)
+        ):
+            shown.append(h)
+    return shown, None
 
 
 def audit_hits(
@@ -153,8 +203,9 @@ def answer(
     `groups` (image_groups) has each image's queries watched for probing as one."""
     guards.gate.charge(caller, len(queries))
     guards.probe.observe(caller, queries, groups)
-    version, found = batcher.check(queries, deadline)
-    with_hits = visible(caller, found, guards.anomaly.quarantined)
+    negative = guards.policies.current.negative_for(caller.tenant)
+    version, found = batcher.check(widened(queries) if negative else queries, deadline)
+    with_hits = visible(caller, queries, found, guards.anomaly.quarantined, guards.policies)
     audit_hits(guards.audit, caller, queries, with_hits)
     watch_entries(guards.anomaly, with_hits)
     guards.audit.key_used(caller.actor, method)

@@ -19,11 +19,13 @@ from service.anomaly import AnomalyWatch
 from service.audit import MAX_QUEUED, AuditLog
 from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
+from service.feedback import DEFAULT_REPORTS_PER_MINUTE, FeedbackSettings
 from service.follower import ChangeFollower, Compactor
 from service.guards import Guards
 from service.http.app import build_app
 from service.http.face import Face
 from service.http.server import HttpServer
+from service.list_policy import PolicyWatch
 from service.logs import configure as configure_logs
 from service.portal_key import PortalKeyRefused, read_portal_key
 from service.probing import ProbeWatch
@@ -217,6 +219,20 @@ def _portal_key(
 )
 @click.option("--flag-window", type=float, default=600.0, show_default=True, help="Seconds.")
 @click.option(
+    "--feedback-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_REPORTS_PER_MINUTE,
+    show_default=True,
+    metavar="REPORTS_PER_MINUTE",
+    help="Match feedback reports each key may send a minute (apart from its hash rate).",
+)
+@click.option(
+    "--share-feedback",
+    is_flag=True,
+    help="Let upstream servers whose lists were pulled here pull the feedback counts on "
+    "those entries (FeedbackService.PullFeedback, sync-read keys; no tenant names).",
+)
+@click.option(
     "--audit-queue",
     type=click.IntRange(1),
     default=MAX_QUEUED,
@@ -316,6 +332,8 @@ def serve_command(
     flag_min_matches: int,
     flag_factor: float,
     flag_window: float,
+    feedback_rate: float,
+    share_feedback: bool,
     audit_queue: int,
     listen: str,
     http_listen: str | None,
@@ -394,7 +412,8 @@ def serve_command(
         min_matches=flag_min_matches,
         factor=flag_factor,
     )
-    guards = Guards(gate, audit, anomaly, ProbeWatch(gate, audit))
+    policies = PolicyWatch(record_store)
+    guards = Guards(gate, audit, anomaly, ProbeWatch(gate, audit), policies)
     feed = None
     if feed_stores is not None and store_url is not None:
         compactor = (
@@ -403,7 +422,12 @@ def serve_command(
         follower = ChangeFollower(feed_stores[1], holder, poll_interval, compactor)
         follower.follow_once()  # serve the changes made since the snapshot from the start
         follower.start(stop)
-        feed = Feed(feed_stores[0], feed_stores[1], follower)
+        feed = Feed(
+            feed_stores[0],
+            feed_stores[1],
+            follower,
+            FeedbackSettings(feedback_rate, share_feedback),
+        )
     readiness = Readiness(gate, feed.follower if feed else None, max_follower_stall)
     batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
     try:
@@ -444,6 +468,7 @@ def serve_command(
     readiness.watch(stop)
     audit.start()
     anomaly.start(stop)
+    policies.start(stop)
     server.start()
     if face is not None:
         http.start()

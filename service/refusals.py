@@ -10,7 +10,14 @@ from dataclasses import dataclass
 import grpc
 
 from hashmatch.bounds import OutOfBounds
-from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
+from indexer.store import (
+    InvalidValue,
+    ListExists,
+    NoSuchCase,
+    NoSuchList,
+    NoSuchMatch,
+    StoreUnavailable,
+)
 from service import metrics
 from service.auth import PermissionDenied, RateLimited, Unauthenticated
 from service.batcher import DeadlineExceeded, Overloaded
@@ -32,7 +39,7 @@ class Kind:
 
 KINDS: tuple[tuple[tuple[type[Exception], ...], Kind], ...] = (
     ((InvalidRequest, InvalidValue, OutOfBounds), Kind(grpc.StatusCode.INVALID_ARGUMENT, 400)),
-    ((NoSuchList, NoSuchCase), Kind(grpc.StatusCode.NOT_FOUND, 404)),
+    ((NoSuchList, NoSuchCase, NoSuchMatch), Kind(grpc.StatusCode.NOT_FOUND, 404)),
     ((ListExists,), Kind(grpc.StatusCode.ALREADY_EXISTS, 409)),
     ((Unauthenticated,), Kind(grpc.StatusCode.UNAUTHENTICATED, 401, "unauthenticated")),
     ((PermissionDenied,), Kind(grpc.StatusCode.PERMISSION_DENIED, 403, "permission_denied")),

@@ -1,4 +1,5 @@
-"""The gRPC server: MatchService (plus, with a store, SubmissionService and SyncService),
+"""The gRPC server: MatchService (plus, with a store, SubmissionService, SyncService and
+FeedbackService),
 standard health checking (liveness and readiness: service.readiness) and, when asked
 for, reflection."""
 
@@ -7,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import grpc
@@ -16,6 +17,8 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from hashmatch.channel import MAX_MESSAGE_BYTES
 from hashmatch.v1 import (
+    feedback_pb2,
+    feedback_pb2_grpc,
     match_pb2,
     match_pb2_grpc,
     submission_pb2,
@@ -28,6 +31,7 @@ from service import metrics
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
 from service.checking import Found, check
 from service.decoding import TolerantDecoding
+from service.feedback import FeedbackServicer, FeedbackSettings
 from service.follower import ChangeFollower
 from service.guards import Guards
 from service.readiness import Readiness
@@ -40,6 +44,7 @@ from service.tls import TLS
 MATCH_SERVICE = match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
 SUBMISSION_SERVICE = submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name
 SYNC_SERVICE = sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
+FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 # One empty Result as CheckResponse bytes: a response starts as one per query, decoded in C
 # (for 1,000, 0.02 ms where results.add() each took 0.49: wire_benchmark.py), and only
 # the queries with hits are filled in.
@@ -49,11 +54,34 @@ EMPTY_RESULT = match_pb2.CheckResponse(results=[match_pb2.Result()]).SerializeTo
 @dataclass(frozen=True)
 class Feed:
     """The store behind a server that takes submissions: one connection for writes, one
-    for reads (the change follower and sync pulls), and the follower itself."""
+    for reads (the change follower and sync pulls), the follower itself, and the
+    operator's feedback settings (shared by the gRPC and HTTP faces, so one rate)."""
 
     writer: Store
     reader: Store
     follower: ChangeFollower
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
+
+    def servicers(self, guards: Guards) -> tuple[SubmissionServicer, FeedbackServicer]:
+        """The handlers that write to the store, for either face."""
+        submission = SubmissionServicer(
+            self.writer,
+            self.follower,
+            guards.gate,
+            guards.audit,
+            guards.anomaly.confirm,
+            guards.policies,
+        )
+        feedback = FeedbackServicer(
+            self.writer,
+            self.reader,
+            guards.gate,
+            guards.audit,
+            guards.anomaly,
+            self.feedback,
+            submission.in_effect,
+        )
+        return submission, feedback
 
 
 def check_response(
@@ -156,16 +184,13 @@ def build_server(
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher, guards), server)
     services = [MATCH_SERVICE]
     if feed is not None:
-        submission_pb2_grpc.add_SubmissionServiceServicer_to_server(
-            SubmissionServicer(
-                feed.writer, feed.follower, guards.gate, guards.audit, guards.anomaly.confirm
-            ),
-            server,
-        )
+        submission, feedback = feed.servicers(guards)
+        submission_pb2_grpc.add_SubmissionServiceServicer_to_server(submission, server)
         sync_pb2_grpc.add_SyncServiceServicer_to_server(
             SyncServicer(feed.reader, guards.gate, guards.audit), server
         )
-        services += [SUBMISSION_SERVICE, SYNC_SERVICE]
+        feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(feedback, server)
+        services += [SUBMISSION_SERVICE, SYNC_SERVICE, FEEDBACK_SERVICE]
     readiness = readiness or Readiness(guards.gate, feed.follower if feed else None)
     health_pb2_grpc.add_HealthServicer_to_server(readiness.health, server)
     readiness.serve(MATCH_SERVICE, services[1:])

@@ -12,7 +12,14 @@ import grpc
 import pytest
 
 from hashmatch.bounds import OutOfBounds
-from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
+from indexer.store import (
+    InvalidValue,
+    ListExists,
+    NoSuchCase,
+    NoSuchList,
+    NoSuchMatch,
+    StoreUnavailable,
+)
 from service.auth import PermissionDenied, RateLimited, Unauthenticated
 from service.batcher import DeadlineExceeded, Overloaded
 from service.follower import NotInEffect
@@ -67,6 +74,7 @@ EXAMPLES: list[tuple[Exception, grpc.StatusCode, int]] = [
     (OutOfBounds("too long"), C.INVALID_ARGUMENT, 400),
     (NoSuchList("x"), C.NOT_FOUND, 404),
     (NoSuchCase("no such case"), C.NOT_FOUND, 404),
+    (NoSuchMatch("no such match"), C.NOT_FOUND, 404),
     (ListExists("exists"), C.ALREADY_EXISTS, 409),
     (Unauthenticated("no key"), C.UNAUTHENTICATED, 401),
     (PermissionDenied("no role"), C.PERMISSION_DENIED, 403),

@@ -13,9 +13,10 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from starlette.requests import Request
 
-from hashmatch.v1 import match_pb2, submission_pb2
+from hashmatch.v1 import feedback_pb2, match_pb2, submission_pb2
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
 from service import checking
+from service.feedback import FeedbackServicer
 from service.http.errors import HttpError
 from service.http.face import Face
 from service.http.text import unicode_text
@@ -115,11 +116,22 @@ def _servicer(face: Face) -> SubmissionServicer:
     return face.submission
 
 
-def _call(face: Face, request: Request, method: Any, role: str, message: Any) -> dict[str, Any]:
-    """Run a SubmissionService handler (without its gRPC wrapper) for the request's caller."""
-    servicer = _servicer(face)
+def _run(servicer: Any, face: Face, request: Request, method: Any, role: str, message: Any) -> Any:
+    """Run a gRPC handler of `servicer` (without its gRPC wrapper) for the request's caller."""
     handler: Callable[..., Message] = inspect.unwrap(method)
     return as_json(handler(servicer, message, None, face.caller(request, role)))
+
+
+def _call(face: Face, request: Request, method: Any, role: str, message: Any) -> dict[str, Any]:
+    """Run a SubmissionService handler for the request's caller."""
+    result: dict[str, Any] = _run(_servicer(face), face, request, method, role, message)
+    return result
+
+
+def _call_feedback(face: Face, request: Request, method: Any, role: str, message: Any) -> Any:
+    """Run a FeedbackService handler for the request's caller (served with the store too)."""
+    _servicer(face)
+    return _run(face.feedback, face, request, method, role, message)
 
 
 def _case(request: Request) -> submission_pb2.CaseRequest:
@@ -178,3 +190,25 @@ def confirm_entry(face: Face, request: Request, body: Any) -> Any:
     message = parse(body, submission_pb2.ConfirmEntryRequest())
     message.list = _same_list(request, message.list)
     return _call(face, request, SubmissionServicer.ConfirmEntry, "list-manage", message)
+
+
+def report(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, feedback_pb2.ReportRequest())
+    return _call_feedback(face, request, FeedbackServicer.Report, "check", message)
+
+
+def review(face: Face, request: Request, body: Any) -> Any:
+    message = feedback_pb2.ReviewRequest(list=request.query_params.get("list", ""))
+    return _call_feedback(face, request, FeedbackServicer.Review, "list-manage", message)
+
+
+def decide(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, feedback_pb2.DecideRequest())
+    message.list = _same_list(request, message.list)
+    return _call_feedback(face, request, FeedbackServicer.Decide, "list-manage", message)
+
+
+def set_list_policy(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.SetListPolicyRequest())
+    message.list = _same_list(request, message.list)
+    return _call(face, request, SubmissionServicer.SetListPolicy, "list-manage", message)
