@@ -170,7 +170,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             raise InvalidRequest(f"a case holds 1 to {MAX_CASE_HASHES} hashes, got {n}")
         self.gate.charge(caller, n)
         entries = [
-            parse_entry(f"hash {i}", h, caller.anonymous) for i, h in enumerate(request.hashes)
+            parse_entry(f"hash {i}", h, caller.visitor) for i, h in enumerate(request.hashes)
         ]
         refused = packed(entries, image_numbers(request.hashes))
         if refused:

@@ -28,7 +28,7 @@ from indexer.store import CASE_LIST, open_store
 from indexer.sync import pull
 from service.auth import RELOAD_SECONDS
 from tests.conftest import run_cli
-from tests.test_http import bearer_client
+from tests.serving import bearer_client
 from tests.test_security import random_pdq
 
 HASHES = random_pdq(40, 27)
