@@ -419,7 +419,9 @@ def serve_command(
         compactor = (
             Compactor(store_url, index_root, holder, compact_at, compact_after) if compact else None
         )
-        follower = ChangeFollower(feed_stores[1], holder, poll_interval, compactor)
+        follower = ChangeFollower(
+            feed_stores[1], holder, poll_interval, compactor, learn=policies.learn
+        )
         follower.follow_once()  # serve the changes made since the snapshot from the start
         follower.start(stop)
         feed = Feed(
