@@ -26,6 +26,19 @@ FEEDBACK_WINDOW = 30 * 86_400.0
 # platforms alone can't switch off a victim's protection before an operator reviews it.
 DEFAULT_THRESHOLD = 2
 CASE_LIST_THRESHOLD = 3
+# A list manager may set any threshold up to this; beyond it, quarantine on evidence would
+# be switched off in all but name.
+MAX_THRESHOLD = 100
+
+
+def threshold_problem(tenants: int, case_list: bool) -> str | None:
+    """Why a list may not quarantine an entry on `tenants` distinct false_positive reports,
+    or None. Victims' cases never go below CASE_LIST_THRESHOLD."""
+    least = CASE_LIST_THRESHOLD if case_list else 1
+    if not least <= tenants <= MAX_THRESHOLD:
+        where = " for victims' cases" if case_list else ""
+        return f"feedback threshold {tenants} is not from {least} to {MAX_THRESHOLD} tenants{where}"
+    return None
 
 
 def verdict_problem(verdict: str, reason: str) -> str | None:

@@ -107,10 +107,13 @@ class SubmissionClient(ServiceClient):
         all_tenants: bool = False,
         max_distance: Mapping[str, int] | None = None,
         quarantine_anomalies: bool = False,
+        feedback_threshold: int | None = None,
     ) -> submission_pb2.ListInfo:
         """A new list: `kind` "negative" for hashes that must never produce a match for this
         key's tenant (`all_tenants`: for everyone, admin keys only); `max_distance` per
-        signal narrows the list's matching below the signals' thresholds."""
+        signal narrows the list's matching below the signals' thresholds;
+        `feedback_threshold` distinct tenants' false_positive reports quarantine an entry
+        (None: the server's default)."""
         request = submission_pb2.CreateListRequest(
             name=name,
             owner=owner,
@@ -120,6 +123,7 @@ class SubmissionClient(ServiceClient):
             all_tenants=all_tenants,
             max_distance=max_distance or {},
             quarantine_anomalies=quarantine_anomalies,
+            feedback_threshold=feedback_threshold,
         )
         return self._stub.CreateList(request, timeout=self._timeout)
 
@@ -129,14 +133,19 @@ class SubmissionClient(ServiceClient):
         max_distance: Mapping[str, int] | None = None,
         default_distance: Sequence[str] = (),
         quarantine_anomalies: bool | None = None,
+        feedback_threshold: int | None = None,
     ) -> submission_pb2.ListInfo:
         """Change a list's maximum distances (`default_distance`: back to the signal's
-        threshold) and whether it quarantines anomalous entries; the list as it now is."""
+        threshold), whether it quarantines anomalous entries, and how many tenants'
+        false_positive reports quarantine an entry; None leaves a setting as it is.
+        Returns the list as it now is."""
         request = submission_pb2.SetListPolicyRequest(
-            list=name, max_distance=max_distance or {}, default_distance=default_distance
+            list=name,
+            max_distance=max_distance or {},
+            default_distance=default_distance,
+            quarantine_anomalies=quarantine_anomalies,
+            feedback_threshold=feedback_threshold,
         )
-        if quarantine_anomalies is not None:
-            request.quarantine_anomalies = quarantine_anomalies
         return self._stub.SetListPolicy(request, timeout=self._timeout)
 
     def list_info(self, name: str) -> submission_pb2.ListInfo:

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from hashmatch.channel import Credentials, connection_options, rpc_failure
 from hashmatch.cli import SIGNALS_OPTION, warn
 from hashmatch.codec import HashFormatError
+from hashmatch.feedback import CASE_LIST_THRESHOLD, MAX_THRESHOLD
 from hashmatch.images import ImageError, ImageSource
 from hashmatch.list_formats import NewEntry, Refusal, read_lines, video_entry
 from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
@@ -230,6 +231,9 @@ def _echo_info(info: submission_pb2.ListInfo) -> None:
     narrowed = ", ".join(f"{s} {d}" for s, d in sorted(info.max_distance.items()))
     click.echo(f"  distances:   {narrowed or 'at each signal threshold'}")
     click.echo(f"  quarantine:  {'yes' if info.quarantine_anomalies else 'no'}")
+    if info.kind != "negative":
+        k = info.feedback_threshold
+        click.echo(f"  feedback:    quarantine on false_positive from {k} tenant{'s' * (k != 1)}")
 
 
 def _distances(
@@ -261,6 +265,18 @@ MAX_DISTANCE_OPTION = click.option(
     help="The list's own maximum distance for a signal, at most its threshold (repeatable).",
 )
 
+FEEDBACK_THRESHOLD_OPTION = click.option(
+    "--feedback-threshold",
+    "feedback_threshold",
+    type=click.IntRange(1, MAX_THRESHOLD),
+    default=None,
+    metavar="K",
+    help=(
+        "Distinct tenants whose false_positive reports quarantine an entry until reviewed "
+        f"(1-{MAX_THRESHOLD}; victim-cases: at least {CASE_LIST_THRESHOLD}, admin keys only)."
+    ),
+)
+
 
 @list_group.command("create")
 @SERVER_OPTION
@@ -290,6 +306,7 @@ MAX_DISTANCE_OPTION = click.option(
     is_flag=True,
     help="Entries flagged for anomalous matching stop matching until confirmed.",
 )
+@FEEDBACK_THRESHOLD_OPTION
 def create_command(
     server: str,
     credentials: Credentials,
@@ -301,6 +318,7 @@ def create_command(
     all_tenants: bool,
     max_distance: dict[str, int],
     quarantine_anomalies: bool,
+    feedback_threshold: int | None,
 ) -> None:
     """Create an empty list NAME."""
     try:
@@ -315,6 +333,7 @@ def create_command(
                     all_tenants=all_tenants,
                     max_distance=max_distance,
                     quarantine_anomalies=quarantine_anomalies,
+                    feedback_threshold=feedback_threshold,
                 )
             )
     except grpc.RpcError as exc:
@@ -338,6 +357,7 @@ def create_command(
     default=None,
     help="Whether entries flagged for anomalous matching stop matching until confirmed.",
 )
+@FEEDBACK_THRESHOLD_OPTION
 def policy_command(
     server: str,
     credentials: Credentials,
@@ -345,12 +365,16 @@ def policy_command(
     max_distance: dict[str, int],
     default_distance: tuple[str, ...],
     quarantine_anomalies: bool | None,
+    feedback_threshold: int | None,
 ) -> None:
-    """Change list NAME's policy (as its manager); prints the list as it now is."""
+    """Change list NAME's policy (as its manager); prints the list as it now is. A new
+    feedback threshold counts the reports already taken at an entry's next report."""
     try:
         with _client(server, credentials) as client:
             _echo_info(
-                client.set_policy(name, max_distance, default_distance, quarantine_anomalies)
+                client.set_policy(
+                    name, max_distance, default_distance, quarantine_anomalies, feedback_threshold
+                )
             )
     except grpc.RpcError as exc:
         raise _fail(server, exc) from None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterable
 
 from hashmatch.signals import SIGNALS
 from hashmatch.video_entries import VPDQ, indexed_signal
@@ -86,6 +87,17 @@ class PolicyWatch:
             self.reload()
         except StoreUnavailable:
             log.warning("list policies not reloaded: the store is unreachable")
+
+    def learn(self, lists: Iterable[str]) -> None:
+        """Know every list in `lists` before their entries can match: the follower calls
+        this before it applies changes, while the store it just read is reachable, so a
+        list created a moment before an outage is known during it. StoreUnavailable if
+        the store can't be read (the follower then applies nothing and retries)."""
+        if self._store is None:
+            return
+        known = self.current.lists
+        if any(name not in known for name in lists):
+            self.reload()
 
     def refresh_for_unknown(self) -> Policies:
         """Reload for a list the current policies do not know, at most every

@@ -6,7 +6,7 @@ for, reflection."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,18 +29,14 @@ from hashmatch.v1 import (
 from hashmatch.video_entries import VPDQ
 from indexer.store import Store
 from service import metrics
-from service.anomaly import AnomalyWatch
-from service.audit import AuditLog
-from service.auth import Caller, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
-from service.checking import Found, audit_hits, count, visible, watch_entries
+from service.checking import Found, check, visible
 from service.decoding import TolerantDecoding
 from service.feedback import FeedbackServicer, FeedbackSettings
 from service.follower import ChangeFollower
-from service.list_policy import PolicyWatch, widened
+from service.guards import Guards
+from service.list_policy import widened
 from service.matcher import Hit
-from service.probing import ProbeWatch, image_groups
-from service.queries import InvalidRequest, ParsedQuery, parse_request
 from service.readiness import Readiness
 from service.rpc import deadline_of, guarded, record
 from service.snapshots import SnapshotHolder
@@ -98,66 +94,6 @@ class Feed:
         return submission, feedback
 
 
-@dataclass(frozen=True)
-class Guards:
-    """What stands between a caller and the list: keys and limits, the audit log, the
-    match anomaly watch and the probing watch."""
-
-    gate: Gate
-    audit: AuditLog
-    anomaly: AnomalyWatch
-    probe: ProbeWatch
-    policies: PolicyWatch = field(default_factory=lambda: PolicyWatch(None))
-
-    @classmethod
-    def open(cls, store: Store | None = None) -> Guards:
-        """Guards with default settings; no store means no authentication (loopback use)."""
-        gate, audit = Gate(store), AuditLog(store)
-        return cls(
-            gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit), PolicyWatch(store)
-        )
-
-
-def refuse_tightening(request: match_pb2.CheckRequest) -> None:
-    """A match-only key may not set max_distance: matching at 31, then 30, ... would tell
-    it the distance it is not to learn."""
-    if request.HasField("batch"):
-        tightened = request.batch.HasField("max_distance")
-    else:
-        tightened = any(q.HasField("max_distance") for q in request.queries)
-    if tightened:
-        raise InvalidRequest(
-            "this API key learns match / no match only: max_distance may not be set"
-        )
-
-
-def answer(
-    batcher: Batcher,
-    guards: Guards,
-    caller: Caller,
-    queries: list[ParsedQuery],
-    deadline: float | None,
-    method: str,
-    groups: Sequence[Sequence[int]] | None = None,
-) -> tuple[int, list[Found]]:
-    """Check parsed queries for a caller, whatever the transport. Returns the snapshot
-    version and the queries with hits the caller may see.
-
-    Charged before any work, so a refused call costs nothing; every hit shown is audited
-    before the answer leaves (an audit log that stays full fails the call instead).
-    `groups` (image_groups) has each image's queries watched for probing as one."""
-    guards.gate.charge(caller, len(queries))
-    guards.probe.observe(caller, queries, groups)
-    negative = guards.policies.current.negative_for(caller.tenant)
-    version, found = batcher.check(widened(queries) if negative else queries, deadline)
-    with_hits = visible(caller, queries, found, guards.anomaly.quarantined, guards.policies)
-    audit_hits(guards.audit, caller, queries, with_hits)
-    watch_entries(guards.anomaly, with_hits)
-    guards.audit.key_used(caller.actor, method)
-    count(queries, with_hits)
-    return version, with_hits
-
-
 def check_response(
     version: int, n: int, with_hits: list[Found], match_only: bool
 ) -> match_pb2.CheckResponse:
@@ -188,15 +124,15 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     def _answer(
         self, request: match_pb2.CheckRequest, context: grpc.ServicerContext, method: str
     ) -> match_pb2.CheckResponse:
-        caller = self._guards.gate.caller(context, "check")
-        queries = parse_request(request)
-        groups = image_groups(queries, request.images)
-        if caller.match_only:
-            refuse_tightening(request)
-        version, with_hits = answer(
-            self._batcher, self._guards, caller, queries, deadline_of(context), method, groups
+        checked = check(
+            self._batcher,
+            self._guards,
+            partial(self._guards.gate.caller, context),
+            request,
+            deadline_of(context),
+            method,
         )
-        return check_response(version, len(queries), with_hits, caller.match_only)
+        return check_response(*checked)
 
     def Check(
         self, request: match_pb2.CheckRequest, context: grpc.ServicerContext

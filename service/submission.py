@@ -29,6 +29,7 @@ from hashmatch.bounds import (
     OutOfBounds,
     anonymous_case_problem,
 )
+from hashmatch.feedback import threshold_problem
 from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 from hashmatch.video_entries import (
@@ -122,6 +123,7 @@ def _list_info(info: ListInfo, flags: list[EntryFlag]) -> submission_pb2.ListInf
         all_tenants=info.kind == "negative" and info.tenant is None,
         max_distance=info.max_distances,
         quarantine_anomalies=info.quarantine,
+        feedback_threshold=info.feedback_threshold,
         flagged=[
             submission_pb2.FlaggedEntry(match_id=f.match_id.hex(), state=f.state, matches=f.matches)
             for f in flags
@@ -206,7 +208,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             raise InvalidRequest(f"a case holds 1 to {MAX_CASE_HASHES} hashes, got {n}")
         self.gate.charge(caller, n)
         entries = [
-            parse_entry(f"hash {i}", h, caller.anonymous) for i, h in enumerate(request.hashes)
+            parse_entry(f"hash {i}", h, caller.visitor) for i, h in enumerate(request.hashes)
         ]
         refused = packed(entries, image_numbers(request.hashes))
         if refused:
@@ -272,7 +274,8 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         if everyone and not caller.may_reach_negative(None, ""):
             raise PermissionDenied("only an admin key creates a negative list for every tenant")
         distances = _distances(request.max_distance)
-        self._store.create_list(
+        threshold = _threshold(request.name, request)
+        info = self._store.create_list(
             request.name,
             request.owner,
             request.trust or "unverified",
@@ -281,6 +284,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             caller.tenant if kind == "negative" and not everyone else None,
             quarantine=request.quarantine_anomalies,
             max_distances=distances,
+            feedback_threshold=threshold,
         )
         self._policies.changed()
         self._audit.record(
@@ -293,6 +297,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             kind=kind,
             all_tenants=everyone,
             max_distance=dict(distances),
+            feedback_threshold=info.feedback_threshold,
         )
         return self._info(request.name)
 
@@ -320,10 +325,13 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         quarantine = (
             request.quarantine_anomalies if request.HasField("quarantine_anomalies") else None
         )
+        threshold = _threshold(request.list, request)
         if changes:
             self._store.set_list_distances(request.list, changes)
         if quarantine is not None:
             self._store.set_quarantine(request.list, quarantine)
+        if threshold is not None:
+            self._store.set_feedback_threshold(request.list, threshold)
         self._policies.changed()
         self._audit.record(
             caller.actor,
@@ -331,6 +339,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             request.list,
             max_distance=changes,
             **({} if quarantine is None else {"quarantine_anomalies": quarantine}),
+            **({} if threshold is None else {"feedback_threshold": threshold}),
         )
         return self._info(request.list)
 
@@ -507,6 +516,20 @@ def _keys(entries: Iterable[submission_pb2.HashEntry]) -> list[tuple[str, bytes]
             signal, hash_bytes = parse_hash(f"entry {i}", m)
             keys.append((signal.name, hash_bytes))
     return keys
+
+
+def _threshold(
+    list_name: str,
+    request: submission_pb2.CreateListRequest | submission_pb2.SetListPolicyRequest,
+) -> int | None:
+    """The request's feedback threshold, if it sets one, checked before anything is
+    written (a policy change is all or nothing)."""
+    if not request.HasField("feedback_threshold"):
+        return None
+    tenants = request.feedback_threshold
+    if (problem := threshold_problem(tenants, list_name == CASE_LIST)) is not None:
+        raise InvalidRequest(problem)
+    return tenants
 
 
 def _distances(requested: Mapping[str, int]) -> dict[str, int]:

@@ -22,12 +22,13 @@ from hashmatch.client import MatchClient
 from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.feedback import FeedbackClient
 from hashmatch.list_formats import NewEntry
+from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc
 from indexer.store import CASE_LIST, open_store
 from indexer.sync import pull
 from service.auth import RELOAD_SECONDS
 from tests.conftest import run_cli
-from tests.test_http import bearer_client
+from tests.serving import bearer_client
 from tests.test_security import random_pdq
 
 HASHES = random_pdq(40, 27)
@@ -338,6 +339,180 @@ def test_the_same_over_http(two: Two) -> None:
         assert decided.json() == {"state": "confirmed"}
     with bearer_client(base, platforms[0], 30) as http:
         assert http.get("/v1/review").status_code == 403  # a check key manages nothing
+
+
+def test_a_list_set_to_one_tenant_quarantines_on_one_report(two: Two) -> None:
+    """Threshold 1: one tenant's false_positive is enough. A lowered threshold counts the
+    reports already taken at the entry's next report, not at the change; a raised one
+    releases nothing already quarantined."""
+    t1, t2, t3 = (two.key(t, "check") for t in ("solo1", "solo2", "solo3"))
+    manager = two.key("solo-hotline", "list-manage", lists=("solo", "trio"))
+    two.settle()
+    solo, trio = random_pdq(2, 29)
+    with SubmissionClient(two.p1.address, credentials=creds(manager)) as sub:
+        assert sub.create_list("solo", feedback_threshold=1).feedback_threshold == 1
+        assert sub.create_list("trio").feedback_threshold == 2, "the default"
+        assert sub.set_policy("trio", feedback_threshold=3).feedback_threshold == 3
+        assert sub.list_info("trio").feedback_threshold == 3
+        sub.upload("solo", [NewEntry("pdq", solo)])
+        sub.upload("trio", [NewEntry("pdq", trio)])
+    until(lambda: bool(served(two.p2, t3, solo)) and bool(served(two.p2, t3, trio)), 3.0)
+    [solo_id] = served(two.p1, t1, solo)
+    assert report(two.p1, t1, solo_id, "false_positive") == ["solo"]
+    assert served(two.p1, t2, solo) == []
+    assert until(lambda: served(two.p2, t2, solo) == [], 1.0) < 1.0
+    assert review(two.p1, manager, "solo")[solo_id].state == "quarantined"
+
+    [trio_id] = served(two.p1, t1, trio)
+    served(two.p1, t2, trio)
+    for token in (t1, t2):
+        report(two.p1, token, trio_id, "false_positive")
+    assert served(two.p1, t3, trio) == [trio_id], "two of three quarantined it"
+    with SubmissionClient(two.p1.address, credentials=creds(manager)) as sub:
+        assert sub.set_policy("trio", feedback_threshold=2).feedback_threshold == 2
+    time.sleep(0.5)
+    assert served(two.p2, t3, trio) == [trio_id], "the change alone quarantined it"
+    report(two.p1, t2, trio_id, "false_positive")  # the next report; t2 still counts once
+    assert served(two.p1, t3, trio) == []
+    until(lambda: served(two.p2, t3, trio) == [], 1.0)
+    with SubmissionClient(two.p1.address, credentials=creds(manager)) as sub:
+        sub.set_policy("trio", feedback_threshold=5)
+    time.sleep(0.5)
+    assert served(two.p2, t3, trio) == [], "a raised threshold released it without review"
+    assert review(two.p1, manager, "trio")[trio_id].state == "quarantined"
+
+
+def test_feedback_thresholds_out_of_bounds_or_out_of_reach_are_refused(two: Two) -> None:
+    manager = two.key("bound-hotline", "list-manage", lists=("bounded", "bounded-http"))
+    stranger = two.key("bound-stranger", "list-manage", lists=("elsewhere",))
+    everywhere = two.key("bound-wide", "list-manage")  # every list in scope, not an admin
+    rival = two.key("bound-rival", "list-manage")
+    operator = two.key("bound-op", "admin")
+    two.settle()
+
+    def refused(
+        token: str, call: Callable[[SubmissionClient], object]
+    ) -> tuple[grpc.StatusCode, str]:
+        with SubmissionClient(two.p1.address, credentials=creds(token)) as sub:
+            return refusal(lambda: call(sub))
+
+    for k in (0, 101, 2**32 - 1):
+        code, detail = refused(
+            manager, lambda sub, k=k: sub.create_list("bounded", feedback_threshold=k)
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "feedback threshold" in detail, k
+    assert refused(manager, lambda sub: sub.list_info("bounded"))[0] == grpc.StatusCode.NOT_FOUND
+    with SubmissionClient(two.p1.address, credentials=creds(manager)) as sub:
+        sub.create_list("bounded", feedback_threshold=100)
+        with pytest.raises(ValueError):  # a negative threshold can't even be sent
+            sub.set_policy("bounded", feedback_threshold=-1)
+    for k in (0, 101, 2**32 - 1):
+        code, detail = refused(
+            manager,
+            lambda sub, k=k: sub.set_policy(
+                "bounded", {"pdq": 9}, quarantine_anomalies=True, feedback_threshold=k
+            ),
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "feedback threshold" in detail, k
+    with SubmissionClient(two.p1.address, credentials=creds(manager)) as sub:
+        info = sub.list_info("bounded")
+    assert (info.feedback_threshold, dict(info.max_distance), info.quarantine_anomalies) == (
+        100,
+        {},
+        False,
+    ), "a refused policy change changed something"
+
+    out_of_scope = refused(stranger, lambda sub: sub.set_policy("bounded", feedback_threshold=1))
+    assert out_of_scope[0] == grpc.StatusCode.PERMISSION_DENIED
+    with SubmissionClient(two.p1.address, credentials=creds(everywhere)) as sub:
+        sub.create_list("bound-wide-benign", kind="negative")
+    absent = refused(rival, lambda sub: sub.set_policy("bound-wide-benign", feedback_threshold=1))
+    nothing = refused(rival, lambda sub: sub.set_policy("no-such", feedback_threshold=1))
+    assert absent[0] == nothing[0] == grpc.StatusCode.NOT_FOUND
+    assert absent[1] == nothing[1].replace("no-such", "bound-wide-benign")
+    for token in (everywhere, rival):
+        for k in (1, 5):
+            call = lambda sub, k=k: sub.set_policy(CASE_LIST, feedback_threshold=k)  # noqa: E731
+            assert refused(token, call)[0] == grpc.StatusCode.PERMISSION_DENIED
+    for k in (0, 1, 2):
+        code, detail = refused(
+            operator, lambda sub, k=k: sub.set_policy(CASE_LIST, feedback_threshold=k)
+        )
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "victims' cases" in detail, k
+    with SubmissionClient(two.p1.address, credentials=creds(operator)) as sub:
+        assert sub.set_policy(CASE_LIST, feedback_threshold=4).feedback_threshold == 4
+        assert sub.set_policy(CASE_LIST, feedback_threshold=3).feedback_threshold == 3
+
+    with bearer_client(f"http://{two.p1.http_address}", manager, 30) as http:
+        for bad in (-1, 0, 101, 2**32, "x", 1.5, [3]):
+            answer = http.post("/v1/lists/bounded/policy", json={"feedback_threshold": bad})
+            assert answer.status_code == 400, bad
+        made = http.post("/v1/lists", json={"name": "bounded-http", "feedback_threshold": 0})
+        assert made.status_code == 400 and "feedback threshold" in made.json()["message"]
+        assert http.get("/v1/lists/bounded-http").status_code == 404
+        done = http.post("/v1/lists/bounded/policy", json={"feedback_threshold": 7})
+        assert done.status_code == 200 and done.json()["feedback_threshold"] == 7
+    store = open_store(two.url)
+    try:
+        assert store.list_info("bounded").feedback_threshold == 7
+        assert store.list_info(CASE_LIST).feedback_threshold == 3
+
+        def changes() -> list[object]:
+            return [
+                e.detail["feedback_threshold"]
+                for e in store.audit_events(0, 100_000)
+                if e.action == "set_list_policy" and e.list == CASE_LIST
+                and e.actor.startswith("bound-op/")
+            ]  # fmt: skip
+
+        until(lambda: changes() == [4, 3], 3.0)  # every change, by whom, and nothing refused
+    finally:
+        store.close()
+
+
+def test_concurrent_threshold_changes_all_land_and_one_wins(two: Two) -> None:
+    managers = [two.key(f"race{i}", "list-manage", lists=("race",)) for i in range(6)]
+    two.settle()
+    with SubmissionClient(two.p1.address, credentials=creds(managers[0])) as sub:
+        sub.create_list("race")
+    answers: list[int] = []
+    errors: list[BaseException] = []
+
+    def change(token: str, k: int) -> None:
+        proc = two.p1 if k % 2 else two.p2
+        try:
+            with SubmissionClient(proc.address, credentials=creds(token)) as sub:
+                for _ in range(3):
+                    answers.append(sub.set_policy("race", feedback_threshold=k).feedback_threshold)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=change, args=(t, k)) for k, t in enumerate(managers, start=1)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors and len(answers) == 18
+    assert set(answers) <= set(range(1, 7))
+    with SubmissionClient(two.p1.address, credentials=creds(managers[0])) as sub:
+        assert sub.list_info("race").feedback_threshold in range(1, 7)
+
+
+def test_the_cli_sets_a_lists_feedback_threshold(two: Two) -> None:
+    manager = two.key("cli-threshold", "list-manage", lists=("cli-k",))
+    two.settle()
+    cli = ("--server", two.p1.address, "--api-key", manager)
+    for bad in ("0", "101", "-1", "x"):
+        refused = run_cli("list", "create", *cli, "cli-k", "--feedback-threshold", bad)
+        assert refused.returncode == 2 and "--feedback-threshold" in refused.stderr, bad
+    made = run_cli("list", "create", *cli, "cli-k", "--feedback-threshold", "4")
+    assert made.returncode == 0 and "from 4 tenants\n" in made.stdout, made.stderr
+    changed = run_cli("list", "policy", *cli, "cli-k", "--feedback-threshold", "1")
+    assert changed.returncode == 0 and "from 1 tenant\n" in changed.stdout, changed.stderr
+    refused = run_cli("list", "policy", *cli, "cli-k", "--feedback-threshold", "101")
+    assert refused.returncode == 2
 
 
 def test_feedback_flows_upstream_through_sync_when_shared(tmp_path: Path) -> None:

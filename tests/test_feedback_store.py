@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hashmatch.feedback import MAX_THRESHOLD
 from indexer.store import (
     CASE_LIST,
     AuditEvent,
@@ -178,3 +179,35 @@ def test_quarantined_exactly_when_enough_tenants_last_said_false_positive(
         ever = ever or sum(v == "false_positive" for v in latest.values()) >= threshold
     assert (m in quarantined(store)) == ever
     store.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(tenants=st.integers(-(2**40), 2**40) | st.integers(-3, 104), case_list=st.booleans())
+def test_a_feedback_threshold_is_kept_exactly_when_in_bounds(
+    tmp_path_factory: pytest.TempPathFactory, tenants: int, case_list: bool
+) -> None:
+    """1 to 100 distinct tenants (victims' cases: 3 to 100), set at creation or later;
+    a refused value changes nothing and creates nothing."""
+    store = open_store(f"sqlite:///{tmp_path_factory.mktemp('k') / 'store.db'}")
+    name = CASE_LIST if case_list else "hotline"
+    least = 3 if case_list else 1
+    fits = least <= tenants <= MAX_THRESHOLD
+    try:
+        if fits:
+            assert store.create_list(name, feedback_threshold=tenants).feedback_threshold == tenants
+        else:
+            with pytest.raises(InvalidValue, match="feedback threshold"):
+                store.create_list(name, feedback_threshold=tenants)
+            with pytest.raises(KeyError):
+                store.list_info(name)
+            store.create_list(name)
+        before = store.list_info(name).feedback_threshold
+        assert before == (tenants if fits else least if case_list else 2)
+        if fits:
+            store.set_feedback_threshold(name, tenants)
+        else:
+            with pytest.raises(InvalidValue, match="feedback threshold"):
+                store.set_feedback_threshold(name, tenants)
+        assert store.list_info(name).feedback_threshold == before
+    finally:
+        store.close()

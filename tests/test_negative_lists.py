@@ -20,7 +20,7 @@ from hashmatch.v1 import match_pb2, match_pb2_grpc, sync_pb2, sync_pb2_grpc
 from indexer.store import MAX_TENANT_NEGATIVE_ENTRIES, open_store
 from indexer.sync import SyncError, pull
 from tests.conftest import run_cli
-from tests.test_http import bearer_client
+from tests.serving import bearer_client
 from tests.test_security import HASHES, code_of, random_pdq, secured
 
 Server = tuple[ServerProcess, str, int]

@@ -350,9 +350,11 @@ class Store(Protocol):
         *,
         quarantine: bool = False,
         max_distances: Mapping[str, int] | None = None,
+        feedback_threshold: int | None = None,
     ) -> ListInfo:
         """A new, empty list with its policy, in one transaction; ListExists if the name is
-        taken. `tenant` is a negative list's owner (None: a negative list for everyone)."""
+        taken. `tenant` is a negative list's owner (None: a negative list for everyone);
+        `feedback_threshold` None: the default for the list's name."""
         ...
 
     def set_list_distances(self, list_name: str, distances: Mapping[str, int | None]) -> None:
@@ -487,7 +489,9 @@ class Store(Protocol):
         ...
 
     def set_feedback_threshold(self, list_name: str, tenants: int) -> None:
-        """Distinct tenants reporting false_positive that quarantine an entry of the list."""
+        """Distinct tenants reporting false_positive that quarantine an entry of the list;
+        InvalidValue outside hashmatch.feedback.threshold_problem's bounds. Reports already
+        taken are counted against it at the entry's next false_positive report."""
         ...
 
     def served_lists(self, actor: str, match_id: bytes, since: float) -> list[str]:

@@ -30,7 +30,13 @@ from hashmatch.bounds import (
     TENANT,
     VARIANT,
 )
-from hashmatch.feedback import CASE_LIST_THRESHOLD, DECISIONS, DEFAULT_THRESHOLD, verdict_problem
+from hashmatch.feedback import (
+    CASE_LIST_THRESHOLD,
+    DECISIONS,
+    DEFAULT_THRESHOLD,
+    threshold_problem,
+    verdict_problem,
+)
 from hashmatch.video_entries import VPDQ
 from indexer.credentials import (
     api_key_token,
@@ -100,6 +106,11 @@ def _check_distances(distances: Mapping[str, int | None]) -> None:
     for signal, distance in distances.items():
         if (problem := distance_problem(signal, 0 if distance is None else distance)) is not None:
             raise InvalidValue(problem)
+
+
+def _check_threshold(list_name: str, tenants: int) -> None:
+    if (problem := threshold_problem(tenants, list_name == CASE_LIST)) is not None:
+        raise InvalidValue(problem)
 
 
 class SqlStore(ABC):
@@ -198,14 +209,19 @@ class SqlStore(ABC):
         *,
         quarantine: bool = False,
         max_distances: Mapping[str, int] | None = None,
+        feedback_threshold: int | None = None,
     ) -> ListInfo:
         LIST_NAME.check(name, InvalidValue)
         _check_distances(max_distances or {})
+        if feedback_threshold is not None:
+            _check_threshold(name, feedback_threshold)
         with self._write() as cur:
             if self._list_id(cur, name) is not None:
                 raise ListExists(f"a list named {name!r} exists already")
             list_id = self._insert_list(cur, name, owner, trust, description, kind, tenant)
             self._set_distances(cur, list_id, max_distances or {})
+            if feedback_threshold is not None:
+                self._set_threshold(cur, list_id, feedback_threshold)
             if quarantine:
                 cur.execute(
                     self._q("UPDATE lists SET quarantine = ? WHERE id = ?"), (True, list_id)
@@ -835,13 +851,14 @@ class SqlStore(ABC):
     # Match feedback
 
     def set_feedback_threshold(self, list_name: str, tenants: int) -> None:
-        if tenants < 1:
-            raise InvalidValue(f"a feedback threshold is at least 1 tenant, not {tenants}")
+        _check_threshold(list_name, tenants)
         with self._write() as cur:
-            list_id = self._ensure_list(cur, list_name, create=False)
-            cur.execute(
-                self._q("UPDATE lists SET feedback_threshold = ? WHERE id = ?"), (tenants, list_id)
-            )
+            self._set_threshold(cur, self._ensure_list(cur, list_name, create=False), tenants)
+
+    def _set_threshold(self, cur: Cursor, list_id: int, tenants: int) -> None:
+        cur.execute(
+            self._q("UPDATE lists SET feedback_threshold = ? WHERE id = ?"), (tenants, list_id)
+        )
 
     def served_lists(self, actor: str, match_id: bytes, since: float) -> list[str]:
         with self._read() as cur:

@@ -263,9 +263,10 @@ def _endpoint(face: Face, spec: Spec) -> Callable[[Request], Any]:
             limit = MAX_BODY_BYTES
             if spec.roles:
                 # The key (and its role) first: a caller without one is refused before
-                # its body is read, and an anonymous one may send only a case's worth.
+                # its body is read, and one without a key of its own (anonymous, or
+                # through the page's key) may send only a case's worth.
                 caller = await run_in_threadpool(face.caller, request, *spec.roles)
-                if caller.anonymous:
+                if caller.visitor:
                     limit = MAX_ANONYMOUS_BODY_BYTES
             body = await _json_body(request, limit) if spec.body is not None else None
             result = await run_in_threadpool(spec.work, face, request, body)

@@ -12,8 +12,9 @@ from indexer.store import CASE_LIST, Store
 from service.auth import Caller, PermissionDenied, address_bucket
 from service.batcher import Batcher
 from service.feedback import FeedbackServicer
+from service.guards import Guards
 from service.list_policy import Policies
-from service.server import Feed, Guards
+from service.server import Feed
 from service.snapshots import SnapshotHolder
 from service.submission import SubmissionServicer
 

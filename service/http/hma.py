@@ -20,12 +20,12 @@ from hashmatch.signals import SIGNALS
 from hashmatch.v1 import submission_pb2
 from indexer.store import MAX_CONTENT_ID, ListExists, NoSuchList
 from service.auth import Caller
+from service.checking import answer
 from service.http.errors import HttpError
 from service.http.face import Face, visible
 from service.http.text import unicode_text
 from service.matcher import Hit
 from service.queries import InvalidRequest, ParsedQuery, _max_distance, parse_hash
-from service.server import answer
 from service.submission import SubmissionServicer
 
 NO_MEDIA = (

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -14,13 +15,12 @@ from starlette.requests import Request
 
 from hashmatch.v1 import feedback_pb2, match_pb2, submission_pb2
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
+from service import checking
 from service.feedback import FeedbackServicer
 from service.http.errors import HttpError
 from service.http.face import Face
 from service.http.text import unicode_text
-from service.probing import image_groups
-from service.queries import InvalidRequest, parse_request
-from service.server import answer, refuse_tightening
+from service.queries import InvalidRequest
 from service.submission import SubmissionServicer
 
 SECRET_HEADER = "x-withdrawal-secret"
@@ -86,24 +86,23 @@ def _refuse_long_arrays(body: Any) -> None:
 
 
 def check(face: Face, request: Request, body: Any) -> Any:
-    caller = face.caller(request, "check")
-    message = _check_request(body)
-    queries = parse_request(message)
-    groups = image_groups(queries, message.images)
-    if caller.match_only:
-        refuse_tightening(message)
-    version, with_hits = answer(
-        face.batcher, face.guards, caller, queries, None, "http:Check", groups
+    version, n, with_hits, match_only = checking.check(
+        face.batcher,
+        face.guards,
+        partial(face.caller, request),
+        _check_request(body),
+        None,
+        "http:Check",
     )
     results: list[dict[str, Any]] = [
-        {"matched": False, "matches": [], "capped": False} for _ in queries
+        {"matched": False, "matches": [], "capped": False} for _ in range(n)
     ]
     for i, hits, capped in with_hits:
         matches: list[dict[str, Any]] = [
             {"list": h.list, "match_id": h.match_id, "distance": h.distance, "variant": h.variant}
             for h in hits
         ]
-        if caller.match_only:  # the distance is absent, as over gRPC
+        if match_only:  # the distance is absent, as over gRPC
             for m in matches:
                 del m["distance"]
         results[i] = {"matched": bool(hits), "matches": matches, "capped": capped}
