@@ -89,13 +89,13 @@ def pillarboxed(frames: Frames) -> Frames:
 
 
 # Checks that send more than the plain hash: the upload's frames hashed mirrored
-# (hash_video(mirrored=True)), or sampled from a quarter, a half and three quarters of a
-# second in as well (hash_video(phase=...)), whichever matches best.
+# (hash_video(mirrored=True)), or sampled from 0.1, 0.2, ... 0.9 s in as well
+# (hash_video(phase=...)), whichever matches best.
 ROBUST_MIRROR = "mirror, checked robustly (mirrored hash sent too)"
-ROBUST_PHASES = (0.25, 0.5, 0.75)
+ROBUST_PHASES = tuple(k / 10 for k in range(1, 10))
 ROBUST_TRIMS = {
-    "trim 20% off each end, checked robustly (4 phases sent)": 0.2,
-    "trim 25% off each end, checked robustly (4 phases sent)": 0.25,
+    "trim 20% off each end, checked robustly (10 phases sent)": 0.2,
+    "trim 25% off each end, checked robustly (10 phases sent)": 0.25,
 }
 Edit = Callable[[Frames, float, Frames], tuple[Frames, float, dict[str, object]]]
 # name -> (edit: frames, fps, another clip -> frames, fps, encoder options), target, applies
@@ -141,11 +141,24 @@ def encode_and_hash(
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SIZE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--listed", type=int, default=40)
     parser.add_argument("--unrelated", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=12)
+    parser.add_argument(
+        "--size",
+        type=lambda text: tuple(map(int, text.split("x"))),
+        default=SIZE,
+        help="WxH of the listed videos (PDQ loses more to halving a small frame)",
+    )
+    parser.add_argument("--edits", help="only the edits whose names contain one of these, a,b")
     args = parser.parse_args(argv)
+    SIZE = args.size
+    if args.edits:
+        wanted = args.edits.split(",")
+        for name in [n for n in EDITS if not any(w in n for w in wanted)]:
+            del EDITS[name]
     started = time.monotonic()
     listed_photos, other_photos = split_photos()
     rates = [30.0 if i % 2 == 0 else 24.0 for i in range(args.listed)]

@@ -22,6 +22,7 @@ import hashmatch.video as video
 from hashmatch.codec import bits_to_bytes
 from hashmatch.demo.standins import bundled_photos
 from hashmatch.demo.video_clips import scene, stills, write_video
+from hashmatch.signals.pdq import PDQ
 from hashmatch.video import VideoError, hash_video, is_video
 from hashmatch.video_decoding import sampled_frames
 from hashmatch.video_match import is_match, match_percentages
@@ -301,3 +302,18 @@ def test_hash_command_names_each_bad_file_and_hashes_the_rest(
     assert [json.loads(line)["file"] for line in done.stdout.splitlines()] == [str(clips["pan"])]
     unknown = run_cli("hash", "--signal", "vpdq,tmk", photo)
     assert unknown.returncode == 2 and "unknown signal 'tmk'" in unknown.stderr
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pdq_of_a_limited_range_plane_is_pdq_of_it_stretched(seed: int) -> None:
+    """hash_luma stretches video's 16-235 to 0-255 after PDQ's filter rather than before;
+    the filter is linear, so the hash is the stretched frame's."""
+    rng = np.random.default_rng(seed)
+    picture = Image.fromarray(rng.integers(0, 256, (12, 16), dtype=np.uint8)).resize(
+        (400 + seed * 37, 300), Image.Resampling.BICUBIC
+    )
+    y = (16 + np.asarray(picture, dtype=np.float32) * (219 / 255)).round().astype(np.uint8)
+    stretched = (y.astype(np.float32) - 16) * np.float32(255 / 219)
+    ours, reference = PDQ.hash_luma(y, (16, 235)), PDQ.hash_luma(stretched)
+    assert distance(ours.hash.hex(), reference.hash.hex()) <= 2
+    assert ours.quality == reference.quality
