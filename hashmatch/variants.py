@@ -211,9 +211,11 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
 
 def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
     """What to list an image under: each signal's hash of the whole image, and from the
-    downscale, the whole's square (for a signal that hashes squares), the picture without
-    its borders, and the image's crops and band cuts (cut from the whole image on both
-    sides: a caption band's plain bottom rows read as a border)."""
+    downscale, the whole's square in all 8 orientations (for a signal that hashes squares:
+    a check sends one square, of the re-upload as it is, and a downscaled, turned texture
+    meets no turn of the full-size hash), the picture without its borders, and the image's
+    crops and band cuts (cut from the whole image on both sides: a caption band's plain
+    bottom rows read as a border)."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
     found: list[Variant] = []
@@ -222,7 +224,7 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
         if signal.exact:
             continue
         if signal.square_size:
-            found.append(Variant("small", derived(signal, small, small.whole)))
+            found += turned_squares(signal, small, small.whole, "small")
         if trimmed is not None:
             found.append(Variant("trimmed", derived(signal, small, trimmed)))
         found += _crops(signal, small, small.whole, (*CROPS, *BANDS))
@@ -235,6 +237,7 @@ LISTING_VARIANT_NAMES = frozenset(
     {
         "original",
         "small",
+        *(f"small+{name}" for name, *_ in ORIENTATIONS[1:]),
         "trimmed",
         *(name for name, *_ in (*CROPS, *BANDS)),
     }
