@@ -169,15 +169,17 @@ def turned_squares(signal: Signal, small: Downscale, box: Box, prefix: str) -> l
 def _carriers(signals: Sequence[Signal], primaries: dict[str, HashResult]) -> set[str]:
     """The signals that carry orientations: those that hash squares (PDQ) when one is
     checked and its hash of the image is good enough to list, since it covers the
-    variants for all; otherwise every one (a list holds no PDQ of an image whose PDQ
-    quality is too low, so its turns must be found by the other signals)."""
+    variants for all; otherwise the others (a list holds no PDQ of an image whose PDQ
+    quality is too low, so its turns must be found by the other signals, and sending
+    them too would break the 16-hash budget), or every one if there are no others."""
     perceptual = [s for s in signals if not s.exact]
     squares = [
         s
         for s in perceptual
         if s.square_size and s.degenerate(primaries[s.name].hash, primaries[s.name].quality) is None
     ]
-    return {s.name for s in (squares or perceptual)}
+    others = [s for s in perceptual if not s.square_size]
+    return {s.name for s in (squares or others or perceptual)}
 
 
 def _crops(signal: Signal, small: Downscale, box: Box, crops: Sequence[Crop]) -> list[Variant]:
@@ -189,7 +191,8 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
     cuts and of the picture without its borders where it has some; the carrier's 7 turns
     of the whole image (a bare list holds whole images, some with plain edges that read as
     borders) and, for a signal that hashes squares, the whole downscale's square. Exact
-    signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash."""
+    signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash,
+    whichever carries the turns."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
     primaries = {signal.name: signal.compute(source) for signal in signals}
@@ -204,8 +207,8 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
             found += oriented(signal, small, trimmed, "trimmed", (0,))
         if signal.name in carriers:
             found += oriented(signal, small, small.whole, "small", ALL_TURNS[1:])
-            if signal.square_size:
-                found.append(Variant("small", derived(signal, small, small.whole)))
+        if signal.square_size:
+            found.append(Variant("small", derived(signal, small, small.whole)))
     return _distinct(found)
 
 

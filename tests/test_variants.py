@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from hashmatch.demo.serve_process import ServerProcess, running_server
-from hashmatch.demo.standins import TRANSFORMS
+from hashmatch.demo.standins import TRANSFORMS, reupload
 from hashmatch.downscale import Downscale
 from hashmatch.images import ImageSource
 from hashmatch.signals import SIGNALS
@@ -109,17 +109,21 @@ def test_a_turned_upload_meets_a_bare_list_of_whole_image_pdq(
     bundled photo, textures and plain-edged ones included, at its own size and larger
     than the downscale, must come back within PDQ's threshold of that hash: the 64-px
     square's filter missed textures by up to 108 bits, and turning only the picture
-    inside plain edges missed the whole image."""
+    inside plain edges missed the whole image. A photo whose PDQ is too poor to list
+    (clock_motion, quality 34) is found on a bare list of its pHash instead, which
+    then carries the turns alone (16 hashes at most)."""
     misses = {}
     for name in photos:
         image = photo_at(photos, name, size)
-        bare = PDQ.compute(ImageSource(b"", image)).hash
+        bare = PDQ.compute(ImageSource(b"", image))
+        signal = PHASH if PDQ.degenerate(bare.hash, bare.quality) else PDQ
+        listed = signal.compute(ImageSource(b"", image)).hash
         for turn_name, turn, _ in ORIENTATIONS[1:]:
             assert turn is not None
-            probes = pdq_of(probe_variants(ImageSource(b"", image.transpose(turn)), DEFAULT))
-            nearest_bits = nearest([bare], probes)
-            if nearest_bits > PDQ.threshold:
-                misses[name, turn_name] = nearest_bits
+            probes = probe_variants(ImageSource(b"", image.transpose(turn)), DEFAULT)
+            nearest_bits = nearest([listed], pdq_of(probes, signal.name))
+            if nearest_bits > signal.threshold:
+                misses[name, signal.name, turn_name] = nearest_bits
     assert not misses
 
 
@@ -195,6 +199,19 @@ def test_a_check_sends_at_most_16_hashes_whatever_the_image(
     probes = probe_variants(ImageSource(b"", image), DEFAULT)
     assert 2 <= len(probes) <= MOST_PROBES
     assert {v.hash.signal for v in probes} == {"pdq", "phash"}
+
+
+def test_a_photo_whose_pdq_is_too_poor_to_list_sends_at_most_16_hashes_too(
+    photos: dict[str, bytes],
+) -> None:
+    """clock_motion's PDQ (quality 34) is refused by every list, so pHash carries the
+    turns alone: with both carrying them it sent 21."""
+    for name, data in photos.items():
+        for edit in ("jpeg q90", "mirror", "letterbox 16:9"):
+            probes = probe_variants(ImageSource(reupload(data, TRANSFORMS[edit])), DEFAULT)
+            assert len(probes) <= MOST_PROBES, (name, edit, [v.name for v in probes])
+    clock = probe_variants(ImageSource(photos["clock_motion"]), DEFAULT)
+    assert {v.hash.signal for v in clock if "+" in v.name} == {"phash"}
 
 
 def test_the_shared_downscale_of_a_huge_odd_sized_image_holds_little_memory() -> None:
