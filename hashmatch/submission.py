@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -91,12 +91,56 @@ class SubmissionClient(ServiceClient):
         return self._stub.CaseStatus(request, timeout=self._timeout)
 
     def create_list(
-        self, name: str, owner: str = "", trust: str = "", description: str = ""
+        self,
+        name: str,
+        owner: str = "",
+        trust: str = "",
+        description: str = "",
+        *,
+        kind: str = "",
+        all_tenants: bool = False,
+        max_distance: Mapping[str, int] | None = None,
+        quarantine_anomalies: bool = False,
+        feedback_threshold: int | None = None,
     ) -> submission_pb2.ListInfo:
+        """A new list: `kind` "negative" for hashes that must never produce a match for this
+        key's tenant (`all_tenants`: for everyone, admin keys only); `max_distance` per
+        signal narrows the list's matching below the signals' thresholds;
+        `feedback_threshold` distinct tenants' false_positive reports quarantine an entry
+        (None: the server's default)."""
         request = submission_pb2.CreateListRequest(
-            name=name, owner=owner, trust=trust, description=description
+            name=name,
+            owner=owner,
+            trust=trust,
+            description=description,
+            kind=kind,
+            all_tenants=all_tenants,
+            max_distance=max_distance or {},
+            quarantine_anomalies=quarantine_anomalies,
+            feedback_threshold=feedback_threshold,
         )
         return self._stub.CreateList(request, timeout=self._timeout)
+
+    def set_policy(
+        self,
+        name: str,
+        max_distance: Mapping[str, int] | None = None,
+        default_distance: Sequence[str] = (),
+        quarantine_anomalies: bool | None = None,
+        feedback_threshold: int | None = None,
+    ) -> submission_pb2.ListInfo:
+        """Change a list's maximum distances (`default_distance`: back to the signal's
+        threshold), whether it quarantines anomalous entries, and how many tenants'
+        false_positive reports quarantine an entry; None leaves a setting as it is.
+        Returns the list as it now is."""
+        request = submission_pb2.SetListPolicyRequest(
+            list=name,
+            max_distance=max_distance or {},
+            default_distance=default_distance,
+            quarantine_anomalies=quarantine_anomalies,
+            feedback_threshold=feedback_threshold,
+        )
+        return self._stub.SetListPolicy(request, timeout=self._timeout)
 
     def list_info(self, name: str) -> submission_pb2.ListInfo:
         return self._stub.GetList(submission_pb2.GetListRequest(name=name), timeout=self._timeout)

@@ -1,5 +1,5 @@
 """CLI verbs that feed the list over SubmissionService: `submit`, `withdraw`, `status`
-(a victim's case) and `list create|info|upload|remove` (a hotline's lists).
+(a victim's case) and `list create|info|policy|upload|remove` (a hotline's lists).
 
 Images are hashed here, on the submitter's machine; only hashes are sent.
 """
@@ -20,6 +20,7 @@ from tqdm import tqdm
 from hashmatch.channel import Credentials, connection_options, rpc_failure
 from hashmatch.cli import SIGNALS_OPTION, warn
 from hashmatch.codec import HashFormatError
+from hashmatch.feedback import CASE_LIST_THRESHOLD, MAX_THRESHOLD
 from hashmatch.images import ImageError, ImageSource
 from hashmatch.list_formats import NewEntry, Refusal, read_lines
 from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
@@ -200,6 +201,56 @@ def _echo_info(info: submission_pb2.ListInfo) -> None:
     by_signal = ", ".join(f"{s} {n}" for s, n in sorted(info.entries_by_signal.items()))
     click.echo(f"  entries:     {info.entries}" + (f" ({by_signal})" if by_signal else ""))
     click.echo(f"  last change: {info.last_seq}")
+    scope = " (all tenants)" if info.all_tenants else ""
+    click.echo(f"  kind:        {info.kind or 'match'}{scope}")
+    narrowed = ", ".join(f"{s} {d}" for s, d in sorted(info.max_distance.items()))
+    click.echo(f"  distances:   {narrowed or 'at each signal threshold'}")
+    click.echo(f"  quarantine:  {'yes' if info.quarantine_anomalies else 'no'}")
+    if info.kind != "negative":
+        k = info.feedback_threshold
+        click.echo(f"  feedback:    quarantine on false_positive from {k} tenant{'s' * (k != 1)}")
+
+
+def _distances(
+    ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+) -> dict[str, int]:
+    """SIGNAL=N pairs, each N at most the signal's threshold."""
+    found: dict[str, int] = {}
+    for text in values:
+        name, _, number = text.partition("=")
+        try:
+            signal = get_signal(name.strip())
+        except UnknownSignalError as exc:
+            raise click.BadParameter(str(exc)) from None
+        if not number.strip().isdigit() or int(number) > signal.threshold:
+            raise click.BadParameter(
+                f"{text!r}: give SIGNAL=N with N from 0 to the {signal.name} threshold "
+                f"{signal.threshold} (a list can only narrow it)"
+            )
+        found[signal.name] = int(number)
+    return found
+
+
+MAX_DISTANCE_OPTION = click.option(
+    "--max-distance",
+    "max_distance",
+    multiple=True,
+    metavar="SIGNAL=N",
+    callback=_distances,
+    help="The list's own maximum distance for a signal, at most its threshold (repeatable).",
+)
+
+FEEDBACK_THRESHOLD_OPTION = click.option(
+    "--feedback-threshold",
+    "feedback_threshold",
+    type=click.IntRange(1, MAX_THRESHOLD),
+    default=None,
+    metavar="K",
+    help=(
+        "Distinct tenants whose false_positive reports quarantine an entry until reviewed "
+        f"(1-{MAX_THRESHOLD}; victim-cases: at least {CASE_LIST_THRESHOLD}, admin keys only)."
+    ),
+)
 
 
 @list_group.command("create")
@@ -214,13 +265,92 @@ def _echo_info(info: submission_pb2.ListInfo) -> None:
     show_default=True,
 )
 @click.option("--description", default="")
+@click.option(
+    "--kind",
+    type=click.Choice(["match", "negative"]),
+    default="match",
+    show_default=True,
+    help="negative: hashes that must never produce a match for your tenant.",
+)
+@click.option(
+    "--all-tenants", is_flag=True, help="A negative list for every tenant (admin keys only)."
+)
+@MAX_DISTANCE_OPTION
+@click.option(
+    "--quarantine-anomalies",
+    is_flag=True,
+    help="Entries flagged for anomalous matching stop matching until confirmed.",
+)
+@FEEDBACK_THRESHOLD_OPTION
 def create_command(
-    server: str, credentials: Credentials, name: str, owner: str, trust: str, description: str
+    server: str,
+    credentials: Credentials,
+    name: str,
+    owner: str,
+    trust: str,
+    description: str,
+    kind: str,
+    all_tenants: bool,
+    max_distance: dict[str, int],
+    quarantine_anomalies: bool,
+    feedback_threshold: int | None,
 ) -> None:
     """Create an empty list NAME."""
     try:
         with _client(server, credentials) as client:
-            _echo_info(client.create_list(name, owner, trust, description))
+            _echo_info(
+                client.create_list(
+                    name,
+                    owner,
+                    trust,
+                    description,
+                    kind=kind,
+                    all_tenants=all_tenants,
+                    max_distance=max_distance,
+                    quarantine_anomalies=quarantine_anomalies,
+                    feedback_threshold=feedback_threshold,
+                )
+            )
+    except grpc.RpcError as exc:
+        raise _fail(server, exc) from None
+
+
+@list_group.command("policy")
+@SERVER_OPTION
+@connection_options
+@click.argument("name")
+@MAX_DISTANCE_OPTION
+@click.option(
+    "--default-distance",
+    "default_distance",
+    multiple=True,
+    metavar="SIGNAL",
+    help="Match the signal at its threshold again (repeatable).",
+)
+@click.option(
+    "--quarantine-anomalies/--no-quarantine-anomalies",
+    default=None,
+    help="Whether entries flagged for anomalous matching stop matching until confirmed.",
+)
+@FEEDBACK_THRESHOLD_OPTION
+def policy_command(
+    server: str,
+    credentials: Credentials,
+    name: str,
+    max_distance: dict[str, int],
+    default_distance: tuple[str, ...],
+    quarantine_anomalies: bool | None,
+    feedback_threshold: int | None,
+) -> None:
+    """Change list NAME's policy (as its manager); prints the list as it now is. A new
+    feedback threshold counts the reports already taken at an entry's next report."""
+    try:
+        with _client(server, credentials) as client:
+            _echo_info(
+                client.set_policy(
+                    name, max_distance, default_distance, quarantine_anomalies, feedback_threshold
+                )
+            )
     except grpc.RpcError as exc:
         raise _fail(server, exc) from None
 

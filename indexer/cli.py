@@ -33,7 +33,7 @@ from indexer.store import (
     StoreURLError,
     open_store,
 )
-from indexer.sync import SyncError, pull
+from indexer.sync import SyncError, pull, pull_feedback
 
 COMPACT_PAGE = 100_000
 OUT_OPTION = click.option(
@@ -245,6 +245,31 @@ def pull_command(
             time.sleep(interval)
     finally:
         store.close()
+
+
+@sync_group.command("feedback")
+@STORE_OPTION
+@click.option("--from", "target", required=True, metavar="HOST:PORT", help="The downstream server.")
+@click.option("--list", "list_name", required=True, help="Our list, as the downstream copied it.")
+@connection_options
+def feedback_command(store_url: str, target: str, list_name: str, credentials: Credentials) -> None:
+    """Pull the feedback counts a downstream server (one that copied our list and opted in
+    with serve --share-feedback) holds on our entries; they show in our review queue."""
+    store = _open(store_url)
+    try:
+        report = pull_feedback(store, target, list_name, credentials)
+    except grpc.RpcError as exc:
+        raise click.ClickException(rpc_failure(target, exc)) from None
+    except SyncError as exc:
+        raise click.ClickException(str(exc)) from None
+    finally:
+        store.close()
+    for reason in report.refusals:
+        click.echo(f"refused: {reason}", err=True)
+    click.echo(
+        f"{report.source}: feedback on {report.added} entries, refused {report.refused}, "
+        f"at {report.cursor}"
+    )
 
 
 @click.group("keys")

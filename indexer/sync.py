@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from hashmatch.bounds import LIST_NAME, SOURCE_REF, SUBMITTER, VARIANT, OutOfBounds
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.signals import hash_problem
-from hashmatch.v1 import sync_pb2, sync_pb2_grpc
-from indexer.store import MATCH_ID_BYTES, Change, Store
+from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc, sync_pb2, sync_pb2_grpc
+from indexer.store import LIST_KINDS, MATCH_ID_BYTES, Change, FeedbackCounts, InvalidValue, Store
 
 MAX_REFUSALS_LISTED = 1_000
 _OPS = {sync_pb2.Change.OP_ADD: "add", sync_pb2.Change.OP_REMOVE: "remove"}
@@ -105,10 +105,59 @@ def pull(
                     if len(report.refusals) < MAX_REFUSALS_LISTED:
                         report.refusals.append(f"change {c.seq}: {problem}")
             last = page.changes[-1].seq
-            store.apply_sync(source, into or list_name, changes, through=last)
+            kind = page.kind or "match"
+            if kind not in LIST_KINDS:
+                raise SyncError(f"{source} sent list kind {kind[:40]!r}")
+            try:
+                store.apply_sync(source, into or list_name, changes, through=last, kind=kind)
+            except InvalidValue as exc:
+                raise SyncError(str(exc)) from None
             report.cursor = last
             report.added += sum(c.op == "add" for c in changes)
             report.removed += sum(c.op == "remove" for c in changes)
             if progress is not None:
                 progress(report)
+    return report
+
+
+def pull_feedback(
+    store: Store, target: str, list_name: str, credentials: Credentials | None = None
+) -> PullReport:
+    """Bring in the feedback counts a downstream server holds on the entries it copied of
+    our list `list_name` (their match ids are ours), since our cursor: each page is kept
+    with the cursor after it, in one transaction, as a pull of changes is."""
+    source = f"{target}/{list_name}"
+    try:
+        SUBMITTER.check(f"feedback:{source}")
+    except OutOfBounds as exc:
+        raise SyncError(str(exc)) from None
+    report = PullReport(source, store.sync_cursor(f"feedback:{source}"))
+    with open_channel(target, credentials) as channel:
+        stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+        request = feedback_pb2.PullFeedbackRequest(list=list_name, after_seq=report.cursor)
+        for page in stub.PullFeedback(request):
+            if not page.entries:
+                continue
+            if page.entries[0].seq <= report.cursor:
+                raise SyncError(
+                    f"{source} sent feedback {page.entries[0].seq}, not after {report.cursor}"
+                )
+            counts = []
+            for m in page.entries:
+                if len(m.match_id) != MATCH_ID_BYTES:
+                    report.refused += 1
+                    if len(report.refusals) < MAX_REFUSALS_LISTED:
+                        report.refusals.append(
+                            f"feedback {m.seq}: a match id is {MATCH_ID_BYTES} bytes, "
+                            f"not {len(m.match_id)}"
+                        )
+                    continue
+                counts.append(
+                    FeedbackCounts(
+                        m.match_id, m.seq, m.confirmed, m.false_positive, m.pending_review
+                    )
+                )
+            report.cursor = max(report.cursor, max(m.seq for m in page.entries))
+            store.apply_remote_feedback(source, counts, report.cursor)
+            report.added += len(counts)
     return report

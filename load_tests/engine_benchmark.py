@@ -14,6 +14,12 @@ answering the same queries in batches of 1,000 through its batch API).
 Each throughput is the median of five runs. Recall is checked against a
 brute-force popcount scan on a sample.
 
+`--policies` instead measures what per-list policy costs a check, in one process and
+one run: batches of 1,000 PDQ queries through the batcher, the matcher and the step that
+decides what a caller sees (service.checking.visible), over the same list with no policy,
+with the list narrowed to a distance of its own, and with a further 10,000 entries on a
+negative list of the caller's tenant in the same index.
+
 `--crossover` instead compares a FAISS IndexBinaryFlat scan with the
 multi-index tables on small lists, the measurement behind MIH_MIN_ENTRIES.
 
@@ -38,10 +44,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 from proc import rss_mb
-from synthetic import SIGNAL_FOR_BITS, dataset, parse_n, queries, write_snapshot_of
+from synthetic import (
+    SEED,
+    SIGNAL_FOR_BITS,
+    dataset,
+    parse_n,
+    perturb,
+    queries,
+    write_snapshot_of,
+)
 
 BATCH = 1000
 ROUNDS = 5
+SEED_NEGATIVE = SEED + 7
 
 
 def brute_force(entries: npt.NDArray[np.uint8], q: npt.NDArray[np.uint8], radius: int) -> set[int]:
@@ -167,6 +182,116 @@ def worker_serve(n: int, bits: int, root: Path, count: int, sample: int) -> dict
     return result
 
 
+NEGATIVE_ENTRIES = 10_000
+
+
+def worker_policies(n: int, count: int) -> list[dict[str, Any]]:
+    """Checks/s of the check path (search and visible()) without and with list policies."""
+    from hashmatch.signals import get_signal
+    from indexer.mih import build_tables, plan_for
+    from indexer.snapshot import SignalTable
+    from indexer.store import MATCH_ID_BYTES, ListPolicy
+    from service.auth import Caller
+    from service.batcher import Batcher
+    from service.checking import visible
+    from service.list_policy import Policies, PolicyWatch, widened
+    from service.matcher import Matcher
+    from service.queries import ParsedQuery
+
+    pdq = get_signal("pdq")
+    listed = dataset(n, 256)
+    qs = queries(listed, count)
+    rng = np.random.default_rng(SEED_NEGATIVE)
+    benign = rng.integers(0, 256, (NEGATIVE_ENTRIES, 32), dtype=np.uint8)
+    # 1% of the hits are also within 4 bits of a negative entry: suppressed where it applies.
+    hits = qs["hit"]
+    near = hits[::100]
+    benign[: len(near)] = perturb(near, 4, rng)
+
+    def matcher(entries: npt.NDArray[np.uint8], positions: npt.NDArray[np.uint32]) -> Matcher:
+        m = len(entries)
+        table = SignalTable(
+            "pdq",
+            256,
+            pdq.threshold,
+            False,
+            entries,
+            positions,
+            np.random.default_rng(3).integers(0, 256, (m, MATCH_ID_BYTES), dtype=np.uint8),
+            np.arange(1, m + 1, dtype=np.int64),
+            build_tables(entries, plan_for(256, pdq.threshold, m)),
+        )
+        return Matcher(("synthetic", "benign"), {"pdq": table}, 1)
+
+    plain = matcher(listed, np.zeros(n, np.uint32))
+    both = np.concatenate([listed, benign])
+    with_negative = matcher(
+        both, np.concatenate([np.zeros(n, np.uint32), np.ones(NEGATIVE_ENTRIES, np.uint32)])
+    )
+    caller = Caller("t/key", frozenset({"check"}), None, "key", None, tenant="t")
+    narrowed = {"synthetic": ListPolicy("synthetic", max_distances={"pdq": 24})}
+
+    def watch(policies: dict[str, ListPolicy] | None) -> PolicyWatch:
+        w = PolicyWatch(None)
+        if policies is not None:
+            w.current = Policies(policies, complete=True)
+        return w
+
+    cases = [
+        ("no policy", plain, watch(None)),
+        ("list narrowed to 24", plain, watch(narrowed)),
+        (
+            "+ 10,000 negative entries, another tenant's",
+            with_negative,
+            watch({**narrowed, "benign": ListPolicy("benign", "negative", "other")}),
+        ),
+        (
+            "+ 10,000 negative entries, the caller's",
+            with_negative,
+            watch({**narrowed, "benign": ListPolicy("benign", "negative", "t")}),
+        ),
+    ]
+    batchers = [Batcher(lambda m=m: m, workers=2, pin=True) for _, m, _ in cases]
+    runs: dict[tuple[int, str], list[dict[str, float]]] = {}
+    shown: dict[tuple[int, str], int] = {}
+    for kind, rows_of in (("miss", qs["miss"]), ("hit", hits)):
+        parsed = [ParsedQuery("pdq", r.tobytes(), pdq.threshold) for r in rows_of]
+        batches = [parsed[i : i + BATCH] for i in range(0, len(parsed), BATCH)]
+        # The cases in turn, round after round: this shared machine's speed drifts.
+        for _ in range(ROUNDS):
+            for k, (_, _, watch) in enumerate(cases):
+                tally = [0]
+                lock = threading.Lock()  # two callers add to the tally
+
+                def check(
+                    batch: list[ParsedQuery],
+                    watch: PolicyWatch = watch,
+                    batcher: Batcher = batchers[k],
+                    tally: list[int] = tally,
+                    lock: threading.Lock = lock,
+                ) -> None:
+                    negative_applies = watch.current.negative_for(caller.tenant)
+                    found = batcher.check(widened(batch) if negative_applies else batch)[1]
+                    shown = len(visible(caller, batch, found, frozenset(), watch))
+                    with lock:
+                        tally[0] += shown
+
+                runs.setdefault((k, kind), []).append(
+                    summarize(len(parsed), *run_batches(check, batches))
+                )
+                shown[k, kind] = tally[0]
+    for b in batchers:
+        b.close()
+    rows = []
+    for k, (label, _, _) in enumerate(cases):
+        row: dict[str, Any] = {"case": label}
+        for kind in ("miss", "hit"):
+            ordered = sorted(runs[k, kind], key=lambda r: r["checks_per_s"])
+            row[kind] = ordered[len(ordered) // 2] | {"shown": shown[k, kind]}
+        rows.append(row)
+    return rows
+
+
 def first_check_seconds(root: Path, bits: int) -> float:
     """Seconds from starting `hashmatch serve` on the snapshot to its first answered Check."""
     import grpc
@@ -288,6 +413,11 @@ def main() -> None:
         action="store_true",
         help="FAISS flat scan vs multi-index tables on small lists (behind MIH_MIN_ENTRIES)",
     )
+    parser.add_argument(
+        "--policies",
+        action="store_true",
+        help="the check path without and with per-list distances and a negative list (PDQ)",
+    )
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -302,6 +432,8 @@ def main() -> None:
             )
         elif role == "peer":
             out = worker_peer(int(rest[0]), int(rest[1]))
+        elif role == "policies":
+            out = worker_policies(int(rest[0]), int(rest[1]))
         else:
             out = worker_crossover(int(rest[0]))
         print(json.dumps(out))
@@ -317,6 +449,25 @@ def main() -> None:
             print_head("entries", "FAISS flat checks/s", "multi-index checks/s")
             for row in spawn("crossover", str(bits)):
                 print_row(f"{row['n']:,}", f"{row['faiss_flat']:,.0f}", f"{row['mih']:,.0f}")
+        return
+
+    if args.policies:
+        for n in (parse_n(x) for x in args.n.split(",")):
+            print(f"\n{n:,} PDQ entries, batches of {BATCH:,}, search and visible():\n")
+            print_head(
+                "case", "checks/s miss", "checks/s hit", "ratio miss", "ratio hit", "hits shown"
+            )
+            result = spawn("policies", str(n), str(args.queries))
+            base = result[0]
+            for row in result:
+                print_row(
+                    row["case"],
+                    f"{row['miss']['checks_per_s']:,.0f}",
+                    f"{row['hit']['checks_per_s']:,.0f}",
+                    f"{row['miss']['checks_per_s'] / base['miss']['checks_per_s']:.2f}",
+                    f"{row['hit']['checks_per_s'] / base['hit']['checks_per_s']:.2f}",
+                    f"{row['hit']['shown']:,} of {args.queries:,}",
+                )
         return
 
     rows = []

@@ -5,7 +5,12 @@ Matches are counted per entry over a tumbling window. An entry with at least
 `min_matches` in a window, and at least `factor` times the mean of the other
 matched entries of its list, is flagged for review (store, audit log, metric);
 if its list's policy says so it is quarantined: it stops matching until a list
-manager confirms it.
+manager confirms it. Entries quarantined on platforms' feedback (service.feedback)
+share the same flags and the same review.
+
+Every process and replica sharing the store polls the store's flag version every
+FLAGS_POLL_SECONDS and reloads the flags when it changed, so a quarantine (or its
+release) is in effect everywhere within a second of its commit.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from service.audit import AuditLog
 from service.matcher import Hit
 
 log = logging.getLogger(__name__)
+
+FLAGS_POLL_SECONDS = 0.2
 
 
 class AnomalyWatch:
@@ -63,6 +70,10 @@ class AnomalyWatch:
 
     def confirm(self, match_id: bytes) -> None:
         self.quarantined = self.quarantined - {match_id.hex()}
+
+    def quarantine(self, match_id: bytes) -> None:
+        """In effect in this process at once; the others follow the flag version."""
+        self.quarantined = self.quarantined | {match_id.hex()}
 
     def evaluate(self) -> None:
         with self._lock:
@@ -123,3 +134,23 @@ class AnomalyWatch:
                     log.exception("match anomaly check failed")
 
         threading.Thread(target=loop, name="anomaly-watch", daemon=True).start()
+        threading.Thread(target=self._follow, args=(stop,), name="flags", daemon=True).start()
+
+    def _follow(self, stop: threading.Event) -> None:
+        """Reload the flags whenever the store's flag version moves (read before the load,
+        so a change committed during a load is caught by the next poll)."""
+        assert self._store is not None
+        seen: int | None = None
+        failing = False
+        while not stop.wait(FLAGS_POLL_SECONDS):
+            try:
+                version = self._store.flags_version()
+                if version != seen:
+                    self.load()
+                    seen = version
+            except Exception:
+                if not failing:
+                    log.exception("following the entry flags failed; will retry")
+                failing = True
+                continue
+            failing = False

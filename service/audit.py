@@ -101,6 +101,12 @@ class AuditLog:
         while self.flush():
             pass
 
+    def write_queued(self) -> None:
+        """Write what is queued now, rather than within FLUSH_SECONDS: for a caller that
+        must read back what it was just answered (feedback on a match)."""
+        if self._store is not None:
+            self._drain()
+
     @property
     def backlog(self) -> int:
         return self._queue.qsize() + len(self._unwritten)

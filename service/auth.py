@@ -12,6 +12,12 @@ A bucket holds at most its key's burst (2 s of its rate unless the key says othe
 whatever a request asks for: a call larger than that is refused and told to split. An
 anonymous victim's address gets a bucket of cases per minute, evicted once idle, and a
 daily allowance of hashes, since every stored hash is some 255 free bits.
+
+The victims' page may instead be served with a key of the operator's (`serve
+--portal-key-file`): calls without a key are then made with it, charged to its rate and
+to the same per-address limits, so one address cannot spend it for everyone. Anyone who
+opens the page acts with that key, so it may hold the submit role to victims' cases and
+nothing else.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import grpc
 from indexer.credentials import secret_matches, split_token
 from indexer.store import CASE_LIST, ROLES, ApiKey, Store, StoreUnavailable
 from service import metrics
+from service.portal_key import PortalKeyRefused, portal_key_problem
 from service.queries import InvalidRequest
 
 log = logging.getLogger(__name__)
@@ -70,17 +77,41 @@ class Caller:
     rate: float | None  # hashes per second; None: unlimited
     burst: float | None = None  # the most one call may take; None: BURST_SECONDS of rate
 
+    match_only: bool = False  # learns match / no match, never a distance
+    tenant: str | None = None  # the key's tenant; None for local and anonymous callers
+    # Someone without a key of their own (anonymous, or through the page's key): the
+    # address their per-address limits count.
+    address: str | None = None
+
     @property
     def anonymous(self) -> bool:
-        return self.key_id is None and self.actor.startswith("anonymous@")
+        """No key at all: only per-address limits apply."""
+        return self.key_id is None and self.address is not None
 
-    match_only: bool = False  # learns match / no match, never a distance
+    @property
+    def visitor(self) -> bool:
+        """Acts for someone without a key of their own: per-address limits, no free text."""
+        return self.address is not None
 
     def may(self, role: str) -> bool:
         return role in self.roles or "admin" in self.roles
 
     def may_see(self, list_name: str) -> bool:
         return self.lists is None or list_name in self.lists
+
+    def may_manage(self, list_name: str) -> bool:
+        """A list within the key's scope; victims' cases only with an admin key (the
+        operator)."""
+        return self.may_see(list_name) and (list_name != CASE_LIST or "admin" in self.roles)
+
+    def may_reach_negative(self, tenant: str | None, list_name: str) -> bool:
+        """A negative list is its tenant's keys' alone; one for every tenant (`tenant`
+        None), admin keys' or a key's granted it by name. Admin keys reach every one."""
+        if self is LOCAL or "admin" in self.roles:
+            return True
+        if tenant is None:
+            return self.lists is not None and list_name in self.lists
+        return self.tenant == tenant
 
     def may_pull(self, list_name: str) -> bool:
         """Victims' hashes leave the server only to a key granted their list by name (an
@@ -104,13 +135,19 @@ class TokenBucket:
         self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
         self._at = now
 
-    def take(self, n: float) -> float:
-        """0 if `n` tokens were taken, else seconds until they will be there."""
+    def wait(self, n: float) -> float:
+        """Seconds until `n` tokens will be there (0: now); nothing is taken."""
         self._refill(time.monotonic())
         if n <= self._tokens:
-            self._tokens -= n
             return 0.0
         return (n - self._tokens) / self.rate if self.rate > 0 else math.inf
+
+    def take(self, n: float) -> float:
+        """0 if `n` tokens were taken, else seconds until they will be there."""
+        wait = self.wait(n)
+        if not wait:
+            self._tokens -= n
+        return wait
 
     def full(self, now: float) -> bool:
         """Refilled to its burst: no different from a new bucket, so it may be dropped."""
@@ -172,7 +209,11 @@ class Gate:
         anonymous_daily_hashes: int = DEFAULT_ANONYMOUS_DAILY_HASHES,
         max_key_staleness: float | None = None,
         refuse_stale_keys: bool = False,
+        portal_key: str | None = None,
     ) -> None:
+        """`anonymous_submits_per_minute` is each address's calls a minute without a key:
+        made anonymously, or with `portal_key` (the page's key; PortalKeyRefused if it
+        is not fit to be, see service.portal_key) when one is given."""
         self._store = store
         self.max_key_staleness = max_key_staleness
         self._refuse_stale = refuse_stale_keys and max_key_staleness is not None
@@ -190,9 +231,68 @@ class Gate:
         self._unknown_lock = threading.Lock()
         self._unknown_done = 0.0
         self._loaded_at = time.monotonic()
+        self._portal: tuple[str, str] | None = None
+        self._portal_lost = False  # the page's key revoked since startup
         if store is not None:
             self.reload()
             metrics.KEY_RELOAD_AGE.set_function(self.keys_age)
+        if portal_key is not None:
+            self._portal = self._check_portal_key(portal_key)
+
+    def _check_portal_key(self, token: str) -> tuple[str, str]:
+        """(key id, secret) of the page's key, if it is fit to be: in the store, of the
+        submit role to victims' cases alone, and able to take a whole case at once."""
+        parts = split_token(token)
+        if self._store is None or parts is None:
+            raise PortalKeyRefused("the page's key needs API keys: give --store")
+        key = self._keys.get(parts[0])
+        if key is not None and not secret_matches(parts[1], key.salt, key.secret_hash):
+            key = None
+        if (problem := portal_key_problem(key)) is not None:
+            raise PortalKeyRefused(f"the page's key {parts[0]} {problem}")
+        assert key is not None
+        rate = key.rate if key.rate is not None else self._default_rate
+        burst = key.burst or (None if rate is None else max(rate * BURST_SECONDS, 1.0))
+        if burst is not None and burst < self._anonymous_case_hashes:
+            raise PortalKeyRefused(
+                f"the page's key {key.key_id} may send at most {burst:g} hashes at once, "
+                f"less than a case may hold ({self._anonymous_case_hashes}): give it a "
+                "larger --burst or --rate, or lower --anonymous-case-hashes"
+            )
+        return parts
+
+    def _portal_caller(self, address: str) -> Caller:
+        """A visitor of the page, acting with its key (checked again at every use: it may
+        have been revoked since)."""
+        assert self._portal is not None
+        key = self._keys.get(self._portal[0])
+        if (problem := portal_key_problem(key)) is not None:
+            if not self._portal_lost:  # once, not once per refused visitor
+                self._portal_lost = True
+                log.warning(
+                    "the page's key %s %s: cases without a key are refused",
+                    self._portal[0],
+                    problem,
+                )
+            raise Unauthenticated(
+                "cases without a key are not taken now: the page's key was revoked"
+            )
+        assert key is not None
+        self._portal_lost = False
+        return self._key_caller(key, address)
+
+    def _key_caller(self, key: ApiKey, address: str | None = None) -> Caller:
+        return Caller(
+            f"{key.tenant}/{key.key_id}",
+            key.roles,
+            key.lists,
+            key.key_id,
+            key.rate if key.rate is not None else self._default_rate,
+            key.burst,
+            key.match_only,
+            key.tenant,
+            address,
+        )
 
     @property
     def enabled(self) -> bool:
@@ -268,8 +368,13 @@ class Gate:
                 f"(the limit is {self.max_key_staleness:g}s): calls are refused until it is back"
             )
         if token is None:
+            if role == "submit" and self._portal is not None:
+                return self._portal_caller(peer_host())
             if role == "submit" and self._anonymous_rate is not None:
-                return Caller(f"anonymous@{peer_host()}", frozenset({"submit"}), None, None, None)
+                address = peer_host()
+                return Caller(
+                    f"anonymous@{address}", frozenset({"submit"}), None, None, None, address=address
+                )
             raise Unauthenticated(
                 "no credentials: send the metadata 'authorization: Bearer <API key>'"
             )
@@ -279,29 +384,33 @@ class Gate:
             key = self._keys.get(parts[0])  # a key issued since the last reload
         if parts is None or key is None or not secret_matches(parts[1], key.salt, key.secret_hash):
             raise Unauthenticated("unknown or revoked API key")
-        caller = Caller(
-            f"{key.tenant}/{key.key_id}",
-            key.roles,
-            key.lists,
-            key.key_id,
-            key.rate if key.rate is not None else self._default_rate,
-            key.burst,
-            key.match_only,
-        )
+        # The page's key sent by hand is as public as the page: the page's limits hold.
+        page = self._portal is not None and key.key_id == self._portal[0]
+        caller = self._key_caller(key, peer_host() if page else None)
         if not caller.may(role):
             held = ", ".join(sorted(key.roles))
             raise PermissionDenied(f"API key {key.key_id} lacks the {role!r} role (it has {held})")
         return caller
 
-    def _limit(self, caller: Caller) -> tuple[str, float, float, float] | None:
-        """(bucket key, rate, burst, throttled until or 0) for a limited caller, else None.
-        Call with the lock held."""
-        if caller.anonymous:
+    def _limits(self, caller: Caller) -> list[tuple[str, float, float, float, str]]:
+        """(bucket key, rate, burst, throttled until or 0, unit) of each bucket a call of
+        the caller takes from: its address's for a visitor, counted in calls, first (one
+        address's calls run dry before they spend a shared key), then its key's, counted
+        in hashes. Call with the lock held."""
+        limits = []
+        if caller.address is not None:
             # Calls (cases, status checks, withdrawals) per minute per address, a minute's
             # worth at once: a victim who submits, checks and withdraws in one sitting is
             # not turned away.
             rate = (self._anonymous_rate or 0) / 60
-            return caller.actor, rate, max(rate * 60, 1.0), 0.0
+            limits.append((f"address {caller.address}", rate, max(rate * 60, 1.0), 0.0, "calls"))
+        if (limit := self._key_limit(caller)) is not None:
+            limits.append((*limit, "hashes"))
+        return limits
+
+    def _key_limit(self, caller: Caller) -> tuple[str, float, float, float] | None:
+        """(bucket key, rate, burst, throttled until or 0) for a key with a limit, else
+        None. Call with the lock held."""
         if caller.key_id is None:
             return None
         throttled = self._throttled.get(caller.actor)
@@ -318,15 +427,16 @@ class Gate:
         return caller.actor, caller.rate, burst, 0.0
 
     def capacity(self, caller: Caller) -> float | None:
-        """The most one call of the caller may take now (None: no limit)."""
+        """The most hashes one call of the caller may take now (None: no limit)."""
         with self._lock:
-            limit = self._limit(caller)
+            limit = self._key_limit(caller)
         return None if limit is None else limit[2]
 
     def charge(self, caller: Caller, hashes: int, patience: float = 0.0) -> None:
-        """Take `hashes` from the caller's bucket: RateLimited when it holds too few (after
-        waiting up to `patience` seconds for it to refill), and InvalidRequest when the
-        call is larger than the bucket can ever hold."""
+        """Take `hashes` from the caller's bucket (and one call from a visitor's address's):
+        RateLimited when one holds too few (after waiting up to `patience` seconds for it
+        to refill), and InvalidRequest when the call is larger than a bucket can ever
+        hold. Nothing is taken from any bucket unless all have enough."""
         deadline = time.monotonic() + patience
         while True:
             try:
@@ -339,34 +449,34 @@ class Gate:
     def _take(self, caller: Caller, hashes: int) -> None:
         with self._lock:
             self._sweep()
-            limit = self._limit(caller)
-            if limit is None:
-                return
-            bucket_key, rate, burst, throttled_until = limit
-            if caller.anonymous:
-                hashes = 1
-            if hashes > burst:
-                if throttled_until:
-                    wait = throttled_until - time.monotonic()
+            taking = []
+            for bucket_key, rate, burst, throttled_until, unit in self._limits(caller):
+                n = 1 if unit == "calls" else hashes
+                if n > burst:
+                    if throttled_until:
+                        wait = throttled_until - time.monotonic()
+                        raise RateLimited(
+                            f"{caller.actor} is throttled to {rate:g} hashes/s; "
+                            f"retry in {wait:.0f}s",
+                            wait,
+                        )
+                    raise InvalidRequest(
+                        f"{n} hashes in one call exceed what {caller.actor} may send at once "
+                        f"({burst:g}: rate {rate:g} hashes/s, burst {burst:g}); split it into "
+                        f"calls of at most {math.floor(burst)}"
+                    )
+                bucket = self._buckets.get(bucket_key)
+                if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
+                    bucket = self._buckets[bucket_key] = TokenBucket(rate, burst)
+                if wait := bucket.wait(n):
                     raise RateLimited(
-                        f"{caller.actor} is throttled to {rate:g} hashes/s; retry in {wait:.0f}s",
+                        f"rate limit of {rate:g} {unit}/s for {bucket_key} exceeded; "
+                        f"retry in {wait:.2f}s",
                         wait,
                     )
-                raise InvalidRequest(
-                    f"{hashes} hashes in one call exceed what {caller.actor} may send at once "
-                    f"({burst:g}: rate {rate:g} hashes/s, burst {burst:g}); split it into "
-                    f"calls of at most {math.floor(burst)}"
-                )
-            bucket = self._buckets.get(bucket_key)
-            if bucket is None or (bucket.rate, bucket.burst) != (rate, burst):
-                bucket = self._buckets[bucket_key] = TokenBucket(rate, burst)
-            wait = bucket.take(hashes)
-        if wait:
-            raise RateLimited(
-                f"rate limit of {rate:g} {'cases' if caller.anonymous else 'hashes'}/s for "
-                f"{caller.actor} exceeded; retry in {wait:.2f}s",
-                wait,
-            )
+                taking.append((bucket, n))
+            for bucket, n in taking:
+                bucket.take(n)
 
     def _sweep(self) -> None:
         """Drop buckets that have refilled and throttles that have ended, so that many
@@ -383,16 +493,19 @@ class Gate:
             del self._daily[key]
 
     def admit_case(self, caller: Caller, hashes: int) -> None:
-        """An anonymous case: at most anonymous_case_hashes, and within its address's
-        daily allowance of hashes (taken here). Keyed callers pass."""
-        if not caller.anonymous:
+        """A visitor's case (anonymous or through the page's key): at most
+        anonymous_case_hashes, and within its address's daily allowance of hashes (taken
+        here). Callers with a key of their own pass."""
+        if caller.address is None:
             return
         most = min(self._anonymous_case_hashes, self._anonymous_daily_hashes)
         if hashes > most:
-            raise InvalidRequest(f"an anonymous case holds at most {most} hashes, got {hashes}")
+            raise InvalidRequest(
+                f"a case sent without a key holds at most {most} hashes, got {hashes}"
+            )
         now = time.monotonic()
         with self._lock:
-            day = self._daily.get(caller.actor)
+            day = self._daily.get(caller.address)
             if day is not None and now - day.since >= DAY:
                 day = None
             if day is None:
@@ -403,12 +516,12 @@ class Gate:
                     raise RateLimited(
                         "too many anonymous submitters today; retry in an hour", 3600.0
                     )
-                day = self._daily[caller.actor] = DailyCount(now, 0)
+                day = self._daily[caller.address] = DailyCount(now, 0)
             if day.hashes + hashes > self._anonymous_daily_hashes:
                 wait = day.since + DAY - now
                 raise RateLimited(
-                    f"{caller.actor} may submit {self._anonymous_daily_hashes} hashes a day "
-                    f"without a key ({self._anonymous_daily_hashes - day.hashes} left); "
+                    f"address {caller.address} may submit {self._anonymous_daily_hashes} hashes "
+                    f"a day without a key ({self._anonymous_daily_hashes - day.hashes} left); "
                     f"retry in {wait / 3600:.1f}h",
                     wait,
                 )

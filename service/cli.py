@@ -19,20 +19,45 @@ from service.anomaly import AnomalyWatch
 from service.audit import MAX_QUEUED, AuditLog
 from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
+from service.feedback import DEFAULT_REPORTS_PER_MINUTE, FeedbackSettings
 from service.follower import ChangeFollower, Compactor
+from service.guards import Guards
 from service.http.app import build_app
 from service.http.face import Face
 from service.http.server import HttpServer
+from service.list_policy import PolicyWatch
 from service.logs import configure as configure_logs
+from service.portal_key import PortalKeyRefused, read_portal_key
 from service.probing import ProbeWatch
 from service.processes import Helpers, announce_ready
 from service.readiness import DEFAULT_MAX_FOLLOWER_STALL, Readiness
-from service.server import Feed, Guards, build_server
+from service.server import Feed, build_server
 from service.snapshots import SnapshotHolder
 from service.tls import TLS, is_loopback
 from service.warmup import warm_up
 
 log = logging.getLogger("hashmatch.serve")
+
+
+def _portal_key(
+    path: Path | None, anonymous_submits: float | None, http_listen: str | None, no_auth: bool
+) -> str | None:
+    """The page's key from --portal-key-file, if given and it can serve the page."""
+    if path is None:
+        return None
+    if anonymous_submits is not None:
+        raise click.UsageError(
+            "--portal-key-file and --anonymous-submit are two ways to take victims' cases "
+            "without a key of their own: give one"
+        )
+    if no_auth:
+        raise click.UsageError("--portal-key-file needs API keys: give --store, not --no-auth")
+    if http_listen is None:
+        raise click.UsageError("--portal-key-file serves the victims' page: give --http-listen")
+    try:
+        return read_portal_key(path)
+    except PortalKeyRefused as exc:
+        raise click.UsageError(f"--portal-key-file: {exc}") from None
 
 
 @click.command("serve")
@@ -101,18 +126,38 @@ log = logging.getLogger("hashmatch.serve")
     "most this often (an IPv6 address counts as its /64).",
 )
 @click.option(
+    "--portal-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Serve the victims' page on --http-listen with this key (a file holding what `keys "
+    "create --role submit --list victim-cases` printed): calls without a key are made with "
+    "it, charged to its rate and to each address's limits (--portal-address-rate, "
+    "--anonymous-case-hashes, --anonymous-daily-hashes). A key that may do more is refused.",
+)
+@click.option(
+    "--portal-address-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=6.0,
+    show_default=True,
+    metavar="CASES_PER_MINUTE",
+    help="With --portal-key-file: each address's calls a minute (cases, status checks, "
+    "withdrawals), as --anonymous-submit sets them without a key.",
+)
+@click.option(
     "--anonymous-case-hashes",
     type=click.IntRange(1, MAX_CASE_HASHES),
     default=DEFAULT_ANONYMOUS_CASE_HASHES,
     show_default=True,
-    help="The most hashes a case sent without a key may hold.",
+    help="The most hashes a case sent without a key (or through --portal-key-file) may hold.",
 )
 @click.option(
     "--anonymous-daily-hashes",
     type=click.IntRange(1),
     default=DEFAULT_ANONYMOUS_DAILY_HASHES,
     show_default=True,
-    help="The most hashes each address may submit without a key in 24 hours (each hash "
+    help="The most hashes each address may submit without a key (or through "
+    "--portal-key-file) in 24 hours (each hash "
     "can carry some 255 bits of anything; this bounds that channel).",
 )
 @click.option(
@@ -173,6 +218,20 @@ log = logging.getLogger("hashmatch.serve")
     help="... and this many times the mean of its list's other matched entries.",
 )
 @click.option("--flag-window", type=float, default=600.0, show_default=True, help="Seconds.")
+@click.option(
+    "--feedback-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_REPORTS_PER_MINUTE,
+    show_default=True,
+    metavar="REPORTS_PER_MINUTE",
+    help="Match feedback reports each key may send a minute (apart from its hash rate).",
+)
+@click.option(
+    "--share-feedback",
+    is_flag=True,
+    help="Let upstream servers whose lists were pulled here pull the feedback counts on "
+    "those entries (FeedbackService.PullFeedback, sync-read keys; no tenant names).",
+)
 @click.option(
     "--audit-queue",
     type=click.IntRange(1),
@@ -258,6 +317,8 @@ def serve_command(
     no_auth: bool,
     default_key_rate: float,
     anonymous_submits: float | None,
+    portal_key_file: Path | None,
+    portal_address_rate: float,
     anonymous_case_hashes: int,
     anonymous_daily_hashes: int,
     max_key_staleness: float,
@@ -271,6 +332,8 @@ def serve_command(
     flag_min_matches: int,
     flag_factor: float,
     flag_window: float,
+    feedback_rate: float,
+    share_feedback: bool,
     audit_queue: int,
     listen: str,
     http_listen: str | None,
@@ -299,6 +362,7 @@ def serve_command(
         raise click.UsageError(
             "API keys live in the store: give --store URL (or --no-auth on a loopback address)"
         )
+    portal_key = _portal_key(portal_key_file, anonymous_submits, http_listen, no_auth)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
@@ -326,15 +390,19 @@ def serve_command(
         raise click.ClickException(f"cannot serve: {exc}") from None
     stop = threading.Event()
     guard_store = None if no_auth or store_url is None else open_store(store_url)
-    gate = Gate(
-        guard_store,
-        default_rate=default_key_rate,
-        anonymous_submits_per_minute=anonymous_submits,
-        anonymous_case_hashes=anonymous_case_hashes,
-        anonymous_daily_hashes=anonymous_daily_hashes,
-        max_key_staleness=max_key_staleness,
-        refuse_stale_keys=stale_keys == "refuse",
-    )
+    try:
+        gate = Gate(
+            guard_store,
+            default_rate=default_key_rate,
+            anonymous_submits_per_minute=portal_address_rate if portal_key else anonymous_submits,
+            anonymous_case_hashes=anonymous_case_hashes,
+            anonymous_daily_hashes=anonymous_daily_hashes,
+            max_key_staleness=max_key_staleness,
+            refuse_stale_keys=stale_keys == "refuse",
+            portal_key=portal_key,
+        )
+    except PortalKeyRefused as exc:
+        raise click.UsageError(f"--portal-key-file: {exc}") from None
     record_store = None if store_url is None else open_store(store_url)
     audit = AuditLog(record_store, max_queued=audit_queue)
     anomaly = AnomalyWatch(
@@ -344,16 +412,24 @@ def serve_command(
         min_matches=flag_min_matches,
         factor=flag_factor,
     )
-    guards = Guards(gate, audit, anomaly, ProbeWatch(gate, audit))
+    policies = PolicyWatch(record_store)
+    guards = Guards(gate, audit, anomaly, ProbeWatch(gate, audit), policies)
     feed = None
     if feed_stores is not None and store_url is not None:
         compactor = (
             Compactor(store_url, index_root, holder, compact_at, compact_after) if compact else None
         )
-        follower = ChangeFollower(feed_stores[1], holder, poll_interval, compactor)
+        follower = ChangeFollower(
+            feed_stores[1], holder, poll_interval, compactor, learn=policies.learn
+        )
         follower.follow_once()  # serve the changes made since the snapshot from the start
         follower.start(stop)
-        feed = Feed(feed_stores[0], feed_stores[1], follower)
+        feed = Feed(
+            feed_stores[0],
+            feed_stores[1],
+            follower,
+            FeedbackSettings(feedback_rate, share_feedback),
+        )
     readiness = Readiness(gate, feed.follower if feed else None, max_follower_stall)
     batcher = Batcher(lambda: holder.matcher, max_queued=max_queued_queries, pin=pin_workers)
     try:
@@ -373,7 +449,11 @@ def serve_command(
             lookups = None if store_url is None else open_store(store_url)
             face = Face(batcher, guards, holder, feed, lookups)
             http = HttpServer(
-                build_app(face, tls is not None, portal=anonymous_submits is not None),
+                build_app(
+                    face,
+                    tls is not None,
+                    portal=anonymous_submits is not None or portal_key is not None,
+                ),
                 http_listen,
                 tls,
                 http_trusted_proxies,
@@ -390,6 +470,7 @@ def serve_command(
     readiness.watch(stop)
     audit.start()
     anomaly.start(stop)
+    policies.start(stop)
     server.start()
     if face is not None:
         http.start()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from indexer.store import Store, StoreUnavailable, store_url_env
@@ -99,8 +100,10 @@ class ChangeFollower:
         holder: SnapshotHolder,
         interval: float,
         compactor: Compactor | None = None,
+        learn: Callable[[Iterable[str]], None] | None = None,
     ) -> None:
         self._store = store
+        self._learn = learn  # told each batch's lists before it is applied
         self._holder = holder
         self._interval = interval
         self._compactor = compactor
@@ -129,6 +132,8 @@ class ChangeFollower:
     def follow_once(self) -> int:
         try:
             changes = self._store.changes(self._holder.applied_seq, PAGE)
+            if self._learn is not None and changes:
+                self._learn({c.list for c in changes})
         except StoreUnavailable:
             if self.store_up:
                 log.warning("the store is unreachable: serving from memory until it is back")

@@ -40,6 +40,11 @@ QUERIES = Counter("hashmatch_queries_total", "Hashes checked, by signal", ["sign
 MATCHES = Counter(
     "hashmatch_matches_total", "Matches returned, by signal and list", ["signal", "list"]
 )
+SUPPRESSED = Counter(
+    "hashmatch_suppressed_total",
+    "Queries whose matches a negative list suppressed, by signal and negative list",
+    ["signal", "list"],
+)
 SNAPSHOT_VERSION = Gauge("hashmatch_snapshot_version", "Version of the snapshot in service")
 SNAPSHOT_ENTRIES = Gauge(
     "hashmatch_snapshot_entries", "Entries in the snapshot, by signal", ["signal"]
@@ -89,6 +94,11 @@ FLAGGED = Counter(
     "hashmatch_flagged_entries_total",
     "Entries flagged for matching far above their list's norm, by list and state",
     ["list", "state"],
+)
+FEEDBACK = Counter(
+    "hashmatch_feedback_reports_total",
+    "Match feedback recorded, by list and verdict (quarantined: reports that quarantined)",
+    ["list", "verdict"],
 )
 PROBING = Counter(
     "hashmatch_probing_throttled_total", "Keys throttled for probing the list around one point"

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple, Protocol
 
-from hashmatch.codec import HashFormatError
+from hashmatch.codec import HashFormatError, hex_to_bytes
 from hashmatch.signals import SIGNALS, Signal, UnknownSignalError, get_signal
 from hashmatch.v1 import match_pb2
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
+from indexer.store import MATCH_ID_BYTES
 
 # Per signal name: (name, hash bytes, threshold), read once rather than per query.
 _FAST = {name: (s.name, s.nbytes, s.threshold) for name, s in SIGNALS.items()}
@@ -46,6 +47,14 @@ def parse_hash(label: str, m: HashMessage) -> tuple[Signal, bytes]:
         raise HashFormatError("no hash given: set hash (bytes) or hex (text)")
     except (UnknownSignalError, HashFormatError) as exc:
         raise InvalidRequest(f"{label}: {exc}") from None
+
+
+def parse_match_id(text: str) -> bytes:
+    """An entry's opaque match id as a check answered it: 24 hex digits."""
+    try:
+        return hex_to_bytes(text, MATCH_ID_BYTES * 8)
+    except HashFormatError as exc:
+        raise InvalidRequest(f"match_id: {exc}") from None
 
 
 def _max_distance(label: str, signal: Signal, requested: int | None) -> int:

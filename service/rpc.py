@@ -14,17 +14,12 @@ from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 
-from hashmatch.bounds import OutOfBounds
-from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
 from service import metrics
-from service.auth import Caller, Gate, PermissionDenied, RateLimited, Unauthenticated
-from service.batcher import DeadlineExceeded, Overloaded
-from service.follower import NotInEffect
-from service.queries import InvalidRequest
+from service.auth import Caller, Gate
+from service.refusals import refusal
 
 log = logging.getLogger(__name__)
 
-RETRY_PUSHBACK_MS = 100
 MAX_WAIT_SECONDS = 24 * 3600
 
 T = TypeVar("T")
@@ -83,44 +78,20 @@ def _refuse(
 
 
 def guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -> T:
-    """Run a handler body: bad input → INVALID_ARGUMENT, a bug → INTERNAL, never UNKNOWN."""
+    """Run a handler body: a refusal → its status (service.refusals), a bug → INTERNAL,
+    never UNKNOWN."""
     try:
         return work()
-    except InvalidRequest as exc:
-        _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except (NoSuchList, NoSuchCase) as exc:
-        _refuse(method, context, grpc.StatusCode.NOT_FOUND, str(exc))
-    except ListExists as exc:
-        _refuse(method, context, grpc.StatusCode.ALREADY_EXISTS, str(exc))
-    except (InvalidValue, OutOfBounds) as exc:
-        _refuse(method, context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
-    except Unauthenticated as exc:
-        metrics.REJECTED.labels("unauthenticated").inc()
-        _refuse(method, context, grpc.StatusCode.UNAUTHENTICATED, str(exc))
-    except PermissionDenied as exc:
-        metrics.REJECTED.labels("permission_denied").inc()
-        _refuse(method, context, grpc.StatusCode.PERMISSION_DENIED, str(exc))
-    except RateLimited as exc:
-        metrics.REJECTED.labels("rate_limited").inc()
-        pushback = ("grpc-retry-pushback-ms", str(max(1, math.ceil(exc.retry_after * 1000))))
-        _refuse(method, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), pushback)
-    except Overloaded as exc:
-        metrics.REJECTED.labels("overloaded").inc()
-        # gRPC's standard hint to clients with retry policies: wait before retrying.
-        pushback = ("grpc-retry-pushback-ms", str(RETRY_PUSHBACK_MS))
-        _refuse(method, context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc), pushback)
-    except DeadlineExceeded as exc:
-        metrics.REJECTED.labels("deadline").inc()
-        _refuse(method, context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc))
-    except StoreUnavailable as exc:
-        # A database outage is the caller's to retry, not a server fault (INTERNAL).
-        metrics.REJECTED.labels("store_unavailable").inc()
-        _refuse(method, context, grpc.StatusCode.UNAVAILABLE, str(exc))
-    except NotInEffect as exc:
-        # DEADLINE_EXCEEDED is gRPC's "the change may have been made": not to be retried blindly.
-        metrics.REJECTED.labels("not_in_effect").inc()
-        _refuse(method, context, grpc.StatusCode.DEADLINE_EXCEEDED, str(exc), *exc.metadata)
     except Exception as exc:
+        answer = refusal(exc)
+        if answer is not None:
+            extra = answer.metadata
+            exhausted = answer.kind.grpc == grpc.StatusCode.RESOURCE_EXHAUSTED
+            if exhausted and answer.retry_after is not None:
+                # gRPC's standard hint to clients with retry policies: wait before retrying.
+                ms = str(max(1, math.ceil(answer.retry_after * 1000)))
+                extra = (*extra, ("grpc-retry-pushback-ms", ms))
+            _refuse(method, context, answer.kind.grpc, answer.message, *extra)
         if status_of(context) is not None:  # context.abort() already chose the status
             raise
         rid = request_id(context)
@@ -128,7 +99,6 @@ def guarded(method: str, context: grpc.ServicerContext, work: Callable[[], T]) -
         context.set_trailing_metadata((("x-request-id", rid),))
         context.abort(grpc.StatusCode.INTERNAL, f"internal error (request id {rid})")
         raise exc  # unreachable: abort raises
-    raise AssertionError("unreachable: every refusal aborts")
 
 
 def deadline_of(context: grpc.ServicerContext | None) -> float | None:

@@ -1,13 +1,14 @@
-"""The gRPC server: MatchService (plus, with a store, SubmissionService and SyncService),
+"""The gRPC server: MatchService (plus, with a store, SubmissionService, SyncService and
+FeedbackService),
 standard health checking (liveness and readiness: service.readiness) and, when asked
 for, reflection."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import grpc
@@ -16,6 +17,8 @@ from grpc_reflection.v1alpha import reflection as grpc_reflection
 
 from hashmatch.channel import MAX_MESSAGE_BYTES
 from hashmatch.v1 import (
+    feedback_pb2,
+    feedback_pb2_grpc,
     match_pb2,
     match_pb2_grpc,
     submission_pb2,
@@ -25,15 +28,12 @@ from hashmatch.v1 import (
 )
 from indexer.store import Store
 from service import metrics
-from service.anomaly import AnomalyWatch
-from service.audit import AuditLog
-from service.auth import Caller, Gate
 from service.batcher import DEFAULT_MAX_QUEUED, Batcher
-from service.checking import Found, audit_hits, count, visible, watch_entries
+from service.checking import Found, check
 from service.decoding import TolerantDecoding
+from service.feedback import FeedbackServicer, FeedbackSettings
 from service.follower import ChangeFollower
-from service.probing import ProbeWatch, image_groups
-from service.queries import InvalidRequest, ParsedQuery, parse_request
+from service.guards import Guards
 from service.readiness import Readiness
 from service.rpc import deadline_of, guarded, record
 from service.snapshots import SnapshotHolder
@@ -44,6 +44,7 @@ from service.tls import TLS
 MATCH_SERVICE = match_pb2.DESCRIPTOR.services_by_name["MatchService"].full_name
 SUBMISSION_SERVICE = submission_pb2.DESCRIPTOR.services_by_name["SubmissionService"].full_name
 SYNC_SERVICE = sync_pb2.DESCRIPTOR.services_by_name["SyncService"].full_name
+FEEDBACK_SERVICE = feedback_pb2.DESCRIPTOR.services_by_name["FeedbackService"].full_name
 # One empty Result as CheckResponse bytes: a response starts as one per query, decoded in C
 # (for 1,000, 0.02 ms where results.add() each took 0.49: wire_benchmark.py), and only
 # the queries with hits are filled in.
@@ -53,67 +54,34 @@ EMPTY_RESULT = match_pb2.CheckResponse(results=[match_pb2.Result()]).SerializeTo
 @dataclass(frozen=True)
 class Feed:
     """The store behind a server that takes submissions: one connection for writes, one
-    for reads (the change follower and sync pulls), and the follower itself."""
+    for reads (the change follower and sync pulls), the follower itself, and the
+    operator's feedback settings (shared by the gRPC and HTTP faces, so one rate)."""
 
     writer: Store
     reader: Store
     follower: ChangeFollower
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
 
-
-@dataclass(frozen=True)
-class Guards:
-    """What stands between a caller and the list: keys and limits, the audit log, the
-    match anomaly watch and the probing watch."""
-
-    gate: Gate
-    audit: AuditLog
-    anomaly: AnomalyWatch
-    probe: ProbeWatch
-
-    @classmethod
-    def open(cls, store: Store | None = None) -> Guards:
-        """Guards with default settings; no store means no authentication (loopback use)."""
-        gate, audit = Gate(store), AuditLog(store)
-        return cls(gate, audit, AnomalyWatch(store, audit), ProbeWatch(gate, audit))
-
-
-def refuse_tightening(request: match_pb2.CheckRequest) -> None:
-    """A match-only key may not set max_distance: matching at 31, then 30, ... would tell
-    it the distance it is not to learn."""
-    if request.HasField("batch"):
-        tightened = request.batch.HasField("max_distance")
-    else:
-        tightened = any(q.HasField("max_distance") for q in request.queries)
-    if tightened:
-        raise InvalidRequest(
-            "this API key learns match / no match only: max_distance may not be set"
+    def servicers(self, guards: Guards) -> tuple[SubmissionServicer, FeedbackServicer]:
+        """The handlers that write to the store, for either face."""
+        submission = SubmissionServicer(
+            self.writer,
+            self.follower,
+            guards.gate,
+            guards.audit,
+            guards.anomaly.confirm,
+            guards.policies,
         )
-
-
-def answer(
-    batcher: Batcher,
-    guards: Guards,
-    caller: Caller,
-    queries: list[ParsedQuery],
-    deadline: float | None,
-    method: str,
-    groups: Sequence[Sequence[int]] | None = None,
-) -> tuple[int, list[Found]]:
-    """Check parsed queries for a caller, whatever the transport. Returns the snapshot
-    version and the queries with hits the caller may see.
-
-    Charged before any work, so a refused call costs nothing; every hit shown is audited
-    before the answer leaves (an audit log that stays full fails the call instead).
-    `groups` (image_groups) has each image's queries watched for probing as one."""
-    guards.gate.charge(caller, len(queries))
-    guards.probe.observe(caller, queries, groups)
-    version, found = batcher.check(queries, deadline)
-    with_hits = visible(caller, found, guards.anomaly.quarantined)
-    audit_hits(guards.audit, caller, queries, with_hits)
-    watch_entries(guards.anomaly, with_hits)
-    guards.audit.key_used(caller.actor, method)
-    count(queries, with_hits)
-    return version, with_hits
+        feedback = FeedbackServicer(
+            self.writer,
+            self.reader,
+            guards.gate,
+            guards.audit,
+            guards.anomaly,
+            self.feedback,
+            submission.in_effect,
+        )
+        return submission, feedback
 
 
 def check_response(
@@ -146,15 +114,15 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
     def _answer(
         self, request: match_pb2.CheckRequest, context: grpc.ServicerContext, method: str
     ) -> match_pb2.CheckResponse:
-        caller = self._guards.gate.caller(context, "check")
-        queries = parse_request(request)
-        groups = image_groups(queries, request.images)
-        if caller.match_only:
-            refuse_tightening(request)
-        version, with_hits = answer(
-            self._batcher, self._guards, caller, queries, deadline_of(context), method, groups
+        checked = check(
+            self._batcher,
+            self._guards,
+            partial(self._guards.gate.caller, context),
+            request,
+            deadline_of(context),
+            method,
         )
-        return check_response(version, len(queries), with_hits, caller.match_only)
+        return check_response(*checked)
 
     def Check(
         self, request: match_pb2.CheckRequest, context: grpc.ServicerContext
@@ -216,16 +184,13 @@ def build_server(
     match_pb2_grpc.add_MatchServiceServicer_to_server(MatchServicer(batcher, guards), server)
     services = [MATCH_SERVICE]
     if feed is not None:
-        submission_pb2_grpc.add_SubmissionServiceServicer_to_server(
-            SubmissionServicer(
-                feed.writer, feed.follower, guards.gate, guards.audit, guards.anomaly.confirm
-            ),
-            server,
-        )
+        submission, feedback = feed.servicers(guards)
+        submission_pb2_grpc.add_SubmissionServiceServicer_to_server(submission, server)
         sync_pb2_grpc.add_SyncServiceServicer_to_server(
             SyncServicer(feed.reader, guards.gate, guards.audit), server
         )
-        services += [SUBMISSION_SERVICE, SYNC_SERVICE]
+        feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(feedback, server)
+        services += [SUBMISSION_SERVICE, SYNC_SERVICE, FEEDBACK_SERVICE]
     readiness = readiness or Readiness(guards.gate, feed.follower if feed else None)
     health_pb2_grpc.add_HealthServicer_to_server(readiness.health, server)
     readiness.serve(MATCH_SERVICE, services[1:])

@@ -13,7 +13,7 @@ withdraw it).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import grpc
 
@@ -29,23 +29,27 @@ from hashmatch.bounds import (
     OutOfBounds,
     anonymous_case_problem,
 )
-from hashmatch.codec import HashFormatError, hex_to_bytes
+from hashmatch.feedback import threshold_problem
 from hashmatch.submission import CASE_ID_METADATA, MAX_CASE_HASHES, SECRET_METADATA
 from hashmatch.v1 import submission_pb2, submission_pb2_grpc
 from indexer.store import (
     CASE_LIST,
-    MATCH_ID_BYTES,
+    LIST_KINDS,
+    MAX_TENANT_NEGATIVE_ENTRIES,
     EntryFlag,
     ListInfo,
     NewEntry,
+    NoSuchList,
     Store,
     StoreUnavailable,
+    distance_problem,
 )
 from service.audit import AuditLog
 from service.auth import STREAM_PATIENCE, Caller, Gate, PermissionDenied
 from service.follower import ChangeFollower, NotInEffect
+from service.list_policy import PolicyWatch
 from service.packing import image_numbers, packed
-from service.queries import InvalidRequest, parse_hash
+from service.queries import InvalidRequest, parse_hash, parse_match_id
 from service.rpc import deadline_of, unary
 
 MAX_REFUSALS_LISTED = 1_000
@@ -77,7 +81,11 @@ def checked(label: str, check: Callable[[str], None], value: str) -> None:
 
 def _list_info(info: ListInfo, flags: list[EntryFlag]) -> submission_pb2.ListInfo:
     return submission_pb2.ListInfo(
+        kind=info.kind,
+        all_tenants=info.kind == "negative" and info.tenant is None,
+        max_distance=info.max_distances,
         quarantine_anomalies=info.quarantine,
+        feedback_threshold=info.feedback_threshold,
         flagged=[
             submission_pb2.FlaggedEntry(match_id=f.match_id.hex(), state=f.state, matches=f.matches)
             for f in flags
@@ -109,16 +117,27 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         gate: Gate,
         audit: AuditLog,
         confirmed: Callable[[bytes], None],
+        policies: PolicyWatch | None = None,
     ) -> None:
         self._store = store
         self._follower = follower
         self.gate = gate
         self._audit = audit
         self._confirmed = confirmed
+        self._policies = policies or PolicyWatch(None)
 
-    def _info(self, name: str) -> submission_pb2.ListInfo:
-        info = self._store.list_info(name)
+    def _info(self, name: str, info: ListInfo | None = None) -> submission_pb2.ListInfo:
+        info = info or self._store.list_info(name)
         return _list_info(info, [f for f in self._store.entry_flags() if f.list == name])
+
+    def reach(self, caller: Caller, list_name: str) -> ListInfo:
+        """The list, if the caller may manage it: PERMISSION_DENIED outside its key's scope,
+        NOT_FOUND for another tenant's negative list, as for a list that does not exist."""
+        _may_manage(caller, list_name)
+        info = self._store.list_info(list_name)
+        if info.kind == "negative" and not caller.may_reach_negative(info.tenant, list_name):
+            raise NoSuchList(list_name)
+        return info
 
     def in_effect(
         self, context: grpc.ServicerContext | None, change: str, *metadata: tuple[str, str]
@@ -151,7 +170,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             raise InvalidRequest(f"a case holds 1 to {MAX_CASE_HASHES} hashes, got {n}")
         self.gate.charge(caller, n)
         entries = [
-            parse_entry(f"hash {i}", h, caller.anonymous) for i, h in enumerate(request.hashes)
+            parse_entry(f"hash {i}", h, caller.visitor) for i, h in enumerate(request.hashes)
         ]
         refused = packed(entries, image_numbers(request.hashes))
         if refused:
@@ -208,11 +227,28 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         LIST_NAME.check(request.name)
         OWNER.check(request.owner)
         DESCRIPTION.check(request.description)
-        self._store.create_list(
-            request.name, request.owner, request.trust or "unverified", request.description
+        kind = request.kind or "match"
+        if kind not in LIST_KINDS:
+            raise InvalidRequest(f"kind {kind[:40]!r} is not one of {', '.join(LIST_KINDS)}")
+        everyone = request.all_tenants
+        if everyone and kind != "negative":
+            raise InvalidRequest("only a negative list is for all tenants")
+        if everyone and not caller.may_reach_negative(None, ""):
+            raise PermissionDenied("only an admin key creates a negative list for every tenant")
+        distances = _distances(request.max_distance)
+        threshold = _threshold(request.name, request)
+        info = self._store.create_list(
+            request.name,
+            request.owner,
+            request.trust or "unverified",
+            request.description,
+            kind,
+            caller.tenant if kind == "negative" and not everyone else None,
+            quarantine=request.quarantine_anomalies,
+            max_distances=distances,
+            feedback_threshold=threshold,
         )
-        if request.quarantine_anomalies:
-            self._store.set_quarantine(request.name, True)
+        self._policies.changed()
         self._audit.record(
             caller.actor,
             "create_list",
@@ -220,6 +256,10 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             owner=request.owner,
             trust=request.trust or "unverified",
             quarantine_anomalies=request.quarantine_anomalies,
+            kind=kind,
+            all_tenants=everyone,
+            max_distance=dict(distances),
+            feedback_threshold=info.feedback_threshold,
         )
         return self._info(request.name)
 
@@ -227,8 +267,43 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
     def GetList(
         self, request: submission_pb2.GetListRequest, context: grpc.ServicerContext, caller: Caller
     ) -> submission_pb2.ListInfo:
-        _may_manage(caller, request.name)
-        return self._info(request.name)
+        return self._info(request.name, self.reach(caller, request.name))
+
+    @unary("SetListPolicy", "list-manage")
+    def SetListPolicy(
+        self,
+        request: submission_pb2.SetListPolicyRequest,
+        context: grpc.ServicerContext,
+        caller: Caller,
+    ) -> submission_pb2.ListInfo:
+        self.reach(caller, request.list)
+        changes: dict[str, int | None] = dict(_distances(request.max_distance))
+        for signal in request.default_distance:
+            if signal in changes:
+                raise InvalidRequest(f"{signal[:40]!r} is both given a distance and reset")
+            if (problem := distance_problem(signal, 0)) is not None:
+                raise InvalidRequest(f"default_distance: {problem}")
+            changes[signal] = None
+        quarantine = (
+            request.quarantine_anomalies if request.HasField("quarantine_anomalies") else None
+        )
+        threshold = _threshold(request.list, request)
+        if changes:
+            self._store.set_list_distances(request.list, changes)
+        if quarantine is not None:
+            self._store.set_quarantine(request.list, quarantine)
+        if threshold is not None:
+            self._store.set_feedback_threshold(request.list, threshold)
+        self._policies.changed()
+        self._audit.record(
+            caller.actor,
+            "set_list_policy",
+            request.list,
+            max_distance=changes,
+            **({} if quarantine is None else {"quarantine_anomalies": quarantine}),
+            **({} if threshold is None else {"feedback_threshold": threshold}),
+        )
+        return self._info(request.list)
 
     @unary("Upload", "list-manage")
     def Upload(
@@ -274,8 +349,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
                     raise InvalidRequest("the first UploadRequest must name the list")
                 list_name, submitter = request.list, request.submitter or caller.actor
                 SUBMITTER.check(submitter)
-                _may_manage(caller, list_name)
-                self._store.list_info(list_name)  # NOT_FOUND before any entry is read
+                info = self.reach(caller, list_name)  # NOT_FOUND before any entry is read
                 named.append(list_name)
             elif request.list and request.list != list_name:
                 raise InvalidRequest(
@@ -296,21 +370,48 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
             images = image_numbers(request.entries)
             first = index - len(request.entries)
             refused = packed([e for _, e in parsed], [images[i - first] for i, _ in parsed])
-            accepted = []
+            accepted: list[tuple[int, NewEntry]] = []
             for k, (i, entry) in enumerate(parsed):
                 if k not in refused:
-                    accepted.append(entry)
+                    accepted.append((i, entry))
                     continue
                 response.refused += 1
                 if len(response.refusals) < MAX_REFUSALS_LISTED:
                     response.refusals.add(index=i, reason=f"entry {i}: refused: {refused[k]}")
+            if info.kind == "negative" and info.tenant is not None:
+                accepted = self._within_negative_bound(info.tenant, accepted, response)
             # Committed per message: what the server has read survives a crash, and a
             # re-sent upload only counts duplicates.
-            counts = self._store.add_entries(list_name, accepted, submitter=submitter, create=False)
+            counts = self._store.add_entries(
+                list_name, [e for _, e in accepted], submitter=submitter, create=False
+            )
             response.added += counts.added
             response.duplicates += counts.duplicates
         if not list_name:
             raise InvalidRequest("an upload needs at least one message naming the list")
+
+    def _within_negative_bound(
+        self,
+        tenant: str,
+        accepted: list[tuple[int, NewEntry]],
+        response: submission_pb2.UploadResponse,
+    ) -> list[tuple[int, NewEntry]]:
+        """The entries a tenant's negative lists still have room for; the rest refused."""
+        held = sum(
+            self._store.list_info(p.name).entries
+            for p in self._store.list_policies()
+            if p.kind == "negative" and p.tenant == tenant
+        )
+        room = max(0, MAX_TENANT_NEGATIVE_ENTRIES - held)
+        for i, _ in accepted[room:]:
+            response.refused += 1
+            if len(response.refusals) < MAX_REFUSALS_LISTED:
+                response.refusals.add(
+                    index=i,
+                    reason=f"entry {i}: refused: a tenant's negative lists hold at most "
+                    f"{MAX_TENANT_NEGATIVE_ENTRIES} entries in all",
+                )
+        return accepted[:room]
 
     @unary("RemoveEntries", "list-manage")
     def RemoveEntries(
@@ -319,7 +420,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> submission_pb2.RemoveEntriesResponse:
-        _may_manage(caller, request.list)
+        self.reach(caller, request.list)
         self.gate.charge(caller, len(request.entries))
         keys = _keys(request.entries)
         removed = self._store.remove_entries(request.list, keys)
@@ -331,7 +432,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
 
     def remove_content(self, caller: Caller, list_name: str, content_id: int) -> int:
         """Remove one entry by its content id (HMA's bank routes); returns once in effect."""
-        _may_manage(caller, list_name)
+        self.reach(caller, list_name)
         self.gate.charge(caller, 1)  # one entry, as RemoveEntries charges
         removed = self._store.remove_content(list_name, content_id)
         self._audit.record(
@@ -347,11 +448,8 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         context: grpc.ServicerContext,
         caller: Caller,
     ) -> submission_pb2.ConfirmEntryResponse:
-        _may_manage(caller, request.list)
-        try:
-            match_id = hex_to_bytes(request.match_id, MATCH_ID_BYTES * 8)
-        except HashFormatError as exc:
-            raise InvalidRequest(f"match_id: {exc}") from None
+        self.reach(caller, request.list)
+        match_id = parse_match_id(request.match_id)
         confirmed = self._store.confirm_entry(request.list, match_id)
         if confirmed:
             self._audit.record(
@@ -362,7 +460,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
 
 
 def _may_manage(caller: Caller, list_name: str) -> None:
-    if not caller.may_see(list_name) or (list_name == CASE_LIST and "admin" not in caller.roles):
+    if not caller.may_manage(list_name):
         raise PermissionDenied(f"{caller.actor} may not manage list {list_name!r}")
 
 
@@ -372,3 +470,25 @@ def _keys(entries: Iterable[submission_pb2.HashEntry]) -> list[tuple[str, bytes]
         signal, hash_bytes = parse_hash(f"entry {i}", m)
         keys.append((signal.name, hash_bytes))
     return keys
+
+
+def _threshold(
+    list_name: str,
+    request: submission_pb2.CreateListRequest | submission_pb2.SetListPolicyRequest,
+) -> int | None:
+    """The request's feedback threshold, if it sets one, checked before anything is
+    written (a policy change is all or nothing)."""
+    if not request.HasField("feedback_threshold"):
+        return None
+    tenants = request.feedback_threshold
+    if (problem := threshold_problem(tenants, list_name == CASE_LIST)) is not None:
+        raise InvalidRequest(problem)
+    return tenants
+
+
+def _distances(requested: Mapping[str, int]) -> dict[str, int]:
+    """A request's per-signal maximum distances, each checked against its signal."""
+    for signal, distance in requested.items():
+        if (problem := distance_problem(signal, distance)) is not None:
+            raise InvalidRequest(f"max_distance: {problem}")
+    return dict(requested)

@@ -13,7 +13,7 @@ from functools import partial
 import grpc
 
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
-from indexer.store import CASE_LIST, MAX_SEQ, Change, Store
+from indexer.store import CASE_LIST, MAX_SEQ, Change, NoSuchList, Store
 from service.audit import AuditLog
 from service.auth import Caller, Gate, PermissionDenied
 from service.queries import InvalidRequest
@@ -45,7 +45,9 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
         self._gate = gate
         self._audit = audit
 
-    def _start(self, request: sync_pb2.PullRequest, context: grpc.ServicerContext) -> Caller:
+    def _start(
+        self, request: sync_pb2.PullRequest, context: grpc.ServicerContext
+    ) -> tuple[Caller, str]:
         caller = self._gate.caller(context, "sync-read")
         if not request.list:
             raise InvalidRequest("name the list to pull")
@@ -59,9 +61,11 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
                 f"{caller.actor} may not read list {request.list[:200]!r}"
                 + (granted if request.list == CASE_LIST else "")
             )
-        self._store.list_info(request.list)  # NOT_FOUND for an unknown list
+        info = self._store.list_info(request.list)  # NOT_FOUND for an unknown list
+        if info.kind == "negative" and not caller.may_reach_negative(info.tenant, request.list):
+            raise NoSuchList(request.list)  # as absent as a list that does not exist
         self._audit.record(caller.actor, "pull", request.list, after_seq=request.after_seq)
-        return caller
+        return caller, info.kind
 
     def _page(self, caller: Caller, list_name: str, after: int, size: int) -> list[Change]:
         page = self._store.changes(after, size, list_name)
@@ -75,7 +79,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
         started = time.perf_counter()
         after = request.after_seq
         try:
-            caller = guarded("Pull", context, partial(self._start, request, context))
+            caller, kind = guarded("Pull", context, partial(self._start, request, context))
             capacity = self._gate.capacity(caller)
             # A page never exceeds what the caller's bucket can hold, so it can always
             # go on once its bucket has refilled.
@@ -85,7 +89,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
                     "Pull", context, partial(self._page, caller, request.list, after, size)
                 )
                 if page:
-                    yield sync_pb2.PullResponse(changes=[to_message(c) for c in page])
+                    yield sync_pb2.PullResponse(changes=[to_message(c) for c in page], kind=kind)
                     after = page[-1].seq
                 if len(page) < size:
                     return

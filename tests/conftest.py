@@ -17,7 +17,7 @@ from hashmatch.hashing import hash_bytes
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import match_pb2_grpc
 from indexer.build import build_snapshot
-from indexer.store import NewEntry, open_store
+from indexer.store import NewEntry, Store, open_store
 
 LISTED = ("astronaut", "camera", "chelsea", "coffee", "coins", "hubble_deep_field", "rocket")
 
@@ -43,6 +43,32 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'store.db'}"
     url: str = request.getfixturevalue("postgres_url")
     return url
+
+
+class Clock:
+    """A stand-in for time.monotonic that moves only when a test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The API key gate's clock (rate limits, days), moved by the test."""
+    fake = Clock()
+    monkeypatch.setattr("service.auth.time.monotonic", fake)
+    return fake
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A SQLite store of the test's own."""
+    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield s
+    s.close()
 
 
 @pytest.fixture(scope="session")

@@ -150,6 +150,20 @@ def test_crossover_times_both_engines_on_small_lists() -> None:
     assert all(number(cell) > 0 for r in rows for cell in r[1:])
 
 
+def test_policies_mode_measures_the_check_path_with_and_without_list_policies() -> None:
+    out = run("engine_benchmark.py", "--policies", "--n", "20K", "--queries", "2000")
+    rows = markdown_rows(out)
+    assert [r[0] for r in rows] == [
+        "no policy",
+        "list narrowed to 24",
+        "+ 10,000 negative entries, another tenant's",
+        "+ 10,000 negative entries, the caller's",
+    ]
+    assert all(number(cell) > 0 for r in rows for cell in r[1:5])
+    # Every hit is shown but where the caller's own negative list covers it (1% of hits).
+    assert [r[5] for r in rows] == ["2,000 of 2,000"] * 3 + ["1,980 of 2,000"]
+
+
 @pytest.mark.parametrize(
     ("script", "args", "columns"),
     [

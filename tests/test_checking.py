@@ -3,6 +3,8 @@ hits it may see, capped, and exactly those are audited and counted."""
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given
@@ -10,9 +12,11 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
+from indexer.store import ListPolicy, open_store
 from service.audit import AuditLog
 from service.auth import Caller
 from service.checking import Found, audit_hits, count, visible
+from service.list_policy import UNKNOWN_RELOAD_SECONDS, Policies, PolicyWatch
 from service.matcher import Hit
 from service.queries import ParsedQuery
 
@@ -26,7 +30,7 @@ hits_of_a_query = st.lists(
 
 
 def caller(lists: frozenset[str] | None) -> Caller:
-    return Caller("tenant/key", frozenset({"check"}), lists, "key", None)
+    return Caller("tenant/key", frozenset({"check"}), lists, "key", None, tenant="tenant")
 
 
 @given(
@@ -37,7 +41,8 @@ def caller(lists: frozenset[str] | None) -> Caller:
 def test_a_caller_sees_its_lists_unquarantined_closest_first_and_capped(
     found: list[list[Hit]], lists: frozenset[str] | None, quarantined: frozenset[str]
 ) -> None:
-    shown = visible(caller(lists), found, quarantined)
+    queries = [ParsedQuery("pdq", bytes(32), 31)] * len(found)
+    shown = visible(caller(lists), queries, found, quarantined, PolicyWatch(None))
     expected = []
     for i, hits in enumerate(found):
         mine = [
@@ -46,6 +51,61 @@ def test_a_caller_sees_its_lists_unquarantined_closest_first_and_capped(
         if mine:
             expected.append(
                 Found(i, mine[:MAX_MATCHES_PER_RESULT], len(mine) > MAX_MATCHES_PER_RESULT)
+            )
+    assert shown == expected
+
+
+policies_of_lists = st.fixed_dictionaries(
+    {
+        name: st.builds(
+            ListPolicy,
+            st.just(name),
+            st.sampled_from(["match", "negative"]),
+            st.sampled_from([None, "tenant", "other"]),
+            st.just(False),
+            st.dictionaries(st.just("pdq"), st.integers(0, 31)),
+        )
+        for name in LISTS
+    }
+)
+
+
+@given(
+    st.lists(st.tuples(hits_of_a_query, st.integers(0, 31)), max_size=8),
+    policies_of_lists,
+    st.booleans(),
+)
+def test_negative_lists_of_the_caller_suppress_and_distances_only_narrow(
+    found_with_limits: list[tuple[list[Hit], int]],
+    policies: dict[str, ListPolicy],
+    known: bool,
+) -> None:
+    """A query within a negative list's distance of its entry shows nothing, if that list
+    is the caller's tenant's or everyone's; otherwise each match list's hits within both
+    the query's and the list's distance show, and negative lists' hits never do. A list
+    the policies do not know is never shown."""
+    found = [hits for hits, _ in found_with_limits]
+    queries = [ParsedQuery("pdq", bytes(32), limit) for _, limit in found_with_limits]
+    watch = PolicyWatch(None)
+    watch.current = Policies(policies if known else {}, complete=True)
+    shown = visible(caller(None), queries, found, frozenset(), watch)
+    expected = []
+    for i, hits in enumerate(found):
+        if not known:
+            continue
+        reach = {n: p.max_distances.get("pdq", 31) for n, p in policies.items()}
+        mine = {n for n, p in policies.items() if p.kind == "negative" and p.tenant != "other"}
+        if any(h.list in mine and h.distance <= reach[h.list] for h in hits):
+            continue
+        kept = [
+            h
+            for h in hits
+            if policies[h.list].kind == "match"
+            and h.distance <= min(queries[i].max_distance, reach[h.list])
+        ]
+        if kept:
+            expected.append(
+                Found(i, kept[:MAX_MATCHES_PER_RESULT], len(kept) > MAX_MATCHES_PER_RESULT)
             )
     assert shown == expected
 
@@ -94,3 +154,27 @@ def test_each_hit_shown_is_audited_with_the_hash_sent_and_counted() -> None:
     assert sample("hashmatch_matches_total", signal="pdq", list="a") - before["pdq a"] == 1
     assert sample("hashmatch_matches_total", signal="pdq", list="b") - before["pdq b"] == 1
     assert sample("hashmatch_matches_total", signal="md5", list="a") - before["md5 a"] == 1
+
+
+def test_a_list_created_after_the_policies_loaded_is_known_before_it_is_shown(
+    tmp_path: Path,
+) -> None:
+    """Another process made a negative list and its entries already match here: the hit
+    reloads the policies, so the list suppresses rather than answering as a match list;
+    a list the store does not know either is never shown."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store.create_list("a")
+        watch = PolicyWatch(store)
+        store.create_list("late", kind="negative", tenant="tenant")
+        time.sleep(UNKNOWN_RELOAD_SECONDS)
+        query = ParsedQuery("pdq", bytes(32), 31)
+        hits = [Hit("a", MATCH_IDS[0], 3), Hit("late", MATCH_IDS[1], 5)]
+        assert visible(caller(None), [query], [hits], frozenset(), watch) == []
+        assert "late" in watch.current.lists
+        ghost = [Hit("ghost", MATCH_IDS[2], 1), Hit("a", MATCH_IDS[0], 3)]
+        assert visible(caller(None), [query], [ghost], frozenset(), watch) == [
+            Found(0, [ghost[1]], False)
+        ]
+    finally:
+        store.close()

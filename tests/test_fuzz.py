@@ -17,6 +17,8 @@ from hashmatch.channel import Credentials, open_channel
 from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import (
+    feedback_pb2,
+    feedback_pb2_grpc,
     match_pb2,
     match_pb2_grpc,
     submission_pb2,
@@ -325,7 +327,26 @@ METHODS = [
     ("/hashmatch.v1.SubmissionService/RemoveEntries", "unary"),
     ("/hashmatch.v1.SubmissionService/ConfirmEntry", "unary"),
     ("/hashmatch.v1.SyncService/Pull", "unary_stream"),
+    ("/hashmatch.v1.FeedbackService/Report", "unary"),
+    ("/hashmatch.v1.FeedbackService/Review", "unary"),
+    ("/hashmatch.v1.FeedbackService/Decide", "unary"),
+    ("/hashmatch.v1.FeedbackService/PullFeedback", "unary_stream"),
 ]
+
+
+@FUZZ
+@given(
+    list_name=names,
+    match_id=st.one_of(st.text(max_size=30), st.text(alphabet="0123456789abcdef", max_size=26)),
+    decision=st.one_of(st.sampled_from(["confirm", "remove", "keep"]), st.text(max_size=10)),
+)
+def test_review_and_decisions(
+    channel: grpc.Channel, list_name: str, match_id: str, decision: str
+) -> None:
+    stub = feedback_pb2_grpc.FeedbackServiceStub(channel)
+    clear(lambda: stub.Review(feedback_pb2.ReviewRequest(list=list_name), timeout=10))
+    request = feedback_pb2.DecideRequest(list=list_name, match_id=match_id, decision=decision)
+    clear(lambda: stub.Decide(request, timeout=10))
 
 
 @FUZZ

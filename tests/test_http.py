@@ -26,63 +26,42 @@ import httpx
 import pytest
 from google.protobuf import json_format
 
-from hashmatch.demo.serve_process import ServerProcess, free_ports, running_server
-from hashmatch.list_formats import NewEntry
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from indexer.store import CASE_LIST, MAX_CONTENT_ID, open_store
+from tests.serving import Running, key, serving_store
 from tests.test_security import HASHES, _certificates, random_pdq
 
 SECURITY_HEADERS = ("x-content-type-options", "content-security-policy", "x-frame-options")
 
 
-class Served:
-    def __init__(self, proc: ServerProcess, url: str, metrics_port: int) -> None:
-        self.proc = proc
-        self.url = url
-        self.base = f"http://{proc.http_address}"
-        self.metrics_port = metrics_port
-        store = open_store(url)
-        try:
-            self.checker = store.create_key("t", ["check"])[1]
-            self.scoped = store.create_key("t", ["check", "list-manage"], ["a"])[1]
-            self.manager = store.create_key("t", ["list-manage", "check"])[1]
-            self.submitter = store.create_key("t", ["submit"])[1]
-            self.admin = store.create_key("t", ["admin"])[1]
-            self.slow = store.create_key("t", ["check"], rate=5)[1]
-            self.match_only = store.create_key("t", ["check"], match_only=True)[1]
-        finally:
-            store.close()
-
-    def client(self, token: str | None) -> httpx.Client:
-        return bearer_client(self.base, token, 30)
+KEYS = {
+    "checker": key("check"),
+    "scoped": key("check", "list-manage", lists=("a",)),
+    "manager": key("list-manage", "check"),
+    "submitter": key("submit"),
+    "admin": key("admin"),
+    "slow": key("check", rate=5),
+    "match_only": key("check", match_only=True),
+}
 
 
-def bearer_client(base: str, token: str | None, timeout: float) -> httpx.Client:
-    """An HTTP client to `base` sending `token` as its API key (none: no credentials)."""
-    headers = {} if token is None else {"authorization": f"Bearer {token}"}
-    return httpx.Client(base_url=base, headers=headers, timeout=timeout)
+Served = Running  # with KEYS' tokens by name: served.checker
 
 
 @contextmanager
 def serving(tmp_path: Path, *args: str) -> Iterator[Served]:
     """Lists 'a' (HASHES[:10]) and 'b' (HASHES[10:]) and a victim's case, keys required."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    store.add_entries("a", [NewEntry("pdq", h) for h in HASHES[:10]])
-    store.add_entries("b", [NewEntry("pdq", h) for h in HASHES[10:]])
-    store.create_case([NewEntry("pdq", CASE_HASH)])
-    store.close()
-    metrics_port = free_ports()
-    with running_server(
-        tmp_path / "index",
-        "--store", url,
-        "--poll-interval", "0.1",
-        "--http-listen", "127.0.0.1:0",
-        "--metrics-port", str(metrics_port),
+    with serving_store(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'store.db'}",
         *args,
-    ) as proc:  # fmt: skip
-        yield Served(proc, url, metrics_port)
+        lists={"a": HASHES[:10], "b": HASHES[10:]},
+        cases=[[CASE_HASH]],
+        keys=KEYS,
+        http=True,
+        metrics=True,
+    ) as running:
+        yield running
 
 
 CASE_HASH = random_pdq(1, 77)[0]

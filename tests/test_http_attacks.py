@@ -19,10 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from hashmatch.demo.serve_process import ServerProcess, running_server
-from hashmatch.list_formats import NewEntry
-from indexer.store import open_store
-from tests.test_http import bearer_client
+from tests.serving import Running, key, serving_store
 from tests.test_outage import Cluster, cluster, freeze_follower, matched, stubs
 from tests.test_outage import serving as serving_on
 from tests.test_security import random_pdq
@@ -33,46 +30,27 @@ X = random_pdq(1, 2201)[0]
 Y = random_pdq(1, 2202)[0]
 
 
-class Server:
-    """A running server and keys made before it started (a key made later may be
-    refused for its first 0.1 s, until the server reloads its keys)."""
-
-    def __init__(self, proc: ServerProcess, url: str, keys: dict[str, str]) -> None:
-        self.proc = proc
-        self.url = url
-        self.base = f"http://{proc.http_address}"
-        self.admin = keys["admin"]
-        self.manager = keys["manager"]
-        self.slow_manager = keys["slow_manager"]
-        self.slow_checker = keys["slow_checker"]
-
-    def http(self, token: str | None) -> httpx.Client:
-        return bearer_client(self.base, token, 60)
+Server = Running  # with its keys' tokens by name: s.admin
 
 
 @contextmanager
 def server(tmp_path: Path, *args: str) -> Iterator[Server]:
     """Keys required; list 'z' holds X and list 'a' holds Y."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    store.add_entries("z", [NewEntry("pdq", X)])
-    store.add_entries("a", [NewEntry("pdq", Y)])
     keys = {
-        "admin": store.create_key("t", ["admin"])[1],
-        "manager": store.create_key("t", ["list-manage"])[1],
-        "slow_manager": store.create_key("t", ["list-manage"], rate=5)[1],
-        "slow_checker": store.create_key("t", ["check"], rate=5)[1],
+        "admin": key("admin"),
+        "manager": key("list-manage"),
+        "slow_manager": key("list-manage", rate=5),
+        "slow_checker": key("check", rate=5),
     }
-    store.close()
-    with running_server(
-        tmp_path / "index",
-        "--store", url,
-        "--poll-interval", "0.1",
-        "--http-listen", "127.0.0.1:0",
+    with serving_store(
+        tmp_path,
+        f"sqlite:///{tmp_path / 'store.db'}",
         *args,
-    ) as proc:  # fmt: skip
-        yield Server(proc, url, keys)
+        lists={"z": [X], "a": [Y]},
+        keys=keys,
+        http=True,
+    ) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +76,7 @@ def test_http_anonymous_ipv6_addresses_count_as_their_64_as_over_grpc(tmp_path: 
     daily address slots that lock every anonymous victim out for a day."""
     with (
         server(tmp_path, "--anonymous-submit", "1", "--http-trusted-proxy", "127.0.0.1") as s,
-        s.http(None) as http,
+        s.client(None) as http,
     ):
         statuses = []
         for n, address in enumerate(["2001:db8::1", "2001:db8::2", "2001:db8::3"]):
@@ -116,7 +94,7 @@ def test_hma_delete_content_is_charged_to_the_keys_rate(served: Server) -> None:
     """Hole: DELETE /c/bank/<name>/content/<id> is a store write and an in-effect wait
     per call, but service/submission.py remove_content never charges the key, so a key
     limited to 5 hashes/s (burst 10) removes as fast as it can send."""
-    with served.http(served.slow_manager) as http:
+    with served.client(served.slow_manager) as http:
         statuses = [http.delete(f"/c/bank/a/content/{n + 1}").status_code for n in range(25)]
     assert 429 in statuses, statuses
 
@@ -131,7 +109,7 @@ def test_create_bank_refuses_wrong_types(served: Server, n: int, extra: dict[str
     """Hole: POST /c/banks compares `enabled is False` and `enabled_ratio != 1`, so
     HMA's "disabled" as 0, a boolean ratio, or null are taken and a fully matching bank is
     made (201) where the caller asked for something else, or sent the wrong type."""
-    with served.http(served.manager) as http:
+    with served.client(served.manager) as http:
         name = f"WRONG_TYPE_{n}"
         answer = http.post("/c/banks", json={"name": name, **extra})
     assert answer.status_code == 400, (answer.status_code, answer.text)
@@ -159,7 +137,7 @@ def test_a_lone_surrogate_in_json_text_is_400_not_500(
     add_signal put JSON strings straight into protobuf messages, whose setters raise
     ValueError on an unpaired surrogate; that surfaces as 500 "internal error". The
     general parser (every other route) answers 400 "Unpaired surrogate at ..."."""
-    with served.http(served.admin) as http:
+    with served.client(served.admin) as http:
         answer = http.post(path, content=body)
     assert answer.status_code == 400, (answer.status_code, answer.text)
 
@@ -169,7 +147,7 @@ def test_a_content_id_past_any_stored_one_is_not_500(served: Server, content_id:
     """Hole: DELETE /c/bank/<name>/content/<id> takes any run of digits: past 2**63 - 1
     the store's driver overflows (500 "internal error"), and past 4,300 digits Starlette's
     int convertor raises before any route runs (a bare "Internal Server Error")."""
-    with served.http(served.manager) as http:
+    with served.client(served.manager) as http:
         answer = http.delete(f"/c/bank/a/content/{content_id}")
     assert answer.status_code < 500, (answer.status_code, answer.text[:200])
 
@@ -181,7 +159,7 @@ def test_an_unauthenticated_body_is_refused_before_it_is_parsed(tmp_path: Path) 
     """Hole: service/http/app.py reads and json.loads the whole body (up to 16 MiB) before
     the route asks for a key: anyone who can connect makes the server build ~5.5 million
     Python lists (about 400 MB, two seconds of CPU) per request, only to be told 401."""
-    with server(tmp_path) as s, s.http(None) as anyone:
+    with server(tmp_path) as s, s.client(None) as anyone:
         assert anyone.post("/v1/check", content=b"{").status_code == 401
         before = peak_rss_kib(s.proc.process.pid)
         body = b"[" + b"[]," * 5_500_000 + b"[]]"
@@ -199,8 +177,8 @@ def test_an_anonymous_case_body_is_bounded_at_a_case_worth(tmp_path: Path) -> No
     case is a few hundred KiB), unread, rather than read and parsed up to 16 MiB."""
     with (
         server(tmp_path, "--anonymous-submit", "60") as s,
-        s.http(None) as anyone,
-        s.http(s.admin) as keyed,
+        s.client(None) as anyone,
+        s.client(s.admin) as keyed,
     ):
         body = b'{"hashes": [], "padding": "' + b"a" * (2 * 1024 * 1024) + b'"}'
         assert anyone.post("/v1/cases", content=body).status_code == 413
@@ -220,7 +198,7 @@ def test_a_huge_images_array_is_refused_without_parsing_it_in_python(served: Ser
         + b"0," * 8_000_000
         + b"0]}"
     )
-    with served.http(served.slow_checker) as http:
+    with served.client(served.slow_checker) as http:
         started = time.monotonic()
         answer = http.post("/v1/check", content=body)
         took = time.monotonic() - started

@@ -32,7 +32,7 @@ from indexer.store import CASE_LIST, InvalidValue, Store, open_store
 from indexer.sync import change_problem, from_message
 from service.auth import Caller, Gate, RateLimited
 from service.queries import InvalidRequest
-from tests.conftest import run_cli
+from tests.conftest import Clock, run_cli
 from tests.test_security import HASHES, creds, key, random_pdq, secured
 
 # Only what the code had before these limits is imported at the top, so that each attack
@@ -168,28 +168,6 @@ def _context(peer: str) -> grpc.ServicerContext:
             return peer
 
     return cast(grpc.ServicerContext, Anonymous())
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    fake = Clock()
-    monkeypatch.setattr("service.auth.time.monotonic", fake)
-    return fake
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = open_store(f"sqlite:///{tmp_path / 'store.db'}")
-    yield s
-    s.close()
 
 
 def test_idle_anonymous_buckets_and_days_are_evicted(store: Store, clock: Clock) -> None:

@@ -35,6 +35,7 @@ from hashmatch.v1 import match_pb2, match_pb2_grpc, submission_pb2, submission_p
 from indexer.store import NewEntry, StoreUnavailable, open_store
 from service.auth import Gate
 from service.readiness import Readiness
+from tests.serving import key, serving_store
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 HASHES = [bytes(r) for r in np.random.default_rng(22).integers(0, 256, (40, 32), dtype=np.uint8)]
@@ -109,20 +110,19 @@ class Served:
 @contextmanager
 def serving(tmp_path: Path, url: str, *args: str) -> Iterator[Served]:
     """A server on `url` with LISTED in list 'hotline', an admin key and a check key."""
-    store = open_store(url)
-    store.add_entries("hotline", [NewEntry("pdq", h) for h in LISTED])
-    _, admin = store.create_key("t", ["admin"])
-    checker_key, checker = store.create_key("t", ["check"])
-    store.close()
-    metrics_port = free_ports()
-    with running_server(
-        tmp_path / "index",
-        "--store", url,
-        "--poll-interval", "0.1",
-        "--metrics-port", str(metrics_port),
-        *args,
-    ) as proc:  # fmt: skip
-        yield Served(proc, url, admin, checker, checker_key.key_id, metrics_port)
+    keys = {"admin": key("admin"), "checker": key("check")}
+    with serving_store(
+        tmp_path, url, *args, lists={"hotline": LISTED}, keys=keys, metrics=True
+    ) as running:
+        assert running.metrics_port is not None
+        yield Served(
+            running.proc,
+            url,
+            running.tokens["admin"],
+            running.tokens["checker"],
+            running.key_ids["checker"],
+            running.metrics_port,
+        )
 
 
 @contextmanager

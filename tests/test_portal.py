@@ -31,8 +31,8 @@ from hashmatch.demo.standins import TRANSFORMS, bundled_photos, reupload
 from hashmatch.images import ImageSource, decode_rgb
 from hashmatch.signals import PDQ, PHASH
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from indexer.store import open_store
 from tests.conftest import run_cli
+from tests.serving import key, serving_store
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
@@ -70,19 +70,9 @@ class Portal:
 def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     tmp = tmp_path_factory.mktemp("portal")
     url = f"sqlite:///{tmp / 'store.db'}"
-    store = open_store(url)
-    try:
-        check_key = store.create_key("platform", ["check"])[1]
-    finally:
-        store.close()
-    with running_server(
-        tmp / "index",
-        "--store", url,
-        "--poll-interval", "0.1",
-        "--http-listen", "127.0.0.1:0",
-        "--anonymous-submit", "600",
-    ) as proc:  # fmt: skip
-        yield Portal(proc, f"http://{proc.http_address}", check_key)
+    checker = {"checker": key("check")}
+    with serving_store(tmp, url, "--anonymous-submit", "600", keys=checker, http=True) as running:
+        yield Portal(running.proc, running.base, running.checker)
 
 
 @dataclass
@@ -90,9 +80,11 @@ class Recorded:
     """Every request the page made, with its body."""
 
     requests: list[tuple[str, str, bytes]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
 
     def record(self, request: Request) -> None:
         self.requests.append((request.method, request.url, request.post_data_buffer or b""))
+        self.headers.append(request.headers)
 
 
 def open_page(browser: Browser, portal: Portal, locale: str) -> tuple[Page, Recorded]:
@@ -182,12 +174,37 @@ WORDS = {
 def test_victim_flow_at_phone_width(
     browser: Browser, portal: Portal, tmp_path: Path, lang: str, locale: str
 ) -> None:
+    victim_flow(browser, portal, tmp_path, lang, locale)
+
+
+def test_victim_flow_with_the_operators_page_key(browser: Browser, tmp_path: Path) -> None:
+    """Served with `--portal-key-file` and no `--anonymous-submit`: the same flow, the page
+    sends no key (the server makes its calls with it), and the key is nowhere in the page."""
+    with serving_store(
+        tmp_path, f"sqlite:///{tmp_path / 'store.db'}",
+        "--portal-key-file", str(tmp_path / "page.key"),
+        keys={"checker": key("check"), "page": key("submit", lists=("victim-cases",))},
+        key_files={"page": tmp_path / "page.key"},
+        http=True,
+    ) as running:  # fmt: skip
+        page_key = running.tokens["page"]
+        portal = Portal(running.proc, running.base, running.tokens["checker"])
+        recorded = victim_flow(browser, portal, tmp_path, "en", "en-GB", "key-")
+    assert all("authorization" not in h for h in recorded.headers)
+    assert not any(page_key.encode() in body for _, _, body in recorded.requests)
+
+
+def victim_flow(
+    browser: Browser, portal: Portal, tmp_path: Path, lang: str, locale: str, prefix: str = ""
+) -> Recorded:
+    """Choose photos, take one back, send, save and copy the receipt, ask the status and
+    withdraw, with every step audited for accessibility and every request recorded."""
     page, recorded = open_page(browser, portal, locale)
     words = WORDS[lang]
     assert page.evaluate("document.documentElement.lang") == lang
     assert words["title"] in page.inner_text("h1")
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
-    shot(page, f"{lang}-1-open")
+    shot(page, f"{prefix}{lang}-1-open")
     assert axe_violations(page) == []
 
     files = photo_files(tmp_path, ("astronaut", "coffee", "clock_motion", "camera"))
@@ -200,14 +217,14 @@ def test_victim_flow_at_phone_width(
     assert "34" in states[2][0]  # clock_motion's PDQ quality, explained
     # The victim takes the last photo back before sending.
     page.locator("#photo-list li").nth(3).locator("button.remove").click()
-    shot(page, f"{lang}-2-chosen")
+    shot(page, f"{prefix}{lang}-2-chosen")
     assert axe_violations(page) == []
 
     page.click("#submit")
     wait_text(page, "secret")
     case_id = page.inner_text("#case-id")
     secret = page.inner_text("#secret")
-    shot(page, f"{lang}-3-submitted")
+    shot(page, f"{prefix}{lang}-3-submitted")
     assert axe_violations(page) == []
     with page.expect_download() as download:
         page.click("#save")
@@ -227,13 +244,13 @@ def test_victim_flow_at_phone_width(
     page.click("#status-check")
     wait_text(page, "status-result")
     assert f"{len(hashes)} {words['active']}" in page.inner_text("#status-result")
-    shot(page, f"{lang}-4-status")
+    shot(page, f"{prefix}{lang}-4-status")
 
     page.click("#withdraw")
     wait_text(page, "withdraw-result")
     assert words["gone"] in page.inner_text("#withdraw-result")
     assert str(len(hashes)) in page.inner_text("#withdraw-result")
-    shot(page, f"{lang}-5-withdrawn")
+    shot(page, f"{prefix}{lang}-5-withdrawn")
     assert axe_violations(page) == []
     assert not any(matched(portal, hashes))  # withdrawn means no longer matching, over gRPC
 
@@ -249,6 +266,7 @@ def test_victim_flow_at_phone_width(
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
     assert page.errors == []  # type: ignore[attr-defined]
     page.context.close()
+    return recorded
 
 
 def test_language_switch_follows_and_sets_html_lang(browser: Browser, portal: Portal) -> None:
@@ -423,11 +441,12 @@ def test_hashing_speed_in_chromium(browser: Browser, portal: Portal, tmp_path: P
     page.context.close()
 
 
-def test_the_page_is_served_only_with_anonymous_submit_and_only_its_files(
+def test_the_page_is_served_only_to_take_cases_and_only_its_files(
     portal: Portal, tmp_path: Path
 ) -> None:
     """The page and its modules under their policy, no cookies; nothing else from the
-    package (no source, no traversal, no listings); no page when victims can't submit."""
+    package (no source, no traversal, no listings); no page when victims can't submit
+    (neither --anonymous-submit nor --portal-key-file)."""
     with httpx.Client(base_url=portal.base, timeout=30) as http:
         page = http.get("/")
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")

@@ -43,6 +43,7 @@ from hashmatch.v1 import (
 from indexer.snapshot import current_version
 from indexer.store import open_store
 from tests.conftest import run_cli
+from tests.serving import serving_store
 
 
 def random_pdq(n: int, seed: int) -> list[bytes]:
@@ -56,14 +57,10 @@ HASHES = random_pdq(20, 5)
 @contextmanager
 def secured(tmp_path: Path, *args: str) -> Iterator[tuple[ServerProcess, str]]:
     """A server requiring keys, with lists 'a' (HASHES[:10]) and 'b' (HASHES[10:])."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    store = open_store(url)
-    store.add_entries("a", [NewEntry("pdq", h) for h in HASHES[:10]])
-    store.add_entries("b", [NewEntry("pdq", h) for h in HASHES[10:]])
-    store.close()
-    with running_server(tmp_path / "index", "--store", url, "--poll-interval", "0.1", *args) as p:
-        yield p, url
+    lists = {"a": HASHES[:10], "b": HASHES[10:]}
+    with serving_store(tmp_path, url, *args, lists=lists) as running:
+        yield running.proc, url
 
 
 def key(url: str, *roles: str, lists: tuple[str, ...] = (), rate: float | None = None) -> str:

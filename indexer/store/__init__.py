@@ -8,6 +8,7 @@ snapshot records the last sequence number it holds.
 
 from __future__ import annotations
 
+import builtins
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from hashmatch.list_formats import NewEntry
+from hashmatch.signals import SIGNALS
 
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
 # The store URL may hold a password, and a command line is visible to every user of the
@@ -30,10 +32,32 @@ MAX_CONTENT_ID = 2**53 - 1
 # names nothing and can't even be sent to the database.
 MAX_SEQ = 2**63 - 1
 TRUST_LEVELS = ("verified", "unverified", "victim")
+# A match list answers checks; a negative list holds hashes that must never produce a match
+# for its tenant (or, with no tenant, for anyone): it is never itself matched against.
+LIST_KINDS = ("match", "negative")
 CASE_LIST = "victim-cases"
 # check: MatchService; submit: victims' cases; list-manage: hotline lists; sync-read:
 # SyncService.Pull; admin: everything.
 ROLES = ("check", "submit", "list-manage", "sync-read", "admin")
+
+
+# A tenant's negative lists hold at most this many entries in all: they suppress only its own
+# matches, but each is searched with every check.
+MAX_TENANT_NEGATIVE_ENTRIES = 10_000
+
+
+def distance_problem(signal: str, distance: int) -> str | None:
+    """Why a list may not match the signal within `distance`, or None: the index is built
+    for the signal's threshold, so a list can only narrow it."""
+    known = SIGNALS.get(signal)
+    if known is None:
+        return f"unknown signal {signal[:40]!r}"
+    if not 0 <= distance <= known.threshold:
+        return (
+            f"max_distance {distance} for {signal} exceeds its threshold {known.threshold}: "
+            "the index is built for that radius, so a list can only narrow it"
+        )
+    return None
 
 
 class StoreURLError(ValueError):
@@ -61,6 +85,14 @@ class StoreUnavailable(Exception):
     """
 
 
+class NoSuchMatch(KeyError):
+    """A match id that is unknown, was never served to the caller, or is of a list it
+    may not see: the three are deliberately not told apart (no oracle)."""
+
+    def __str__(self) -> str:
+        return "no match with that id was served to this key"
+
+
 class NoSuchCase(KeyError):
     """Unknown case id or wrong secret: the two are deliberately not told apart."""
 
@@ -84,10 +116,27 @@ class ListInfo:
     entries_by_signal: dict[str, int]
     last_seq: int
     quarantine: bool = False
+    feedback_threshold: int = 2
+    kind: str = "match"
+    tenant: str | None = None  # a negative list's tenant; None: every tenant's
+    max_distances: dict[str, int] = field(default_factory=dict)  # narrower than the signal's
 
     @property
     def entries(self) -> int:
         return sum(self.entries_by_signal.values())
+
+
+@dataclass(frozen=True)
+class ListPolicy:
+    """What the service needs of a list to answer a check: its kind, its tenant (negative
+    lists), whether it quarantines anomalies, and its distances narrower than a signal's
+    threshold."""
+
+    name: str
+    kind: str = "match"
+    tenant: str | None = None
+    quarantine: bool = False
+    max_distances: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -152,6 +201,49 @@ class EntryFlag:
     state: str  # flagged | quarantined | confirmed
     matches: int
     at: float
+
+
+@dataclass(frozen=True)
+class TenantReport:
+    tenant: str
+    verdict: str
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class FeedbackCounts:
+    """Distinct tenants per verdict on one entry (or, pulled from a downstream copy, the
+    counts it reported)."""
+
+    match_id: bytes
+    seq: int
+    confirmed: int
+    false_positive: int
+    pending_review: int
+    source: str = ""
+
+
+@dataclass
+class ReviewItem:
+    """An entry of the review queue: flagged or reported, with the evidence."""
+
+    list: str
+    match_id: bytes
+    state: str  # quarantined | flagged | confirmed | reported
+    cause: str  # anomaly | feedback | "" (reported only)
+    anomaly_matches: int = 0
+    state_at: float = 0.0
+    # `list` is a field here: the builtin by its full name.
+    reports: builtins.list[TenantReport] = field(default_factory=builtins.list)
+    remote: builtins.list[FeedbackCounts] = field(default_factory=builtins.list)
+
+    def tenants(self, verdict: str) -> int:
+        return sum(r.verdict == verdict for r in self.reports)
+
+    @property
+    def last_report_at(self) -> float:
+        return max((r.at for r in self.reports), default=0.0)
 
 
 @dataclass(frozen=True)
@@ -229,9 +321,30 @@ def signal_entries(
 
 class Store(Protocol):
     def create_list(
-        self, name: str, owner: str = "", trust: str = "unverified", description: str = ""
+        self,
+        name: str,
+        owner: str = "",
+        trust: str = "unverified",
+        description: str = "",
+        kind: str = "match",
+        tenant: str | None = None,
+        *,
+        quarantine: bool = False,
+        max_distances: Mapping[str, int] | None = None,
+        feedback_threshold: int | None = None,
     ) -> ListInfo:
-        """A new, empty list; ListExists if the name is taken."""
+        """A new, empty list with its policy, in one transaction; ListExists if the name is
+        taken. `tenant` is a negative list's owner (None: a negative list for everyone);
+        `feedback_threshold` None: the default for the list's name."""
+        ...
+
+    def set_list_distances(self, list_name: str, distances: Mapping[str, int | None]) -> None:
+        """Per signal, the list's own maximum distance (None: back to the signal's
+        threshold); InvalidValue for an unknown signal or a distance beyond its threshold."""
+        ...
+
+    def list_policies(self) -> list[ListPolicy]:
+        """Every list's policy, at once (the service reloads them)."""
         ...
 
     def list_info(self, name: str) -> ListInfo:
@@ -298,11 +411,18 @@ class Store(Protocol):
         ...
 
     def apply_sync(
-        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+        self,
+        source: str,
+        list_name: str,
+        changes: Sequence[Change],
+        through: int | None = None,
+        kind: str = "match",
     ) -> None:
         """Apply pulled changes to a local list and advance `source`'s cursor past them (or
         to `through`, past changes refused too), in one transaction: a puller killed at
-        any point resumes without loss or repeat."""
+        any point resumes without loss or repeat. A new local list gets the remote's
+        `kind` (a negative one for every tenant); an existing one of another kind is
+        InvalidValue."""
         ...
 
     def create_key(
@@ -343,6 +463,49 @@ class Store(Protocol):
     def confirm_entry(self, list_name: str, match_id: bytes) -> bool: ...
 
     def entry_flags(self) -> list[EntryFlag]: ...
+
+    def flags_version(self) -> int:
+        """A number that changes whenever an entry is quarantined or released: servers
+        poll it to reload their quarantine within a second."""
+        ...
+
+    def set_feedback_threshold(self, list_name: str, tenants: int) -> None:
+        """Distinct tenants reporting false_positive that quarantine an entry of the list;
+        InvalidValue outside hashmatch.feedback.threshold_problem's bounds. Reports already
+        taken are counted against it at the entry's next false_positive report."""
+        ...
+
+    def served_lists(self, actor: str, match_id: bytes, since: float) -> list[str]:
+        """The lists whose entry `match_id` was served to `actor` (a check's audit) since then."""
+        ...
+
+    def report_feedback(
+        self, list_name: str, match_id: bytes, actor: str, tenant: str, verdict: str, reason: str
+    ) -> bool:
+        """Record a tenant's verdict on an entry (replacing its earlier one); quarantine
+        the entry when its list's threshold of tenants report false_positive. Returns
+        whether this report quarantined it; NoSuchMatch if the entry is gone."""
+        ...
+
+    def review_queue(self, list_names: Sequence[str] | None) -> list[ReviewItem]:
+        """Flagged and reported entries of these lists (None: every list), quarantined first."""
+        ...
+
+    def decide_entry(self, list_name: str, match_id: bytes, decision: str) -> str:
+        """confirm, remove or keep an entry; returns its state after. NoSuchMatch if the
+        list holds no such entry."""
+        ...
+
+    def feedback_counts(self, list_name: str, after_seq: int, limit: int) -> list[FeedbackCounts]:
+        """Counts per entry of a list copied from elsewhere, for the entries whose feedback
+        changed after `after_seq`, oldest change first."""
+        ...
+
+    def apply_remote_feedback(
+        self, source: str, counts: Sequence[FeedbackCounts], through: int
+    ) -> None:
+        """Keep counts pulled from a downstream copy and advance `source`'s cursor, at once."""
+        ...
 
     def close(self) -> None: ...
 

@@ -187,6 +187,65 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX entries_content_draw;
     CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
     """,
+    # 10: as SQLite's migration 10.
+    """
+    ALTER TABLE lists ADD COLUMN feedback_threshold INTEGER NOT NULL DEFAULT 2
+        CHECK (feedback_threshold >= 1);
+    UPDATE lists SET feedback_threshold = 3 WHERE name = 'victim-cases';
+    CREATE TABLE served (
+        actor TEXT NOT NULL,
+        list TEXT NOT NULL,
+        match_id BYTEA NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (actor, match_id, list)
+    );
+    CREATE INDEX served_by_at ON served (at);
+    CREATE TABLE feedback (
+        list_id BIGINT NOT NULL REFERENCES lists (id),
+        match_id BYTEA NOT NULL,
+        tenant TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        verdict TEXT NOT NULL
+            CHECK (verdict IN ('confirmed', 'false_positive', 'pending_review')),
+        reason TEXT NOT NULL CHECK (reason IN ('', 'benign_content', 'different_image',
+            'common_image', 'low_detail', 'listed_content', 'other')),
+        at DOUBLE PRECISION NOT NULL,
+        seq BIGINT NOT NULL,
+        PRIMARY KEY (list_id, match_id, tenant)
+    );
+    CREATE INDEX feedback_by_seq ON feedback (list_id, seq);
+    ALTER TABLE entry_flags
+        ADD COLUMN cause TEXT NOT NULL DEFAULT 'anomaly' CHECK (cause IN ('anomaly', 'feedback')),
+        ADD COLUMN reviewed_at DOUBLE PRECISION;
+    CREATE TABLE flag_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version BIGINT NOT NULL
+    );
+    INSERT INTO flag_version (id, version) VALUES (1, 0);
+    CREATE TABLE remote_feedback (
+        source TEXT NOT NULL,
+        match_id BYTEA NOT NULL,
+        confirmed INTEGER NOT NULL,
+        false_positive INTEGER NOT NULL,
+        pending_review INTEGER NOT NULL,
+        seq BIGINT NOT NULL,
+        at DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (source, match_id)
+    );
+    CREATE INDEX remote_feedback_by_match ON remote_feedback (match_id);
+    """,
+    # 11: as SQLite's migration 11.
+    """
+    ALTER TABLE lists
+        ADD COLUMN kind TEXT NOT NULL DEFAULT 'match' CHECK (kind IN ('match', 'negative')),
+        ADD COLUMN tenant TEXT;
+    CREATE TABLE list_distances (
+        list_id BIGINT NOT NULL REFERENCES lists (id),
+        signal TEXT NOT NULL,
+        max_distance INTEGER NOT NULL CHECK (max_distance >= 0),
+        PRIMARY KEY (list_id, signal)
+    );
+    """,
 )
 
 # Unless the URL says otherwise: give up connecting after a few seconds, and notice a

@@ -30,6 +30,13 @@ from hashmatch.bounds import (
     TENANT,
     VARIANT,
 )
+from hashmatch.feedback import (
+    CASE_LIST_THRESHOLD,
+    DECISIONS,
+    DEFAULT_THRESHOLD,
+    threshold_problem,
+    verdict_problem,
+)
 from indexer.credentials import (
     api_key_token,
     hash_secret,
@@ -39,6 +46,7 @@ from indexer.credentials import (
 )
 from indexer.store import (
     CASE_LIST,
+    LIST_KINDS,
     MAX_CONTENT_ID,
     ROLES,
     TRUST_LEVELS,
@@ -50,13 +58,19 @@ from indexer.store import (
     Change,
     EntryFlag,
     EntryRow,
+    FeedbackCounts,
     InvalidValue,
     ListExists,
     ListInfo,
+    ListPolicy,
     NewEntry,
     NoSuchCase,
     NoSuchList,
+    NoSuchMatch,
+    ReviewItem,
     StoreImage,
+    TenantReport,
+    distance_problem,
     new_entry_rows,
     signal_entries,
 )
@@ -83,6 +97,18 @@ class Cursor(Protocol):
 
 def _iso(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _check_distances(distances: Mapping[str, int | None]) -> None:
+    """InvalidValue for a list distance the index can't honour (None: the threshold)."""
+    for signal, distance in distances.items():
+        if (problem := distance_problem(signal, 0 if distance is None else distance)) is not None:
+            raise InvalidValue(problem)
+
+
+def _check_threshold(list_name: str, tenants: int) -> None:
+    if (problem := threshold_problem(tenants, list_name == CASE_LIST)) is not None:
+        raise InvalidValue(problem)
 
 
 class SqlStore(ABC):
@@ -127,47 +153,85 @@ class SqlStore(ABC):
         row = self._one(cur, "SELECT id FROM lists WHERE name = ?", name)
         return None if row is None else int(row[0])
 
-    def _insert_list(self, cur: Cursor, name: str, owner: str, trust: str, description: str) -> int:
+    def _insert_list(
+        self,
+        cur: Cursor,
+        name: str,
+        owner: str,
+        trust: str,
+        description: str,
+        kind: str = "match",
+        tenant: str | None = None,
+    ) -> int:
         LIST_NAME.check(name, InvalidValue)
         OWNER.check(owner, InvalidValue)
         DESCRIPTION.check(description, InvalidValue)
         if trust not in TRUST_LEVELS:
             raise InvalidValue(f"trust level {trust!r} is not one of {', '.join(TRUST_LEVELS)}")
+        if kind not in LIST_KINDS:
+            raise InvalidValue(f"list kind {kind[:40]!r} is not one of {', '.join(LIST_KINDS)}")
+        if tenant is not None:
+            if kind != "negative":
+                raise InvalidValue("only a negative list belongs to one tenant")
+            TENANT.check(tenant, InvalidValue)
+        threshold = CASE_LIST_THRESHOLD if name == CASE_LIST else DEFAULT_THRESHOLD
         cur.execute(
             self._q(
-                "INSERT INTO lists (name, owner, trust, description, created_at)"
-                " VALUES (?, ?, ?, ?, CURRENT_TIMESTAMP)"
+                "INSERT INTO lists (name, owner, trust, description, kind, tenant, created_at,"
+                " feedback_threshold) VALUES (?, ?, ?, ?, ?, ?, CURRENT_TIMESTAMP, ?)"
             ),
-            (name, owner, trust, description),
+            (name, owner, trust, description, kind, tenant, threshold),
         )
         list_id = self._list_id(cur, name)
         assert list_id is not None
         return list_id
 
-    def _ensure_list(self, cur: Cursor, name: str, create: bool, trust: str = "unverified") -> int:
+    def _ensure_list(
+        self, cur: Cursor, name: str, create: bool, trust: str = "unverified", kind: str = "match"
+    ) -> int:
         list_id = self._list_id(cur, name)
         if list_id is not None:
             return list_id
         if not create:
             raise NoSuchList(name)
-        return self._insert_list(cur, name, "", trust, "")
+        return self._insert_list(cur, name, "", trust, "", kind)
 
     def create_list(
-        self, name: str, owner: str = "", trust: str = "unverified", description: str = ""
+        self,
+        name: str,
+        owner: str = "",
+        trust: str = "unverified",
+        description: str = "",
+        kind: str = "match",
+        tenant: str | None = None,
+        *,
+        quarantine: bool = False,
+        max_distances: Mapping[str, int] | None = None,
+        feedback_threshold: int | None = None,
     ) -> ListInfo:
         LIST_NAME.check(name, InvalidValue)
+        _check_distances(max_distances or {})
+        if feedback_threshold is not None:
+            _check_threshold(name, feedback_threshold)
         with self._write() as cur:
             if self._list_id(cur, name) is not None:
                 raise ListExists(f"a list named {name!r} exists already")
-            self._insert_list(cur, name, owner, trust, description)
+            list_id = self._insert_list(cur, name, owner, trust, description, kind, tenant)
+            self._set_distances(cur, list_id, max_distances or {})
+            if feedback_threshold is not None:
+                self._set_threshold(cur, list_id, feedback_threshold)
+            if quarantine:
+                cur.execute(
+                    self._q("UPDATE lists SET quarantine = ? WHERE id = ?"), (True, list_id)
+                )
         return self.list_info(name)
 
     def list_info(self, name: str) -> ListInfo:
         with self._read() as cur:
             row = self._one(
                 cur,
-                "SELECT id, owner, trust, description, created_at, quarantine FROM lists"
-                " WHERE name = ?",
+                "SELECT id, owner, trust, description, created_at, quarantine,"
+                " feedback_threshold, kind, tenant FROM lists WHERE name = ?",
                 name,
             )
             if row is None:
@@ -181,6 +245,9 @@ class SqlStore(ABC):
             last = self._one(
                 cur, "SELECT COALESCE(MAX(seq), 0) FROM changes WHERE list_id = ?", row[0]
             )
+            distances = self._all(
+                cur, "SELECT signal, max_distance FROM list_distances WHERE list_id = ?", row[0]
+            )
         return ListInfo(
             name,
             str(row[1]),
@@ -190,7 +257,52 @@ class SqlStore(ABC):
             {str(s): int(n) for s, n in counts},
             int(last[0]),
             bool(row[5]),
+            int(row[6]),
+            str(row[7]),
+            None if row[8] is None else str(row[8]),
+            {str(s): int(d) for s, d in distances},
         )
+
+    def set_list_distances(self, list_name: str, distances: Mapping[str, int | None]) -> None:
+        _check_distances(distances)
+        with self._write() as cur:
+            list_id = self._ensure_list(cur, list_name, create=False)
+            self._set_distances(cur, list_id, distances)
+
+    def _set_distances(
+        self, cur: Cursor, list_id: int, distances: Mapping[str, int | None]
+    ) -> None:
+        for signal, distance in distances.items():
+            cur.execute(
+                self._q("DELETE FROM list_distances WHERE list_id = ? AND signal = ?"),
+                (list_id, signal),
+            )
+            if distance is not None:
+                cur.execute(
+                    self._q(
+                        "INSERT INTO list_distances (list_id, signal, max_distance)"
+                        " VALUES (?, ?, ?)"
+                    ),
+                    (list_id, signal, distance),
+                )
+
+    def list_policies(self) -> list[ListPolicy]:
+        with self._read() as cur:
+            rows = self._all(cur, "SELECT id, name, kind, tenant, quarantine FROM lists")
+            distances = self._all(cur, "SELECT list_id, signal, max_distance FROM list_distances")
+        by_list: dict[int, dict[str, int]] = {}
+        for list_id, signal, distance in distances:
+            by_list.setdefault(int(list_id), {})[str(signal)] = int(distance)
+        return [
+            ListPolicy(
+                str(name),
+                str(kind),
+                None if tenant is None else str(tenant),
+                bool(quarantine),
+                by_list.get(int(list_id), {}),
+            )
+            for list_id, name, kind, tenant, quarantine in rows
+        ]
 
     def lists(self) -> dict[int, str]:
         with self._read() as cur:
@@ -459,14 +571,24 @@ class SqlStore(ABC):
         return 0 if row is None else int(row[0])
 
     def apply_sync(
-        self, source: str, list_name: str, changes: Sequence[Change], through: int | None = None
+        self,
+        source: str,
+        list_name: str,
+        changes: Sequence[Change],
+        through: int | None = None,
+        kind: str = "match",
     ) -> None:
         if through is None:
             if not changes:
                 return
             through = changes[-1].seq
         with self._write() as cur:
-            list_id = self._ensure_list(cur, list_name, create=True)
+            list_id = self._ensure_list(cur, list_name, create=True, kind=kind)
+            held = self._one(cur, "SELECT kind FROM lists WHERE id = ?", list_id)[0]
+            if held != kind:
+                raise InvalidValue(
+                    f"list {list_name!r} is a {held} list here, and the remote's is a {kind} list"
+                )
             for op, group in itertools.groupby(changes, key=lambda c: c.op):
                 batch = list(group)
                 if op == "add":
@@ -603,10 +725,31 @@ class SqlStore(ABC):
         )
 
     def append_audit(self, events: Sequence[AuditEvent]) -> None:
+        """Append events; a match event also marks its entry as served to its actor, which
+        is what lets that actor report on it (feedback)."""
         if not events:
             return
         with self._write() as cur:
             self._insert_audit(cur, events)
+            self._mark_served(cur, events)
+
+    def _mark_served(self, cur: Cursor, events: Sequence[AuditEvent]) -> None:
+        served: dict[tuple[str, bytes, str], float] = {}
+        for e in events:
+            if e.action == "match" and e.list and isinstance(e.detail.get("match_id"), str):
+                try:
+                    match_id = bytes.fromhex(e.detail["match_id"])
+                except ValueError:
+                    continue
+                served[e.actor, match_id, e.list] = e.at or time.time()
+        if served:
+            cur.executemany(
+                self._q(
+                    "INSERT INTO served (actor, match_id, list, at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (actor, match_id, list) DO UPDATE SET at = excluded.at"
+                ),
+                [(*k, at) for k, at in served.items()],
+            )
 
     def prune_audit(self, before: float, actor: str = "operator") -> int:
         with self._write() as cur:
@@ -614,6 +757,7 @@ class SqlStore(ABC):
             cur.execute(self._q("DELETE FROM audit WHERE at < ?"), (before,))
             removed = cur.rowcount
             cur.execute("DELETE FROM audit_pruning")
+            cur.execute(self._q("DELETE FROM served WHERE at < ?"), (before,))
             pruned = AuditEvent(actor, "prune_audit", None, {"before": before, "removed": removed})
             self._insert_audit(cur, [pruned])
         return removed
@@ -652,8 +796,8 @@ class SqlStore(ABC):
             if row is None:
                 return None
             existing = self._one(cur, "SELECT state FROM entry_flags WHERE match_id = ?", match_id)
-            if existing is not None and existing[0] == "confirmed":
-                state = "confirmed"
+            if existing is not None and existing[0] in ("confirmed", "quarantined"):
+                state = str(existing[0])  # reviewed, or quarantined already (on evidence)
             else:
                 state = "quarantined" if row[2] else "flagged"
             cur.execute(
@@ -664,6 +808,7 @@ class SqlStore(ABC):
                 ),
                 (match_id, row[0], state, matches, time.time()),
             )
+            self._bump_flags(cur)
         return EntryFlag(match_id, str(row[1]), state, matches, time.time())
 
     def confirm_entry(self, list_name: str, match_id: bytes) -> bool:
@@ -671,12 +816,14 @@ class SqlStore(ABC):
             list_id = self._ensure_list(cur, list_name, create=False)
             cur.execute(
                 self._q(
-                    "UPDATE entry_flags SET state = 'confirmed', at = ?"
+                    "UPDATE entry_flags SET state = 'confirmed', at = ?, reviewed_at = ?"
                     " WHERE match_id = ? AND list_id = ?"
                 ),
-                (time.time(), match_id, list_id),
+                (time.time(), time.time(), match_id, list_id),
             )
-            return cur.rowcount > 0
+            confirmed = cur.rowcount > 0
+            self._bump_flags(cur)
+            return confirmed
 
     def entry_flags(self) -> list[EntryFlag]:
         with self._read() as cur:
@@ -686,3 +833,239 @@ class SqlStore(ABC):
                 " JOIN lists l ON l.id = f.list_id ORDER BY f.at",
             )
         return [EntryFlag(bytes(r[0]), str(r[1]), str(r[2]), int(r[3]), float(r[4])) for r in rows]
+
+    def _bump_flags(self, cur: Cursor) -> None:
+        cur.execute("UPDATE flag_version SET version = version + 1 WHERE id = 1")
+
+    def flags_version(self) -> int:
+        with self._read() as cur:
+            return int(self._one(cur, "SELECT version FROM flag_version WHERE id = 1")[0])
+
+    # Match feedback
+
+    def set_feedback_threshold(self, list_name: str, tenants: int) -> None:
+        _check_threshold(list_name, tenants)
+        with self._write() as cur:
+            self._set_threshold(cur, self._ensure_list(cur, list_name, create=False), tenants)
+
+    def _set_threshold(self, cur: Cursor, list_id: int, tenants: int) -> None:
+        cur.execute(
+            self._q("UPDATE lists SET feedback_threshold = ? WHERE id = ?"), (tenants, list_id)
+        )
+
+    def served_lists(self, actor: str, match_id: bytes, since: float) -> list[str]:
+        with self._read() as cur:
+            rows = self._all(
+                cur,
+                "SELECT list FROM served WHERE actor = ? AND match_id = ? AND at >= ?"
+                " ORDER BY list",
+                actor,
+                match_id,
+                since,
+            )
+        return [str(r[0]) for r in rows]
+
+    def _entry_list(self, cur: Cursor, list_name: str, match_id: bytes) -> tuple[int, int]:
+        """(list id, feedback threshold) of a list holding the entry; NoSuchMatch if none."""
+        row = self._one(
+            cur,
+            "SELECT l.id, l.feedback_threshold FROM lists l JOIN entries e ON e.list_id = l.id"
+            " WHERE l.name = ? AND e.match_id = ?",
+            list_name,
+            match_id,
+        )
+        if row is None:
+            raise NoSuchMatch(match_id.hex())
+        return int(row[0]), int(row[1])
+
+    def report_feedback(
+        self, list_name: str, match_id: bytes, actor: str, tenant: str, verdict: str, reason: str
+    ) -> bool:
+        if (problem := verdict_problem(verdict, reason)) is not None:
+            raise InvalidValue(problem)
+        TENANT.check(tenant, InvalidValue)
+        now = time.time()
+        with self._write() as cur:
+            list_id, threshold = self._entry_list(cur, list_name, match_id)
+            # Writers are serialized: sequence numbers follow commit order.
+            seq = int(self._one(cur, "SELECT COALESCE(MAX(seq), 0) FROM feedback")[0]) + 1
+            cur.execute(
+                self._q(
+                    "INSERT INTO feedback (list_id, match_id, tenant, actor, verdict, reason,"
+                    " at, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (list_id, match_id, tenant) DO UPDATE SET actor = excluded.actor,"
+                    " verdict = excluded.verdict, reason = excluded.reason, at = excluded.at,"
+                    " seq = excluded.seq"
+                ),
+                (list_id, match_id, tenant, actor, verdict, reason, now, seq),
+            )
+            if verdict != "false_positive":
+                return False
+            flag = self._one(
+                cur, "SELECT state, reviewed_at FROM entry_flags WHERE match_id = ?", match_id
+            )
+            if flag is not None and flag[0] == "quarantined":
+                return False
+            # After a manager confirmed the entry, only later reports count.
+            since = float(flag[1] or 0) if flag is not None and flag[0] == "confirmed" else 0.0
+            reporters = int(
+                self._one(
+                    cur,
+                    "SELECT COUNT(*) FROM feedback WHERE list_id = ? AND match_id = ?"
+                    " AND verdict = 'false_positive' AND at > ?",
+                    list_id,
+                    match_id,
+                    since,
+                )[0]
+            )
+            if reporters < threshold:
+                return False
+            cur.execute(
+                self._q(
+                    "INSERT INTO entry_flags (match_id, list_id, state, matches, at, cause)"
+                    " VALUES (?, ?, 'quarantined', 0, ?, 'feedback') ON CONFLICT (match_id)"
+                    " DO UPDATE SET state = 'quarantined', at = excluded.at, cause = 'feedback',"
+                    " reviewed_at = NULL"
+                ),
+                (match_id, list_id, now),
+            )
+            self._bump_flags(cur)
+        return True
+
+    def review_queue(self, list_names: Sequence[str] | None) -> list[ReviewItem]:
+        where, params = "", []
+        if list_names is not None:
+            if not list_names:
+                return []
+            where = f" AND l.name IN ({', '.join('?' * len(list_names))})"
+            params = list(list_names)
+        items: dict[tuple[str, bytes], ReviewItem] = {}
+        with self._read() as cur:
+            for match_id, name, state, cause, matches, at in self._all(
+                cur,
+                "SELECT f.match_id, l.name, f.state, f.cause, f.matches, f.at FROM entry_flags f"
+                f" JOIN lists l ON l.id = f.list_id WHERE 1 = 1{where}",
+                *params,
+            ):
+                key = (str(name), bytes(match_id))
+                items[key] = ReviewItem(*key, str(state), str(cause), int(matches), float(at))
+            for name, match_id, tenant, verdict, reason, at in self._all(
+                cur,
+                "SELECT l.name, f.match_id, f.tenant, f.verdict, f.reason, f.at FROM feedback f"
+                " JOIN lists l ON l.id = f.list_id JOIN entries e"
+                f" ON e.list_id = f.list_id AND e.match_id = f.match_id WHERE 1 = 1{where}"
+                " ORDER BY f.at",
+                *params,
+            ):
+                key = (str(name), bytes(match_id))
+                item = items.setdefault(key, ReviewItem(*key, "reported", ""))
+                item.reports.append(TenantReport(str(tenant), str(verdict), str(reason), float(at)))
+            for name, source, match_id, seq, confirmed, false_positive, pending in self._all(
+                cur,
+                "SELECT l.name, r.source, r.match_id, r.seq, r.confirmed, r.false_positive,"
+                " r.pending_review FROM remote_feedback r JOIN entries e ON e.match_id ="
+                f" r.match_id JOIN lists l ON l.id = e.list_id WHERE 1 = 1{where}"
+                " ORDER BY r.source",
+                *params,
+            ):
+                key = (str(name), bytes(match_id))
+                item = items.setdefault(key, ReviewItem(*key, "reported", ""))
+                item.remote.append(
+                    FeedbackCounts(
+                        key[1],
+                        int(seq),
+                        int(confirmed),
+                        int(false_positive),
+                        int(pending),
+                        str(source),
+                    )
+                )
+        rank = {"quarantined": 0, "flagged": 1, "reported": 2, "confirmed": 3}
+        return sorted(
+            items.values(),
+            key=lambda i: (rank.get(i.state, 4), -max(i.state_at, i.last_report_at)),
+        )
+
+    def decide_entry(self, list_name: str, match_id: bytes, decision: str) -> str:
+        if decision not in DECISIONS:
+            raise InvalidValue(f"decision {decision[:40]!r} is not one of {', '.join(DECISIONS)}")
+        now = time.time()
+        with self._write() as cur:
+            list_id, _ = self._entry_list(cur, list_name, match_id)
+            if decision == "remove":
+                self._remove_where(cur, "list_id = ? AND match_id = ?", (list_id, match_id))
+                cur.execute(self._q("DELETE FROM entry_flags WHERE match_id = ?"), (match_id,))
+                state = "removed"
+            else:
+                state = "confirmed" if decision == "confirm" else "quarantined"
+                cur.execute(
+                    self._q(
+                        "INSERT INTO entry_flags (match_id, list_id, state, matches, at, cause,"
+                        " reviewed_at) VALUES (?, ?, ?, 0, ?, 'feedback', ?)"
+                        " ON CONFLICT (match_id) DO UPDATE SET state = excluded.state,"
+                        " at = excluded.at, reviewed_at = excluded.reviewed_at"
+                    ),
+                    (match_id, list_id, state, now, now),
+                )
+            self._bump_flags(cur)
+        return state
+
+    def feedback_counts(self, list_name: str, after_seq: int, limit: int) -> list[FeedbackCounts]:
+        with self._read() as cur:
+            list_id = self._list_id(cur, list_name)
+            if list_id is None:
+                raise NoSuchList(list_name)
+            rows = self._all(
+                cur,
+                "SELECT f.match_id, MAX(f.seq),"
+                " SUM(CASE WHEN f.verdict = 'confirmed' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN f.verdict = 'false_positive' THEN 1 ELSE 0 END),"
+                " SUM(CASE WHEN f.verdict = 'pending_review' THEN 1 ELSE 0 END)"
+                " FROM feedback f JOIN entries e"
+                " ON e.list_id = f.list_id AND e.match_id = f.match_id"
+                " WHERE f.list_id = ? AND e.origin LIKE ?"
+                " GROUP BY f.match_id HAVING MAX(f.seq) > ? ORDER BY MAX(f.seq) LIMIT ?",
+                list_id,
+                "sync:%",  # copied entries only: a parameter, as % is psycopg's placeholder
+                after_seq,
+                limit,
+            )
+        return [
+            FeedbackCounts(bytes(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in rows
+        ]
+
+    def apply_remote_feedback(
+        self, source: str, counts: Sequence[FeedbackCounts], through: int
+    ) -> None:
+        SUBMITTER.check(source, InvalidValue)
+        now = time.time()
+        with self._write() as cur:
+            cur.executemany(
+                self._q(
+                    "INSERT INTO remote_feedback (source, match_id, confirmed, false_positive,"
+                    " pending_review, seq, at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (source, match_id) DO UPDATE SET confirmed = excluded.confirmed,"
+                    " false_positive = excluded.false_positive,"
+                    " pending_review = excluded.pending_review, seq = excluded.seq,"
+                    " at = excluded.at"
+                ),
+                [
+                    (
+                        source,
+                        c.match_id,
+                        c.confirmed,
+                        c.false_positive,
+                        c.pending_review,
+                        c.seq,
+                        now,
+                    )
+                    for c in counts
+                ],
+            )
+            cur.execute(
+                self._q(
+                    "INSERT INTO sync_cursors (source, cursor) VALUES (?, ?)"
+                    " ON CONFLICT (source) DO UPDATE SET cursor = excluded.cursor"
+                ),
+                (f"feedback:{source}", through),
+            )

@@ -205,6 +205,72 @@ MIGRATIONS: tuple[str, ...] = (
     DROP INDEX entries_content_draw;
     CREATE UNIQUE INDEX entries_by_content_id ON entries (content_id);
     """,
+    # 10: match feedback. Each list's
+    # feedback threshold; which entries each key was served (from its audit, for the
+    # feedback window); one verdict per tenant and entry (the latest), with a sequence
+    # number for the upstream's feed; what flagged an entry and when it was reviewed; a
+    # version that changes with every quarantine, which servers poll; and the counts
+    # pulled from downstream copies of our lists.
+    """
+    ALTER TABLE lists ADD COLUMN feedback_threshold INTEGER NOT NULL DEFAULT 2
+        CHECK (feedback_threshold >= 1);
+    UPDATE lists SET feedback_threshold = 3 WHERE name = 'victim-cases';
+    CREATE TABLE served (
+        actor TEXT NOT NULL,
+        list TEXT NOT NULL,
+        match_id BLOB NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (actor, match_id, list)
+    );
+    CREATE INDEX served_by_at ON served (at);
+    CREATE TABLE feedback (
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        match_id BLOB NOT NULL,
+        tenant TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        verdict TEXT NOT NULL
+            CHECK (verdict IN ('confirmed', 'false_positive', 'pending_review')),
+        reason TEXT NOT NULL CHECK (reason IN ('', 'benign_content', 'different_image',
+            'common_image', 'low_detail', 'listed_content', 'other')),
+        at REAL NOT NULL,
+        seq INTEGER NOT NULL,
+        PRIMARY KEY (list_id, match_id, tenant)
+    );
+    CREATE INDEX feedback_by_seq ON feedback (list_id, seq);
+    ALTER TABLE entry_flags ADD COLUMN cause TEXT NOT NULL DEFAULT 'anomaly'
+        CHECK (cause IN ('anomaly', 'feedback'));
+    ALTER TABLE entry_flags ADD COLUMN reviewed_at REAL;
+    CREATE TABLE flag_version (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        version INTEGER NOT NULL
+    );
+    INSERT INTO flag_version (id, version) VALUES (1, 0);
+    CREATE TABLE remote_feedback (
+        source TEXT NOT NULL,
+        match_id BLOB NOT NULL,
+        confirmed INTEGER NOT NULL,
+        false_positive INTEGER NOT NULL,
+        pending_review INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        at REAL NOT NULL,
+        PRIMARY KEY (source, match_id)
+    );
+    CREATE INDEX remote_feedback_by_match ON remote_feedback (match_id);
+    """,
+    # 11: per-list policy and negative lists. A list is a match list or a negative list
+    # (hashes that must never produce a match for its tenant; no tenant: for everyone); each
+    # may match within less than a signal's threshold.
+    """
+    ALTER TABLE lists ADD COLUMN kind TEXT NOT NULL DEFAULT 'match'
+        CHECK (kind IN ('match', 'negative'));
+    ALTER TABLE lists ADD COLUMN tenant TEXT;
+    CREATE TABLE list_distances (
+        list_id INTEGER NOT NULL REFERENCES lists(id),
+        signal TEXT NOT NULL,
+        max_distance INTEGER NOT NULL CHECK (max_distance >= 0),
+        PRIMARY KEY (list_id, signal)
+    );
+    """,
 )
 
 

@@ -112,6 +112,38 @@ ROUTES: tuple[Spec, ...] = (
         body="ConfirmEntryRequest",
     ),
     Spec(
+        "POST",
+        "/v1/feedback",
+        native.report,
+        "Report a verdict on a match this key was served",
+        "check",
+        body="ReportRequest",
+    ),
+    Spec(
+        "GET",
+        "/v1/review",
+        native.review,
+        "The review queue: flagged and reported entries with their evidence",
+        "list-manage",
+        ("list",),
+    ),
+    Spec(
+        "POST",
+        "/v1/lists/{name}/decide",
+        native.decide,
+        "Decide on an entry of the review queue (confirm, remove, keep); audited",
+        "list-manage",
+        body="DecideRequest",
+    ),
+    Spec(
+        "POST",
+        "/v1/lists/{name}/policy",
+        native.set_list_policy,
+        "Change a list's maximum distances and anomaly quarantine",
+        "list-manage",
+        body="SetListPolicyRequest",
+    ),
+    Spec(
         "GET",
         "/m/raw_lookup",
         hma.raw_lookup,
@@ -231,9 +263,10 @@ def _endpoint(face: Face, spec: Spec) -> Callable[[Request], Any]:
             limit = MAX_BODY_BYTES
             if spec.roles:
                 # The key (and its role) first: a caller without one is refused before
-                # its body is read, and an anonymous one may send only a case's worth.
+                # its body is read, and one without a key of its own (anonymous, or
+                # through the page's key) may send only a case's worth.
                 caller = await run_in_threadpool(face.caller, request, *spec.roles)
-                if caller.anonymous:
+                if caller.visitor:
                     limit = MAX_ANONYMOUS_BODY_BYTES
             body = await _json_body(request, limit) if spec.body is not None else None
             result = await run_in_threadpool(spec.work, face, request, body)

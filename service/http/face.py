@@ -11,7 +11,10 @@ from starlette.requests import Request
 from indexer.store import CASE_LIST, Store
 from service.auth import Caller, PermissionDenied, address_bucket
 from service.batcher import Batcher
-from service.server import Feed, Guards
+from service.feedback import FeedbackServicer
+from service.guards import Guards
+from service.list_policy import Policies
+from service.server import Feed
 from service.snapshots import SnapshotHolder
 from service.submission import SubmissionServicer
 
@@ -48,17 +51,10 @@ class Face:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.submission = (
-            None
-            if self.feed is None
-            else SubmissionServicer(
-                self.feed.writer,
-                self.feed.follower,
-                self.guards.gate,
-                self.guards.audit,
-                self.guards.anomaly.confirm,
-            )
-        )
+        self.submission: SubmissionServicer | None = None
+        self.feedback: FeedbackServicer | None = None
+        if self.feed is not None:
+            self.submission, self.feedback = self.feed.servicers(self.guards)
 
     def caller(self, request: Request, role: str, *alternatives: str) -> Caller:
         """The request's caller if it holds `role` (or one of `alternatives`)."""
@@ -88,11 +84,15 @@ class Face:
         return known
 
 
-def visible(caller: Caller, list_name: str) -> bool:
-    """Whether a list appears to the caller as a bank: within its scope, and the victims'
-    case list only to an admin key or one granted it by name."""
+def visible(caller: Caller, list_name: str, policies: Policies) -> bool:
+    """Whether a list appears to the caller as a bank: within its scope, the victims'
+    case list only to an admin key or one granted it by name, and a negative list only
+    to the keys that may reach it."""
     if not caller.may_see(list_name):
         return False
+    policy = policies.lists.get(list_name)
+    if policy is not None and policy.kind == "negative":
+        return caller.may_reach_negative(policy.tenant, list_name)
     if list_name != CASE_LIST:
         return True
     return "admin" in caller.roles or (caller.lists is not None and CASE_LIST in caller.lists)

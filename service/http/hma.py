@@ -20,12 +20,12 @@ from hashmatch.signals import SIGNALS
 from hashmatch.v1 import submission_pb2
 from indexer.store import MAX_CONTENT_ID, ListExists, NoSuchList
 from service.auth import Caller
+from service.checking import answer
 from service.http.errors import HttpError
 from service.http.face import Face, visible
 from service.http.text import unicode_text
 from service.matcher import Hit
 from service.queries import InvalidRequest, ParsedQuery, _max_distance, parse_hash
-from service.server import answer
 from service.submission import SubmissionServicer
 
 NO_MEDIA = (
@@ -167,7 +167,8 @@ def _visible_bank(face: Face, request: Request, name: str, role: str, *others: s
     _submission(face)
     caller = face.caller(request, role, *others)
     assert face.lookups is not None
-    if not visible(caller, name) or name not in face.lookups.lists().values():
+    policies = face.guards.policies.reload()
+    if not visible(caller, name, policies) or name not in face.lookups.lists().values():
         # A list the caller may not see is as absent as one that does not exist.
         raise HttpError(404, f"bank '{name[:MAX_BANK_NAME]}' not found")
     return caller
@@ -177,7 +178,8 @@ def banks(face: Face, request: Request, body: Any) -> Any:
     caller = face.caller(request, "list-manage", "check")
     _submission(face)
     assert face.lookups is not None
-    names = sorted(n for n in face.lookups.lists().values() if visible(caller, n))
+    policies = face.guards.policies.reload()
+    names = sorted(n for n in face.lookups.lists().values() if visible(caller, n, policies))
     return [_bank(n) for n in names]
 
 

@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from starlette.requests import Request
 
-from hashmatch.v1 import match_pb2, submission_pb2
+from hashmatch.v1 import feedback_pb2, match_pb2, submission_pb2
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
+from service import checking
+from service.feedback import FeedbackServicer
 from service.http.errors import HttpError
 from service.http.face import Face
 from service.http.text import unicode_text
-from service.probing import image_groups
-from service.queries import InvalidRequest, parse_request
-from service.server import answer, refuse_tightening
+from service.queries import InvalidRequest
 from service.submission import SubmissionServicer
 
 SECRET_HEADER = "x-withdrawal-secret"
@@ -85,24 +86,23 @@ def _refuse_long_arrays(body: Any) -> None:
 
 
 def check(face: Face, request: Request, body: Any) -> Any:
-    caller = face.caller(request, "check")
-    message = _check_request(body)
-    queries = parse_request(message)
-    groups = image_groups(queries, message.images)
-    if caller.match_only:
-        refuse_tightening(message)
-    version, with_hits = answer(
-        face.batcher, face.guards, caller, queries, None, "http:Check", groups
+    version, n, with_hits, match_only = checking.check(
+        face.batcher,
+        face.guards,
+        partial(face.caller, request),
+        _check_request(body),
+        None,
+        "http:Check",
     )
     results: list[dict[str, Any]] = [
-        {"matched": False, "matches": [], "capped": False} for _ in queries
+        {"matched": False, "matches": [], "capped": False} for _ in range(n)
     ]
     for i, hits, capped in with_hits:
         matches: list[dict[str, Any]] = [
             {"list": h.list, "match_id": h.match_id, "distance": h.distance, "variant": h.variant}
             for h in hits
         ]
-        if caller.match_only:  # the distance is absent, as over gRPC
+        if match_only:  # the distance is absent, as over gRPC
             for m in matches:
                 del m["distance"]
         results[i] = {"matched": bool(hits), "matches": matches, "capped": capped}
@@ -116,11 +116,22 @@ def _servicer(face: Face) -> SubmissionServicer:
     return face.submission
 
 
-def _call(face: Face, request: Request, method: Any, role: str, message: Any) -> dict[str, Any]:
-    """Run a SubmissionService handler (without its gRPC wrapper) for the request's caller."""
-    servicer = _servicer(face)
+def _run(servicer: Any, face: Face, request: Request, method: Any, role: str, message: Any) -> Any:
+    """Run a gRPC handler of `servicer` (without its gRPC wrapper) for the request's caller."""
     handler: Callable[..., Message] = inspect.unwrap(method)
     return as_json(handler(servicer, message, None, face.caller(request, role)))
+
+
+def _call(face: Face, request: Request, method: Any, role: str, message: Any) -> dict[str, Any]:
+    """Run a SubmissionService handler for the request's caller."""
+    result: dict[str, Any] = _run(_servicer(face), face, request, method, role, message)
+    return result
+
+
+def _call_feedback(face: Face, request: Request, method: Any, role: str, message: Any) -> Any:
+    """Run a FeedbackService handler for the request's caller (served with the store too)."""
+    _servicer(face)
+    return _run(face.feedback, face, request, method, role, message)
 
 
 def _case(request: Request) -> submission_pb2.CaseRequest:
@@ -179,3 +190,25 @@ def confirm_entry(face: Face, request: Request, body: Any) -> Any:
     message = parse(body, submission_pb2.ConfirmEntryRequest())
     message.list = _same_list(request, message.list)
     return _call(face, request, SubmissionServicer.ConfirmEntry, "list-manage", message)
+
+
+def report(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, feedback_pb2.ReportRequest())
+    return _call_feedback(face, request, FeedbackServicer.Report, "check", message)
+
+
+def review(face: Face, request: Request, body: Any) -> Any:
+    message = feedback_pb2.ReviewRequest(list=request.query_params.get("list", ""))
+    return _call_feedback(face, request, FeedbackServicer.Review, "list-manage", message)
+
+
+def decide(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, feedback_pb2.DecideRequest())
+    message.list = _same_list(request, message.list)
+    return _call_feedback(face, request, FeedbackServicer.Decide, "list-manage", message)
+
+
+def set_list_policy(face: Face, request: Request, body: Any) -> Any:
+    message = parse(body, submission_pb2.SetListPolicyRequest())
+    message.list = _same_list(request, message.list)
+    return _call(face, request, SubmissionServicer.SetListPolicy, "list-manage", message)

@@ -1,5 +1,7 @@
 """The victims' page: `/` and its scripts and styles under `/static/`, served when the
-service takes victims' cases without a key (`serve --anonymous-submit`).
+service takes victims' cases from people without a key of their own (`serve
+--anonymous-submit`, or `--portal-key-file`). The page never holds a key: with a page
+key, the server makes the page's keyless calls with it (service.auth).
 
 The page hashes photos in the browser (static/hashing/, the CLI's algorithms in
 JavaScript) and sends only the hashes to `/v1/cases`. Its policy allows nothing but this
