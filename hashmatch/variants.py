@@ -169,15 +169,17 @@ def turned_squares(signal: Signal, small: Downscale, box: Box, prefix: str) -> l
 def _carriers(signals: Sequence[Signal], primaries: dict[str, HashResult]) -> set[str]:
     """The signals that carry orientations: those that hash squares (PDQ) when one is
     checked and its hash of the image is good enough to list, since it covers the
-    variants for all; otherwise every one (a list holds no PDQ of an image whose PDQ
-    quality is too low, so its turns must be found by the other signals)."""
+    variants for all; otherwise the others (a list holds no PDQ of an image whose PDQ
+    quality is too low, so its turns must be found by the other signals, and sending
+    them too would break the 16-hash budget), or every one if there are no others."""
     perceptual = [s for s in signals if not s.exact]
     squares = [
         s
         for s in perceptual
         if s.square_size and s.degenerate(primaries[s.name].hash, primaries[s.name].quality) is None
     ]
-    return {s.name for s in (squares or perceptual)}
+    others = [s for s in perceptual if not s.square_size]
+    return {s.name for s in (squares or others or perceptual)}
 
 
 def _crops(signal: Signal, small: Downscale, box: Box, crops: Sequence[Crop]) -> list[Variant]:
@@ -189,7 +191,8 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
     cuts and of the picture without its borders where it has some; the carrier's 7 turns
     of the whole image (a bare list holds whole images, some with plain edges that read as
     borders) and, for a signal that hashes squares, the whole downscale's square. Exact
-    signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash."""
+    signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash,
+    whichever carries the turns."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
     primaries = {signal.name: signal.compute(source) for signal in signals}
@@ -204,16 +207,18 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
             found += oriented(signal, small, trimmed, "trimmed", (0,))
         if signal.name in carriers:
             found += oriented(signal, small, small.whole, "small", ALL_TURNS[1:])
-            if signal.square_size:
-                found.append(Variant("small", derived(signal, small, small.whole)))
+        if signal.square_size:
+            found.append(Variant("small", derived(signal, small, small.whole)))
     return _distinct(found)
 
 
 def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Variant]:
     """What to list an image under: each signal's hash of the whole image, and from the
-    downscale, the whole's square (for a signal that hashes squares), the picture without
-    its borders, and the image's crops and band cuts (cut from the whole image on both
-    sides: a caption band's plain bottom rows read as a border)."""
+    downscale, the whole's square in all 8 orientations (for a signal that hashes squares:
+    a check sends one square, of the re-upload as it is, and a downscaled, turned texture
+    meets no turn of the full-size hash), the picture without its borders, and the image's
+    crops and band cuts (cut from the whole image on both sides: a caption band's plain
+    bottom rows read as a border)."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
     found: list[Variant] = []
@@ -222,7 +227,7 @@ def listing_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Var
         if signal.exact:
             continue
         if signal.square_size:
-            found.append(Variant("small", derived(signal, small, small.whole)))
+            found += turned_squares(signal, small, small.whole, "small")
         if trimmed is not None:
             found.append(Variant("trimmed", derived(signal, small, trimmed)))
         found += _crops(signal, small, small.whole, (*CROPS, *BANDS))
@@ -235,6 +240,7 @@ LISTING_VARIANT_NAMES = frozenset(
     {
         "original",
         "small",
+        *(f"small+{name}" for name, *_ in ORIENTATIONS[1:]),
         "trimmed",
         *(name for name, *_ in (*CROPS, *BANDS)),
     }

@@ -48,7 +48,7 @@ DAY = 86_400.0
 # refused: a long upload is paced to its key's rate instead of failing at the first
 # message that comes a few milliseconds early.
 STREAM_PATIENCE = 2.0
-DEFAULT_ANONYMOUS_CASE_HASHES = 300  # a dozen photos with their listing variants
+DEFAULT_ANONYMOUS_CASE_HASHES = 300  # ten photos with all their listing variants (30 a photo)
 DEFAULT_ANONYMOUS_DAILY_HASHES = 1_200
 # Addresses with a daily count held at once; past it, new anonymous addresses wait.
 MAX_ANONYMOUS_ADDRESSES = 100_000

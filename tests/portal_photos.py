@@ -25,7 +25,9 @@ from hashmatch.variants import (
     BANDS,
     BORDER_TOLERANCE,
     CROPS,
+    LISTING_VARIANT_NAMES,
     MIN_KEPT,
+    ORIENTATIONS,
     TRIM_PASSES,
     listing_variants,
 )
@@ -38,6 +40,8 @@ def tables() -> dict[str, Any]:
     return {
         "signals": list(DEFAULT_SIGNALS),
         "crops": [[name, *box] for name, *box in (*CROPS, *BANDS)],
+        "orientations": [name for name, *_ in ORIENTATIONS],
+        "listing_variant_names": sorted(LISTING_VARIANT_NAMES),
         "border_tolerance": BORDER_TOLERANCE,
         "min_kept": MIN_KEPT,
         "trim_passes": TRIM_PASSES,

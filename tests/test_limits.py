@@ -302,6 +302,33 @@ def test_an_anonymous_case_carries_no_free_text(server: tuple[ServerProcess, str
     assert b"iVBORw0KGgo" not in stored and b"my case" not in stored
 
 
+def test_a_victims_case_of_five_photos_with_every_variant_fits_the_anonymous_limits(
+    server: tuple[ServerProcess, str], tmp_path: Path, photos: dict[str, bytes]
+) -> None:
+    """A photo lists up to 30 hashes (PDQ: the whole, its square in 8 orientations, the
+    borderless picture, 7 crops, 2 band cuts; pHash: all but the squares). Five framed
+    photos, each giving every one, must go in one case without a key, with room for more
+    such cases that day; the limits are the channel an address may fill, so no more."""
+    from hashmatch.demo.standins import TRANSFORMS
+    from hashmatch.images import ImageSource
+    from hashmatch.variants import LISTING_VARIANT_NAMES, ORIENTATIONS
+    from service.auth import DEFAULT_ANONYMOUS_CASE_HASHES, DEFAULT_ANONYMOUS_DAILY_HASHES
+
+    most = 2 * len(LISTING_VARIANT_NAMES) - len(ORIENTATIONS)
+    assert 5 * most <= DEFAULT_ANONYMOUS_CASE_HASHES
+    assert 4 * 5 * most <= DEFAULT_ANONYMOUS_DAILY_HASHES
+    proc, _ = server
+    paths = []
+    for name in ("astronaut", "chelsea", "coffee", "rocket", "horse"):
+        path = tmp_path / f"{name}.png"
+        TRANSFORMS["letterbox 16:9"](ImageSource(photos[name]).rgb).save(path)
+        paths.append(str(path))
+    for _ in range(4):
+        done = run_cli("submit", "--server", proc.address, *paths)
+        assert done.returncode == 0, done.stderr
+        assert f"hashes listed:     {5 * most}" in done.stdout, done.stdout
+
+
 def test_anonymous_hashes_are_bounded_per_case_and_per_address_a_day(
     server: tuple[ServerProcess, str],
 ) -> None:

@@ -391,24 +391,34 @@ def test_what_the_page_lists_the_cli_check_finds_in_edited_copies(
     browser: Browser, portal: Portal, tmp_path: Path
 ) -> None:
     """The page's case is found by the CLI's default check of cropped, shrunk and
-    recompressed copies, as a case the CLI's own `submit` sent is."""
+    recompressed copies, as a case the CLI's own `submit` sent is; a small texture
+    halved, turned and recompressed only through the square the page lists turned."""
     page, _ = open_page(browser, portal, "en-GB")
     (original,) = photo_files(tmp_path, ("chelsea",))
-    page.set_input_files("#photos", [str(original)])
-    wait_hashed(page, 1)
+    texture = tmp_path / "brick-256.png"
+    brick = decode_rgb(next(p for p in bundled_photos() if p.stem == "brick").read_bytes())
+    brick.thumbnail((256, 256), Image.Resampling.LANCZOS)
+    brick.save(texture)
+    page.set_input_files("#photos", [str(original), str(texture)])
+    wait_hashed(page, 2)
     page.click("#submit")
     wait_text(page, "secret")
     page.context.close()
-    edits = ("crop 10% each side", "crop 20% off the left", "resize 1/4 (1/16 area)", "jpeg q50")
+    edits = [
+        (original, name)
+        for name in ("crop 10% each side", "crop 20% off the left", "resize 1/4 (1/16 area)")
+    ]
+    edits += [(original, "jpeg q50"), (texture, "resize 1/2 + rotate 90 + jpeg q70")]
     paths = []
-    for i, name in enumerate(edits):
+    for i, (photo, name) in enumerate(edits):
         path = tmp_path / f"edit-{i}.png"
-        path.write_bytes(reupload(original.read_bytes(), TRANSFORMS[name]))
+        path.write_bytes(reupload(photo.read_bytes(), TRANSFORMS[name]))
         paths.append(str(path))
     done = run_cli("check", "--server", portal.proc.address, "--api-key", portal.check_key, *paths)
     assert done.returncode == 0, done.stderr
-    verdicts = [json.loads(line)["matched"] for line in done.stdout.splitlines()]
-    assert verdicts == [True] * len(edits), done.stdout
+    verdicts = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [v["matched"] for v in verdicts] == [True] * len(edits), done.stdout
+    assert verdicts[-1]["matches"][0]["listed_variant"] == "small+rot90", done.stdout
 
 
 def test_hashing_speed_in_chromium(browser: Browser, portal: Portal, tmp_path: Path) -> None:

@@ -125,3 +125,45 @@ test("a photo's variants shared between 1 to 4 workers merge into the whole list
     assert.ok(whole.some((v) => v.name === "trimmed") === (image === framed));
   }
 });
+
+/** The pixels turned as Pillow's Image.transpose does, written out turn by turn (not
+ * through the page's table): ROTATE_90 is counter-clockwise, TRANSVERSE the transpose
+ * about the other diagonal. */
+function transpose(image, name) {
+  const { width: w, height: h } = image;
+  const swaps = ["rot90", "rot270", "transpose", "transverse"].includes(name);
+  const [W, H] = swaps ? [h, w] : [w, h];
+  const source = {
+    rot90: (x, y) => [w - 1 - y, x],
+    rot180: (x, y) => [w - 1 - x, h - 1 - y],
+    rot270: (x, y) => [y, h - 1 - x],
+    flip: (x, y) => [x, h - 1 - y],
+    mirror: (x, y) => [w - 1 - x, y],
+    transpose: (x, y) => [y, x],
+    transverse: (x, y) => [w - 1 - y, h - 1 - x],
+  }[name];
+  const data = new Uint8Array(W * H * 4);
+  for (let y = 0; y < H; y++) {
+    for (let x = 0; x < W; x++) {
+      const [sx, sy] = source(x, y);
+      data.set(image.data.subarray((sy * w + sx) * 4, (sy * w + sx) * 4 + 4), (y * W + x) * 4);
+    }
+  }
+  return { width: W, height: H, data };
+}
+
+test("each listed turned square is the square of the photo turned that way", async () => {
+  const { ORIENTATIONS, listingVariants } = await import("../../service/http/static/hashing/variants.js");
+  const { distance } = await import("./photos.mjs");
+  const random = rng(13);
+  // Within the downscale's side, and past it in whole and in part blocks.
+  for (const [width, height] of [[180, 97], [640, 480], [701, 530]]) {
+    const image = randomImage(random, width, height);
+    const listed = new Map(listingVariants(image, ["pdq"]).map((v) => [v.name, v.hash]));
+    for (const { name } of ORIENTATIONS.slice(1)) {
+      const turned = listingVariants(transpose(image, name), ["pdq"]).find((v) => v.name === "small");
+      const d = distance(turned.hash, listed.get(`small+${name}`));
+      assert.ok(d <= 2, `${width}x${height} ${name}: ${d} bits`);
+    }
+  }
+});

@@ -13,6 +13,7 @@ import {
   DEFAULT_SIGNALS,
   LISTING_VARIANTS,
   MIN_KEPT,
+  ORIENTATIONS,
   SIGNALS,
   TRIM_PASSES,
   listingEntries,
@@ -42,11 +43,13 @@ function summary(rows) {
   return lines.join("\n");
 }
 
-test("the page hashes with the CLI's tables: signals, crops, bands, sizes, refusals", () => {
+test("the page hashes with the CLI's tables: signals, turns, crops, bands, sizes, refusals", () => {
   const { tables } = bundledPhotos();
   assert.deepEqual(DEFAULT_SIGNALS, tables.signals);
   const crops = LISTING_VARIANTS.filter((v) => v.take === "crop").map((v) => [v.name, ...v.box]);
   assert.deepEqual(crops, tables.crops);
+  assert.deepEqual(ORIENTATIONS.map((o) => o.name), tables.orientations);
+  assert.deepEqual(LISTING_VARIANTS.map((v) => v.name).sort(), tables.listing_variant_names);
   assert.equal(BORDER_TOLERANCE, tables.border_tolerance);
   assert.equal(MIN_KEPT, tables.min_kept);
   assert.equal(TRIM_PASSES, tables.trim_passes);

@@ -22,15 +22,40 @@ export const SIGNALS = {
 
 export const DEFAULT_SIGNALS = ["pdq", "phash"];
 
+/** hashmatch.variants.ORIENTATIONS in its order: each turn of a square, as numpy turns
+ * an array. `at(n, y, x)` is where in the n x n square out[y][x] comes from; "rot90" is
+ * np.rot90 (counter-clockwise, as Pillow's ROTATE_90). */
+export const ORIENTATIONS = [
+  { name: "original", at: (n, y, x) => y * n + x },
+  { name: "rot90", at: (n, y, x) => x * n + (n - 1 - y) },
+  { name: "rot180", at: (n, y, x) => (n - 1 - y) * n + (n - 1 - x) },
+  { name: "rot270", at: (n, y, x) => (n - 1 - x) * n + y },
+  { name: "flip", at: (n, y, x) => (n - 1 - y) * n + x },
+  { name: "mirror", at: (n, y, x) => y * n + (n - 1 - x) },
+  { name: "transpose", at: (n, y, x) => x * n + y },
+  { name: "transverse", at: (n, y, x) => (n - 1 - x) * n + (n - 1 - y) },
+];
+
+/** An n x n square turned as ORIENTATIONS[turn] says. */
+export function turnSquare(square, n, turn) {
+  const { at } = ORIENTATIONS[turn];
+  const out = new Float32Array(n * n);
+  for (let y = 0; y < n; y++) {
+    for (let x = 0; x < n; x++) out[y * n + x] = square[at(n, y, x)];
+  }
+  return out;
+}
+
 /**
  * Listing variants in the CLI's order, for every signal. `take` says which pixels: the
  * whole photo at full size (as every other user of the signal hashes it); or, from the
- * photo's one downscale (downscale.js), the whole of it (signals hashing squares only),
- * the picture without uniform borders, or a crop (left, top, right, bottom as fractions).
+ * photo's one downscale (downscale.js), the whole of it as the signal's square, turned
+ * (signals hashing squares only), the picture without uniform borders, or a crop (left,
+ * top, right, bottom as fractions).
  */
 export const LISTING_VARIANTS = [
   { name: "original", take: "whole" },
-  { name: "small", take: "small" },
+  ...ORIENTATIONS.map(({ name }, turn) => ({ name: turn ? `small+${name}` : "small", take: "small", turn })),
   { name: "trimmed", take: "trimmed" },
   { name: "crop-center-90", take: "crop", box: [0.05, 0.05, 0.95, 0.95] },
   { name: "crop-center-80", take: "crop", box: [0.1, 0.1, 0.9, 0.9] },
@@ -129,9 +154,23 @@ export function degenerate(signal, hash, quality) {
 // box's luma resampled to its square; pHash from the box of the colour copy.
 function derived(signal, small, box) {
   const size = SIGNALS[signal].squareSize;
-  if (size) return pdqFromSquare(tentResample(small.luma, small.width, box, size, size));
+  if (size) return pdqFromSquare(square(small, box, size));
   small.phash ??= phashHasher(small.grey, small.width, small.height);
   return { hash: small.phash(box).hash, quality: null };
+}
+
+// The box's luma resampled to a size x size square (hashmatch.downscale.Downscale.square).
+function square(small, box, size) {
+  return tentResample(small.luma, small.width, box, size, size);
+}
+
+// The signal's hash of the whole downscale's square turned as ORIENTATIONS[turn]
+// (hashmatch.variants.turned_squares); the square is resampled once for all 8.
+function turnedSquare(signal, small, turn) {
+  const size = SIGNALS[signal].squareSize;
+  small.squares ??= new Map();
+  if (!small.squares.has(size)) small.squares.set(size, square(small, { x: 0, y: 0, w: small.width, h: small.height }, size));
+  return pdqFromSquare(turnSquare(small.squares.get(size), size, turn));
 }
 
 // Each signal's hash of the whole photo at full size.
@@ -166,7 +205,7 @@ export function variantHashes(image, signals = DEFAULT_SIGNALS, wanted = () => t
       if (row.take === "small" && !SIGNALS[signal].squareSize) return;
       small ??= downscale(image);
       const all = { x: 0, y: 0, w: small.width, h: small.height };
-      if (row.take === "small") add(derived(signal, small, all));
+      if (row.take === "small") add(turnedSquare(signal, small, row.turn));
       else if (row.take === "crop") add(derived(signal, small, subBox(all, row.box)));
       else {
         if (trimmed === undefined) trimmed = trimBorders(small.luma, small.width, small.height);
