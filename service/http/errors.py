@@ -7,14 +7,13 @@ import logging
 import math
 import uuid
 
-from starlette.responses import JSONResponse
-
 from hashmatch.bounds import OutOfBounds
 from indexer.store import InvalidValue, ListExists, NoSuchCase, NoSuchList, StoreUnavailable
 from service import metrics
 from service.auth import PermissionDenied, RateLimited, Unauthenticated
 from service.batcher import DeadlineExceeded, Overloaded
 from service.follower import NotInEffect
+from service.http.jsonio import JSONAnswer
 from service.queries import InvalidRequest
 from service.rpc import RETRY_PUSHBACK_MS
 
@@ -34,14 +33,14 @@ def message(
     text: str,
     headers: dict[str, str] | None = None,
     receipt: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> JSONAnswer:
     body: dict[str, object] = {"message": text}
     if receipt:
         body["receipt"] = receipt
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONAnswer(body, status_code=status, headers=headers)
 
 
-def refusal(exc: Exception, route: str) -> JSONResponse:
+def refusal(exc: Exception, route: str) -> JSONAnswer:
     """The answer to an exception a route raised: its problem named, never a traceback."""
     if isinstance(exc, HttpError):
         return message(exc.status, str(exc))
