@@ -18,7 +18,7 @@ from service.http.errors import HttpError
 from service.http.face import Face
 from service.http.text import unicode_text
 from service.probing import image_groups
-from service.queries import InvalidRequest, parse_request
+from service.queries import InvalidRequest, ParsedQuery, parse_hex_queries, parse_request
 from service.server import answer, refuse_tightening
 from service.submission import SubmissionServicer
 
@@ -44,30 +44,26 @@ def as_json(message: Message) -> dict[str, Any]:
     return out
 
 
-def _check_request(body: Any) -> match_pb2.CheckRequest:
-    """The common shape, queries of signal and hex alone, built directly (ParseDict walks
-    each field in Python); anything else goes through the general parser."""
-    _refuse_long_arrays(body)
-    if isinstance(body, dict) and body.keys() == {"queries"} and isinstance(body["queries"], list):
-        queries = body["queries"]
-        if all(
-            type(q) is dict
-            and q.keys() == {"signal", "hex"}
-            and type(q["signal"]) is str
-            and type(q["hex"]) is str
-            for q in queries
-        ):
-            make = match_pb2.Query
-            return match_pb2.CheckRequest(
-                queries=[
-                    make(
-                        signal=unicode_text(q["signal"], f"queries[{i}].signal"),
-                        hex=unicode_text(q["hex"], f"queries[{i}].hex"),
-                    )
-                    for i, q in enumerate(queries)
-                ]
-            )
-    return parse(body, match_pb2.CheckRequest())
+def _plain_queries(body: Any) -> list[ParsedQuery] | None:
+    """The common shape, queries of signal and hex alone, parsed straight from the JSON
+    (ParseDict walks each field in Python); None for any other shape, which goes
+    through the general parser."""
+    if not (
+        isinstance(body, dict) and body.keys() == {"queries"} and isinstance(body["queries"], list)
+    ):
+        return None
+    pairs = []
+    for i, q in enumerate(body["queries"]):
+        if type(q) is not dict or q.keys() != {"signal", "hex"}:
+            return None
+        signal, text = q["signal"], q["hex"]
+        if type(signal) is not str or type(text) is not str:
+            return None
+        if not (signal.isascii() and text.isascii()):  # protobuf's setters take no surrogate
+            unicode_text(signal, f"queries[{i}].signal")
+            unicode_text(text, f"queries[{i}].hex")
+        pairs.append((signal, text))
+    return parse_hex_queries(pairs)
 
 
 def _refuse_long_arrays(body: Any) -> None:
@@ -86,11 +82,14 @@ def _refuse_long_arrays(body: Any) -> None:
 
 def check(face: Face, request: Request, body: Any) -> Any:
     caller = face.caller(request, "check")
-    message = _check_request(body)
-    queries = parse_request(message)
-    groups = image_groups(queries, message.images)
-    if caller.match_only:
-        refuse_tightening(message)
+    _refuse_long_arrays(body)
+    queries, groups = _plain_queries(body), None
+    if queries is None:
+        message = parse(body, match_pb2.CheckRequest())
+        queries = parse_request(message)
+        groups = image_groups(queries, message.images)
+        if caller.match_only:
+            refuse_tightening(message)
     version, with_hits = answer(
         face.batcher, face.guards, caller, queries, None, "http:Check", groups
     )
