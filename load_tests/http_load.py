@@ -4,9 +4,10 @@ wrk, beside gRPC (h2load) and python-threatexchange's PDQIndex, in one run.
     apt-get install wrk nghttp2-client
     .venv/bin/python load_tests/http_load.py --n 1M
 
-Fills a SQLite store with N seeded synthetic PDQ hashes, builds a snapshot from it and
-starts two servers on it: one with `--http-listen`, one without. Then, each closed loop
-(as fast as the client goes) for --seconds:
+Fills a SQLite store with N seeded synthetic PDQ hashes (in bulk: synthetic.py
+bulk_fill_sqlite), builds a snapshot from it and starts two servers on it: one with
+`--http-listen`, one without. Then, each closed loop (as fast as the client goes) for
+--seconds:
 
 - `GET /m/raw_lookup?signal_type=pdq&signal=<hex>`, one hash a request (HMA's lookup), over
   the same misses and the same hits as the peer is asked. A hit's answer is its content
@@ -19,9 +20,9 @@ starts two servers on it: one with `--http-listen`, one without. Then, each clos
   medians compared.
 
 With --store-dir, the store and its snapshot are kept there and used again by the next
-run of the same --n: filling a 10M-row store takes the better part of an hour on this
-machine, and the servers then load the snapshot and read content ids from the store as
-they would from a fresh one. With --processes, each server runs that many processes on
+run of the same --n (a 10M store and snapshot take many minutes to make on this shared
+machine); the servers load the snapshot and read content ids from the store as they
+would from a fresh one. With --processes, each server runs that many processes on
 its ports (`serve --processes`), as a deployment on a machine's cores does.
 
 The peer is python-threatexchange's PDQIndex (HMA's index), answering the same lookups
@@ -46,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -54,9 +56,9 @@ from urllib.request import Request, urlopen
 
 import numpy as np
 from engine_benchmark import spawn
-from freshness_benchmark import fill_store, full_build
+from freshness_benchmark import full_build
 from grpc_load import MAX_IN_FLIGHT_QUERIES, check_request, h2load_scenario, while_measuring_server
-from synthetic import dataset, parse_n, queries
+from synthetic import bulk_fill_sqlite, dataset, parse_n, queries
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WRK_SCRIPT = Path(__file__).resolve().with_name("wrk_rotate.lua")
@@ -230,7 +232,9 @@ def main() -> None:
             prepared = f"Store (SQLite) and snapshot kept from an earlier fill ({where})"
         else:
             print(f"filling a store with {n:,} PDQ hashes ...", file=sys.stderr, flush=True)
-            fill_s = fill_store(url, n)
+            started = time.perf_counter()
+            bulk_fill_sqlite(where / "store.db", n)
+            fill_s = time.perf_counter() - started
             build_s = full_build(url, where / "index")
             prepared = (
                 f"Store (SQLite) filled in {fill_s:.0f} s, snapshot built from it in "
