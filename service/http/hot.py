@@ -4,7 +4,13 @@ answered in front of Starlette, looked up by method and path in one dict, withou
 router, middleware stack or exception wrappers, and on the event loop's thread rather
 than a worker thread's: each hop to a worker and back is two thread wake-ups, which on a
 busy machine cost more than the lookup. Every other request, these paths with another
-method included, goes on to Starlette unchanged."""
+method included, goes on to Starlette unchanged.
+
+What the loop may still wait on, all bounded: a key id it has not seen (at most one
+reload of the keys every 0.1 s, service/auth.py), and a hit's content id the first
+time that entry is hit (one indexed store read, then cached: service/http/face.py).
+A lookup the engine would queue, or whose hits the audit log might hold back, goes to
+a worker thread (Face.unhurried)."""
 
 from __future__ import annotations
 
