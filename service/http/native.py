@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator
+from itertools import chain
 from typing import Any, TypeVar
 
 from google.protobuf import json_format
@@ -52,17 +53,20 @@ def _plain_queries(body: Any) -> list[ParsedQuery] | None:
         isinstance(body, dict) and body.keys() == {"queries"} and isinstance(body["queries"], list)
     ):
         return None
-    pairs = []
-    for i, q in enumerate(body["queries"]):
-        if type(q) is not dict or q.keys() != {"signal", "hex"}:
+    pairs: list[tuple[str, str]] = []
+    append = pairs.append
+    for q in body["queries"]:
+        # Two keys, both found: exactly signal and hex.
+        if type(q) is not dict or len(q) != 2:
             return None
-        signal, text = q["signal"], q["hex"]
+        signal, text = q.get("signal"), q.get("hex")
         if type(signal) is not str or type(text) is not str:
             return None
-        if not (signal.isascii() and text.isascii()):  # protobuf's setters take no surrogate
+        append((signal, text))
+    if not "".join(chain.from_iterable(pairs)).isascii():
+        for i, (signal, text) in enumerate(pairs):  # protobuf's setters take no surrogate
             unicode_text(signal, f"queries[{i}].signal")
             unicode_text(text, f"queries[{i}].hex")
-        pairs.append((signal, text))
     return parse_hex_queries(pairs)
 
 
