@@ -23,7 +23,7 @@ from service import metrics
 from service.http import hma, native
 from service.http.docs import docs_page, openapi
 from service.http.errors import HttpError, message, refusal
-from service.http.face import Face
+from service.http.face import Face, bearer
 from service.http.headers import SecurityHeaders
 from service.http.hot import Handler, HotRoutes
 from service.http.jsonio import JSONAnswer, loads
@@ -249,7 +249,7 @@ def _endpoint(face: Face, spec: Spec) -> Handler:
             if spec.roles:
                 # The key (and its role) first: a caller without one is refused before
                 # its body is read, and an anonymous one may send only a case's worth.
-                if spec.hot:
+                if spec.hot and face.guards.gate.knows(bearer(request)):
                     caller = face.caller(request, *spec.roles)
                 else:
                     caller = await run_in_threadpool(face.caller, request, *spec.roles)

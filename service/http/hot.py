@@ -6,11 +6,11 @@ than a worker thread's: each hop to a worker and back is two thread wake-ups, wh
 busy machine cost more than the lookup. Every other request, these paths with another
 method included, goes on to Starlette unchanged.
 
-What the loop may still wait on, all bounded: a key id it has not seen (at most one
-reload of the keys every 0.1 s, service/auth.py), and a hit's content id the first
-time that entry is hit (one indexed store read, then cached: service/http/face.py).
-A lookup the engine would queue, or whose hits the audit log might hold back, goes to
-a worker thread (Face.unhurried)."""
+What the loop may still wait on, bounded: a hit's content id the first time that
+entry is hit (one indexed store read, then cached: service/http/face.py). A key id not
+among the keys loaded (which may wait for a reload, service/auth.py), and a lookup the
+engine would queue or whose hits the audit log might hold back (Face.unhurried), go to
+a worker thread."""
 
 from __future__ import annotations
 
