@@ -4,9 +4,10 @@ wrk, beside gRPC (h2load) and python-threatexchange's PDQIndex, in one run.
     apt-get install wrk nghttp2-client
     .venv/bin/python load_tests/http_load.py --n 1M
 
-Fills a SQLite store with N seeded synthetic PDQ hashes, builds a snapshot from it and
-starts two servers on it: one with `--http-listen`, one without. Then, each closed loop
-(as fast as the client goes) for --seconds:
+Fills a SQLite store with N seeded synthetic PDQ hashes (in bulk: synthetic.py
+bulk_fill_sqlite), builds a snapshot from it and starts two servers on it: one with
+`--http-listen`, one without. Then, each closed loop (as fast as the client goes) for
+--seconds:
 
 - `GET /m/raw_lookup?signal_type=pdq&signal=<hex>`, one hash a request (HMA's lookup), over
   the same misses and the same hits as the peer is asked. A hit's answer is its content
@@ -17,6 +18,12 @@ starts two servers on it: one with `--http-listen`, one without. Then, each clos
 - gRPC alone against gRPC with the HTTP listener open but idle: unary and 100-hash
   `Check` from h2load on each server, alternately (--rounds times, in ABBA order),
   medians compared.
+
+With --store-dir, the store and its snapshot are kept there and used again by the next
+run of the same --n (a 10M store and snapshot take many minutes to make on this shared
+machine); the servers load the snapshot and read content ids from the store as they
+would from a fresh one. With --processes, each server runs that many processes on
+its ports (`serve --processes`), as a deployment on a machine's cores does.
 
 The peer is python-threatexchange's PDQIndex (HMA's index), answering the same lookups
 with `PDQIndex.query()`, one hash a call, in-process from two threads (the engine
@@ -40,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import ExitStack
 from datetime import date
 from pathlib import Path
@@ -48,9 +56,9 @@ from urllib.request import Request, urlopen
 
 import numpy as np
 from engine_benchmark import spawn
-from freshness_benchmark import fill_store, full_build
+from freshness_benchmark import full_build
 from grpc_load import MAX_IN_FLIGHT_QUERIES, check_request, h2load_scenario, while_measuring_server
-from synthetic import dataset, parse_n, queries
+from synthetic import bulk_fill_sqlite, dataset, parse_n, queries
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WRK_SCRIPT = Path(__file__).resolve().with_name("wrk_rotate.lua")
@@ -122,11 +130,11 @@ def wrk_scenario(
 
 
 def grpc_scenario(
-    address: str, pids: list[int], metrics: str, mode: str, seconds: float, streams: int
+    address: str, pids: list[int], metrics: list[str], mode: str, seconds: float, streams: int
 ) -> dict[str, Any]:
     """grpc_load's h2load scenario (4 connections), with the same requests in flight as
     the HTTP client keeps."""
-    row = h2load_scenario(address, pids, [metrics], mode, seconds, 4, max(1, streams // 4))
+    row = h2load_scenario(address, pids, metrics, mode, seconds, 4, max(1, streams // 4))
     row["client"] = f"h2load, 4 connections x {max(1, streams // 4)} streams"
     return row
 
@@ -184,6 +192,10 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=4, help="idle-listener comparison rounds")
     parser.add_argument("--results", type=Path, default=RESULTS, help="folder for the table")
+    parser.add_argument(
+        "--store-dir", type=Path, help="keep the store and snapshot here; use them if present"
+    )
+    parser.add_argument("--processes", type=int, default=1, help="server processes (each)")
     args = parser.parse_args()
     need("wrk", "wrk")
     need("h2load", "nghttp2-client")
@@ -211,20 +223,36 @@ def main() -> None:
     idle: dict[str, dict[str, list[float]]] = {"alone": {}, "with HTTP": {}}
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hashmatch-http-load-") as tmp, ExitStack() as stack:
-        url = f"sqlite:///{tmp}/store.db"
-        print(f"filling a store with {n:,} PDQ hashes ...", file=sys.stderr, flush=True)
-        fill_s = fill_store(url, n)
-        build_s = full_build(url, Path(tmp) / "index")
+        where = Path(tmp) if args.store_dir is None else args.store_dir
+        where.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{where}/store.db"
+        kept = (where / "index").exists()
+        if kept:
+            print(f"using the store and snapshot in {where}", file=sys.stderr, flush=True)
+            prepared = f"Store (SQLite) and snapshot kept from an earlier fill ({where})"
+        else:
+            print(f"filling a store with {n:,} PDQ hashes ...", file=sys.stderr, flush=True)
+            started = time.perf_counter()
+            bulk_fill_sqlite(where / "store.db", n)
+            fill_s = time.perf_counter() - started
+            build_s = full_build(url, where / "index")
+            prepared = (
+                f"Store (SQLite) filled in {fill_s:.0f} s, snapshot built from it in "
+                f"{build_s:.0f} s"
+            )
         ports = {"alone": free_ports(), "with HTTP": 0}
         ports["with HTTP"] = free_ports()
-        while ports["with HTTP"] == ports["alone"]:
+        # Helper k of a server serves its metrics on the port after k (`serve --processes`).
+        while abs(ports["with HTTP"] - ports["alone"]) < args.processes:
             ports["with HTTP"] = free_ports()
         servers = {}
         for name, extra in (("with HTTP", ("--http-listen", "127.0.0.1:0")), ("alone", ())):
             servers[name] = stack.enter_context(
                 running_server(
-                    Path(tmp) / "index",
+                    where / "index",
                     "--no-auth",
+                    "--processes",
+                    str(args.processes),
                     "--store",
                     url,
                     "--no-compact",
@@ -234,7 +262,10 @@ def main() -> None:
                     start_timeout=600,
                 )
             )
-        metrics = {k: f"http://127.0.0.1:{p}/metrics" for k, p in ports.items()}
+        metrics = {
+            k: [f"http://127.0.0.1:{p + i}/metrics" for i in range(args.processes)]
+            for k, p in ports.items()
+        }
         server = servers["with HTTP"]
         pids = server.pids()
         base = f"http://{server.http_address}"
@@ -292,11 +323,11 @@ def main() -> None:
         f"hashmatch HTTP load, {n / 1e6:g}M PDQ list, {date.today()}, "
         f"{os.cpu_count()} cores shared by server and client"
     )
+    processes = f"{args.processes} server process{'es' if args.processes > 1 else ''} each"
     lines = [
         f"### {title}",
         "",
-        f"Store (SQLite) filled in {fill_s:.0f} s, snapshot built from it in {build_s:.0f} s; "
-        f"{args.seconds:g} s a scenario, closed loop.",
+        f"{prepared}; {processes}; {args.seconds:g} s a scenario, closed loop.",
         "",
         "| mode | client | hash checks/s | requests/s | p50 ms | p90 ms | p99 ms | errors "
         "| server CPU |",

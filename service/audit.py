@@ -70,6 +70,11 @@ class AuditLog:
         if self._closed:  # closed while this waited: nobody else will drain the queue
             self._drain()
 
+    @property
+    def backed_up(self) -> bool:
+        """Whether recording an event now may have to wait for the writer."""
+        return self._store is not None and self._queue.qsize() >= self._queue.maxsize // 2
+
     def key_used(self, actor: str, method: str) -> None:
         """A key's use, written at most once a minute per key with the calls in between."""
         now = time.monotonic()

@@ -298,6 +298,14 @@ class Gate:
     def enabled(self) -> bool:
         return self._store is not None
 
+    def knows(self, token: str | None) -> bool:
+        """Whether checking `token` needs no store read: keys are off, no token was
+        sent, or its key id is in the keys loaded (an unknown id may wait for a reload)."""
+        if self._store is None or not token:
+            return True
+        parts = split_token(token)
+        return parts is None or parts[0] in self._keys
+
     def reload(self) -> None:
         assert self._store is not None
         self._keys = {k.key_id: k for k in self._store.api_keys() if not k.revoked}
@@ -322,13 +330,17 @@ class Gate:
         send and must not turn into a flood of store reads. The periodic reloads do not
         count: one that began just before a key was issued refused the key's first use.
         Callers that find a reload under way wait for it and use its keys: several first
-        uses of one new key at once are all let in, not only the one that reloaded."""
+        uses of one new key at once are all let in, not only the one that reloaded. One
+        that comes within 0.1 s of the last such reload waits out the rest of the 0.1 s
+        rather than being refused: a new key used just after someone else's unknown id
+        is let in too."""
         asked = time.monotonic()
         with self._unknown_lock:
             if self._unknown_done >= asked:
                 return True  # a reload ended while we waited: look again in its keys
-            if asked - self._reloaded_for_unknown < 0.1:
-                return False
+            early = self._reloaded_for_unknown + 0.1 - time.monotonic()
+            if early > 0:
+                time.sleep(early)
             self._reloaded_for_unknown = time.monotonic()
             self.reload()
             self._unknown_done = time.monotonic()

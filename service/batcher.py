@@ -117,6 +117,13 @@ class Batcher:
         """Queries waiting for a worker."""
         return self._queued
 
+    @property
+    def idle(self) -> bool:
+        """Whether a request of up to DIRECT queries would now be searched in the calling
+        thread, without waiting for a worker (a moment later another caller may have
+        taken the last slot: then it waits for one batch)."""
+        return not self._queued and self._direct < len(self._threads)
+
     def check(
         self, queries: Sequence[ParsedQuery], timeout: float | None = None
     ) -> tuple[int, list[list[Hit]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal, NamedTuple, Protocol
 
 from hashmatch.codec import HashFormatError, hex_to_bytes
@@ -107,6 +108,28 @@ def parse_batch(batch: match_pb2.HashBatch) -> list[ParsedQuery]:
     return [
         make(ParsedQuery, (name, raw[at : at + size], limit)) for at in range(0, len(raw), size)
     ]
+
+
+def parse_hex_queries(pairs: Sequence[tuple[str, str]]) -> list[ParsedQuery]:
+    """Queries given as (signal name, hex) text, the JSON API's usual shape: parsed as
+    parse_request parses Query messages, without building a message of each (that took
+    a 1,000-query batch several milliseconds under the GIL). Any query that is not
+    plainly valid is handed to parse_query, whose message names its index and problem."""
+    _check_size(len(pairs), "a CheckRequest", "query", "queries")
+    parsed: list[ParsedQuery] = []
+    append = parsed.append
+    make = tuple.__new__
+    for i, (signal, text) in enumerate(pairs):
+        known = _FAST.get(signal)
+        # hex_to_bytes's rule: exactly the signal's digits, ASCII letters and digits only.
+        if known is not None and len(text) == 2 * known[1] and text.isascii() and text.isalnum():
+            try:
+                append(make(ParsedQuery, (known[0], bytes.fromhex(text), known[2])))
+                continue
+            except ValueError:
+                pass
+        append(parse_query(i, match_pb2.Query(signal=signal, hex=text)))
+    return parsed
 
 
 def parse_request(request: match_pb2.CheckRequest) -> list[ParsedQuery]:

@@ -71,8 +71,9 @@ def test_http_load_measures_http_beside_grpc_and_the_peer(tmp_path: Path) -> Non
     run(
         "http_load.py",
         *("--n", "20000", "--seconds", "1", "--lookups", "200", "--rounds", "2"),
-        *("--results", str(tmp_path)),
+        *("--results", str(tmp_path), "--store-dir", str(tmp_path / "kept"), "--processes", "2"),
     )
+    assert (tmp_path / "kept" / "store.db").is_file() and (tmp_path / "kept" / "index").is_dir()
     every = markdown_rows((tmp_path / "http_load_20000.md").read_text())
     rows = {r[0]: r[1:] for r in every}
     measured = [

@@ -26,7 +26,13 @@ from hashmatch.v1 import (
     sync_pb2,
     sync_pb2_grpc,
 )
-from service.queries import InvalidRequest, ParsedQuery, parse_query, parse_request
+from service.queries import (
+    InvalidRequest,
+    ParsedQuery,
+    parse_hex_queries,
+    parse_query,
+    parse_request,
+)
 from tests.hostile_hex import spaced_hex
 from tests.test_security import key
 
@@ -83,6 +89,22 @@ def test_request_fast_path_agrees_with_the_full_parser(batch: list[match_pb2.Que
         expected = str(exc)
     try:
         assert parse_request(request) == expected
+    except InvalidRequest as exc:
+        assert str(exc) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.tuples(signals, hexes), max_size=20))
+def test_hex_text_queries_parse_as_query_messages_do(pairs: list[tuple[str, str]]) -> None:
+    """The JSON API's (signal, hex) pairs, parsed without a message each, are the same
+    queries as their Query messages, or the same refusal word for word."""
+    queries = [match_pb2.Query(signal=signal, hex=text) for signal, text in pairs]
+    try:
+        expected: list[ParsedQuery] | str = parse_request(match_pb2.CheckRequest(queries=queries))
+    except InvalidRequest as exc:
+        expected = str(exc)
+    try:
+        assert parse_hex_queries(pairs) == expected
     except InvalidRequest as exc:
         assert str(exc) == expected
 

@@ -1,10 +1,10 @@
-"""The HTTP application: one table of routes, from which both the Starlette routing and
-the OpenAPI document are made, and the wrapper every route runs in (bounded JSON body,
-work in a thread, errors as `{"message": ...}`, metrics by route and status)."""
+"""The HTTP application: one table of routes, from which both the routing and the OpenAPI
+document are made, and the wrapper every route runs in (bounded JSON body, work in a
+thread or, for the hot routes, on the event loop; errors as `{"message": ...}`, metrics
+by route and status)."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,16 +14,19 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from hashmatch.channel import MAX_MESSAGE_BYTES
 from service import metrics
 from service.http import hma, native
 from service.http.docs import docs_page, openapi
 from service.http.errors import HttpError, message, refusal
-from service.http.face import Face
+from service.http.face import Face, bearer
+from service.http.headers import SecurityHeaders
+from service.http.hot import Handler, HotRoutes
+from service.http.jsonio import JSONAnswer, loads
 from service.http.portal import portal_routes
 
 MAX_BODY_BYTES = MAX_MESSAGE_BYTES
@@ -45,6 +48,12 @@ class Spec:
     params: tuple[str, ...] = ()
     body: str | None = None  # what the JSON body is, if it takes one
     tag: str = "hashmatch"
+    # Dispatched in front of Starlette, its key checked on the event loop's thread
+    # (service/http/hot.py).
+    hot: bool = False
+    # Its work done on the event loop's thread too while that cannot wait (Face.unhurried):
+    # only for a single hash, which the engine searches in the calling thread.
+    inline: bool = False
 
     @property
     def roles(self) -> tuple[str, ...]:
@@ -54,7 +63,13 @@ class Spec:
 
 ROUTES: tuple[Spec, ...] = (
     Spec(
-        "POST", "/v1/check", native.check, "Check up to 10,000 hashes", "check", body="CheckRequest"
+        "POST",
+        "/v1/check",
+        native.check,
+        "Check up to 10,000 hashes",
+        "check",
+        body="CheckRequest",
+        hot=True,
     ),
     Spec(
         "POST",
@@ -151,6 +166,8 @@ ROUTES: tuple[Spec, ...] = (
         "check",
         ("signal_type", "signal", "banks", "include_distance"),
         tag="HMA",
+        hot=True,
+        inline=True,
     ),
     Spec(
         "GET",
@@ -244,8 +261,8 @@ async def _json_body(request: Request, limit: int) -> Any:
     if not raw:
         raise HttpError(400, "send a JSON body")
     try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+        return loads(raw)
+    except ValueError as exc:
         raise HttpError(400, f"the body is not JSON: {str(exc)[:200]}") from None
 
 
@@ -254,7 +271,7 @@ def _observe(route: str, status: int, started: float) -> None:
     metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - started)
 
 
-def _endpoint(face: Face, spec: Spec) -> Callable[[Request], Any]:
+def _endpoint(face: Face, spec: Spec) -> Handler:
     route = f"{spec.method} {spec.path}"
 
     async def run(request: Request) -> Response:
@@ -265,57 +282,24 @@ def _endpoint(face: Face, spec: Spec) -> Callable[[Request], Any]:
                 # The key (and its role) first: a caller without one is refused before
                 # its body is read, and one without a key of its own (anonymous, or
                 # through the page's key) may send only a case's worth.
-                caller = await run_in_threadpool(face.caller, request, *spec.roles)
+                if spec.hot and face.guards.gate.knows(bearer(request)):
+                    caller = face.caller(request, *spec.roles)
+                else:
+                    caller = await run_in_threadpool(face.caller, request, *spec.roles)
                 if caller.visitor:
                     limit = MAX_ANONYMOUS_BODY_BYTES
             body = await _json_body(request, limit) if spec.body is not None else None
-            result = await run_in_threadpool(spec.work, face, request, body)
-            response = result if isinstance(result, Response) else JSONResponse(result)
+            if spec.inline and face.unhurried():
+                result = spec.work(face, request, body)
+            else:
+                result = await run_in_threadpool(spec.work, face, request, body)
+            response = result if isinstance(result, Response) else JSONAnswer(result)
         except Exception as exc:
             response = refusal(exc, route)
         _observe(route, response.status_code, started)
         return response
 
     return run
-
-
-SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (
-        b"content-security-policy",
-        b"default-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
-    ),
-    (b"cross-origin-opener-policy", b"same-origin"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-    (b"permissions-policy", b"camera=(), microphone=(), geolocation=()"),
-    (b"cache-control", b"no-store"),
-]
-HSTS = (b"strict-transport-security", b"max-age=31536000")
-
-
-class SecurityHeaders:
-    """Security headers on every response, errors included. No CORS headers ever: the
-    portal is served from the same origin, so no other origin's script may read us."""
-
-    def __init__(self, app: ASGIApp, tls: bool) -> None:
-        self._app = app
-        self._headers = [*SECURITY_HEADERS, HSTS] if tls else SECURITY_HEADERS
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self._app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                names = {k.lower() for k, _ in message.get("headers", [])}
-                extra = [(k, v) for k, v in self._headers if k not in names]
-                message["headers"] = [*message.get("headers", []), *extra]
-            await send(message)
-
-        await self._app(scope, receive, send_with_headers)
 
 
 async def _unmatched(request: Request, exc: Exception) -> Response:
@@ -328,14 +312,15 @@ async def _unmatched(request: Request, exc: Exception) -> Response:
 
 def build_app(face: Face, tls: bool = False, portal: bool = False) -> ASGIApp:
     """The HTTP face; with `portal`, the victims' page at `/` (service.http.portal)."""
+    handlers = {(spec.method, spec.path): _endpoint(face, spec) for spec in ROUTES}
     routes: list[BaseRoute] = [
-        Route(spec.path, _endpoint(face, spec), methods=[spec.method]) for spec in ROUTES
+        Route(spec.path, handlers[spec.method, spec.path], methods=[spec.method]) for spec in ROUTES
     ]
     document = openapi(ROUTES)
     page = docs_page(document)
 
     async def openapi_json(request: Request) -> Response:
-        return JSONResponse(document)
+        return JSONAnswer(document)
 
     async def docs(request: Request) -> Response:
         return HTMLResponse(page)
@@ -347,4 +332,5 @@ def build_app(face: Face, tls: bool = False, portal: bool = False) -> ASGIApp:
     if portal:
         routes += portal_routes()
     app = Starlette(routes=routes, exception_handlers={HTTPException: _unmatched})
-    return SecurityHeaders(app, tls)
+    hot = {(s.method, s.path): handlers[s.method, s.path] for s in ROUTES if s.hot}
+    return SecurityHeaders(HotRoutes(app, hot), tls)

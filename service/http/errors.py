@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 
-from starlette.responses import JSONResponse
-
+from service.http.jsonio import JSONAnswer
 from service.refusals import refusal as refused
 from service.refusals import whole_seconds
 
@@ -27,14 +26,14 @@ def message(
     text: str,
     headers: dict[str, str] | None = None,
     receipt: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> JSONAnswer:
     body: dict[str, object] = {"message": text}
     if receipt:
         body["receipt"] = receipt
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONAnswer(body, status_code=status, headers=headers)
 
 
-def refusal(exc: Exception, route: str) -> JSONResponse:
+def refusal(exc: Exception, route: str) -> JSONAnswer:
     """The answer to an exception a route raised: its problem named, never a traceback."""
     if isinstance(exc, HttpError):
         return message(exc.status, str(exc))

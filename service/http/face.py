@@ -21,6 +21,7 @@ from service.submission import SubmissionServicer
 # Content ids never change for an entry, so a hit's id is read from the store once; the
 # matcher, not this cache, says whether the entry still matches.
 CONTENT_ID_CACHE = 200_000
+CALLERS = "hashmatch.callers"  # the request scope's callers, by the roles asked for
 
 
 def bearer(request: Request) -> str | None:
@@ -56,8 +57,22 @@ class Face:
         if self.feed is not None:
             self.submission, self.feedback = self.feed.servicers(self.guards)
 
+    def unhurried(self) -> bool:
+        """Whether a single-hash lookup can now be answered without waiting on anything:
+        the engine searches it in the calling thread and the audit log has room for its
+        hits. Then the HTTP face answers it on the event loop's thread (service/http/hot.py)."""
+        return self.batcher.idle and not self.guards.audit.backed_up
+
     def caller(self, request: Request, role: str, *alternatives: str) -> Caller:
-        """The request's caller if it holds `role` (or one of `alternatives`)."""
+        """The request's caller if it holds `role` (or one of `alternatives`); the key is
+        checked once a request, however many times its route asks."""
+        known: dict[tuple[str, ...], Caller] = request.scope.setdefault(CALLERS, {})
+        roles = (role, *alternatives)
+        if roles not in known:
+            known[roles] = self._caller(request, role, *alternatives)
+        return known[roles]
+
+    def _caller(self, request: Request, role: str, *alternatives: str) -> Caller:
         token = bearer(request)
         try:
             return self.guards.gate.caller_for(token, lambda: peer(request), role)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from hashmatch.signals import SIGNALS
 from hashmatch.v1 import submission_pb2
@@ -23,6 +23,7 @@ from service.auth import Caller
 from service.checking import answer
 from service.http.errors import HttpError
 from service.http.face import Face, visible
+from service.http.jsonio import JSONAnswer
 from service.http.text import unicode_text
 from service.matcher import Hit
 from service.queries import InvalidRequest, ParsedQuery, _max_distance, parse_hash
@@ -211,7 +212,7 @@ def create_bank(face: Face, request: Request, body: Any) -> Any:
         create(servicer, submission_pb2.CreateListRequest(name=name), None, caller)
     except ListExists:
         raise HttpError(403, "Bank already exists") from None
-    return JSONResponse(_bank(name), status_code=201)
+    return JSONAnswer(_bank(name), status_code=201)
 
 
 def add_signal(face: Face, request: Request, body: Any) -> Any:

@@ -48,6 +48,10 @@ class HttpServer:
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
             app,
+            # C parsing of each request and a libuv event loop: the pure-Python h11 and
+            # asyncio's selector loop cost more per request than a lookup does.
+            http="httptools",
+            loop="uvloop",
             log_config=None,
             access_log=False,
             server_header=False,
@@ -66,7 +70,8 @@ class HttpServer:
         self._thread = threading.Thread(target=self._run, name="http", daemon=True)
 
     def _run(self) -> None:
-        asyncio.run(self._server.serve(sockets=[self._socket]))
+        with asyncio.Runner(loop_factory=self._server.config.get_loop_factory()) as runner:
+            runner.run(self._server.serve(sockets=[self._socket]))
 
     def start(self, timeout: float = 30) -> None:
         self._thread.start()
