@@ -1,0 +1,141 @@
+"""Attacks on issue 27's promises (feedback, quarantine on evidence, review, negative lists),
+over real gRPC with keys on. Each test here states a promise and fails while it is broken.
+
+The setting: a downstream server copies an upstream's lists with `sync pull`. Synced copies
+keep the upstream's match ids, so one match id can sit in several local lists (the issue
+names this case: "a match id that exists in several lists ... is reported per list").
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from hashmatch.channel import Credentials
+from hashmatch.client import MatchClient
+from hashmatch.demo.serve_process import ServerProcess, running_server
+from hashmatch.feedback import FeedbackClient
+from hashmatch.list_formats import NewEntry
+from indexer.store import open_store
+from indexer.sync import pull
+from service.auth import RELOAD_SECONDS
+from tests.test_security import random_pdq
+
+HOT = random_pdq(10, 2701)  # the upstream hotline's list
+NEG = random_pdq(2, 2703)  # tenant acme's own benign images (also, by collision, on HOT's list)
+
+
+@dataclass
+class Down:
+    server: ServerProcess
+    url: str
+
+    def key(self, tenant: str, *roles: str, lists: tuple[str, ...] | None = None) -> str:
+        store = open_store(self.url)
+        try:
+            return store.create_key(tenant, roles, lists)[1]
+        finally:
+            store.close()
+
+
+@pytest.fixture(scope="module")
+def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Down]:
+    work = tmp_path_factory.mktemp("attack27")
+    up_url, down_url = f"sqlite:///{work / 'up.db'}", f"sqlite:///{work / 'down.db'}"
+    up = open_store(up_url)
+    up.add_entries("hotline", [NewEntry("pdq", h) for h in (*HOT, *NEG)])
+    up.create_list("acme-benign", kind="negative", tenant="acme")
+    up.add_entries("acme-benign", [NewEntry("pdq", h) for h in NEG])
+    reader = up.create_key("acme", ["sync-read"], ["hotline", "acme-benign"])[1]
+    up.close()
+    with running_server(work / "up-index", "--store", up_url) as upstream:
+        store = open_store(down_url)
+        creds = Credentials(api_key=reader)
+        # The same upstream reached by two names (as a list copied along two sync paths
+        # is): each name is its own sync source, so its own cursor.
+        port = upstream.address.rpartition(":")[2]
+        for target, remote, local in [
+            (upstream.address, "hotline", "m1"),
+            (f"localhost:{port}", "hotline", "m2"),
+            (upstream.address, "acme-benign", "acme-benign"),
+        ]:
+            pull(store, target, remote, into=local, credentials=creds)
+        store.close()
+    with running_server(
+        work / "down-index", "--store", down_url, "--poll-interval", "0.1"
+    ) as server:
+        yield Down(server, down_url)
+
+
+def settle() -> None:
+    time.sleep(RELOAD_SECONDS + 0.2)
+
+
+def matches(d: Down, token: str, h: bytes) -> list[tuple[str, str]]:
+    """(list, match id) of each match a check of `h` is answered."""
+    with MatchClient(d.server.address, credentials=Credentials(api_key=token)) as client:
+        return sorted((m.list, m.match_id) for m in client.check([("pdq", h)])[0].matches)
+
+
+def feedback(d: Down, token: str) -> FeedbackClient:
+    return FeedbackClient(d.server.address, credentials=Credentials(api_key=token))
+
+
+def eventually(condition: Callable[[], bool], limit: float = 1.5) -> bool:
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > limit:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_a_second_sync_copy_of_a_list_is_not_silently_empty(down: Down) -> None:
+    """Synced copies keep the upstream's match ids, and the issue promises that a match id
+    in several lists is reported per list. But match ids are unique across the store and
+    inserts skip conflicts: the second copy of the same upstream list (m2) holds nothing,
+    and `sync pull` said nothing of it. It should hold the entries, or the pull refuse."""
+    platform = down.key("plat-a", "check")
+    settle()
+    assert [n for n, _ in matches(down, platform, HOT[0])] == ["m1", "m2"], (
+        "the second sync copy of hotline (m2) was silently left empty"
+    )
+
+
+def test_review_does_not_tell_another_tenants_negative_list_from_no_list(down: Down) -> None:
+    """Another tenant's negative list is NOT_FOUND "as for a list that does not exist"
+    (SubmissionServicer.reach). Review with list= must not confirm it exists either."""
+    snoop = down.key("snoop", "list-manage")  # unscoped: it may manage any list it can see
+    settle()
+    with feedback(down, snoop) as client:
+        codes = {}
+        for name in ("acme-benign", "no-such-list"):
+            try:
+                client.review(name)
+                codes[name] = "OK"
+            except grpc.RpcError as exc:
+                assert isinstance(exc, grpc.Call)
+                codes[name] = exc.code().name
+    assert codes["acme-benign"] == codes["no-such-list"], (
+        f"Review tells another tenant's negative list from none: {codes}"
+    )
+
+
+def test_a_pulled_tenant_negative_list_suppresses_only_that_tenant(down: Down) -> None:
+    """acme's negative list, copied by sync, must not become a negative list for every
+    tenant of the downstream: another tenant's check of a hash on m1 still matches."""
+    other = down.key("plat-c", "check")
+    settle()
+    store = open_store(down.url)
+    try:
+        held = {p.name: (p.kind, p.tenant) for p in store.list_policies()}
+    finally:
+        store.close()
+    assert matches(down, other, NEG[0]), (
+        f"as pulled here, acme-benign is (kind, tenant) {held['acme-benign']}: "
+        "tenant acme's negative list, pulled by sync, suppressed another tenant's matches"
+    )
