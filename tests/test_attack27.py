@@ -8,9 +8,14 @@ names this case: "a match id that exists in several lists ... is reported per li
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import pytest
@@ -20,8 +25,9 @@ from hashmatch.client import MatchClient
 from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.feedback import FeedbackClient
 from hashmatch.list_formats import NewEntry
-from indexer.store import open_store
-from indexer.sync import pull
+from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc
+from indexer.store import CASE_LIST, open_store
+from indexer.sync import SyncError, pull, pull_feedback
 from service.auth import RELOAD_SECONDS
 from tests.test_security import random_pdq
 
@@ -139,3 +145,113 @@ def test_a_pulled_tenant_negative_list_suppresses_only_that_tenant(down: Down) -
         f"as pulled here, acme-benign is (kind, tenant) {held['acme-benign']}: "
         "tenant acme's negative list, pulled by sync, suppressed another tenant's matches"
     )
+
+
+def test_many_tenants_reporting_at_once_quarantine_once(down: Down) -> None:
+    """Eight tenants report one entry at the same moment (threshold 2): every report is
+    recorded, the entry is quarantined exactly once, and the audit says so once."""
+    tokens = [down.key(f"race{i}", "check") for i in range(8)]
+    settle()
+    [match_id] = {m for _, m in matches(down, tokens[0], HOT[2])}
+    for token in tokens[1:]:
+        matches(down, token, HOT[2])
+    start = threading.Barrier(len(tokens))
+    answers: list[list[str]] = []
+
+    def one(token: str) -> None:
+        with feedback(down, token) as client:
+            start.wait()
+            answers.append(client.report(match_id, "false_positive"))
+
+    threads = [threading.Thread(target=one, args=(t,)) for t in tokens]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert answers == [["m1"]] * len(tokens)
+    assert eventually(lambda: matches(down, tokens[0], HOT[2]) == [])
+
+    def events(action: str) -> int:
+        store = open_store(down.url)
+        try:
+            found = store.audit_events(0, 100_000)
+        finally:
+            store.close()
+        return sum(e.action == action and match_id in str(e) for e in found)
+
+    assert eventually(lambda: events("feedback") == len(tokens), 3.0)
+    assert events("entry_quarantined") == 1
+
+
+def match_ids(db: Path, list_name: str) -> list[bytes]:
+    """The match ids of a list, read from the SQLite file (the store API never shows them
+    without a check)."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT e.match_id FROM entries e JOIN lists l ON l.id = e.list_id WHERE l.name = ?",
+            (list_name,),
+        ).fetchall()
+    return [bytes(r[0]) for r in rows]
+
+
+class HostileDownstream(feedback_pb2_grpc.FeedbackServiceServicer):
+    """A downstream server that answers PullFeedback with whatever it likes."""
+
+    def __init__(self, entries: list[feedback_pb2.EntryFeedback]) -> None:
+        self.entries = entries
+
+    def PullFeedback(
+        self, request: feedback_pb2.PullFeedbackRequest, context: grpc.ServicerContext
+    ) -> Iterator[feedback_pb2.PullFeedbackResponse]:
+        yield feedback_pb2.PullFeedbackResponse(entries=self.entries)
+
+
+@pytest.fixture
+def hostile() -> Iterator[HostileDownstream]:
+    servicer = HostileDownstream([])
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    servicer.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    try:
+        yield servicer
+    finally:
+        server.stop(0)
+
+
+def test_pulled_feedback_stays_on_the_list_it_was_pulled_for(
+    tmp_path: Path, hostile: HostileDownstream
+) -> None:
+    """`sync feedback --list hotline` takes a downstream's counts on the entries it copied
+    of hotline. A downstream must not be able to pin counts on other entries of ours,
+    such as a victim's case, where they show in the operator's review as evidence."""
+    store = open_store(f"sqlite:///{tmp_path / 'up.db'}")
+    try:
+        store.add_entries("hotline", [NewEntry("pdq", HOT[0])])
+        store.create_case([NewEntry("pdq", HOT[1])])
+        [case_id] = match_ids(tmp_path / "up.db", CASE_LIST)
+        hostile.entries = [
+            feedback_pb2.EntryFeedback(match_id=case_id, seq=1, false_positive=1_000_000)
+        ]
+        pull_feedback(store, hostile.address, "hotline")  # type: ignore[attr-defined]
+        remote = [r for item in store.review_queue([CASE_LIST]) for r in item.remote]
+        assert remote == [], f"a downstream pinned feedback on a victim's entry: {remote}"
+    finally:
+        store.close()
+
+
+def test_a_hostile_feedback_seq_is_refused_not_a_crash(
+    tmp_path: Path, hostile: HostileDownstream
+) -> None:
+    """A downstream's seq past what the store holds (2**63 - 1) is a SyncError naming it,
+    as a pulled change's is, not an OverflowError out of the store."""
+    store = open_store(f"sqlite:///{tmp_path / 'up.db'}")
+    try:
+        store.add_entries("hotline", [NewEntry("pdq", HOT[0])])
+        [mine] = match_ids(tmp_path / "up.db", "hotline")
+        hostile.entries = [feedback_pb2.EntryFeedback(match_id=mine, seq=2**64 - 1, confirmed=1)]
+        with contextlib.suppress(SyncError):
+            pull_feedback(store, hostile.address, "hotline")  # type: ignore[attr-defined]
+    finally:
+        store.close()
