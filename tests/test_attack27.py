@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from hashmatch.channel import Credentials
+from hashmatch.channel import Credentials, open_channel
 from hashmatch.client import MatchClient
 from hashmatch.demo.serve_process import ServerProcess, running_server
 from hashmatch.feedback import FeedbackClient
@@ -199,6 +199,7 @@ class HostileDownstream(feedback_pb2_grpc.FeedbackServiceServicer):
 
     def __init__(self, entries: list[feedback_pb2.EntryFeedback]) -> None:
         self.entries = entries
+        self.address = ""
 
     def PullFeedback(
         self, request: feedback_pb2.PullFeedbackRequest, context: grpc.ServicerContext
@@ -208,12 +209,12 @@ class HostileDownstream(feedback_pb2_grpc.FeedbackServiceServicer):
 
 @pytest.fixture
 def hostile() -> Iterator[HostileDownstream]:
-    servicer = HostileDownstream([])
+    servicer = HostileDownstream([])  # type: ignore[abstract]
     server = grpc.server(futures.ThreadPoolExecutor(2))
     feedback_pb2_grpc.add_FeedbackServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
-    servicer.address = f"127.0.0.1:{port}"  # type: ignore[attr-defined]
+    servicer.address = f"127.0.0.1:{port}"
     try:
         yield servicer
     finally:
@@ -234,7 +235,7 @@ def test_pulled_feedback_stays_on_the_list_it_was_pulled_for(
         hostile.entries = [
             feedback_pb2.EntryFeedback(match_id=case_id, seq=1, false_positive=1_000_000)
         ]
-        pull_feedback(store, hostile.address, "hotline")  # type: ignore[attr-defined]
+        pull_feedback(store, hostile.address, "hotline")
         remote = [r for item in store.review_queue([CASE_LIST]) for r in item.remote]
         assert remote == [], f"a downstream pinned feedback on a victim's entry: {remote}"
     finally:
@@ -252,6 +253,46 @@ def test_a_hostile_feedback_seq_is_refused_not_a_crash(
         [mine] = match_ids(tmp_path / "up.db", "hotline")
         hostile.entries = [feedback_pb2.EntryFeedback(match_id=mine, seq=2**64 - 1, confirmed=1)]
         with contextlib.suppress(SyncError):
-            pull_feedback(store, hostile.address, "hotline")  # type: ignore[attr-defined]
+            pull_feedback(store, hostile.address, "hotline")
     finally:
         store.close()
+
+
+def test_bogus_reports_do_not_stall_other_tenants_checks(down: Down) -> None:
+    """A NOT_FOUND report holds its server thread for SERVED_GRACE (0.8 s, so every
+    NOT_FOUND takes as long). Two check keys spending their report burst (60 each, all
+    at once) on unknown match ids must not stall another tenant's Check: each of its
+    checks during the burst answers in well under the grace."""
+    attackers = [down.key("stall", "check") for _ in range(2)]
+    victim = down.key("bystander", "check")
+    settle()
+    matches(down, victim, HOT[3])  # connected and warm
+    started = time.monotonic()
+    matches(down, victim, HOT[3])
+    baseline = time.monotonic() - started
+    channels = [
+        open_channel(down.server.address, Credentials(api_key=t)).__enter__() for t in attackers
+    ]
+    try:
+        bogus = [
+            feedback_pb2_grpc.FeedbackServiceStub(ch).Report.future(
+                feedback_pb2.ReportRequest(match_id=f"{i:024x}", verdict="false_positive"),
+                timeout=30,
+            )
+            for ch in channels
+            for i in range(60)
+        ]
+        time.sleep(0.1)
+        slowest = 0.0
+        for _ in range(5):
+            started = time.monotonic()
+            assert matches(down, victim, HOT[3])
+            slowest = max(slowest, time.monotonic() - started)
+        codes = {f.exception().code() if f.exception() else None for f in bogus}  # type: ignore[union-attr]
+    finally:
+        for ch in channels:
+            ch.close()
+    assert codes <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert slowest < 0.4, (
+        f"another tenant's Check took {slowest:.2f}s during the burst ({baseline:.3f}s before)"
+    )
