@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from hashmatch.channel import Credentials, open_channel
@@ -29,6 +30,7 @@ from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc
 from indexer.store import CASE_LIST, open_store
 from indexer.sync import SyncError, pull, pull_feedback
 from service.auth import RELOAD_SECONDS
+from tests.serving import bearer_client
 from tests.test_security import random_pdq
 
 HOT = random_pdq(10, 2701)  # the upstream hotline's list
@@ -70,9 +72,19 @@ def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Down]:
             (upstream.address, "acme-benign", "acme-benign"),
         ]:
             pull(store, target, remote, into=local, credentials=creds)
+        # A negative list of the downstream's own tenant beta, made there.
+        store.create_list("beta-benign", kind="negative", tenant="beta")
+        store.add_entries("beta-benign", [NewEntry("pdq", NEG[1])])
         store.close()
     with running_server(
-        work / "down-index", "--store", down_url, "--poll-interval", "0.1"
+        work / "down-index",
+        "--store",
+        down_url,
+        "--poll-interval",
+        "0.1",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--share-feedback",
     ) as server:
         yield Down(server, down_url)
 
@@ -119,15 +131,37 @@ def test_review_does_not_tell_another_tenants_negative_list_from_no_list(down: D
     settle()
     with feedback(down, snoop) as client:
         codes = {}
-        for name in ("acme-benign", "no-such-list"):
+        for name in ("beta-benign", "no-such-list"):
             try:
                 client.review(name)
                 codes[name] = "OK"
             except grpc.RpcError as exc:
                 assert isinstance(exc, grpc.Call)
                 codes[name] = exc.code().name
-    assert codes["acme-benign"] == codes["no-such-list"], (
+    assert codes["beta-benign"] == codes["no-such-list"], (
         f"Review tells another tenant's negative list from none: {codes}"
+    )
+
+
+def test_pull_feedback_does_not_tell_another_tenants_negative_list_from_no_list(
+    down: Down,
+) -> None:
+    """Sync Pull answers another tenant's negative list NOT_FOUND, as no list; PullFeedback
+    (serve --share-feedback) must not confirm that it exists either."""
+    reader = down.key("snoop-sync", "sync-read")
+    settle()
+    codes = {}
+    with open_channel(down.server.address, Credentials(api_key=reader)) as ch:
+        stub = feedback_pb2_grpc.FeedbackServiceStub(ch)
+        for name in ("beta-benign", "no-such-list"):
+            try:
+                list(stub.PullFeedback(feedback_pb2.PullFeedbackRequest(list=name), timeout=10))
+                codes[name] = "OK"
+            except grpc.RpcError as exc:
+                assert isinstance(exc, grpc.Call)
+                codes[name] = exc.code().name
+    assert codes["beta-benign"] == codes["no-such-list"], (
+        f"PullFeedback tells another tenant's negative list from none: {codes}"
     )
 
 
@@ -295,4 +329,43 @@ def test_bogus_reports_do_not_stall_other_tenants_checks(down: Down) -> None:
     assert codes <= {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert slowest < 0.4, (
         f"another tenant's Check took {slowest:.2f}s during the burst ({baseline:.3f}s before)"
+    )
+
+
+def test_bogus_http_reports_of_one_key_do_not_stall_other_tenants_http_calls(
+    down: Down,
+) -> None:
+    """Over HTTP a report runs on a worker thread of a shared pool; one key's report
+    burst (60 at once, on unknown ids) must not hold another tenant's HTTP calls (its
+    bank listing, its HMA lookup) for the NOT_FOUND grace."""
+    attacker, victim = down.key("http-stall", "check"), down.key("http-bystander", "check")
+    settle()
+    base = f"http://{down.server.http_address}"
+    lookup = {"signal_type": "pdq", "signal": HOT[4].hex()}
+
+    def timed(http: httpx.Client, path: str, **kw: object) -> float:
+        started = time.monotonic()
+        assert http.get(path, **kw).status_code == 200  # type: ignore[arg-type]
+        return time.monotonic() - started
+
+    with bearer_client(base, victim, 30) as http:
+        timed(http, "/c/banks")
+        baseline = timed(http, "/m/raw_lookup", params=lookup)
+
+        def bogus(i: int) -> int:
+            with bearer_client(base, attacker, 30) as h:
+                body = {"match_id": f"{i:024x}", "verdict": "false_positive"}
+                return h.post("/v1/feedback", json=body).status_code
+
+        with futures.ThreadPoolExecutor(60) as pool:
+            burst = [pool.submit(bogus, i) for i in range(60)]
+            time.sleep(0.2)
+            slowest = max(
+                max(timed(http, "/c/banks"), timed(http, "/m/raw_lookup", params=lookup))
+                for _ in range(3)
+            )
+            codes = {f.result() for f in burst}
+    assert codes <= {404, 429}
+    assert slowest < 0.4, (
+        f"another tenant's HTTP call took {slowest:.2f}s during the burst ({baseline:.3f}s before)"
     )
