@@ -15,7 +15,17 @@ from hashmatch.channel import Credentials, open_channel
 from hashmatch.signals import hash_problem
 from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc, sync_pb2, sync_pb2_grpc
 from hashmatch.video_entries import VPDQ, listing_problem, unpack_frames, video_digest
-from indexer.store import LIST_KINDS, MATCH_ID_BYTES, Change, FeedbackCounts, InvalidValue, Store
+from indexer.store import (
+    LIST_KINDS,
+    MATCH_ID_BYTES,
+    MAX_COUNT,
+    MAX_SEQ,
+    Change,
+    FeedbackCounts,
+    InvalidValue,
+    NoSuchList,
+    Store,
+)
 
 MAX_REFUSALS_LISTED = 1_000
 _OPS = {sync_pb2.Change.OP_ADD: "add", sync_pb2.Change.OP_REMOVE: "remove"}
@@ -33,6 +43,11 @@ class PullReport:
     removed: int = 0
     refused: int = 0
     refusals: list[str] = field(default_factory=list)  # why, for the first MAX_REFUSALS_LISTED
+
+    def refuse(self, why: str) -> None:
+        self.refused += 1
+        if len(self.refusals) < MAX_REFUSALS_LISTED:
+            self.refusals.append(why)
 
 
 def from_message(m: sync_pb2.Change, list_name: str) -> Change:
@@ -140,6 +155,15 @@ def pull(
     return report
 
 
+def _counts_problem(m: feedback_pb2.EntryFeedback) -> str | None:
+    """Why a downstream's counts on one entry cannot be kept, or None."""
+    if len(m.match_id) != MATCH_ID_BYTES:
+        return f"a match id is {MATCH_ID_BYTES} bytes, not {len(m.match_id)}"
+    if (most := max(m.confirmed, m.false_positive, m.pending_review)) > MAX_COUNT:
+        return f"a count of {most} is beyond {MAX_COUNT}"
+    return None
+
+
 def pull_feedback(
     store: Store, target: str, list_name: str, credentials: Credentials | None = None
 ) -> PullReport:
@@ -162,22 +186,26 @@ def pull_feedback(
                 raise SyncError(
                     f"{source} sent feedback {page.entries[0].seq}, not after {report.cursor}"
                 )
+            if (last := max(m.seq for m in page.entries)) > MAX_SEQ:
+                raise SyncError(f"{source} sent feedback seq {last}, beyond {MAX_SEQ}")
             counts = []
             for m in page.entries:
-                if len(m.match_id) != MATCH_ID_BYTES:
-                    report.refused += 1
-                    if len(report.refusals) < MAX_REFUSALS_LISTED:
-                        report.refusals.append(
-                            f"feedback {m.seq}: a match id is {MATCH_ID_BYTES} bytes, "
-                            f"not {len(m.match_id)}"
-                        )
+                if (problem := _counts_problem(m)) is not None:
+                    report.refuse(f"feedback {m.seq}: {problem}")
                     continue
                 counts.append(
                     FeedbackCounts(
                         m.match_id, m.seq, m.confirmed, m.false_positive, m.pending_review
                     )
                 )
-            report.cursor = max(report.cursor, max(m.seq for m in page.entries))
-            store.apply_remote_feedback(source, counts, report.cursor)
-            report.added += len(counts)
+            report.cursor = max(report.cursor, last)
+            try:
+                refused = store.apply_remote_feedback(source, list_name, counts, report.cursor)
+            except (InvalidValue, NoSuchList) as exc:
+                raise SyncError(f"{source}: {exc}") from None
+            for c in refused:
+                report.refuse(
+                    f"feedback {c.seq}: match id {c.match_id.hex()} is no entry of {list_name!r}"
+                )
+            report.added += len(counts) - len(refused)
     return report

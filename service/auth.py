@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import grpc
 
 from indexer.credentials import secret_matches, split_token
-from indexer.store import CASE_LIST, ROLES, ApiKey, Store, StoreUnavailable
+from indexer.store import CASE_LIST, ROLES, ApiKey, ListInfo, NoSuchList, Store, StoreUnavailable
 from service import metrics
 from service.portal_key import PortalKeyRefused, portal_key_problem
 from service.queries import InvalidRequest
@@ -112,6 +112,11 @@ class Caller:
         if tenant is None:
             return self.lists is not None and list_name in self.lists
         return self.tenant == tenant
+
+    def may_reach(self, kind: str, tenant: str | None, list_name: str) -> bool:
+        """Whether a list exists for this key at all: another tenant's negative list is
+        as absent as a list that does not exist."""
+        return kind != "negative" or self.may_reach_negative(tenant, list_name)
 
     def may_pull(self, list_name: str) -> bool:
         """Victims' hashes leave the server only to a key granted their list by name (an
@@ -543,3 +548,12 @@ class Gate:
         """Cut a caller's rate for a while (a key that seems to be probing the list)."""
         with self._lock:
             self._throttled[caller.actor] = (rate, time.monotonic() + seconds)
+
+
+def reach(store: Store, caller: Caller, list_name: str) -> ListInfo:
+    """The list's info, NoSuchList if there is none or it is another tenant's negative
+    list (NOT_FOUND alike, so an answer never tells the two apart)."""
+    info = store.list_info(list_name)
+    if not caller.may_reach(info.kind, info.tenant, list_name):
+        raise NoSuchList(list_name)
+    return info

@@ -12,6 +12,7 @@ reports.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +28,7 @@ from indexer.store import MAX_SEQ, NoSuchMatch, ReviewItem, Store
 from service import metrics
 from service.anomaly import AnomalyWatch
 from service.audit import FLUSH_SECONDS, AuditLog
-from service.auth import Caller, Gate, PermissionDenied, RateLimited, TokenBucket
+from service.auth import Caller, Gate, PermissionDenied, RateLimited, TokenBucket, reach
 from service.queries import InvalidRequest, parse_match_id
 from service.rpc import guarded, record, unary
 
@@ -38,6 +39,9 @@ SWEEP_SECONDS = 60.0
 # How long a report on a match not (yet) found among those served waits for the other
 # server processes to write their audit (they write every FLUSH_SECONDS).
 SERVED_GRACE = FLUSH_SECONDS + 0.3
+# Reports waiting out that grace at once, per key and in all: each holds a server thread.
+GRACE_PER_KEY = 2
+GRACE_IN_ALL = 8
 
 
 class ReportLimit:
@@ -69,6 +73,39 @@ class ReportLimit:
             )
 
 
+class GraceSlots:
+    """Bounds the reports waiting out SERVED_GRACE at once, per key and in all, so bogus
+    reports never hold more than a few server threads. A report over a bound is refused
+    at once (RESOURCE_EXHAUSTED, retry after the grace), never queued: it says only that
+    reports are busy, nothing of any list."""
+
+    def __init__(self, per_key: int = GRACE_PER_KEY, in_all: int = GRACE_IN_ALL) -> None:
+        self.per_key = per_key
+        self.in_all = in_all
+        self._held: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def slot(self, caller: Caller) -> Iterator[None]:
+        with self._lock:
+            mine = self._held.get(caller.actor, 0)
+            if mine >= self.per_key or sum(self._held.values()) >= self.in_all:
+                raise RateLimited(
+                    f"too many reports awaiting their served record (at most {self.per_key} "
+                    f"a key, {self.in_all} in all); retry in {SERVED_GRACE:.1f}s",
+                    SERVED_GRACE,
+                )
+            self._held[caller.actor] = mine + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                if (left := self._held[caller.actor] - 1) > 0:
+                    self._held[caller.actor] = left
+                else:
+                    del self._held[caller.actor]
+
+
 @dataclass
 class FeedbackSettings:
     """The operator's choices: each key's report rate, and whether upstream hotlines may
@@ -77,9 +114,11 @@ class FeedbackSettings:
     reports_per_minute: float = DEFAULT_REPORTS_PER_MINUTE
     share: bool = False
     limit: ReportLimit = field(init=False)
+    grace: GraceSlots = field(init=False)
 
     def __post_init__(self) -> None:
         self.limit = ReportLimit(self.reports_per_minute)
+        self.grace = GraceSlots()
 
 
 def tenant_of(caller: Caller) -> str:
@@ -146,7 +185,8 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         given) and that it may still see. The check may have been answered a moment ago:
         its audit still queued here, or in another process that writes within
         FLUSH_SECONDS. So before an empty answer this process writes its queue and, that
-        failing, waits out one flush of the others: every NOT_FOUND takes as long."""
+        failing, waits out one flush of the others: every NOT_FOUND takes as long. Only a
+        few reports wait at once (GraceSlots); the rest are told to retry."""
         since = time.time() - FEEDBACK_WINDOW
 
         def lookup() -> list[str]:
@@ -161,8 +201,9 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         self._audit.write_queued()
         if lists := lookup():
             return lists
-        time.sleep(SERVED_GRACE)
-        return lookup()
+        with self._settings.grace.slot(caller):
+            time.sleep(SERVED_GRACE)
+            return lookup()
 
     @unary("Report", "check")
     def Report(
@@ -213,12 +254,16 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
         self.gate.charge(caller, 1)
         if request.list:
             _may_manage(caller, request.list)
-            self._store.list_info(request.list)  # NOT_FOUND for an unknown list
+            reach(self._store, caller, request.list)
             names: list[str] | None = [request.list]
         elif caller.lists is None and "admin" in caller.roles:
             names = None
         else:
-            names = [n for n in self._store.lists().values() if caller.may_manage(n)]
+            names = [
+                p.name
+                for p in self._store.list_policies()
+                if caller.may_manage(p.name) and caller.may_reach(p.kind, p.tenant, p.name)
+            ]
         items = self._store.review_queue(names)[:MAX_REVIEW_ENTRIES]
         admin = "admin" in caller.roles
         return feedback_pb2.ReviewResponse(entries=[_review_entry(i, admin) for i in items])
@@ -258,7 +303,7 @@ class FeedbackServicer(feedback_pb2_grpc.FeedbackServiceServicer):
             raise InvalidRequest(f"after_seq {request.after_seq} is beyond {MAX_SEQ}")
         if not caller.may_pull(request.list):
             raise PermissionDenied(f"{caller.actor} may not read list {request.list[:200]!r}")
-        self._reader.list_info(request.list)
+        reach(self._reader, caller, request.list)
         self._audit.record(caller.actor, "pull_feedback", request.list, after_seq=request.after_seq)
         return caller
 

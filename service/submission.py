@@ -48,13 +48,12 @@ from indexer.store import (
     EntryFlag,
     ListInfo,
     NewEntry,
-    NoSuchList,
     Store,
     StoreUnavailable,
     distance_problem,
 )
 from service.audit import AuditLog
-from service.auth import STREAM_PATIENCE, Caller, Gate, PermissionDenied
+from service.auth import STREAM_PATIENCE, Caller, Gate, PermissionDenied, reach
 from service.follower import ChangeFollower, NotInEffect
 from service.list_policy import PolicyWatch
 from service.packing import image_numbers, packed
@@ -172,10 +171,7 @@ class SubmissionServicer(submission_pb2_grpc.SubmissionServiceServicer):
         """The list, if the caller may manage it: PERMISSION_DENIED outside its key's scope,
         NOT_FOUND for another tenant's negative list, as for a list that does not exist."""
         _may_manage(caller, list_name)
-        info = self._store.list_info(list_name)
-        if info.kind == "negative" and not caller.may_reach_negative(info.tenant, list_name):
-            raise NoSuchList(list_name)
-        return info
+        return reach(self._store, caller, list_name)
 
     def in_effect(
         self, context: grpc.ServicerContext | None, change: str, *metadata: tuple[str, str]

@@ -133,7 +133,9 @@ def test_counts_for_upstream_cover_copied_entries_and_come_back_in_review(store_
     [later] = store.feedback_counts("copy", counts[-1].seq, 100)
     assert later.match_id == remote[1] and later.confirmed == 1
     # Upstream: its own entry, and the counts pulled for it.
-    store.apply_remote_feedback("down:2/copy", [FeedbackCounts(own[0], 7, 1, 2, 3)], through=7)
+    store.apply_remote_feedback(
+        "down:2/copy", "copy", [FeedbackCounts(own[0], 7, 1, 2, 3)], through=7
+    )
     assert store.sync_cursor("feedback:down:2/copy") == 7
     [item] = [i for i in store.review_queue(["copy"]) if i.match_id == own[0]]
     assert [(r.source, r.false_positive) for r in item.remote] == [("down:2/copy", 2)]

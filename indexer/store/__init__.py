@@ -32,6 +32,7 @@ MAX_CONTENT_ID = 2**53 - 1
 # Change and audit sequence numbers are signed 64-bit in both stores: a cursor past this
 # names nothing and can't even be sent to the database.
 MAX_SEQ = 2**63 - 1
+MAX_COUNT = 2**31 - 1  # a feedback count, as the stores hold it (INTEGER)
 TRUST_LEVELS = ("verified", "unverified", "victim")
 # A match list answers checks; a negative list holds hashes that must never produce a match
 # for its tenant (or, with no tenant, for anyone): it is never itself matched against.
@@ -521,9 +522,11 @@ class Store(Protocol):
         ...
 
     def apply_remote_feedback(
-        self, source: str, counts: Sequence[FeedbackCounts], through: int
-    ) -> None:
-        """Keep counts pulled from a downstream copy and advance `source`'s cursor, at once."""
+        self, source: str, list_name: str, counts: Sequence[FeedbackCounts], through: int
+    ) -> list[FeedbackCounts]:
+        """Keep counts pulled from a downstream copy of `list_name` and advance `source`'s
+        cursor, at once. Only counts on entries of that list are kept (a downstream must not
+        pin evidence on our other entries); returns those refused. NoSuchList if none."""
         ...
 
     def close(self) -> None: ...

@@ -1042,11 +1042,26 @@ class SqlStore(ABC):
         ]
 
     def apply_remote_feedback(
-        self, source: str, counts: Sequence[FeedbackCounts], through: int
-    ) -> None:
+        self, source: str, list_name: str, counts: Sequence[FeedbackCounts], through: int
+    ) -> list[FeedbackCounts]:
         SUBMITTER.check(source, InvalidValue)
         now = time.time()
         with self._write() as cur:
+            list_id = self._list_id(cur, list_name)
+            if list_id is None:
+                raise NoSuchList(list_name)
+            held = {
+                bytes(r[0])
+                for c in counts
+                for r in self._all(
+                    cur,
+                    "SELECT match_id FROM entries WHERE list_id = ? AND match_id = ?",
+                    list_id,
+                    c.match_id,
+                )
+            }
+            refused = [c for c in counts if c.match_id not in held]
+            counts = [c for c in counts if c.match_id in held]
             cur.executemany(
                 self._q(
                     "INSERT INTO remote_feedback (source, match_id, confirmed, false_positive,"
@@ -1076,3 +1091,4 @@ class SqlStore(ABC):
                 ),
                 (f"feedback:{source}", through),
             )
+        return refused
