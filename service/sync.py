@@ -13,9 +13,9 @@ from functools import partial
 import grpc
 
 from hashmatch.v1 import sync_pb2, sync_pb2_grpc
-from indexer.store import CASE_LIST, MAX_SEQ, Change, NoSuchList, Store
+from indexer.store import CASE_LIST, MAX_SEQ, Change, Store
 from service.audit import AuditLog
-from service.auth import Caller, Gate, PermissionDenied
+from service.auth import Caller, Gate, PermissionDenied, reach
 from service.queries import InvalidRequest
 from service.rpc import guarded, record
 
@@ -65,9 +65,7 @@ class SyncServicer(sync_pb2_grpc.SyncServiceServicer):
                 f"{caller.actor} may not read list {request.list[:200]!r}"
                 + (granted if request.list == CASE_LIST else "")
             )
-        info = self._store.list_info(request.list)  # NOT_FOUND for an unknown list
-        if info.kind == "negative" and not caller.may_reach_negative(info.tenant, request.list):
-            raise NoSuchList(request.list)  # as absent as a list that does not exist
+        info = reach(self._store, caller, request.list)
         self._audit.record(caller.actor, "pull", request.list, after_seq=request.after_seq)
         return caller, info.kind
 
