@@ -219,18 +219,49 @@ def test_a_pulled_negative_list_stays_negative(server: Server, tmp_path: Path) -
         sub.upload("t11-benign", [NewEntry("pdq", HASHES[13])])
     local = open_store(f"sqlite:///{tmp_path / 'copy.db'}")
     try:
-        report = pull(local, proc.address, "t11-benign", credentials=owner)
+        # Whose it is here is the operator's to say: unsaid, or said twice, nothing is stored.
+        for said in ({}, {"negative_for": "t11", "negative_for_all": True}):
+            with pytest.raises(SyncError, match="negative"):
+                pull(local, proc.address, "t11-benign", credentials=owner, **said)  # type: ignore[arg-type]
+            assert "t11-benign" not in {p.name for p in local.list_policies()}
+            assert local.sync_cursor(f"{proc.address}/t11-benign") == 0
+        with pytest.raises(SyncError, match="tenant is 10000"):
+            pull(local, proc.address, "t11-benign", credentials=owner, negative_for="x" * 10_000)
+        report = pull(local, proc.address, "t11-benign", credentials=owner, negative_for="t11")
         assert report.added == 1
         info = local.list_info("t11-benign")
-        assert info.kind == "negative" and info.tenant is None  # every tenant's, here
+        assert info.kind == "negative" and info.tenant == "t11"
+        # The same list, once one tenant's here, is not made everyone's by a later pull.
+        with pytest.raises(SyncError, match="tenant 't11'"):
+            pull(local, proc.address, "t11-benign", credentials=owner, negative_for_all=True)
+        # A second copy (another name for the same server: its own cursor) holds none of
+        # the match ids the first holds, and says so.
+        alias = f"localhost:{proc.address.rpartition(':')[2]}"
+        report = pull(local, alias, "t11-benign", "all", credentials=owner, negative_for_all=True)
+        assert local.list_info("all").tenant is None  # every tenant's, as said
+        assert report.refused == 1 and "held by list 't11-benign'" in report.refusals[0]
     finally:
         local.close()
     other = open_store(f"sqlite:///{tmp_path / 'other.db'}")
     try:
         other.create_list("a-match-list")
         with pytest.raises(SyncError, match="negative"):
-            pull(other, proc.address, "t11-benign", into="a-match-list", credentials=owner)
+            pull(
+                other,
+                proc.address,
+                "t11-benign",
+                into="a-match-list",
+                credentials=owner,
+                negative_for="t11",
+            )
         assert other.list_info("a-match-list").entries == 0
+        # A match list is not given a tenant.
+        sub_key = key(url, "t11b", "list-manage", "sync-read")
+        with SubmissionClient(proc.address, credentials=sub_key) as sub:
+            sub.create_list("t11b-hot")
+            sub.upload("t11b-hot", [NewEntry("pdq", random_pdq(1, 2711)[0])])
+        with pytest.raises(SyncError, match="only a negative list"):
+            pull(other, proc.address, "t11b-hot", credentials=sub_key, negative_for="t11b")
     finally:
         other.close()
 
