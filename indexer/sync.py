@@ -142,7 +142,10 @@ def pull(
     except OutOfBounds as exc:
         raise SyncError(str(exc)) from None
     if negative_for is not None and negative_for_all:
-        raise SyncError("a negative list is one tenant's or every tenant's, not both")
+        raise SyncError(
+            "a negative list is one tenant's or every tenant's:"
+            " --negative-for TENANT or --negative-for-all, not both"
+        )
     try:
         held = store.list_info(into or list_name)
     except NoSuchList:

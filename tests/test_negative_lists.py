@@ -291,6 +291,35 @@ def test_over_http_policy_is_set_and_other_tenants_negative_lists_are_absent(
         assert "t12-match" in {b["name"] for b in http.get("/c/banks").json()}
 
 
+def test_the_cli_pulls_a_negative_list_only_for_whom_it_is_told(
+    server: Server, tmp_path: Path
+) -> None:
+    proc, url, _ = server
+    owner = key(url, "t15", "list-manage", "sync-read")
+    assert owner.api_key is not None
+    with SubmissionClient(proc.address, credentials=owner) as sub:
+        sub.create_list("t15-benign", kind="negative")
+        sub.upload("t15-benign", [NewEntry("pdq", HASHES[15])])
+    copy = f"sqlite:///{tmp_path / 'cli-copy.db'}"
+    pull_cli = ("sync", "pull", "--store", copy, "--from", proc.address, "--list", "t15-benign")
+    pull_cli += ("--api-key", owner.api_key)
+    for said in ((), ("--negative-for", "t15", "--negative-for-all")):
+        refused = run_cli(*pull_cli, *said)
+        assert refused.returncode == 1 and "--negative-for" in refused.stderr, refused.stderr
+    store = open_store(copy)
+    try:
+        assert "t15-benign" not in {p.name for p in store.list_policies()}
+    finally:
+        store.close()
+    done = run_cli(*pull_cli, "--negative-for", "t15")
+    assert done.returncode == 0 and "added 1," in done.stdout, done.stderr
+    store = open_store(copy)
+    try:
+        assert store.list_info("t15-benign").tenant == "t15"
+    finally:
+        store.close()
+
+
 def test_the_cli_creates_negative_lists_and_sets_distances(server: Server) -> None:
     proc, url, _ = server
     manager = key(url, "t14", "list-manage")
