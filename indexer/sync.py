@@ -151,11 +151,10 @@ def pull(
     except NoSuchList:
         pass
     else:  # said now, even when no change is pulled: a later pull never changes whose it is
-        tenant = whose_negative(source, held.kind, negative_for, negative_for_all)
+        here = f"local list {into or list_name!r}"
+        tenant = whose_negative(here, held.kind, negative_for, negative_for_all)
         if tenant != held.tenant:
-            raise SyncError(
-                f"list {into or list_name!r} is {whose(held.tenant)} here, not {whose(tenant)}"
-            )
+            raise SyncError(f"{here} is {whose(held.tenant)}, not {whose(tenant)}")
     report = PullReport(source, store.sync_cursor(source))
     with open_channel(target, credentials) as channel:
         stub = sync_pb2_grpc.SyncServiceStub(channel)
