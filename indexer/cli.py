@@ -209,6 +209,18 @@ def sync_group() -> None:
 @click.option("--into", default=None, help="Local list name (default: the remote's).")
 @click.option("--follow", is_flag=True, help="Keep pulling every --interval seconds.")
 @click.option("--interval", type=float, default=5.0, show_default=True)
+@click.option(
+    "--negative-for",
+    "negative_for",
+    default=None,
+    metavar="TENANT",
+    help="A negative list: it suppresses this tenant's matches only.",
+)
+@click.option(
+    "--negative-for-all",
+    is_flag=True,
+    help="A negative list: it suppresses every tenant's matches.",
+)
 @connection_options
 def pull_command(
     store_url: str,
@@ -217,10 +229,13 @@ def pull_command(
     into: str | None,
     follow: bool,
     interval: float,
+    negative_for: str | None,
+    negative_for_all: bool,
     credentials: Credentials,
 ) -> None:
     """Bring the local copy of a remote list up to date. Resumable after a crash, and
-    idempotent: the cursor is committed with the changes it covers."""
+    idempotent: the cursor is committed with the changes it covers. A negative list is
+    refused unless --negative-for or --negative-for-all says whose it is here."""
     store = _open(store_url)
     try:
         while True:
@@ -232,6 +247,8 @@ def pull_command(
                     into,
                     lambda r: click.echo(f"{r.source}: applied up to change {r.cursor}", err=True),
                     credentials,
+                    negative_for=negative_for,
+                    negative_for_all=negative_for_all,
                 )
             except grpc.RpcError as exc:
                 raise click.ClickException(rpc_failure(target, exc)) from None

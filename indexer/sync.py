@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hashmatch.bounds import LIST_NAME, SOURCE_REF, SUBMITTER, VARIANT, OutOfBounds
+from hashmatch.bounds import LIST_NAME, SOURCE_REF, SUBMITTER, TENANT, VARIANT, OutOfBounds
 from hashmatch.channel import Credentials, open_channel
 from hashmatch.signals import hash_problem
 from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc, sync_pb2, sync_pb2_grpc
@@ -25,6 +25,7 @@ from indexer.store import (
     InvalidValue,
     NoSuchList,
     Store,
+    whose,
 )
 
 MAX_REFUSALS_LISTED = 1_000
@@ -104,6 +105,24 @@ def change_problem(c: Change) -> str | None:
     return hash_problem(c.signal, c.hash)
 
 
+def whose_negative(
+    source: str, kind: str, negative_for: str | None, negative_for_all: bool
+) -> str | None:
+    """The tenant a pulled list belongs to here (None: a match list, or a negative list
+    for every tenant, as the operator said); SyncError if the operator said nothing of
+    a negative list, or said it of a match list."""
+    if kind != "negative":
+        if negative_for is not None or negative_for_all:
+            raise SyncError(f"{source} is a {kind} list: only a negative list has a tenant")
+        return None
+    if negative_for is None and not negative_for_all:
+        raise SyncError(
+            f"{source} is a negative list, which suppresses matches: say whose it is here,"
+            " --negative-for TENANT (that tenant's only) or --negative-for-all (every tenant's)"
+        )
+    return negative_for
+
+
 def pull(
     store: Store,
     target: str,
@@ -111,14 +130,38 @@ def pull(
     into: str | None = None,
     progress: Callable[[PullReport], None] | None = None,
     credentials: Credentials | None = None,
+    *,
+    negative_for: str | None = None,
+    negative_for_all: bool = False,
 ) -> PullReport:
-    """Apply the remote list's changes since our cursor to the local list `into`."""
+    """Apply the remote list's changes since our cursor to the local list `into`.
+
+    A negative list suppresses matches, so whose it is here is the operator's to say:
+    `negative_for` a tenant, or `negative_for_all` (every tenant's). A negative list
+    pulled with neither is refused before anything is stored: the upstream's word
+    must not silence the matches of every tenant here."""
     source = f"{target}/{list_name}"
     try:
         LIST_NAME.check(into or list_name)
         SUBMITTER.check(f"sync:{source}")  # what each pulled entry records as its submitter
+        if negative_for is not None:
+            TENANT.check(negative_for)
     except OutOfBounds as exc:
         raise SyncError(str(exc)) from None
+    if negative_for is not None and negative_for_all:
+        raise SyncError(
+            "a negative list is one tenant's or every tenant's:"
+            " --negative-for TENANT or --negative-for-all, not both"
+        )
+    try:
+        held = store.list_info(into or list_name)
+    except NoSuchList:
+        pass
+    else:  # said now, even when no change is pulled: a later pull never changes whose it is
+        here = f"local list {into or list_name!r}"
+        tenant = whose_negative(here, held.kind, negative_for, negative_for_all)
+        if tenant != held.tenant:
+            raise SyncError(f"{here} is {whose(held.tenant)}, not {whose(tenant)}")
     report = PullReport(source, store.sync_cursor(source))
     with open_channel(target, credentials) as channel:
         stub = sync_pb2_grpc.SyncServiceStub(channel)
@@ -143,12 +186,23 @@ def pull(
             kind = page.kind or "match"
             if kind not in LIST_KINDS:
                 raise SyncError(f"{source} sent list kind {kind[:40]!r}")
+            tenant = whose_negative(source, kind, negative_for, negative_for_all)
             try:
-                store.apply_sync(source, into or list_name, changes, through=last, kind=kind)
+                elsewhere = store.apply_sync(
+                    source, into or list_name, changes, through=last, kind=kind, tenant=tenant
+                )
             except InvalidValue as exc:
                 raise SyncError(str(exc)) from None
+            for c in changes:
+                if c.op == "add" and c.match_id in elsewhere:
+                    report.refused += 1
+                    if len(report.refusals) < MAX_REFUSALS_LISTED:
+                        held_by = elsewhere[c.match_id]
+                        report.refusals.append(
+                            f"change {c.seq}: match id already held by list {held_by!r}"
+                        )
             report.cursor = last
-            report.added += sum(c.op == "add" for c in changes)
+            report.added += sum(c.op == "add" and c.match_id not in elsewhere for c in changes)
             report.removed += sum(c.op == "remove" for c in changes)
             if progress is not None:
                 progress(report)

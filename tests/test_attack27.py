@@ -28,7 +28,7 @@ from hashmatch.feedback import FeedbackClient
 from hashmatch.list_formats import NewEntry
 from hashmatch.v1 import feedback_pb2, feedback_pb2_grpc
 from indexer.store import CASE_LIST, open_store
-from indexer.sync import SyncError, pull, pull_feedback
+from indexer.sync import PullReport, SyncError, pull, pull_feedback
 from service.auth import RELOAD_SECONDS
 from tests.serving import bearer_client
 from tests.test_security import random_pdq
@@ -41,6 +41,7 @@ NEG = random_pdq(2, 2703)  # tenant acme's own benign images (also, by collision
 class Down:
     server: ServerProcess
     url: str
+    pulled: dict[str, PullReport]  # by local list name
 
     def key(self, tenant: str, *roles: str, lists: tuple[str, ...] | None = None) -> str:
         store = open_store(self.url)
@@ -66,12 +67,19 @@ def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Down]:
         # The same upstream reached by two names (as a list copied along two sync paths
         # is): each name is its own sync source, so its own cursor.
         port = upstream.address.rpartition(":")[2]
+        pulled = {}
         for target, remote, local in [
             (upstream.address, "hotline", "m1"),
             (f"localhost:{port}", "hotline", "m2"),
-            (upstream.address, "acme-benign", "acme-benign"),
         ]:
-            pull(store, target, remote, into=local, credentials=creds)
+            pulled[local] = pull(store, target, remote, into=local, credentials=creds)
+        # A negative list is pulled only once the operator says whose it is here.
+        with pytest.raises(SyncError, match="--negative-for"):
+            pull(store, upstream.address, "acme-benign", credentials=creds)
+        assert "acme-benign" not in {p.name for p in store.list_policies()}
+        pulled["acme-benign"] = pull(
+            store, upstream.address, "acme-benign", credentials=creds, negative_for="acme"
+        )
         # A victim's case taken by the downstream itself (the same image acme holds benign).
         store.create_case([NewEntry("pdq", NEG[0])])
         # A negative list of the downstream's own tenant beta, made there.
@@ -88,7 +96,7 @@ def down(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Down]:
         "127.0.0.1:0",
         "--share-feedback",
     ) as server:
-        yield Down(server, down_url)
+        yield Down(server, down_url, pulled)
 
 
 def settle() -> None:
@@ -115,15 +123,18 @@ def eventually(condition: Callable[[], bool], limit: float = 1.5) -> bool:
 
 
 def test_a_second_sync_copy_of_a_list_is_not_silently_empty(down: Down) -> None:
-    """Synced copies keep the upstream's match ids, and the issue promises that a match id
-    in several lists is reported per list. But match ids are unique across the store and
-    inserts skip conflicts: the second copy of the same upstream list (m2) holds nothing,
-    and `sync pull` said nothing of it. It should hold the entries, or the pull refuse."""
-    platform = down.key("plat-a", "check")
-    settle()
-    assert [n for n, _ in matches(down, platform, HOT[0])] == ["m1", "m2"], (
+    """Synced copies keep the upstream's match ids, and match ids are unique across the
+    store: the second copy of the same upstream list (m2) can't hold them. The pull must
+    say so, entry by entry, naming the list that holds each, not report them added."""
+    first, second = down.pulled["m1"], down.pulled["m2"]
+    assert (first.added, first.refused) == (len(HOT) + len(NEG), 0)
+    assert (second.added, second.refused) == (0, len(HOT) + len(NEG)), (
         "the second sync copy of hotline (m2) was silently left empty"
     )
+    assert all(r.endswith("match id already held by list 'm1'") for r in second.refusals)
+    platform = down.key("plat-a", "check")
+    settle()
+    assert [n for n, _ in matches(down, platform, HOT[0])] == ["m1"]
 
 
 def test_review_does_not_tell_another_tenants_negative_list_from_no_list(down: Down) -> None:
@@ -181,6 +192,8 @@ def test_a_pulled_tenant_negative_list_suppresses_only_that_tenant(down: Down) -
         f"as pulled here, acme-benign is (kind, tenant) {held['acme-benign']}: "
         "tenant acme's negative list, pulled by sync, suppressed another tenant's matches"
     )
+    assert held["acme-benign"] == ("negative", "acme")
+    assert matches(down, down.key("acme", "check"), NEG[0]) == []  # still acme's own
 
 
 def test_many_tenants_reporting_at_once_quarantine_once(down: Down) -> None:
@@ -378,7 +391,7 @@ def test_a_pulled_negative_list_does_not_switch_off_the_downstreams_victims_case
 ) -> None:
     """What the upstream's tenant acme keeps benign for itself must not, once pulled, stop
     a victim's case taken by the downstream from matching for the downstream's platforms
-    (`sync pull` has no way to say whose negative list it is: it becomes everyone's)."""
+    (`sync pull` refuses a negative list until the operator says whose it is here)."""
     other = down.key("plat-d", "check")
     settle()
     assert CASE_LIST in {n for n, _ in matches(down, other, NEG[0])}, (

@@ -219,18 +219,49 @@ def test_a_pulled_negative_list_stays_negative(server: Server, tmp_path: Path) -
         sub.upload("t11-benign", [NewEntry("pdq", HASHES[13])])
     local = open_store(f"sqlite:///{tmp_path / 'copy.db'}")
     try:
-        report = pull(local, proc.address, "t11-benign", credentials=owner)
+        # Whose it is here is the operator's to say: unsaid, or said twice, nothing is stored.
+        for said in ({}, {"negative_for": "t11", "negative_for_all": True}):
+            with pytest.raises(SyncError, match="negative"):
+                pull(local, proc.address, "t11-benign", credentials=owner, **said)  # type: ignore[arg-type]
+            assert "t11-benign" not in {p.name for p in local.list_policies()}
+            assert local.sync_cursor(f"{proc.address}/t11-benign") == 0
+        with pytest.raises(SyncError, match="tenant is 10000"):
+            pull(local, proc.address, "t11-benign", credentials=owner, negative_for="x" * 10_000)
+        report = pull(local, proc.address, "t11-benign", credentials=owner, negative_for="t11")
         assert report.added == 1
         info = local.list_info("t11-benign")
-        assert info.kind == "negative" and info.tenant is None  # every tenant's, here
+        assert info.kind == "negative" and info.tenant == "t11"
+        # The same list, once one tenant's here, is not made everyone's by a later pull.
+        with pytest.raises(SyncError, match="tenant 't11'"):
+            pull(local, proc.address, "t11-benign", credentials=owner, negative_for_all=True)
+        # A second copy (another name for the same server: its own cursor) holds none of
+        # the match ids the first holds, and says so.
+        alias = f"localhost:{proc.address.rpartition(':')[2]}"
+        report = pull(local, alias, "t11-benign", "all", credentials=owner, negative_for_all=True)
+        assert local.list_info("all").tenant is None  # every tenant's, as said
+        assert report.refused == 1 and "held by list 't11-benign'" in report.refusals[0]
     finally:
         local.close()
     other = open_store(f"sqlite:///{tmp_path / 'other.db'}")
     try:
         other.create_list("a-match-list")
         with pytest.raises(SyncError, match="negative"):
-            pull(other, proc.address, "t11-benign", into="a-match-list", credentials=owner)
+            pull(
+                other,
+                proc.address,
+                "t11-benign",
+                into="a-match-list",
+                credentials=owner,
+                negative_for="t11",
+            )
         assert other.list_info("a-match-list").entries == 0
+        # A match list is not given a tenant.
+        sub_key = key(url, "t11b", "list-manage", "sync-read")
+        with SubmissionClient(proc.address, credentials=sub_key) as sub:
+            sub.create_list("t11b-hot")
+            sub.upload("t11b-hot", [NewEntry("pdq", random_pdq(1, 2711)[0])])
+        with pytest.raises(SyncError, match="only a negative list"):
+            pull(other, proc.address, "t11b-hot", credentials=sub_key, negative_for="t11b")
     finally:
         other.close()
 
@@ -258,6 +289,35 @@ def test_over_http_policy_is_set_and_other_tenants_negative_lists_are_absent(
         assert http.get("/c/bank/t12-benign").status_code == 404
         assert "t12-benign" not in {b["name"] for b in http.get("/c/banks").json()}
         assert "t12-match" in {b["name"] for b in http.get("/c/banks").json()}
+
+
+def test_the_cli_pulls_a_negative_list_only_for_whom_it_is_told(
+    server: Server, tmp_path: Path
+) -> None:
+    proc, url, _ = server
+    owner = key(url, "t15", "list-manage", "sync-read")
+    assert owner.api_key is not None
+    with SubmissionClient(proc.address, credentials=owner) as sub:
+        sub.create_list("t15-benign", kind="negative")
+        sub.upload("t15-benign", [NewEntry("pdq", HASHES[15])])
+    copy = f"sqlite:///{tmp_path / 'cli-copy.db'}"
+    pull_cli = ("sync", "pull", "--store", copy, "--from", proc.address, "--list", "t15-benign")
+    pull_cli += ("--api-key", owner.api_key)
+    for said in ((), ("--negative-for", "t15", "--negative-for-all")):
+        refused = run_cli(*pull_cli, *said)
+        assert refused.returncode == 1 and "--negative-for" in refused.stderr, refused.stderr
+    store = open_store(copy)
+    try:
+        assert "t15-benign" not in {p.name for p in store.list_policies()}
+    finally:
+        store.close()
+    done = run_cli(*pull_cli, "--negative-for", "t15")
+    assert done.returncode == 0 and "added 1," in done.stdout, done.stderr
+    store = open_store(copy)
+    try:
+        assert store.list_info("t15-benign").tenant == "t15"
+    finally:
+        store.close()
 
 
 def test_the_cli_creates_negative_lists_and_sets_distances(server: Server) -> None:

@@ -339,6 +339,11 @@ def video_frame_entries(
     return SignalEntries(entry_ids, list_ids, hashes, match_ids, [""] * len(entry_ids))
 
 
+def whose(tenant: str | None) -> str:
+    """A negative list's owner, in words."""
+    return "every tenant's" if tenant is None else f"tenant {tenant!r}'s"
+
+
 class Store(Protocol):
     def create_list(
         self,
@@ -437,12 +442,15 @@ class Store(Protocol):
         changes: Sequence[Change],
         through: int | None = None,
         kind: str = "match",
-    ) -> None:
+        tenant: str | None = None,
+    ) -> dict[bytes, str]:
         """Apply pulled changes to a local list and advance `source`'s cursor past them (or
         to `through`, past changes refused too), in one transaction: a puller killed at
         any point resumes without loss or repeat. A new local list gets the remote's
-        `kind` (a negative one for every tenant); an existing one of another kind is
-        InvalidValue."""
+        `kind` and, if negative, `tenant` as its owner (None: every tenant's, which the
+        caller must have been told); an existing one of another kind or tenant is
+        InvalidValue. Returns the added match ids another local list holds already, with
+        that list's name: match ids are unique in the store, so those are not added."""
         ...
 
     def create_key(

@@ -75,6 +75,7 @@ from indexer.store import (
     new_entry_rows,
     signal_entries,
     video_frame_entries,
+    whose,
 )
 
 BATCH = 10_000
@@ -189,14 +190,20 @@ class SqlStore(ABC):
         return list_id
 
     def _ensure_list(
-        self, cur: Cursor, name: str, create: bool, trust: str = "unverified", kind: str = "match"
+        self,
+        cur: Cursor,
+        name: str,
+        create: bool,
+        trust: str = "unverified",
+        kind: str = "match",
+        tenant: str | None = None,
     ) -> int:
         list_id = self._list_id(cur, name)
         if list_id is not None:
             return list_id
         if not create:
             raise NoSuchList(name)
-        return self._insert_list(cur, name, "", trust, "", kind)
+        return self._insert_list(cur, name, "", trust, "", kind, tenant)
 
     def create_list(
         self,
@@ -456,18 +463,25 @@ class SqlStore(ABC):
     # Content ids
 
     def content_ids(self, match_ids: Sequence[bytes]) -> dict[bytes, int]:
-        found: dict[bytes, int] = {}
         with self._read() as cur:
-            for at in range(0, len(match_ids), 500):
-                chunk = list(match_ids[at : at + 500])
-                marks = ", ".join("?" * len(chunk))
-                for match_id, content_id in self._all(
-                    cur,
-                    f"SELECT match_id, content_id FROM entries WHERE match_id IN ({marks})",
-                    *chunk,
-                ):
-                    found[bytes(match_id)] = int(content_id)
-        return found
+            return {
+                m: int(content_id)
+                for m, content_id, _ in self._held_match_ids(cur, match_ids, "content_id")
+            }
+
+    def _held_match_ids(
+        self, cur: Cursor, match_ids: Sequence[bytes], column: str
+    ) -> Iterator[tuple[bytes, Any, int]]:
+        """(match id, `column`, list id) of each entry holding one of these match ids."""
+        for at in range(0, len(match_ids), 500):
+            chunk = list(match_ids[at : at + 500])
+            marks = ", ".join("?" * len(chunk))
+            for match_id, value, list_id in self._all(
+                cur,
+                f"SELECT match_id, {column}, list_id FROM entries WHERE match_id IN ({marks})",
+                *chunk,
+            ):
+                yield bytes(match_id), value, int(list_id)
 
     def content_id_of(self, list_name: str, signal: str, hash_bytes: bytes) -> int | None:
         with self._read() as cur:
@@ -583,21 +597,45 @@ class SqlStore(ABC):
         changes: Sequence[Change],
         through: int | None = None,
         kind: str = "match",
-    ) -> None:
+        tenant: str | None = None,
+    ) -> dict[bytes, str]:
         if through is None:
             if not changes:
-                return
+                return {}
             through = changes[-1].seq
+        elsewhere: dict[bytes, str] = {}
         with self._write() as cur:
-            list_id = self._ensure_list(cur, list_name, create=True, kind=kind)
-            held = self._one(cur, "SELECT kind FROM lists WHERE id = ?", list_id)[0]
-            if held != kind:
+            list_id = self._ensure_list(cur, list_name, create=True, kind=kind, tenant=tenant)
+            held_kind, held_tenant = self._one(
+                cur, "SELECT kind, tenant FROM lists WHERE id = ?", list_id
+            )
+            if held_kind != kind:
                 raise InvalidValue(
-                    f"list {list_name!r} is a {held} list here, and the remote's is a {kind} list"
+                    f"list {list_name!r} is a {held_kind} list here,"
+                    f" and the remote's is a {kind} list"
+                )
+            if held_tenant != tenant:
+                raise InvalidValue(
+                    f"list {list_name!r} is {whose(held_tenant)} here, not {whose(tenant)}"
                 )
             for op, group in itertools.groupby(changes, key=lambda c: c.op):
                 batch = list(group)
                 if op == "add":
+                    # Match ids are unique store-wide: one another list holds is refused,
+                    # loudly, rather than skipped as a re-applied add of this list is.
+                    held = {
+                        m: held_by
+                        for m, _, held_by in self._held_match_ids(
+                            cur, [c.match_id for c in batch], "id"
+                        )
+                        if held_by != list_id
+                    }
+                    if held:
+                        names = {
+                            int(i): str(n) for i, n in self._all(cur, "SELECT id, name FROM lists")
+                        }
+                        elsewhere.update((m, names[i]) for m, i in held.items())
+                        batch = [c for c in batch if c.match_id not in held]
                     # The remote's match id is kept: it makes a re-applied add a duplicate,
                     # and both copies answer a checker with the same opaque id.
                     self._insert(
@@ -630,6 +668,7 @@ class SqlStore(ABC):
                 ),
                 (source, through),
             )
+        return elsewhere
 
     # API keys
 
