@@ -50,6 +50,10 @@ def frame_problem(pdq: object, quality: object, timestamp: object) -> str | None
     return None
 
 
+# Frames hashed per step at most: every frame of a 30 frame/s video at 1 s.
+MAX_DENSITY = 30
+
+
 class VideoError(ValueError):
     """A file that is not a video, is truncated or damaged, or has no decodable frame;
     the message says which."""
@@ -112,6 +116,7 @@ def hash_video(
     seconds_per_frame: float = 1.0,
     mirrored: bool = False,
     phase: float = 0.0,
+    density: int = 1,
 ) -> list[VideoFrame]:
     """The vPDQ hash of a video file: one frame per `seconds_per_frame` (0: every frame).
 
@@ -119,7 +124,9 @@ def hash_video(
     left to right, to find a mirrored re-upload (PDQ has no mirror invariance); `phase`
     starts sampling that many seconds in, to meet the frames of a listed video that the
     upload was trimmed from (vPDQ samples from the start, so a trim of 0.4 s puts every
-    sampled frame of a pan 0.4 s away from the listed ones).
+    sampled frame of a pan 0.4 s away from the listed ones). `density` hashes that many
+    frames per step, vPDQ's and those evenly between: a dense listing, measured by
+    load_tests/video_robustness.py against trims out of phase.
 
     Raises VideoError for a file that is not a video, is truncated or damaged, has no
     decodable frame or more than MAX_VIDEO_FRAMES sampled frames; OSError if unreadable."""
@@ -128,12 +135,16 @@ def hash_video(
     for name, value in (("seconds_per_frame", seconds_per_frame), ("phase", phase)):
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} {value!r} must be 0 or more")
+    if not 1 <= density <= MAX_DENSITY:
+        raise ValueError(f"density {density!r} must be 1 to {MAX_DENSITY}")
     with open(path, "rb") as file:
         head = file.read(1024)
     if container_name(head) is None:
         raise VideoError("not a video: the content is no video container (MP4, WebM, AVI, ...)")
     frames: list[VideoFrame] = []
-    for frame in sampled_frames(path, seconds_per_frame, mirrored=mirrored, phase=phase):
+    for frame in sampled_frames(
+        path, seconds_per_frame, mirrored=mirrored, phase=phase, density=density
+    ):
         if frames and frames[-1].pdq == frame.pdq:
             continue
         if len(frames) == MAX_VIDEO_FRAMES:

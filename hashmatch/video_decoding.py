@@ -43,10 +43,13 @@ def sampled_frames(
     skip: bool = True,
     mirrored: bool = False,
     phase: float = 0.0,
+    density: int = 1,
 ) -> Iterator[VideoFrame]:
     """The hashes of vpdq's frames of the video, in order (`mirrored`: of each frame flipped
-    left to right; `phase`: sampling from this many seconds in); `skip`: skip frames that
-    are neither sampled nor referred to (False decodes every frame, for measuring)."""
+    left to right; `phase`: sampling from this many seconds in; `density`: also the frames
+    that split each gap between two of vpdq's into that many, so those stay a subset);
+    `skip`: skip frames that are neither sampled nor referred to (False decodes every
+    frame, for measuring)."""
     try:
         container = av.open(os.fspath(path), metadata_errors="ignore")
     except av.error.FFmpegError as exc:
@@ -59,6 +62,7 @@ def sampled_frames(
         if not rate or rate <= 0 or stream.time_base is None:
             raise VideoError("the video stream declares no frame rate")
         every = max(1, int(seconds_per_frame * float(rate)))
+        splits = sorted({round(k * every / density) for k in range(1, density)} | {every})
         per_tick = float(stream.time_base * rate)  # frames per time-base unit
         start = stream.start_time or 0
         context = stream.codec_context
@@ -84,7 +88,8 @@ def sampled_frames(
                     count += 1
                     if at >= due and at > last:
                         yield _hash_frame(frame, at / float(rate), mirrored)
-                        last, due = at, offset + ((at - offset) // every + 1) * every
+                        base = offset + (at - offset) // every * every
+                        last, due = at, next(base + s for s in splits if base + s > at)
         except av.error.FFmpegError as exc:
             raise VideoError(
                 f"video is truncated or damaged after frame {count}: {_reason(exc)}"

@@ -14,6 +14,11 @@ Each listed video is edited from its decoded frames and encoded again (H.264, x2
 defaults unless said), then hashed as a caller would (hashmatch.video.hash_video). Targets
 (issue 26): >= 95% recall for re-encoding, half size, frame-rate changes and trims; no
 unrelated video matching any listed one.
+
+--densities lists each video hashed at each of these densities (frames a second: vPDQ's
+1 s frames and those evenly between, hash_video(density=...)) while checks stay at 1 s:
+"1,4" compares plain listing with dense listing, where each check frame of a trimmed
+upload lies within 1/8 s of a listed one.
 """
 
 from __future__ import annotations
@@ -115,6 +120,12 @@ EDITS: dict[str, tuple[Edit, float | None, Callable[[float], bool]]] = {
         0.95,
         lambda r: True,
     ),
+    # Cut 2 s + 1/16 s off each end: mid-way between two listed frames at 8 a second.
+    "trim 2.06 s off each end (66% kept, 1/16 s out of phase)": (
+        lambda f, r, o: (f[round(2.0625 * r) : len(f) - round(2.0625 * r)], r, {}),
+        0.95,
+        lambda r: True,
+    ),
     "3 s of another clip prepended": (
         lambda f, r, o: (o[: int(3 * r)] + f, r, {}),
         None,
@@ -153,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         help="WxH of the listed videos (PDQ loses more to halving a small frame)",
     )
     parser.add_argument("--edits", help="only the edits whose names contain one of these, a,b")
+    parser.add_argument(
+        "--densities",
+        type=lambda text: [int(x) for x in text.split(",")],
+        default=[1, 8],
+        help="frames a second the listed videos are hashed at, one row each (default: %(default)s)",
+    )
     args = parser.parse_args(argv)
     SIZE = args.size
     if args.edits:
@@ -166,16 +183,20 @@ def main(argv: list[str] | None = None) -> int:
     def listed_frames(i: int) -> Frames:  # regenerated when needed: they take 80 MB each
         return video_frames(listed_photos, seed=i, fps=rates[i], seconds=args.seconds)
 
+    steps: list[int] = args.densities
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        listed = [
-            encode_and_hash(work / "listed.mp4", listed_frames(i), rates[i], {})
-            for i in range(args.listed)
-        ]
+        # listings[s][i]: listed video i hashed at density steps[s]
+        listings: list[list[list[VideoFrame]]] = [[] for _ in steps]
+        for i in range(args.listed):
+            write_video(work / "listed.mp4", listed_frames(i), fps=rates[i])
+            for s, step in enumerate(steps):
+                listings[s].append(hash_video(work / "listed.mp4", density=step))
         prepend = video_frames(other_photos, seed=999, fps=30.0, seconds=4)
-        stats: dict[str, tuple[list[float], list[bool]]] = {name: ([], []) for name in EDITS}
-        wrong = dict.fromkeys(EDITS, 0)
-        for i, listed_hash in enumerate(listed):
+        Stats = dict[str, tuple[list[float], list[bool]]]
+        stats: list[Stats] = [{name: ([], []) for name in EDITS} for _ in steps]
+        wrong = [dict.fromkeys(EDITS, 0) for _ in steps]
+        for i in range(args.listed):
             frames, fps = listed_frames(i), rates[i]
             other = prepend if fps == 30 else retimed(prepend, 30, fps)
             for name, (edit, _, applies) in EDITS.items():
@@ -183,19 +204,20 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 edited, new_fps, options = edit(frames, fps, other)
                 query = encode_and_hash(work / "edited.mp4", edited, new_fps, options)
-                result = match_percentages(query, listed_hash)
+                extra = []  # what a robust check sends beside the plain hash
                 if name == ROBUST_MIRROR:
-                    flipped = hash_video(work / "edited.mp4", mirrored=True)
-                    result = max(result, match_percentages(flipped, listed_hash))
+                    extra.append(hash_video(work / "edited.mp4", mirrored=True))
                 if name in ROBUST_TRIMS:
-                    for phase in ROBUST_PHASES:
-                        shifted = hash_video(work / "edited.mp4", phase=phase)
-                        result = max(result, match_percentages(shifted, listed_hash))
-                stats[name][0].append(result[0])
-                stats[name][1].append(is_match(result))
-                wrong[name] += sum(
-                    is_match(match_percentages(query, h)) for k, h in enumerate(listed) if k != i
-                )
+                    extra += [hash_video(work / "edited.mp4", phase=p) for p in ROBUST_PHASES]
+                for s, listed in enumerate(listings):
+                    result = max(match_percentages(q, listed[i]) for q in [query, *extra])
+                    stats[s][name][0].append(result[0])
+                    stats[s][name][1].append(is_match(result))
+                    wrong[s][name] += sum(
+                        is_match(match_percentages(query, h))
+                        for k, h in enumerate(listed)
+                        if k != i
+                    )
             print(f"listed video {i + 1} of {args.listed} edited and checked", file=sys.stderr)
 
         print(
@@ -203,33 +225,38 @@ def main(argv: list[str] | None = None) -> int:
             "query-match >= 80% at frame distance 31 (pytx's defaults)\n"
         )
         print(
-            "| edit | target | recall | query-match % median (min) "
+            "| listed frames/s | edit | target | recall | query-match % median (min) "
             "| matched another listed video (shares photos) |"
         )
-        print("|---|---:|---:|---:|---:|")
+        print("|---|---|---:|---:|---:|---:|")
         for name, (_, target, _) in EDITS.items():
-            percents, matched = stats[name]
-            goal = f"{target:.0%}" if target else "—"
-            print(
-                f"| {name} | {goal} | {sum(matched)}/{len(matched)} = "
-                f"{sum(matched) / len(matched):.0%} | "
-                f"{statistics.median(percents):.0f} ({min(percents):.0f}) | {wrong[name]} |"
-            )
+            for s, step in enumerate(steps):
+                percents, matched = stats[s][name]
+                goal = f"{target:.0%}" if target else "—"
+                print(
+                    f"| {step} | {name} | {goal} | {sum(matched)}/{len(matched)} = "
+                    f"{sum(matched) / len(matched):.0%} | "
+                    f"{statistics.median(percents):.0f} ({min(percents):.0f}) "
+                    f"| {wrong[s][name]} |"
+                )
         sys.stdout.flush()
 
-        false, best = 0, 0.0
+        false, best = [0] * len(steps), [0.0] * len(steps)
         for j in range(args.unrelated):
             pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
             frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
             query = encode_and_hash(work / "other.mp4", frames, 30.0, {})
-            for listed_hash in listed:
-                result = match_percentages(query, listed_hash)
-                false += is_match(result)
-                best = max(best, result[0])
-        print(
-            f"\nunrelated videos: {false} false matches in {args.unrelated * args.listed} "
-            f"(unrelated, listed) pairs; the highest query-match of any pair {best:.0f}%"
-        )
+            for s, listed in enumerate(listings):
+                for listed_hash in listed:
+                    result = match_percentages(query, listed_hash)
+                    false[s] += is_match(result)
+                    best[s] = max(best[s], result[0])
+        for s, step in enumerate(steps):
+            print(
+                f"\nunrelated videos, listed at {step} frames/s: {false[s]} false matches in "
+                f"{args.unrelated * args.listed} (unrelated, listed) pairs; the highest "
+                f"query-match of any pair {best[s]:.0f}%"
+            )
     print(f"\n{time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
 

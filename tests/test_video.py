@@ -246,6 +246,21 @@ def test_too_many_frames_are_refused(
         hash_video(clips["pan"])
 
 
+def test_density_hashes_vpdqs_frames_and_those_evenly_between(clips: dict[str, Path]) -> None:
+    plain = hash_video(clips["pan"])
+    dense = hash_video(clips["pan"], density=8)
+    assert len(plain) == 4 and len(dense) == 8 * len(plain)
+    assert set(plain) <= set(dense)  # a dense listing matches whatever a plain one does
+    gaps = [b.timestamp - a.timestamp for a, b in itertools.pairwise(dense)]
+    assert max(gaps) - min(gaps) <= 1 / 30 + 1e-9  # 30 frame/s split 4, 4, 3, 4, ...
+    assert [f.timestamp for f in hash_video(clips["pan"], density=30)[:31]] == [
+        k / 30 for k in range(31)
+    ]
+    for wrong in (0, -1, 31):
+        with pytest.raises(ValueError, match="density"):
+            hash_video(clips["pan"], density=wrong)
+
+
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
