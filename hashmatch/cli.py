@@ -23,7 +23,7 @@ from hashmatch.client import MatchClient, Verdict
 from hashmatch.codec import HashFormatError
 from hashmatch.hashing import hash_files
 from hashmatch.signals import DEFAULT_SIGNALS, Signal, UnknownSignalError, get_signal
-from hashmatch.video import VideoError, hash_video, is_video
+from hashmatch.video import VideoError, is_video
 from hashmatch.video_entries import VPDQ
 from hashmatch.video_files import video_hash_objects
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST
@@ -273,16 +273,16 @@ def check_inputs(client: MatchClient, items: Iterable[CheckInput]) -> Iterator[d
                 yield verdict_object(item, list(itertools.islice(verdicts, len(item.queries))))
 
 
-def video_verdict(client: MatchClient, path: str) -> dict[str, Any]:
-    """A video file hashed here (vPDQ) and checked as one: the listed videos enough of its
-    frames match, with the share matched each way."""
+def video_verdict(client: MatchClient, path: str, phased: bool) -> dict[str, Any]:
+    """A video file hashed here (vPDQ; `phased`: at every phase of each second, the
+    client's check_video_file) and checked as one: the listed videos enough of its frames
+    match, with the share matched each way."""
     try:
-        frames = hash_video(path)
+        verdict = client.check_video_file(path, plain=not phased)
     except OSError as exc:
         return {"file": path, "error": f"cannot read file: {exc.strerror or exc}"}
     except VideoError as exc:
         return {"file": path, "error": str(exc)}
-    verdict = client.check_video(frames)
     matches = []
     for m in verdict.matches:
         match: dict[str, Any] = {"signal": VPDQ, "list": m.list, "match_id": m.match_id}
@@ -312,7 +312,7 @@ def file_checks(
             continue
         yield from check_inputs(client, image_inputs(images, signals, robust))
         images = []
-        yield video_verdict(client, path)
+        yield video_verdict(client, path, phased=robust)
     yield from check_inputs(client, image_inputs(images, signals, robust))
 
 
@@ -336,8 +336,10 @@ def file_checks(
     default=True,
     show_default=True,
     help="--robust also checks each image mirrored, turned, without borders and without a "
-    "caption band (14-16 hashes for pdq,phash; each match says which variant found it); "
-    "--plain checks each signal's hash of the image alone.",
+    "caption band (14-16 hashes for pdq,phash; each match says which variant found it), "
+    "and checks each video phased (every frame up to 30 a second, each second counted as "
+    "one frame: finds trims by a fraction of a second); "
+    "--plain checks each signal's hash of the image alone, and vPDQ's frames of a video.",
 )
 @click.argument("inputs", nargs=-1)
 @connection_options
@@ -353,7 +355,7 @@ def check_command(
     """Check images and videos (hashed locally) or hashes against the list on SERVER.
 
     Prints one JSON object per input, in input order. A video (told from an image by its
-    content) is hashed with vPDQ and checked as one.
+    content) is hashed with vPDQ and checked as one (phased unless --plain).
     """
     items: Iterable[CheckInput] | None = None
     if hash_file is not None:

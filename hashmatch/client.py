@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from hashmatch.channel import Credentials, ServiceClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from hashmatch.video import VideoFrame
+from hashmatch.video import VideoFrame, hash_video, hash_video_phased
 from hashmatch.wire import MAX_QUERIES_PER_REQUEST, check_request, video_check_request
 
 
@@ -76,11 +77,13 @@ class MatchClient(ServiceClient):
         query_match_percent: float | None = None,
         compared_match_percent: float | None = None,
         max_distance: int | None = None,
+        slot_seconds: float | None = None,
     ) -> VideoVerdict:
         """One video by its vPDQ frames, in one request whatever its length; the
-        thresholds (defaults 80% and 0%) can only be raised."""
+        thresholds (defaults 80% and 0%) can only be raised. `slot_seconds` makes it a
+        phased check: the frames in one slot count as one (hash_video_phased's frames)."""
         request = video_check_request(
-            frames, query_match_percent, compared_match_percent, max_distance
+            frames, query_match_percent, compared_match_percent, max_distance, slot_seconds
         )
         r = self._stub.CheckVideo(request, timeout=self._timeout)
         return VideoVerdict(
@@ -97,6 +100,18 @@ class MatchClient(ServiceClient):
             r.capped,
             r.frames_matched_on,
         )
+
+    def check_video_file(
+        self, path: str | os.PathLike[str], *, plain: bool = False
+    ) -> VideoVerdict:
+        """A video file hashed here and checked as one. By default a phased check
+        (hash_video_phased), which also finds an upload trimmed by a fraction of a
+        second; `plain` sends vPDQ's own frames, matched by pytx's rule. Raises VideoError
+        for a file that is no readable video, OSError if it cannot be read."""
+        if plain:
+            return self.check_video(hash_video(path))
+        frames, slot_seconds = hash_video_phased(path)
+        return self.check_video(frames, slot_seconds=slot_seconds)
 
     def check_stream(
         self, queries: Iterable[Query], batch_size: int = MAX_QUERIES_PER_REQUEST

@@ -54,9 +54,19 @@ def frame_problem(pdq: object, quality: object, timestamp: object) -> str | None
 MAX_DENSITY = 30
 
 
+# A phased check hashes this many frames per sampled second (hash_video's density: every
+# frame of a video up to 30 frame/s), each second's frames one slot of the query:
+# chosen by load_tests/video_robustness.py --phases.
+CHECK_PHASES = 30
+
+
 class VideoError(ValueError):
     """A file that is not a video, is truncated or damaged, or has no decodable frame;
     the message says which."""
+
+
+class VideoTooLong(VideoError):
+    """More frames sampled than one video may have (MAX_VIDEO_FRAMES)."""
 
 
 # Containers by their first bytes (offset, bytes). Images are not among them, though FFmpeg
@@ -148,8 +158,44 @@ def hash_video(
         if frames and frames[-1].pdq == frame.pdq:
             continue
         if len(frames) == MAX_VIDEO_FRAMES:
-            raise VideoError(f"more than {MAX_VIDEO_FRAMES} frames sampled: too long to hash")
+            raise VideoTooLong(f"more than {MAX_VIDEO_FRAMES} frames sampled: too long to hash")
         frames.append(frame)
     if not frames:
         raise VideoError("no decodable video frame")
     return frames
+
+
+def hash_video_phased(
+    path: str | os.PathLike[str], *, seconds_per_frame: float = 1.0, phases: int = CHECK_PHASES
+) -> tuple[list[VideoFrame], float]:
+    """(frames, slot_seconds) of a phased check: each sampled step's frame at `phases`
+    phases (hash_video's density), the frames of one step one slot, so that an upload
+    trimmed by a fraction of a step still meets the listed frames (hashmatch.video_match).
+
+    A video too long for MAX_VIDEO_FRAMES at that many phases is hashed at fewer, as
+    its declared length allows, and at one (the plain hash) if its length misled. A last
+    step cut short is left out (unless it is the only one): a trim puts its few frames
+    between two listed ones with neither in reach, one slot that could never match."""
+    from hashmatch.video_decoding import declared_seconds
+    from hashmatch.video_match import slot_of
+
+    if not (math.isfinite(seconds_per_frame) and seconds_per_frame > 0):
+        raise ValueError(f"seconds_per_frame {seconds_per_frame!r} must be more than 0")
+    seconds = declared_seconds(path)
+    if seconds is not None:
+        steps = math.ceil(seconds / seconds_per_frame) + 1
+        phases = max(1, min(phases, MAX_VIDEO_FRAMES // steps))
+    try:
+        frames = hash_video(path, seconds_per_frame=seconds_per_frame, density=phases)
+    except VideoTooLong:
+        if phases == 1:
+            raise
+        phases = 1
+        frames = hash_video(path, seconds_per_frame=seconds_per_frame)
+    end = frames[-1].timestamp if seconds is None else seconds
+    last = slot_of(frames[-1].timestamp, seconds_per_frame)
+    if last > slot_of(frames[0].timestamp, seconds_per_frame) and end < seconds_per_frame * (
+        last + 1 - 1 / phases
+    ):
+        frames = [f for f in frames if slot_of(f.timestamp, seconds_per_frame) < last]
+    return frames, seconds_per_frame

@@ -104,6 +104,17 @@ def sampled_frames(
             )
 
 
+def declared_seconds(path: str | os.PathLike[str]) -> float | None:
+    """The length the video's container declares, if it opens and declares one."""
+    try:
+        with av.open(os.fspath(path), metadata_errors="ignore") as container:
+            if not container.streams.video:
+                return None
+            return _declared_seconds(container, container.streams.video[0])
+    except av.error.FFmpegError:
+        return None
+
+
 def _hash_frame(frame: av.VideoFrame, timestamp: float, mirrored: bool) -> VideoFrame:
     columns = slice(frame.width - 1, None, -1) if mirrored else slice(frame.width)
     if frame.format.name in _YUV_8BIT:

@@ -21,7 +21,7 @@ from hashmatch.bounds import MAX_VIDEO_FRAMES
 from hashmatch.signals import SIGNALS, Signal
 from hashmatch.signals.pdq import PDQ
 from hashmatch.video import VideoFrame
-from hashmatch.video_match import MIN_FRAME_QUALITY
+from hashmatch.video_match import MIN_FRAME_QUALITY, slot_of
 
 VPDQ = "vpdq"
 # vPDQ frames are PDQ hashes: matched at PDQ's distance, below its quality not at all.
@@ -56,12 +56,16 @@ def check_count(n: int) -> None:
         raise VideoEntryError(f"a video has 1 to {MAX_VIDEO_FRAMES} frames, got {n}")
 
 
-def first_matchable(frames: Sequence[VideoFrame]) -> list[VideoFrame]:
-    """The first frame of each distinct hash matched on: what a check needs to send."""
-    first: dict[str, VideoFrame] = {}
+def first_matchable(
+    frames: Sequence[VideoFrame], slot_seconds: float | None = None
+) -> list[VideoFrame]:
+    """The first frame of each distinct hash matched on (with slot_seconds, of each in
+    each slot): what a check needs to send."""
+    first: dict[tuple[str, int], VideoFrame] = {}
     for f in frames:
         if f.quality >= MIN_FRAME_QUALITY:
-            first.setdefault(f.pdq, f)
+            slot = 0 if slot_seconds is None else slot_of(f.timestamp, slot_seconds)
+            first.setdefault((f.pdq, slot), f)
     return list(first.values())
 
 

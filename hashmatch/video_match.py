@@ -4,11 +4,18 @@ Each side's frames are reduced to distinct hashes of quality >= 50; the query-ma
 percentage is the share of the query's frames within `threshold` of some frame of the
 other video, the compared-match percentage the same the other way round. pytx calls two
 videos a match when query-match >= 80% and compared-match >= 0%.
+
+A phased check (`slot_seconds`) sends each sampled second's frame at several phases, so
+that an upload trimmed by a fraction of a second still meets the listed frames: its frames
+whose timestamps fall in one slot count as ONE frame of the query, which matches when any
+of them does. query_units is the single definition of those units, for the server and the
+benchmarks; without slots each distinct hash is one (pytx's rule, unchanged).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -19,11 +26,65 @@ FRAME_THRESHOLD = 31
 MIN_FRAME_QUALITY = 50
 QUERY_MATCH_PERCENT = 80.0
 COMPARED_MATCH_PERCENT = 0.0
+# A slot longer than this is no sampled second of a video: a request naming one is refused.
+MAX_SLOT_SECONDS = 60.0
 
 
 def matchable(frames: Sequence[VideoFrame], min_quality: int = MIN_FRAME_QUALITY) -> list[str]:
     """The distinct PDQ hashes of quality >= min_quality, first occurrence first."""
     return list(dict.fromkeys(f.pdq for f in frames if f.quality >= min_quality))
+
+
+def slot_problem(slot_seconds: float) -> str | None:
+    """Why this can't be a slot's length, or None."""
+    if not (math.isfinite(slot_seconds) and 0 < slot_seconds <= MAX_SLOT_SECONDS):
+        return (
+            f"slot_seconds {slot_seconds!r} must be more than 0 and at most "
+            f"{MAX_SLOT_SECONDS:g} seconds"
+        )
+    return None
+
+
+def slot_of(timestamp: float, slot_seconds: float) -> int:
+    """The slot a frame at this time falls in: slots are [k, k + 1) x slot_seconds."""
+    return math.floor(timestamp / slot_seconds)
+
+
+def query_units(
+    frames: Sequence[VideoFrame],
+    min_quality: int = MIN_FRAME_QUALITY,
+    slot_seconds: float | None = None,
+) -> tuple[list[str], list[tuple[int, ...]]]:
+    """(the distinct hashes of quality >= min_quality, the query's units as indices into
+    them). Without slot_seconds each hash is a unit; with it, each slot's set of hashes
+    is one, and slots of the same set count once (a still held across slots is one
+    frame, as in pytx's rule, to which this reduces when every slot has one frame)."""
+    hashes = matchable(frames, min_quality)
+    if slot_seconds is None:
+        return hashes, [(i,) for i in range(len(hashes))]
+    if (problem := slot_problem(slot_seconds)) is not None:
+        raise ValueError(problem)
+    row = {h: i for i, h in enumerate(hashes)}
+    slots: dict[int, set[int]] = {}
+    for f in frames:
+        if f.quality >= min_quality:
+            slots.setdefault(slot_of(f.timestamp, slot_seconds), set()).add(row[f.pdq])
+    return hashes, list(dict.fromkeys(tuple(sorted(rows)) for rows in slots.values()))
+
+
+def unit_membership(units: Sequence[tuple[int, ...]], rows: int) -> list[list[int]]:
+    """For each of `rows` hashes, the units it is in."""
+    membership: list[list[int]] = [[] for _ in range(rows)]
+    for u, unit in enumerate(units):
+        for r in unit:
+            membership[r].append(u)
+    return membership
+
+
+def units_matched(membership: Sequence[Sequence[int]], hit: Collection[int]) -> int:
+    """How many units have a hash among the `hit` rows (unit_membership gives each row's
+    units): a unit matches when any of its hashes does. Costs the hits, not the units."""
+    return len({u for r in hit for u in membership[r]})
 
 
 def frame_words(hashes: Sequence[str]) -> npt.NDArray[np.uint64]:
@@ -37,14 +98,19 @@ def match_percentages(
     listed: Sequence[VideoFrame],
     threshold: int = FRAME_THRESHOLD,
     min_quality: int = MIN_FRAME_QUALITY,
+    slot_seconds: float | None = None,
 ) -> tuple[float, float]:
-    """(query-match %, compared-match %) of two videos; 0 for a side with no usable frame."""
-    ours, theirs = matchable(query, min_quality), matchable(listed, min_quality)
+    """(query-match %, compared-match %) of two videos; 0 for a side with no usable frame.
+    The query-match counts the query's units (query_units: its distinct hashes, or with
+    slot_seconds its slots); the compared-match each distinct listed frame."""
+    ours, units = query_units(query, min_quality, slot_seconds)
+    theirs = matchable(listed, min_quality)
     if not ours or not theirs:
         return 0.0, 0.0
     close = _close(frame_words(ours), frame_words(theirs), threshold)
+    hit = np.flatnonzero(close.any(axis=1)).tolist()
     return (
-        100.0 * int(close.any(axis=1).sum()) / len(ours),
+        100.0 * units_matched(unit_membership(units, len(ours)), hit) / len(units),
         100.0 * int(close.any(axis=0).sum()) / len(theirs),
     )
 

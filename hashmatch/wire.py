@@ -53,13 +53,16 @@ def video_check_request(
     query_match_percent: float | None = None,
     compared_match_percent: float | None = None,
     max_distance: int | None = None,
+    slot_seconds: float | None = None,
 ) -> match_pb2.VideoCheckRequest:
     """A VideoCheckRequest of the frames the server matches on (the first of each distinct
-    hash of quality 50 or more); a video with none sends its first frame, and is answered
-    no match."""
+    hash of quality 50 or more, in each slot for a phased check); a video with none sends
+    its first frame, and is answered no match."""
     request = match_pb2.VideoCheckRequest(
-        frames=video_frames(first_matchable(frames) or frames[:1])
+        frames=video_frames(first_matchable(frames, slot_seconds) or frames[:1])
     )
+    if slot_seconds is not None:
+        request.slot_seconds = slot_seconds
     if query_match_percent is not None:
         request.query_match_percent = query_match_percent
     if compared_match_percent is not None:

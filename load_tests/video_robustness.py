@@ -19,6 +19,11 @@ unrelated video matching any listed one.
 1 s frames and those evenly between, hash_video(density=...)) while checks stay at 1 s:
 "1,4" compares plain listing with dense listing, where each check frame of a trimmed
 upload lies within 1/8 s of a listed one.
+
+--phases adds, for each trim, a row per phased check at each of these phases (frames a
+second the upload is hashed at, each second's frames one slot: hash_video_phased, matched
+by match_percentages(slot_seconds=1)), and counts its false matches among the unrelated
+videos checked the same way.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from robustness_benchmark import generated
 from hashmatch.demo.standins import SAME_SCENE, bundled_photos
 from hashmatch.demo.video_clips import MOTIONS, Rgb, scene, write_video
 from hashmatch.images import decode_rgb
-from hashmatch.video import VideoFrame, hash_video
+from hashmatch.video import CHECK_PHASES, VideoFrame, hash_video, hash_video_phased
 from hashmatch.video_match import is_match, match_percentages
 
 SIZE = (320, 240)
@@ -93,15 +98,9 @@ def pillarboxed(frames: Frames) -> Frames:
     return [np.pad(f, ((0, 0), (bar, bar), (0, 0))) for f in frames]
 
 
-# Checks that send more than the plain hash: the upload's frames hashed mirrored
-# (hash_video(mirrored=True)), or sampled from 0.1, 0.2, ... 0.9 s in as well
-# (hash_video(phase=...)), whichever matches best.
+# A check that sends more than the plain hash: the upload's frames hashed mirrored
+# (hash_video(mirrored=True)) as well, whichever matches best.
 ROBUST_MIRROR = "mirror, checked robustly (mirrored hash sent too)"
-ROBUST_PHASES = tuple(k / 10 for k in range(1, 10))
-ROBUST_TRIMS = {
-    "trim 20% off each end, checked robustly (10 phases sent)": 0.2,
-    "trim 25% off each end, checked robustly (10 phases sent)": 0.25,
-}
 Edit = Callable[[Frames, float, Frames], tuple[Frames, float, dict[str, object]]]
 # name -> (edit: frames, fps, another clip -> frames, fps, encoder options), target, applies
 EDITS: dict[str, tuple[Edit, float | None, Callable[[float], bool]]] = {
@@ -126,6 +125,17 @@ EDITS: dict[str, tuple[Edit, float | None, Callable[[float], bool]]] = {
         0.95,
         lambda r: True,
     ),
+    # 2 s and 0 to 1 s more off the start, a whole number of frames chosen by the video's
+    # first frame (so each video is cut at its own phase), 2 s off the end.
+    "trim 2-3 s off the start (each video at its own phase), 2 s off the end": (
+        lambda f, r, o: (
+            f[round(2 * r) + int(f[0].sum()) % round(r) : len(f) - round(2 * r)],
+            r,
+            {},
+        ),
+        0.95,
+        lambda r: True,
+    ),
     "3 s of another clip prepended": (
         lambda f, r, o: (o[: int(3 * r)] + f, r, {}),
         None,
@@ -134,11 +144,11 @@ EDITS: dict[str, tuple[Edit, float | None, Callable[[float], bool]]] = {
     "pillarbox 4:3 in 16:9": (lambda f, r, o: (pillarboxed(f), r, {}), None, lambda r: True),
     "mirror": (lambda f, r, o: ([x[:, ::-1] for x in f], r, {}), None, lambda r: True),
     ROBUST_MIRROR: (lambda f, r, o: ([x[:, ::-1] for x in f], r, {}), None, lambda r: True),
-    **{
-        name: ((lambda f, r, o, e=each: (trimmed(f, e), r, {})), 0.95, lambda r: True)
-        for name, each in ROBUST_TRIMS.items()
-    },
 }
+
+
+def phased_row(name: str, phases: int) -> str:
+    return f"{name}, checked phased ({phases} a second, slots of 1 s)"
 
 
 def encode_and_hash(
@@ -170,6 +180,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 8],
         help="frames a second the listed videos are hashed at, one row each (default: %(default)s)",
     )
+    parser.add_argument(
+        "--phases",
+        type=lambda text: [int(x) for x in text.split(",") if x],
+        default=[CHECK_PHASES],
+        help="phases a second of the phased check, a row each for every trim "
+        "(default: %(default)s; '' for none)",
+    )
     args = parser.parse_args(argv)
     SIZE = args.size
     if args.edits:
@@ -193,9 +210,15 @@ def main(argv: list[str] | None = None) -> int:
             for s, step in enumerate(steps):
                 listings[s].append(hash_video(work / "listed.mp4", density=step))
         prepend = video_frames(other_photos, seed=999, fps=30.0, seconds=4)
+        # Each edit's row, and after each trim its phased checks' rows.
+        rows: dict[str, tuple[str, int | None]] = {}
+        for name in EDITS:
+            rows[name] = (name, None)
+            if "trim" in name:
+                rows |= {phased_row(name, p): (name, p) for p in args.phases}
         Stats = dict[str, tuple[list[float], list[bool]]]
-        stats: list[Stats] = [{name: ([], []) for name in EDITS} for _ in steps]
-        wrong = [dict.fromkeys(EDITS, 0) for _ in steps]
+        stats: list[Stats] = [{row: ([], []) for row in rows} for _ in steps]
+        wrong = [dict.fromkeys(rows, 0) for _ in steps]
         for i in range(args.listed):
             frames, fps = listed_frames(i), rates[i]
             other = prepend if fps == 30 else retimed(prepend, 30, fps)
@@ -207,17 +230,25 @@ def main(argv: list[str] | None = None) -> int:
                 extra = []  # what a robust check sends beside the plain hash
                 if name == ROBUST_MIRROR:
                     extra.append(hash_video(work / "edited.mp4", mirrored=True))
-                if name in ROBUST_TRIMS:
-                    extra += [hash_video(work / "edited.mp4", phase=p) for p in ROBUST_PHASES]
-                for s, listed in enumerate(listings):
-                    result = max(match_percentages(q, listed[i]) for q in [query, *extra])
-                    stats[s][name][0].append(result[0])
-                    stats[s][name][1].append(is_match(result))
-                    wrong[s][name] += sum(
-                        is_match(match_percentages(query, h))
-                        for k, h in enumerate(listed)
-                        if k != i
-                    )
+                checks: dict[str, tuple[list[list[VideoFrame]], float | None]] = {
+                    name: ([query, *extra], None)
+                }
+                for row, (base, phases) in rows.items():
+                    if base == name and phases is not None:
+                        phased = hash_video_phased(work / "edited.mp4", phases=phases)[0]
+                        checks[row] = ([phased], 1.0)
+                for row, (queries, slot) in checks.items():
+                    for s, listed in enumerate(listings):
+                        result = max(
+                            match_percentages(q, listed[i], slot_seconds=slot) for q in queries
+                        )
+                        stats[s][row][0].append(result[0])
+                        stats[s][row][1].append(is_match(result))
+                        wrong[s][row] += sum(
+                            is_match(match_percentages(queries[0], h, slot_seconds=slot))
+                            for k, h in enumerate(listed)
+                            if k != i
+                        )
             print(f"listed video {i + 1} of {args.listed} edited and checked", file=sys.stderr)
 
         print(
@@ -229,9 +260,12 @@ def main(argv: list[str] | None = None) -> int:
             "| matched another listed video (shares photos) |"
         )
         print("|---|---|---:|---:|---:|---:|")
-        for name, (_, target, _) in EDITS.items():
+        for name, (base, _) in rows.items():
+            target = EDITS[base][1]
             for s, step in enumerate(steps):
                 percents, matched = stats[s][name]
+                if not matched:
+                    continue
                 goal = f"{target:.0%}" if target else "—"
                 print(
                     f"| {step} | {name} | {goal} | {sum(matched)}/{len(matched)} = "
@@ -241,21 +275,31 @@ def main(argv: list[str] | None = None) -> int:
                 )
         sys.stdout.flush()
 
-        false, best = [0] * len(steps), [0.0] * len(steps)
+        # Each way of checking: the plain hash, and the phased check at each phases.
+        ways: list[int | None] = [None, *args.phases]
+        false = {(s, w): 0 for s in range(len(steps)) for w in ways}
+        best = dict.fromkeys(false, 0.0)
         for j in range(args.unrelated):
             pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
             frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
-            query = encode_and_hash(work / "other.mp4", frames, 30.0, {})
-            for s, listed in enumerate(listings):
-                for listed_hash in listed:
-                    result = match_percentages(query, listed_hash)
-                    false[s] += is_match(result)
-                    best[s] = max(best[s], result[0])
-        for s, step in enumerate(steps):
+            plain = encode_and_hash(work / "other.mp4", frames, 30.0, {})
+            for way in ways:
+                query = plain
+                if way is not None:
+                    query = hash_video_phased(work / "other.mp4", phases=way)[0]
+                for s, listed in enumerate(listings):
+                    for listed_hash in listed:
+                        result = match_percentages(
+                            query, listed_hash, slot_seconds=None if way is None else 1.0
+                        )
+                        false[s, way] += is_match(result)
+                        best[s, way] = max(best[s, way], result[0])
+        for (s, way), count in false.items():
+            checked = "plainly" if way is None else f"phased at {way} a second"
             print(
-                f"\nunrelated videos, listed at {step} frames/s: {false[s]} false matches in "
-                f"{args.unrelated * args.listed} (unrelated, listed) pairs; the highest "
-                f"query-match of any pair {best[s]:.0f}%"
+                f"\nunrelated videos checked {checked}, listed at {steps[s]} frames/s: "
+                f"{count} false matches in {args.unrelated * args.listed} (unrelated, listed) "
+                f"pairs; the highest query-match of any pair {best[s, way]:.0f}%"
             )
     print(f"\n{time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0

@@ -165,7 +165,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
         crowded = False  # a frame matched more videos than it kept: the answer may be short
         for f in visible(caller, frames, found, guards.anomaly.quarantined, guards.policies):
             seen[f.query], crowded = f.hits, crowded or f.capped
-        shown, capped = visible_videos(videos(seen), query)
+        shown, capped = visible_videos(videos(seen, query), query)
         capped |= crowded
         for v in shown:
             guards.audit.record(
@@ -182,7 +182,7 @@ class MatchServicer(match_pb2_grpc.MatchServiceServicer):
             guards.anomaly.count(Hit(v.list, v.match_id, 0) for v in shown)
         guards.audit.key_used(caller.actor, "CheckVideo")
         count_video(len(frames), shown)
-        return video_response(version, len(frames), shown, capped, caller.match_only)
+        return video_response(version, query.units, shown, capped, caller.match_only)
 
     def CheckVideo(
         self, request: match_pb2.VideoCheckRequest, context: grpc.ServicerContext

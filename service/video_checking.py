@@ -8,7 +8,11 @@ per-list distances, quarantine, negative lists). A frame shared by many listed v
 black frame, an intro card) costs the check little: equal frames are one index row run
 (indexer.video_frames), and a frame keeps the MAX_MATCHES_PER_RESULT nearest videos, so
 it counts towards at most that many (cap and count, and the answer says `capped`); a
-video matching on its own frames still reaches its share."""
+video matching on its own frames still reaches its share.
+
+A phased check (slot_seconds) counts the query by its slots, not its frames
+(hashmatch.video_match.query_units, the rule's one definition); its frames are still
+searched, charged and watched each once."""
 
 from __future__ import annotations
 
@@ -25,7 +29,10 @@ from hashmatch.video_match import (
     COMPARED_MATCH_PERCENT,
     FRAME_THRESHOLD,
     QUERY_MATCH_PERCENT,
-    matchable,
+    query_units,
+    slot_problem,
+    unit_membership,
+    units_matched,
 )
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from service import metrics
@@ -39,6 +46,10 @@ class VideoQuery(NamedTuple):
     frames: list[ParsedQuery]  # the unique frames of quality 50 or more, as vpdq queries
     query_match: float
     compared_match: float
+    # What the query-match counts: one unit per frame, unless the request sets
+    # slot_seconds (hashmatch.video_match.query_units); each frame's units.
+    units: int
+    membership: list[list[int]]
 
 
 class VideoHit(NamedTuple):
@@ -99,6 +110,12 @@ def parse_video(request: match_pb2.VideoCheckRequest, match_only: bool) -> Video
     ):
         raise InvalidRequest("this API key learns match / no match only: thresholds may not be set")
     frames = video_query_frames(request.frames)
+    slot = None
+    if request.HasField("slot_seconds"):
+        if (problem := slot_problem(request.slot_seconds)) is not None:
+            raise InvalidRequest(problem)
+        slot = request.slot_seconds
+    hashes, units = query_units(frames, slot_seconds=slot)
     distance = FRAME_THRESHOLD
     if request.HasField("max_distance"):
         if request.max_distance > distance:
@@ -108,15 +125,20 @@ def parse_video(request: match_pb2.VideoCheckRequest, match_only: bool) -> Video
             )
         distance = request.max_distance
     return VideoQuery(
-        [ParsedQuery(VPDQ, bytes.fromhex(h), distance) for h in matchable(frames)],
+        [ParsedQuery(VPDQ, bytes.fromhex(h), distance) for h in hashes],
         _threshold(request, "query_match_percent", QUERY_MATCH_PERCENT),
         _threshold(request, "compared_match_percent", COMPARED_MATCH_PERCENT),
+        len(units),
+        unit_membership(units, len(hashes)),
     )
 
 
-def videos(found: Sequence[list[Hit]]) -> list[VideoHit]:
-    """The listed videos the frames hit, each with the share of query frames that hit it
-    and the share of its own frames hit; best first (ties by list, then match id)."""
+def videos(found: Sequence[list[Hit]], query: VideoQuery | None = None) -> list[VideoHit]:
+    """The listed videos the frames hit, each with the share of the query's units (its
+    frames, unless the query groups them in slots) that hit it and the share of its own
+    frames hit; best first (ties by list, then match id)."""
+    units = len(found) if query is None else query.units
+    membership = [[i] for i in range(len(found))] if query is None else query.membership
     query_frames: dict[tuple[str, str], set[int]] = defaultdict(set)
     listed_frames: dict[tuple[str, str], set[int]] = defaultdict(set)
     sizes: dict[tuple[str, str], int] = {}
@@ -132,7 +154,7 @@ def videos(found: Sequence[list[Hit]]) -> list[VideoHit]:
         VideoHit(
             key[0],
             key[1],
-            percent(len(rows), len(found)),
+            percent(units_matched(membership, rows), units),
             percent(len(listed_frames[key]), sizes[key]),
         )
         for key, rows in query_frames.items()

@@ -23,7 +23,7 @@ from hashmatch.codec import bits_to_bytes
 from hashmatch.demo.standins import bundled_photos
 from hashmatch.demo.video_clips import scene, stills, write_video
 from hashmatch.signals.pdq import PDQ
-from hashmatch.video import VideoError, hash_video, is_video
+from hashmatch.video import VideoError, hash_video, hash_video_phased, is_video
 from hashmatch.video_decoding import sampled_frames
 from hashmatch.video_match import is_match, match_percentages
 from hashmatch.vpdq_formats import from_pytx, to_pytx
@@ -259,6 +259,33 @@ def test_density_hashes_vpdqs_frames_and_those_evenly_between(clips: dict[str, P
     for wrong in (0, -1, 31):
         with pytest.raises(ValueError, match="density"):
             hash_video(clips["pan"], density=wrong)
+
+
+def test_a_phased_hash_is_every_frame_each_second_one_slot(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    frames, slot = hash_video_phased(clips["pan"])
+    assert slot == 1.0 and frames == hash_video(clips["pan"], density=video.CHECK_PHASES)
+    assert set(hash_video(clips["pan"])) <= set(frames)  # the plain hash's frames among them
+    # 4.5 s: the last half second could meet no listed frame when trimmed out of phase.
+    write_video(tmp_path / "short.mp4", list(scene(stills(1, seed=3), "pan", seconds=4.5)))
+    cut, _ = hash_video_phased(tmp_path / "short.mp4")
+    assert max(f.timestamp for f in cut) < 4 == hash_video(tmp_path / "short.mp4")[-1].timestamp
+    assert cut == [f for f in hash_video(tmp_path / "short.mp4", density=30) if f.timestamp < 4]
+
+
+def test_a_long_video_is_checked_at_fewer_phases_within_the_frame_limit(
+    clips: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(video, "MAX_VIDEO_FRAMES", 40)  # 4 s of the pan: 8 a second fit
+    frames, _ = hash_video_phased(clips["pan"])
+    assert frames == hash_video(clips["pan"], density=8)
+    # A length not declared, or declared short: the plain hash when phases overflow.
+    monkeypatch.setattr("hashmatch.video_decoding.declared_seconds", lambda path: None)
+    assert hash_video_phased(clips["pan"])[0] == hash_video(clips["pan"])
+    monkeypatch.setattr(video, "MAX_VIDEO_FRAMES", 3)
+    with pytest.raises(video.VideoTooLong, match="more than 3 frames"):
+        hash_video_phased(clips["pan"])
 
 
 @settings(

@@ -234,6 +234,69 @@ def test_thresholds_can_only_be_tightened(
         assert said in _refused(info.value)
 
 
+@pytest.mark.parametrize(
+    ("slot", "said"),
+    [
+        (float("nan"), "slot_seconds nan must be more than 0"),
+        (-1.0, "slot_seconds -1.0 must be more than 0"),
+        (0.0, "slot_seconds 0.0 must be more than 0"),
+        (float("inf"), "slot_seconds inf must be"),
+        (1e9, "slot_seconds 1000000000.0 must be more than 0 and at most 60 seconds"),
+    ],
+)
+def test_a_bad_slot_is_refused_by_name_and_the_server_keeps_serving(
+    one: tuple[ServerProcess, str], slot: float, said: str
+) -> None:
+    with grpc.insecure_channel(one[0].address) as channel:
+        match = match_pb2_grpc.MatchServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            match.CheckVideo(match_pb2.VideoCheckRequest(frames=[GOOD], slot_seconds=slot))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert said in _refused(info.value)
+        answer = match.CheckVideo(match_pb2.VideoCheckRequest(frames=[GOOD], slot_seconds=1.0))
+        assert not answer.matched and answer.frames_matched_on == 1
+
+
+def test_a_phased_check_counts_each_slot_once_matched_when_any_frame_is(
+    fed: tuple[ServerProcess, str],
+) -> None:
+    """A query whose every second holds one frame near the listed video among three
+    others (a trim out of phase, checked at four phases) matches in slots of 1 s and not
+    frame by frame; slots of unrelated frames still do not match."""
+    proc, _ = fed
+    listed = synthetic_video(20, seed=21)
+    near = edited(listed, 12, seed=22)
+    others = synthetic_video(60, seed=23)
+    phased = []
+    for s, f in enumerate(near):
+        phased.append(replace(f, timestamp=s + 0.25))
+        phased += [
+            replace(o, timestamp=s + 0.25 + k / 5)
+            for k, o in enumerate(others[3 * s : 3 * s + 3], 1)
+        ]
+    with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
+        sub.create_list("videos")
+        assert sub.upload("videos", [video_entry(listed, "clip")]).added == 1
+        time.sleep(0.5)
+        plain = check.check_video(phased)
+        assert not plain.matched and plain.frames_matched_on == 80
+        verdict = check.check_video(phased, slot_seconds=1.0)
+        assert verdict.matched and verdict.frames_matched_on == 20
+        (m,) = verdict.matches
+        assert (m.query_match_percent, m.compared_match_percent) == (100, 100)
+
+        # Four of the twenty seconds without their near frame: 80%, still a match; five
+        # without: 75%, none.
+        def without(n: int) -> list[VideoFrame]:
+            return [f for f in phased if f.pdq not in {x.pdq for x in near[:n]}]
+
+        four = check.check_video(without(4), slot_seconds=1.0)
+        assert four.matched and four.matches[0].query_match_percent == 80
+        five = check.check_video(without(5), slot_seconds=1.0)
+        assert not five.matched and five.frames_matched_on == 20
+        assert not check.check_video(others, slot_seconds=1.0).matched
+
+
 def test_a_video_of_black_frames_is_nothing_to_match_on_and_cannot_be_listed(
     one: tuple[ServerProcess, str],
 ) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from hashmatch.client import MatchClient
 from hashmatch.demo.serve_process import ServerProcess
 from hashmatch.demo.video_clips import scene, stills, write_video
 from hashmatch.video import hash_video
@@ -23,7 +24,9 @@ SIZE = (160, 120)
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A 6 s pan over a photo, the same re-encoded at a low bit rate and trimmed to its
-    middle 4 s, cuts between other photos, and a pan cut short mid-file."""
+    middle 4 s, cuts between other photos, a pan cut short mid-file, and a 3 s pan and
+    3 s zoom over another photo with the same trimmed by 0.4 s at each end: out of
+    phase with vPDQ's seconds."""
     out = tmp_path_factory.mktemp("clips")
     pictures = stills(6, seed=5)
     paths = {name: out / f"{name}.mp4" for name in ("pan", "edited", "other")}
@@ -31,6 +34,11 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     write_video(paths["pan"], pan)
     write_video(paths["edited"], pan[30:150], bit_rate=60_000)
     write_video(paths["other"], scene(pictures[1:], "cuts", size=SIZE, seconds=6))
+    more = stills(7, seed=5)[6:]
+    moving = [*scene(more, "pan", size=SIZE, seconds=3), *scene(more, "zoom", size=SIZE, seconds=3)]
+    paths["moving"], paths["trimmed"] = out / "moving.mp4", out / "trimmed.mp4"
+    write_video(paths["moving"], moving)
+    write_video(paths["trimmed"], moving[12:-12])
     data = paths["pan"].read_bytes()
     (out / "truncated.mp4").write_bytes(data[: len(data) // 2])
     paths["truncated"] = out / "truncated.mp4"
@@ -143,3 +151,33 @@ def test_import_and_export_vpdq_lines_both_formats(clips: dict[str, Path], tmp_p
     assert lines[0] == f"vpdq {to_pytx(pan)}"
     hex_out = run_cli("export", "--store", url, "--list", "v", "--format", "hex", "--signal", "pdq")
     assert "exported 0" in hex_out.stderr
+
+
+def test_a_trim_out_of_phase_matches_by_the_phased_check_and_not_the_plain_one(
+    one: tuple[ServerProcess, str], clips: dict[str, Path]
+) -> None:
+    """0.4 s off the start puts every one-a-second frame of the pan and zoom 0.4 s from
+    the listed ones (over 31 bits away): the plain check finds nothing; `check` by default
+    sends every frame, each second one slot, and finds the listed clip."""
+    proc, _ = one
+    server = ("--server", proc.address)
+    assert run_cli("list", "create", *server, "moving").returncode == 0
+    up = run_cli("list", "upload", *server, "moving", str(clips["moving"]), "--no-progress")
+    assert "added 1" in up.stdout, up.stderr
+    plain = run_cli("check", *server, "--plain", str(clips["trimmed"]))
+    (answer,) = [json.loads(line) for line in plain.stdout.splitlines()]
+    assert answer["matched"] is False and answer["frames_matched_on"] >= 4
+    answers, _, code = checked(proc.address, clips["trimmed"])
+    answer = answers[0]
+    assert code == 0 and answer["matched"], answer
+    matches = answer["matches"]
+    assert isinstance(matches, list) and len(matches) == 1
+    m = matches[0]
+    assert m["list"] == "moving" and m["query_match_percent"] == 100
+    assert answer["frames_matched_on"] == 5  # its whole seconds: slots, not frames
+    with MatchClient(proc.address) as client:
+        assert client.check_video_file(clips["trimmed"]).matches[0].match_id == m["match_id"]
+        assert not client.check_video_file(clips["trimmed"], plain=True).matched
+        # The phased check of an unrelated clip still finds nothing.
+        other = client.check_video_file(clips["other"])
+        assert all(v.list != "moving" for v in other.matches)

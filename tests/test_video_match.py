@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from threatexchange.extensions.vpdq.vpdq import VPDQSignal
 
 from hashmatch.video import VideoFrame
-from hashmatch.video_match import is_match, match_percentages
+from hashmatch.video_match import is_match, match_percentages, query_units, slot_problem
 from hashmatch.vpdq_formats import to_pytx
 
 BASE = random.Random(7).getrandbits(256)
@@ -121,3 +121,61 @@ def test_agrees_with_pytx_compare_hash_where_its_two_orders_agree(
         result.distance.compared_match_percent,
     ) == pytest.approx(ours)
     assert result.match == is_match(ours)
+
+
+def slotted(query: list[VideoFrame], per_slot: float = 1.0) -> list[VideoFrame]:
+    """The query's frames, the k-th at k seconds: one frame a slot."""
+    return [VideoFrame(f.pdq, f.quality, k * per_slot) for k, f in enumerate(query)]
+
+
+@settings(deadline=None)
+@given(frames_st, frames_st, st.integers(0, 64))
+def test_slots_of_one_frame_each_are_pytxs_rule(
+    query: list[VideoFrame], listed: list[VideoFrame], threshold: int
+) -> None:
+    """A plain hash checked with slots (one frame a second, slots of 1 s) is answered as
+    without them: the phased rule only widens what a slot of several frames matches."""
+    one_each = slotted(query)
+    assert match_percentages(one_each, listed, threshold, slot_seconds=1.0) == pytest.approx(
+        pytx_brute(query, listed, threshold)
+    )
+
+
+def test_a_slot_matches_when_any_of_its_frames_does() -> None:
+    """Five seconds at four phases, one phase of each near a listed frame: each second
+    matches, though a quarter of the frames do; the listed side counts its own frames."""
+    rng = random.Random(11)
+    listed = [frame(rng.getrandbits(256), t=float(s)) for s in range(5)]
+    query = []
+    for s, f in enumerate(listed):
+        query.append(VideoFrame(f.pdq, 100, s + 0.5))
+        query += [frame(rng.getrandbits(256), t=s + 0.5 + k / 8) for k in range(1, 4)]
+    assert match_percentages(query, listed) == (25.0, 100.0)
+    assert match_percentages(query, listed, slot_seconds=1.0) == (100.0, 100.0)
+    # Slots of 2 s hold two seconds' frames: three slots, each matched.
+    assert query_units(query, slot_seconds=2.0)[1] == [
+        tuple(range(0, 8)),
+        tuple(range(8, 16)),
+        tuple(range(16, 20)),
+    ]
+    # A slot with no frame near the listed video is one unmatched frame of the query.
+    other = [frame(rng.getrandbits(256), t=5.0 + k / 4) for k in range(4)]
+    shares = match_percentages(query + other, listed, slot_seconds=1.0)
+    assert shares == pytest.approx((100 * 5 / 6, 100.0))
+
+
+def test_slots_count_a_held_still_once_and_ignore_low_quality_frames() -> None:
+    still = [frame(BASE, t=float(s)) for s in range(8)]
+    units = query_units([*still, frame(near(100, 4), 40, 9.0)], slot_seconds=1.0)
+    assert units == ([f"{BASE:064x}"], [(0,)])
+    assert match_percentages([*still, frame(near(100, 4), t=9.0)], [frame(BASE)], slot_seconds=1.0)[
+        0
+    ] == pytest.approx(50.0)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan"), float("inf"), 60.5, 1e300])
+def test_a_slot_must_be_positive_finite_and_at_most_a_minute(bad: float) -> None:
+    assert slot_problem(bad) is not None and "slot_seconds" in str(slot_problem(bad))
+    with pytest.raises(ValueError, match="slot_seconds"):
+        match_percentages([frame(BASE)], [frame(BASE)], slot_seconds=bad)
+    assert slot_problem(60.0) is None and slot_problem(1e-3) is None
