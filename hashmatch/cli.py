@@ -337,8 +337,8 @@ def file_checks(
     show_default=True,
     help="--robust also checks each image mirrored, turned, without borders and without a "
     "caption band (14-16 hashes for pdq,phash; each match says which variant found it), "
-    "and checks each video phased (every frame up to 30 a second, each second counted as "
-    "one frame: finds trims by a fraction of a second); "
+    "and checks each video phased (16 frames a second, each second counted as one frame: "
+    "finds trims by a fraction of a second); "
     "--plain checks each signal's hash of the image alone, and vPDQ's frames of a video.",
 )
 @click.argument("inputs", nargs=-1)

@@ -9,8 +9,9 @@ cuts, noise; hashmatch.demo.video_clips) and never anything else.
 - speed: --seconds of 1280x720, 30 frame/s H.264 (x264 defaults), hashed at one frame a
   second with the process pinned to one core: decoding alone, our hash decoding every
   frame, our hash skipping unreferenced frames (the default), and Meta's vpdq
-  (thread_count=1). Video seconds hashed per CPU second (x real time) and per wall second,
-  the best of --rounds;
+  (thread_count=1); and what a phased check hashes (hashmatch.video.hash_video_phased:
+  16 a second, the CLI's default check; and every frame, 30 a second). Video seconds
+  hashed per CPU second (x real time) and per wall second, the best of --rounds;
 - agreement: per clip, our frames against vpdq's at the same times (vpdq keeps repeated
   frames, we drop them), per-frame Hamming distance and quality difference, and the match
   percentages python-threatexchange's compare_hash gives our hash against vpdq's;
@@ -40,7 +41,7 @@ from threatexchange.extensions.vpdq.vpdq_util import (
 )
 
 from hashmatch.demo.video_clips import MOTIONS, Rgb, scene, stills, write_video
-from hashmatch.video import VideoFrame
+from hashmatch.video import CHECK_PHASES, VideoFrame, hash_video_phased
 from hashmatch.video_decoding import sampled_frames
 from hashmatch.video_match import match_percentages
 from hashmatch.vpdq_formats import from_pytx, to_pytx
@@ -108,6 +109,12 @@ def speed(args: argparse.Namespace, work: Path) -> None:
         "ours, decoding every frame": lambda: list(sampled_frames(clip, 1.0, skip=False)),
         "ours, skipping unreferenced frames (default)": lambda: list(sampled_frames(clip, 1.0)),
         "Meta vpdq (C++, thread_count=1)": lambda: vpdq.computeHash(str(clip), thread_count=1),
+        f"ours, phased check ({CHECK_PHASES} a second, the CLI's default check)": lambda: (
+            hash_video_phased(clip)
+        ),
+        "ours, phased check at 30 a second (every frame)": lambda: hash_video_phased(
+            clip, phases=30
+        ),
     }
     results = {name: timed(run, args.rounds) for name, run in methods.items()}
     peer_cpu = results["Meta vpdq (C++, thread_count=1)"][1]

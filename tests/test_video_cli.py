@@ -158,7 +158,7 @@ def test_a_trim_out_of_phase_matches_by_the_phased_check_and_not_the_plain_one(
 ) -> None:
     """0.4 s off the start puts every one-a-second frame of the pan and zoom 0.4 s from
     the listed ones (over 31 bits away): the plain check finds nothing; `check` by default
-    sends every frame, each second one slot, and finds the listed clip."""
+    sends 16 frames a second, each second one slot, and finds the listed clip."""
     proc, _ = one
     server = ("--server", proc.address)
     assert run_cli("list", "create", *server, "moving").returncode == 0
