@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from hashmatch.downscale import Box, Downscale, Luma, sub_box
+from hashmatch.downscale import MAX_SIDE, Box, Downscale, Luma, sub_box
 from hashmatch.images import ImageSource
 from hashmatch.signals import HashResult, Signal
 
@@ -85,7 +85,11 @@ TRIM_PASSES = 3
 class HashesLuma(Protocol):
     """A signal that hashes a luminance array of any size as it hashes an image (PDQ)."""
 
+    unblurred_side: int
+
     def hash_luma(self, luma: Luma) -> HashResult: ...
+
+    def noise_set(self, square: Luma) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -136,16 +140,24 @@ def derived(signal: Signal, small: Downscale, box: Box) -> HashResult:
 
 
 def oriented(
-    signal: Signal, small: Downscale, box: Box, prefix: str, turns: Sequence[int] = ALL_TURNS
+    signal: Signal,
+    small: Downscale,
+    box: Box,
+    prefix: str,
+    turns: Sequence[int] = ALL_TURNS,
+    enlarge: int = 1,
 ) -> list[Variant]:
     """The signal's own hash of the box turned by each of ORIENTATIONS[turns], named
     `prefix` and `prefix+turn`: what hashing the turned picture gives, so a turned
-    re-upload, turned back, meets its original's hash however that was listed."""
+    re-upload, turned back, meets its original's hash however that was listed; for a
+    signal that hashes luminance, of the picture `enlarge` times as large, if asked."""
     named = [
         (ORIENTATIONS[k], prefix if k == 0 else f"{prefix}+{ORIENTATIONS[k][0]}") for k in turns
     ]
     if isinstance(signal, HashesLuma):
         luma = small.region(box)
+        if enlarge > 1:
+            luma = np.repeat(np.repeat(luma, enlarge, axis=0), enlarge, axis=1)
         return [Variant(name, signal.hash_luma(turn(luma))) for (_, _, turn), name in named]
     image = small.crop(box)
     return [
@@ -182,6 +194,23 @@ def _carriers(signals: Sequence[Signal], primaries: dict[str, HashResult]) -> se
     return {s.name for s in (squares or others or perceptual)}
 
 
+def _enlargement(signal: Signal, small: Downscale, square: Luma) -> int:
+    """How many times to enlarge a small upload before hashing its turns: once, unless the
+    signal's hash of it is set by noise (a chessboard) and a side of it is too short for
+    the signal to blur. Its original was listed by its hash at full size, where such a
+    pattern's bits come from the signal's blur, which an enlarged copy goes through too
+    (a halved chessboard turned back: 96 bits away at its own size, 22 enlarged twice);
+    at the upload's own size they come from how it was shrunk and compressed. Listed
+    squares can't stand in: a list refuses a pattern's square (32 of 256 bits set)."""
+    if not isinstance(signal, HashesLuma) or not signal.noise_set(square):
+        return 1
+    shortest, longest = (int(f(small.luma.shape)) for f in (min, max))
+    blurred = signal.unblurred_side + 1
+    if shortest >= blurred:
+        return 1
+    return max(1, min(-(-blurred // shortest), MAX_SIDE // longest))
+
+
 def _crops(signal: Signal, small: Downscale, box: Box, crops: Sequence[Crop]) -> list[Variant]:
     return [Variant(name, derived(signal, small, sub_box(box, *c))) for name, *c in crops]
 
@@ -192,7 +221,8 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
     of the whole image (a bare list holds whole images, some with plain edges that read as
     borders) and, for a signal that hashes squares, the whole downscale's square. Exact
     signals (file digests) have only the file's own hash. 14 to 16 for PDQ and pHash,
-    whichever carries the turns."""
+    whichever carries the turns. A small upload whose hash is set by noise has its turns
+    hashed from a copy enlarged enough for the signal to blur (_enlargement)."""
     small = Downscale.of(source.rgb)
     trimmed = trim_borders(small.luma)
     primaries = {signal.name: signal.compute(source) for signal in signals}
@@ -205,10 +235,12 @@ def probe_variants(source: ImageSource, signals: Sequence[Signal]) -> list[Varia
         found += _crops(signal, small, small.whole, BANDS)
         if trimmed is not None:
             found += oriented(signal, small, trimmed, "trimmed", (0,))
+        square = small.square(small.whole, signal.square_size) if signal.square_size else None
         if signal.name in carriers:
-            found += oriented(signal, small, small.whole, "small", ALL_TURNS[1:])
-        if signal.square_size:
-            found.append(Variant("small", derived(signal, small, small.whole)))
+            enlarge = 1 if square is None else _enlargement(signal, small, square)
+            found += oriented(signal, small, small.whole, "small", ALL_TURNS[1:], enlarge)
+        if square is not None:
+            found.append(Variant("small", signal.hash_square(square)))
     return _distinct(found)
 
 

@@ -160,8 +160,11 @@ def ratio_rows(
     rows: dict[str, dict[str, Any]],
     peer: dict[str, Any],
     idle: dict[str, dict[str, list[float]]],
+    cost: dict[str, dict[str, list[float]]],
 ) -> list[tuple[str, float, str, bool]]:
-    """(comparison, ratio, target, met) for each of issue 24's targets."""
+    """(comparison, ratio, target, met) for each of issue 24's targets. The idle
+    listener is also judged by the server's CPU per check, which the machine's drift
+    moves far less than the rate a shared box lets the clients reach."""
     out = []
     for kind in ("miss", "hit"):
         r = rows[f"raw_lookup {kind}"]["checks_per_s"] / peer[f"query_{kind}"]["checks_per_s"]
@@ -175,7 +178,21 @@ def ratio_rows(
         out.append(
             (f"gRPC {mode} with idle HTTP listener / gRPC alone, checks/s", r, "≥ 0.95x", r >= 0.95)
         )
+        c = statistics.median(cost["alone"][mode]) / statistics.median(cost["with HTTP"][mode])
+        out.append(
+            (
+                f"gRPC {mode}: server CPU per check alone / with idle HTTP listener",
+                c,
+                "≥ 0.95x",
+                c >= 0.95,
+            )
+        )
     return out
+
+
+def cpu_per_1000(row: dict[str, Any]) -> float:
+    """The server's CPU milliseconds per 1,000 hash checks in a scenario."""
+    return float(row["server_cpu"]) / max(float(row["checks_per_s"]), 1e-9) * 1e6
 
 
 def main() -> None:
@@ -221,6 +238,7 @@ def main() -> None:
             "errors": {},
         }
     idle: dict[str, dict[str, list[float]]] = {"alone": {}, "with HTTP": {}}
+    cost: dict[str, dict[str, list[float]]] = {"alone": {}, "with HTTP": {}}
     args.results.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hashmatch-http-load-") as tmp, ExitStack() as stack:
         where = Path(tmp) if args.store_dir is None else args.store_dir
@@ -318,6 +336,7 @@ def main() -> None:
                         s.address, s.pids(), metrics[name], mode, args.seconds, args.connections
                     )
                     idle[name].setdefault(mode, []).append(row["checks_per_s"])
+                    cost[name].setdefault(mode, []).append(cpu_per_1000(row))
 
     title = (
         f"hashmatch HTTP load, {n / 1e6:g}M PDQ list, {date.today()}, "
@@ -346,16 +365,21 @@ def main() -> None:
         f"gRPC alone vs gRPC with the HTTP listener open but idle (h2load, hash checks/s, "
         f"{args.rounds} alternate rounds):",
         "",
-        "| mode | server | each round | median |",
-        "|---|---|---|---|",
+        "| mode | server | each round | median | server CPU ms per 1,000 checks, each round "
+        "| median |",
+        "|---|---|---|---|---|---|",
     ]
     for mode in IDLE_MODES:
         for name in ("alone", "with HTTP"):
             each = ", ".join(f"{v:,.0f}" for v in idle[name][mode])
             median = statistics.median(idle[name][mode])
-            lines.append(f"| {mode} | gRPC {name} | {each} | {median:,.0f} |")
+            spent = ", ".join(f"{v:,.1f}" for v in cost[name][mode])
+            lines.append(
+                f"| {mode} | gRPC {name} | {each} | {median:,.0f} | {spent} "
+                f"| {statistics.median(cost[name][mode]):,.1f} |"
+            )
     lines += ["", "| ratio (same run) | value | target | met |", "|---|---|---|---|"]
-    for what, value, target, met in ratio_rows(rows, peer, idle):
+    for what, value, target, met in ratio_rows(rows, peer, idle, cost):
         lines.append(f"| {what} | {value:.2f}x | {target} | {'yes' if met else 'no'} |")
     lines += [
         "",

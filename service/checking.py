@@ -41,11 +41,14 @@ def visible(
     found: Sequence[list[Hit]],
     quarantined: frozenset[str],
     policies: PolicyWatch,
+    only: frozenset[str] | None = None,
 ) -> list[Found]:
     """The queries with hits the caller may see: of the match lists it may read, within
     the query's and the list's own distance, not quarantined (a quarantined entry matches
     no one), and capped. A query within a negative list's distance of one of its entries,
     where that list is the caller's tenant's or everyone's, shows nothing (counted).
+    `only`: the lists the caller asked about (HMA's `banks=`); other hits are not shown,
+    so they are neither served nor audited as served.
 
     `found` holds each query's hits nearest first, at most KEPT_PER_LIST a list, searched
     within the query's max_distance, or the signal's threshold where negative lists apply."""
@@ -59,6 +62,10 @@ def visible(
             if suppressed_by is not None:
                 metrics.SUPPRESSED.labels(queries[i].signal, suppressed_by).inc()
                 continue
+            if not hits:
+                continue
+        if only is not None:
+            hits = [h for h in hits if h.list in only]
             if not hits:
                 continue
         capped = len(hits) > MAX_MATCHES_PER_RESULT
@@ -194,18 +201,20 @@ def answer(
     deadline: float | None,
     method: str,
     groups: Sequence[Sequence[int]] | None = None,
+    only: frozenset[str] | None = None,
 ) -> tuple[int, list[Found]]:
     """Check parsed queries for a caller, whatever the transport. Returns the snapshot
     version and the queries with hits the caller may see.
 
     Charged before any work, so a refused call costs nothing; every hit shown is audited
     before the answer leaves (an audit log that stays full fails the call instead).
-    `groups` (image_groups) has each image's queries watched for probing as one."""
+    `groups` (image_groups) has each image's queries watched for probing as one; `only`
+    narrows the answer to those lists (see `visible`)."""
     guards.gate.charge(caller, len(queries))
     guards.probe.observe(caller, queries, groups)
     negative = guards.policies.current.negative_for(caller.tenant)
     version, found = batcher.check(widened(queries) if negative else queries, deadline)
-    with_hits = visible(caller, queries, found, guards.anomaly.quarantined, guards.policies)
+    with_hits = visible(caller, queries, found, guards.anomaly.quarantined, guards.policies, only)
     audit_hits(guards.audit, caller, queries, with_hits)
     watch_entries(guards.anomaly, with_hits)
     guards.audit.key_used(caller.actor, method)

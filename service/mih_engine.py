@@ -450,6 +450,13 @@ class MihEngine:
             if most <= cap:
                 break
             cap = most
+        if len(q) == 1:
+            found = int(counts[0])
+            return Hits(
+                np.array([0, found], np.int64),
+                rows[0, :found].astype(np.int64),
+                dist[0, :found].astype(np.int32),
+            )
         keep = np.arange(cap)[None, :] < counts[:, None]
         lims = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
         return Hits(lims, rows[keep].astype(np.int64), dist[keep].astype(np.int32))

@@ -92,8 +92,9 @@ def test_http_load_measures_http_beside_grpc_and_the_peer(tmp_path: Path) -> Non
         for server in ("alone", "with HTTP")
     ]
     assert all(number(r[3]) > 0 and len(r[2].split(", ")) == 2 for r in idle), idle
+    assert all(number(r[5]) > 0 and len(r[4].split(", ")) == 2 for r in idle), idle
     ratios = [r for r in every if r[-1] in ("yes", "no")]
-    assert len(ratios) == 6 and all(number(r[1]) > 0 for r in ratios), ratios
+    assert len(ratios) == 8 and all(number(r[1]) > 0 for r in ratios), ratios
 
 
 def test_freshness_benchmark_times_every_path_under_load(tmp_path: Path) -> None:

@@ -341,6 +341,24 @@ def test_the_same_over_http(two: Two) -> None:
         assert http.get("/v1/review").status_code == 403  # a check key manages nothing
 
 
+def test_an_hma_lookup_serves_only_the_banks_it_asked_about(two: Two) -> None:
+    """`/m/lookup?banks=b` of a hash listed in 'a' answers nothing, so nothing of 'a' was
+    served to that key: its report on the entry is refused as never served."""
+    hma, other = two.key("hma-banks", "check"), two.key("hma-other", "check")
+    two.settle()
+    target = HASHES[12]
+    [match_id] = served(two.p1, other, target)
+    lookup = {"signal_type": "pdq", "signal": target.hex()}
+    with bearer_client(f"http://{two.p1.http_address}", hma, 30) as http:
+        assert http.get("/m/lookup", params={**lookup, "banks": "b"}).json() == {}
+        assert http.get("/m/raw_lookup", params={**lookup, "banks": "b"}).json() == {"matches": []}
+        unseen = http.post("/v1/feedback", json={"match_id": match_id, "verdict": "confirmed"})
+        assert unseen.status_code == 404, unseen.text
+        assert list(http.get("/m/lookup", params={**lookup, "banks": "a,b"}).json()) == ["a"]
+        seen = http.post("/v1/feedback", json={"match_id": match_id, "verdict": "confirmed"})
+        assert seen.status_code == 200, seen.text
+
+
 def test_a_list_set_to_one_tenant_quarantines_on_one_report(two: Two) -> None:
     """Threshold 1: one tenant's false_positive is enough. A lowered threshold counts the
     reports already taken at the entry's next report, not at the change; a raised one

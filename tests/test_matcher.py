@@ -52,3 +52,31 @@ def test_the_matcher_keeps_the_closest_of_each_list_and_only_those(
             mine = sorted((d, r) for r, (lst, d) in enumerate(q) if lst == listed and d <= limit)
             expected += [r for _, r in mine[:KEPT_PER_LIST]]
         assert got == sorted(expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.integers(0, 40)), min_size=1, max_size=45),
+    st.integers(0, 40),
+    st.sets(st.integers(0, 44)),
+)
+def test_a_single_query_is_chosen_as_in_a_batch(
+    found: list[tuple[int, int]], limit: int, excluded: set[int]
+) -> None:
+    """One query (a unary lookup) takes a shorter path: it keeps exactly what the same
+    query keeps in a batch, within its distance, tombstones left out."""
+    lists = np.array([lst for lst, _ in found], np.uint32)
+    distances = np.array([d for _, d in found], np.int32)
+    table = SimpleNamespace(list_positions=lists, entry_ids=np.arange(len(found)), count=len(found))
+    exclude = np.array(sorted(excluded), np.int64)
+    rows = np.arange(len(found), dtype=np.int64)
+    one = Hits(np.array([0, len(found)], np.int64), rows, distances)
+    two = Hits(
+        np.array([0, len(found), 2 * len(found)], np.int64),
+        np.concatenate([rows, rows]),
+        np.concatenate([distances, distances]),
+    )
+    kept, lims = _closest(one, np.array([limit], np.int32), cast(SignalTable, table), exclude)
+    batch, bounds = _closest(two, np.full(2, limit, np.int32), cast(SignalTable, table), exclude)
+    assert lims.tolist() == [0, len(kept)]
+    assert sorted(one.rows[kept].tolist()) == sorted(two.rows[batch[: bounds[1]]].tolist())

@@ -44,7 +44,8 @@ def distance(a: bytes, b: bytes) -> int:
 
 
 def nearest(listed: list[bytes], probes: list[bytes]) -> int:
-    return min(distance(a, b) for a in listed for b in probes)
+    """The closest pair's distance; with nothing listed, farther than any threshold."""
+    return min((distance(a, b) for a in listed for b in probes), default=256)
 
 
 def pdq_of(variants: list[Variant], signal: str = "pdq") -> list[bytes]:
@@ -127,27 +128,34 @@ def test_a_turned_upload_meets_a_bare_list_of_whole_image_pdq(
     assert not misses
 
 
-# The pure chessboard is left out: its PDQ sets bits by noise (its DCT is zero but for a
-# few coefficients) and its square sets 32 of 256 bits, which a list refuses.
 COMPOUND = {
     "mirror + jpeg q50": True,
     "resize 1/2 + rotate 90 + jpeg q70": False,
 }
 
 
+def accepted(variants: list[Variant]) -> list[Variant]:
+    """What a list keeps of an image's listing: it refuses hashes too poor to match safely
+    (a chessboard's squares, 32 of 256 bits set; clock_motion's PDQ)."""
+    return [
+        v
+        for v in variants
+        if SIGNALS[v.hash.signal].degenerate(v.hash.hash, v.hash.quality) is None
+    ]
+
+
 @pytest.mark.parametrize("edit", list(COMPOUND))
 def test_compound_edits_meet_their_listing(photos: dict[str, bytes], edit: str) -> None:
     """The two edits the 16-hash budget first lost against the old 36-52 hashes: every
-    photo at the robustness benchmark's size (256 px) must meet its listed variants, and
-    a mirrored one a bare list too (the horse's plain edges, the phantom's black ground
-    and the tiny microaneurysms missed)."""
+    photo at the robustness benchmark's size (256 px) must meet what a list keeps of its
+    variants, and a mirrored one a bare list too (the horse's plain edges, the phantom's
+    black ground and the tiny microaneurysms missed; the halved, turned chessboards
+    missed by 95 bits)."""
     misses = {}
     for name in photos:
-        if name.startswith("chessboard"):
-            continue
         image = image_of(photos[name])
         image.thumbnail((256, 256), Image.Resampling.LANCZOS)
-        listed = listing_variants(ImageSource(b"", image), DEFAULT)
+        listed = accepted(listing_variants(ImageSource(b"", image), DEFAULT))
         probes = probe_variants(ImageSource(b"", TRANSFORMS[edit](image)), DEFAULT)
         bare = [v for v in listed if v.name == "original"]
         for kind, entries in (("listed", listed), ("bare", bare))[: 2 if COMPOUND[edit] else 1]:
@@ -156,6 +164,49 @@ def test_compound_edits_meet_their_listing(photos: dict[str, bytes], edit: str) 
             if pdq > PDQ.threshold and phash > PHASH.threshold:
                 misses[name, kind] = (pdq, phash)
     assert not misses
+
+
+def reupload_jpeg(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("side", [200, 256, 400])
+def test_a_halved_turned_chessboard_meets_its_listing(photos: dict[str, bytes], side: int) -> None:
+    """A list keeps only a chessboard's full-size PDQ (its squares set 32 of 256 bits),
+    whose bits come from PDQ's blur. A halved copy of 128 px or less, which PDQ samples
+    without a blur, turned and recompressed, missed it by 36-96 bits in every turn.
+    (Quartered and recompressed, a chessboard is found in some turns only: not promised.)"""
+    image = image_of(photos["chessboard_GRAY"]).resize((side, side), Image.Resampling.LANCZOS)
+    listed = accepted(listing_variants(ImageSource(b"", image), DEFAULT))
+    assert {v.name for v in listed if v.hash.signal == "pdq"} == {"original"}
+    for turn_name, turn, _ in ORIENTATIONS[1:]:
+        assert turn is not None
+        size = (side // 2, side // 2)
+        upload = image.resize(size, Image.Resampling.LANCZOS).transpose(turn)
+        probes = probe_variants(ImageSource(reupload_jpeg(upload, 70)), DEFAULT)
+        assert len(probes) <= MOST_PROBES
+        assert nearest(pdq_of(listed), pdq_of(probes)) <= PDQ.threshold, turn_name
+
+
+def test_only_a_regular_pattern_has_its_pdq_set_by_noise(photos: dict[str, bytes]) -> None:
+    """Enlarging a small upload before hashing its turns would cost a small photo its match
+    with a same-size turned original (microaneurysms, page: 2 of 50 in the robustness
+    benchmark's bare lists), so it is kept to patterns: of the bundled photos at the
+    benchmark's size, under every edit here, only the chessboards are flagged, and they
+    are flagged however shrunk, turned or recompressed."""
+    edits = ("jpeg q50", "mirror", "resize 1/2 + rotate 90 + jpeg q70", "resize 1/4 (1/16 area)")
+    flagged = set()
+    for name, data in photos.items():
+        image = image_of(data)
+        image.thumbnail((256, 256), Image.Resampling.LANCZOS)
+        for edit in edits:
+            small = Downscale.of(TRANSFORMS[edit](image))
+            if PDQ.noise_set(small.square(small.whole, PDQ.square_size)):
+                flagged.add((name, edit))
+    boards = ("chessboard_GRAY", "chessboard_RGB")
+    assert flagged == {(board, edit) for board in boards for edit in edits}
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])

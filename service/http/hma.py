@@ -77,9 +77,9 @@ def _flag(params: dict[str, str], name: str) -> bool:
     raise InvalidRequest(f"{name} must be true or false, not {value[:20]!r}")
 
 
-def _banks(params: dict[str, str]) -> set[str] | None:
+def _banks(params: dict[str, str]) -> frozenset[str] | None:
     banks = params.get("banks")
-    return None if not banks else set(banks.split(","))
+    return None if not banks else frozenset(banks.split(","))
 
 
 def _lookup(face: Face, request: Request, route: str, distance: bool) -> list[tuple[Hit, int]]:
@@ -99,8 +99,8 @@ def _lookup(face: Face, request: Request, route: str, distance: bool) -> list[tu
         raise HttpError(503, "HMA lookups need a store (serve --store): content ids live there")
     query = _query(params)
     banks = _banks(params)
-    _, with_hits = answer(face.batcher, face.guards, caller, [query], None, route)
-    hits = [h for found in with_hits for h in found.hits if banks is None or h.list in banks]
+    _, with_hits = answer(face.batcher, face.guards, caller, [query], None, route, only=banks)
+    hits = [h for found in with_hits for h in found.hits]
     ids = face.content_ids([bytes.fromhex(h.match_id) for h in hits])
     return [(h, ids[k]) for h in hits if (k := bytes.fromhex(h.match_id)) in ids]
 
