@@ -19,6 +19,11 @@ unrelated video matching any listed one.
 1 s frames and those evenly between, hash_video(density=...)) while checks stay at 1 s:
 "1,4" compares plain listing with dense listing, where each check frame of a trimmed
 upload lies within 1/8 s of a listed one.
+
+--scaled lists each video with its scaled frames (hash_video(scaled=True): each sampled
+frame also resampled to 160 px, which a downscaled copy's frames meet) and adds, for each
+downscale edit, a row checked with the upload's scaled frames too, counted by one-second
+slots (a second matches when its plain or its scaled frame does).
 """
 
 from __future__ import annotations
@@ -151,6 +156,27 @@ def encode_and_hash(
     return hash_video(path)
 
 
+Rule = Callable[[Sequence[VideoFrame], Sequence[VideoFrame]], tuple[float, float]]
+
+
+def slot_percentages(
+    query: Sequence[VideoFrame], listed: Sequence[VideoFrame]
+) -> tuple[float, float]:
+    """Query-match by one-second slots: a slot with a frame of quality >= 50 counts once,
+    matched when any of its frames is within 31 bits of a listed frame.
+    LOCAL STAND-IN, to be replaced on merge by branch videoslots' rule in
+    hashmatch.video_match (VideoCheckRequest.slot_seconds)."""
+    slots: dict[int, list[VideoFrame]] = {}
+    for f in query:
+        slots.setdefault(int(f.timestamp), []).append(f)
+    usable = [fs for fs in slots.values() if any(f.quality >= 50 for f in fs)]
+    matched = sum(
+        any(match_percentages([f], listed)[0] > 0 for f in fs if f.quality >= 50) for fs in usable
+    )
+    compared = match_percentages(query, listed)[1]
+    return (100.0 * matched / len(usable) if usable else 0.0, compared)
+
+
 def main(argv: list[str] | None = None) -> int:
     global SIZE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -170,12 +196,21 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 8],
         help="frames a second the listed videos are hashed at, one row each (default: %(default)s)",
     )
+    parser.add_argument(
+        "--scaled",
+        action="store_true",
+        help="list with scaled frames; check downscaled copies with them too (slots)",
+    )
     args = parser.parse_args(argv)
     SIZE = args.size
     if args.edits:
         wanted = args.edits.split(",")
         for name in [n for n in EDITS if not any(w in n for w in wanted)]:
             del EDITS[name]
+    slotted = [f"{n}, checked with scaled frames too (slots)" for n in EDITS if "downscale" in n]
+    if args.scaled:
+        for name in slotted:
+            EDITS[name] = EDITS[name.split(",")[0]]
     started = time.monotonic()
     listed_photos, other_photos = split_photos()
     rates = [30.0 if i % 2 == 0 else 24.0 for i in range(args.listed)]
@@ -191,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.listed):
             write_video(work / "listed.mp4", listed_frames(i), fps=rates[i])
             for s, step in enumerate(steps):
-                listings[s].append(hash_video(work / "listed.mp4", density=step))
+                listings[s].append(
+                    hash_video(work / "listed.mp4", density=step, scaled=args.scaled)
+                )
         prepend = video_frames(other_photos, seed=999, fps=30.0, seconds=4)
         Stats = dict[str, tuple[list[float], list[bool]]]
         stats: list[Stats] = [{name: ([], []) for name in EDITS} for _ in steps]
@@ -209,14 +246,15 @@ def main(argv: list[str] | None = None) -> int:
                     extra.append(hash_video(work / "edited.mp4", mirrored=True))
                 if name in ROBUST_TRIMS:
                     extra += [hash_video(work / "edited.mp4", phase=p) for p in ROBUST_PHASES]
+                rule: Rule = match_percentages
+                if name in slotted:
+                    query, rule = hash_video(work / "edited.mp4", scaled=True), slot_percentages
                 for s, listed in enumerate(listings):
-                    result = max(match_percentages(q, listed[i]) for q in [query, *extra])
+                    result = max(rule(q, listed[i]) for q in [query, *extra])
                     stats[s][name][0].append(result[0])
                     stats[s][name][1].append(is_match(result))
                     wrong[s][name] += sum(
-                        is_match(match_percentages(query, h))
-                        for k, h in enumerate(listed)
-                        if k != i
+                        is_match(rule(query, h)) for k, h in enumerate(listed) if k != i
                     )
             print(f"listed video {i + 1} of {args.listed} edited and checked", file=sys.stderr)
 
@@ -242,20 +280,33 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
 
         false, best = [0] * len(steps), [0.0] * len(steps)
+        false_slots, best_slots = [0] * len(steps), [0.0] * len(steps)
         for j in range(args.unrelated):
             pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
             frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
             query = encode_and_hash(work / "other.mp4", frames, 30.0, {})
+            scaled_query = hash_video(work / "other.mp4", scaled=True) if args.scaled else []
             for s, listed in enumerate(listings):
                 for listed_hash in listed:
                     result = match_percentages(query, listed_hash)
                     false[s] += is_match(result)
                     best[s] = max(best[s], result[0])
+                    if scaled_query:  # checked with its scaled frames too, by slots
+                        result = slot_percentages(scaled_query, listed_hash)
+                        false_slots[s] += is_match(result)
+                        best_slots[s] = max(best_slots[s], result[0])
         for s, step in enumerate(steps):
             print(
                 f"\nunrelated videos, listed at {step} frames/s: {false[s]} false matches in "
                 f"{args.unrelated * args.listed} (unrelated, listed) pairs; the highest "
                 f"query-match of any pair {best[s]:.0f}%"
+                + (
+                    f"; checked with scaled frames too (slots): {false_slots[s]} false matches, "
+                    f"the highest query-match {best_slots[s]:.0f}%"
+                    if args.scaled
+                    else ""
+                )
+                + f" (listed {'with' if args.scaled else 'without'} scaled frames)"
             )
     print(f"\n{time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
