@@ -32,6 +32,7 @@ from indexer.build import build_snapshot
 from indexer.snapshot import read_snapshot
 from indexer.store import open_store
 from tests.conftest import run_cli
+from tests.test_benchmarks import run, table_rows
 from tests.test_video_checks import module_server
 
 SIZE = (320, 240)
@@ -173,3 +174,20 @@ def test_a_listed_small_clip_matches_its_halved_copy_over_the_cli_and_exports_pl
     again.write_text(format_line(video_entry(plain), "csv") + "\n")
     dup = run_cli("import", "--store", url, "--list", "small", str(again))
     assert "added 0, duplicates 1" in dup.stdout, dup.stderr
+
+
+def test_the_robustness_benchmark_lists_scaled_frames_and_checks_by_slots() -> None:
+    out = run(
+        "video_robustness.py",
+        *("--listed", "1", "--unrelated", "1", "--seconds", "4", "--size", "320x240"),
+        *("--edits", "downscale", "--densities", "1", "--scaled"),
+    )
+    rows = [r for r in table_rows(out) if r[0] == "1"]
+    assert [r[1] for r in rows] == [
+        "downscale 1/2",
+        "downscale 1/4",
+        "downscale 1/2, checked with scaled frames too (slots)",
+        "downscale 1/4, checked with scaled frames too (slots)",
+    ]
+    assert "checked with scaled frames too (slots): 0 false matches" in out
+    assert "(listed with scaled frames)" in out
