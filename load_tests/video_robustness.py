@@ -197,6 +197,12 @@ def main(argv: list[str] | None = None) -> int:
         help="frames a second the listed videos are hashed at, one row each (default: %(default)s)",
     )
     parser.add_argument(
+        "--unrelated-from",
+        type=int,
+        default=0,
+        help="the first unrelated video's number: runs with disjoint ranges add up",
+    )
+    parser.add_argument(
         "--scaled",
         action="store_true",
         help="list with scaled frames; check downscaled copies with them too (slots)",
@@ -281,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
         false, best = [0] * len(steps), [0.0] * len(steps)
         false_slots, best_slots = [0] * len(steps), [0.0] * len(steps)
-        for j in range(args.unrelated):
+        for j in range(args.unrelated_from, args.unrelated_from + args.unrelated):
             pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
             frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
             query = encode_and_hash(work / "other.mp4", frames, 30.0, {})
