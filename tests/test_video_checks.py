@@ -341,7 +341,7 @@ def test_a_long_video_with_repeated_frames_is_one_entry_of_its_distinct_frames(
 
 def test_an_intro_frame_shared_by_10000_listed_videos_keeps_checks_fast(tmp_path: Path) -> None:
     """Every listed video opens on the same card: a check holding it costs about what one
-    without it does, and the video it really is still matches in full."""
+    without it does, and the video it really is still matches on its own frames."""
     url = f"sqlite:///{tmp_path / 'store.db'}"
     intro = synthetic_video(1, seed=40)[0]
     frames = synthetic_video(40_000, seed=41)
@@ -369,7 +369,10 @@ def test_an_intro_frame_shared_by_10000_listed_videos_keeps_checks_fast(tmp_path
         with_intro, verdict = timed(check, [intro, *own[7]])
         assert verdict.matched and verdict.frames_matched_on == 5
         best = verdict.matches[0]
-        assert (best.query_match_percent, best.compared_match_percent) == (100, 100)
+        # The card counts for the 32 videos it keeps (ties by random match id), which may
+        # or may not be this one: its own 4 frames carry it either way.
+        assert (best.query_match_percent, best.compared_match_percent) in ((100, 100), (80, 80))
+        assert verdict.capped
         assert best.match_id == check.check_video(own[7]).matches[0].match_id
         # The card alone matches many videos: the answer is capped, not 10,000 long.
         alone = check.check_video([intro])
