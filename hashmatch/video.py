@@ -178,10 +178,10 @@ def hash_video_phased(
     step cut short is left out (unless it is the only one): a trim puts its few frames
     between two listed ones with neither in reach, one slot that could never match."""
     from hashmatch.video_decoding import declared_seconds
-    from hashmatch.video_match import slot_of
+    from hashmatch.video_match import slot_of, slot_problem
 
-    if not (math.isfinite(seconds_per_frame) and seconds_per_frame > 0):
-        raise ValueError(f"seconds_per_frame {seconds_per_frame!r} must be more than 0")
+    if (problem := slot_problem(seconds_per_frame)) is not None:  # each step is one slot
+        raise ValueError(f"seconds_per_frame: {problem}")
     seconds = declared_seconds(path)
     if seconds is not None:
         steps = math.ceil(seconds / seconds_per_frame) + 1

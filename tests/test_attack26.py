@@ -1,0 +1,161 @@
+"""Attacks on issue 26's video matching rules (phased checks in slots), over real gRPC with
+keys on: a checker with a check key sending hostile slots, and what a match-only key
+learns. Each test states a promise and fails while it is broken."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+
+import grpc
+import pytest
+
+from hashmatch.channel import Credentials
+from hashmatch.client import MatchClient
+from hashmatch.list_formats import video_entry
+from hashmatch.v1 import match_pb2, match_pb2_grpc
+from hashmatch.video import VideoFrame
+from hashmatch.video_match import is_match, match_percentages, query_units
+from indexer.store import open_store
+from tests.serving import Running, key, serving_store
+from tests.test_security import walk_around
+from tests.test_video_checks import edited, synthetic_video
+
+LISTED = synthetic_video(10, seed=2601)
+OTHERS = synthetic_video(200, seed=2602)
+
+
+@dataclass
+class Served:
+    running: Running
+
+    def client(self, name: str) -> MatchClient:
+        return MatchClient(
+            self.running.proc.address, credentials=Credentials(api_key=self.running.tokens[name])
+        )
+
+    def stub(self, name: str) -> tuple[grpc.Channel, match_pb2_grpc.MatchServiceStub]:
+        channel = grpc.insecure_channel(self.running.proc.address)
+        return channel, match_pb2_grpc.MatchServiceStub(channel)
+
+    def metadata(self, name: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.running.tokens[name]}"),)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    work = tmp_path_factory.mktemp("attack26")
+    url = f"sqlite:///{work / 'store.db'}"
+    store = open_store(url)
+    store.add_entries("videos", [video_entry(LISTED, "listed")])
+    store.close()
+    keys = {
+        "checker": key("check"),
+        "walker": key("check"),
+        "blind": key("check", match_only=True),
+    }
+    with serving_store(work, url, keys=keys) as running:
+        yield Served(running)
+
+
+def frame_message(f: VideoFrame) -> match_pb2.VideoFrame:
+    return match_pb2.VideoFrame(hex=f.pdq, quality=f.quality, timestamp=f.timestamp)
+
+
+def _refusal(served: Served, request: match_pb2.VideoCheckRequest) -> grpc.RpcError:
+    channel, stub = served.stub("checker")
+    with channel, pytest.raises(grpc.RpcError) as info:
+        stub.CheckVideo(request, metadata=served.metadata("checker"), timeout=30)
+    return info.value
+
+
+@pytest.mark.parametrize("slot", [1e-300, 1e-305, 5e-324])
+def test_a_tiny_slot_is_refused_by_name_not_a_server_error(served: Served, slot: float) -> None:
+    """A slot so short that a frame's time over it overflows is a bad request, refused by
+    name before any work, never a server error (a traceback logged per call, uncharged)."""
+    late = match_pb2.VideoFrame(hash=bytes(range(32)), quality=90, timestamp=9_999_999.0)
+    error = _refusal(served, match_pb2.VideoCheckRequest(frames=[late], slot_seconds=slot))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+    assert "slot_seconds" in str(error.details())
+    with served.client("checker") as client:
+        assert client.check_video(LISTED, slot_seconds=1.0).matched
+
+
+def strobe(common: VideoFrame, n: int) -> list[VideoFrame]:
+    """An upload whose every second shows one frame `common` (an intro card, a logo
+    flashed each second) among frames unrelated to any listed video."""
+    out = []
+    for s in range(n):
+        out.append(replace(common, timestamp=s + 0.1))
+        out.append(replace(OTHERS[s], timestamp=s + 0.5))
+    return out
+
+
+def test_one_frame_repeated_in_every_slot_counts_once(served: Served) -> None:
+    """A frame sent in every slot is one frame of the query (duplicates count once), as
+    pytx's rule has it: a single frame shared with a listed video must not make every
+    slot match, or an unrelated upload flashing a listed intro card matches it."""
+    upload = strobe(LISTED[0], 20)
+    with served.client("checker") as client:
+        plain = client.check_video(upload)
+        assert not plain.matched
+        phased = client.check_video(upload, slot_seconds=1.0)
+        assert not phased.matched, phased
+    assert not is_match(match_percentages(upload, LISTED, slot_seconds=1.0))
+
+
+def test_the_units_do_not_depend_on_the_frames_order_or_repeated_times() -> None:
+    near = edited(LISTED, 12, seed=2603)
+    upload = []
+    for s, f in enumerate(near):
+        upload += [replace(f, timestamp=s + 0.3), replace(OTHERS[s], timestamp=s + 0.6)]
+        upload.append(replace(OTHERS[s], timestamp=s + 0.6))  # the same frame twice
+    shuffled = upload[:]
+    random.Random(26).shuffle(shuffled)
+    want = match_percentages(upload, LISTED, slot_seconds=1.0)
+    assert want == (100.0, 100.0)
+    assert match_percentages(shuffled, LISTED, slot_seconds=1.0) == want
+    assert len(query_units(shuffled, slot_seconds=1.0)[1]) == 10
+
+
+def test_one_slot_of_thousands_of_unrelated_frames_matches_nothing(served: Served) -> None:
+    """Many tries in one slot: 30,000 unrelated frames at one time are one unit that
+    matches only if one of them is within the distance of a listed frame."""
+    many = synthetic_video(30_000, seed=2604)
+    one_slot = [replace(f, timestamp=0.0) for f in many]
+    with served.client("checker") as client:
+        verdict = client.check_video(one_slot, slot_seconds=60.0)
+        assert not verdict.matched and verdict.frames_matched_on == 1
+        # ... and one frame of a listed video among them is a match: that is the rule.
+        hit = client.check_video([*one_slot, replace(LISTED[3], timestamp=0.0)], slot_seconds=60)
+        assert hit.matched
+
+
+def test_a_walk_hidden_in_one_slot_is_throttled_as_probing(served: Served) -> None:
+    """A key hiding a walk around a hash in one-slot checks (each check asking 'is any of
+    these within reach?') is seen by the probing watch, as a walk in plain checks is."""
+    centre = bytes.fromhex(synthetic_video(1, seed=2605)[0].pdq)
+    with served.client("walker") as client, pytest.raises(grpc.RpcError) as info:
+        for n in range(250):
+            walk = walk_around(centre, 30, seed=2700 + n)
+            client.check_video([VideoFrame(h.hex(), 90, 0.5) for h in walk], slot_seconds=1.0)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_match_only_key_learns_no_shares_from_a_phased_check(served: Served) -> None:
+    near = edited(LISTED, 12, seed=2606)
+    upload = [replace(f, timestamp=s + 0.4) for s, f in enumerate(near)]
+    channel, stub = served.stub("blind")
+    with channel:
+        answer = stub.CheckVideo(
+            match_pb2.VideoCheckRequest(
+                frames=[frame_message(f) for f in upload], slot_seconds=1.0
+            ),
+            metadata=served.metadata("blind"),
+            timeout=30,
+        )
+    assert answer.matched
+    for m in answer.matches:
+        assert not m.HasField("query_match_percent")
+        assert not m.HasField("compared_match_percent")
