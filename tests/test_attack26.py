@@ -5,6 +5,7 @@ learns. Each test states a promise and fails while it is broken."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -54,6 +55,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "checker": key("check"),
         "walker": key("check"),
         "blind": key("check", match_only=True),
+        "rated": key("check", rate=50.0),  # a bucket of 100 hashes
     }
     with serving_store(work, url, keys=keys) as running:
         yield Served(running)
@@ -159,3 +161,17 @@ def test_a_match_only_key_learns_no_shares_from_a_phased_check(served: Served) -
     for m in answer.matches:
         assert not m.HasField("query_match_percent")
         assert not m.HasField("compared_match_percent")
+
+
+def test_a_phased_check_is_charged_each_frame_as_a_plain_check_is(served: Served) -> None:
+    """One slot of 60 frames is one unit of the query but 60 searches: charged 60, so two
+    such checks overdraw a bucket of 100 as two plain checks of 60 frames do."""
+    frames = synthetic_video(60, seed=2607)
+    one_slot = [replace(f, timestamp=0.5) for f in frames]
+    with served.client("rated") as client:
+        for slot in (None, 1.0):
+            assert not client.check_video(one_slot, slot_seconds=slot).matched
+            with pytest.raises(grpc.RpcError) as info:
+                client.check_video(one_slot, slot_seconds=slot)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            time.sleep(2.5)  # the bucket refills
