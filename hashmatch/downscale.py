@@ -72,6 +72,13 @@ def resample(luma: npt.NDArray[np.float32 | np.uint8], height: int, width: int) 
     return gather(luma, _taps(luma.shape[0], height), _taps(luma.shape[1], width))
 
 
+def to_side(luma: npt.NDArray[np.float32 | np.uint8], side: int) -> Luma:
+    """Resampled so that its longer side is `side` pixels, its aspect kept."""
+    height, width = luma.shape
+    scale = side / max(height, width)
+    return resample(luma, max(1, round(height * scale)), max(1, round(width * scale)))
+
+
 def gather(luma: npt.NDArray[np.float32 | np.uint8], row_taps: Taps, col_taps: Taps) -> Luma:
     """Filter and sample separably: each output takes a few inputs per side, gathered one
     tap at a time: a dense product spent most of its time in the BLAS threads on a busy

@@ -35,6 +35,7 @@ from hashmatch.video_entries import (
     pack_frames,
     unpack_frames,
     video_digest,
+    vpdq_frames,
 )
 from hashmatch.vpdq_formats import (
     VpdqFormatError,
@@ -103,7 +104,7 @@ def format_line(entry: NewEntry, fmt: str) -> str:
 
 
 def _video_text(entry: NewEntry, fmt: str) -> str:
-    frames = unpack_frames(entry.frames)
+    frames = vpdq_frames(unpack_frames(entry.frames))  # scaled frames stay ours
     if fmt == "vpdq-cpp":
         return to_cpp_lines(frames)  # its last newline and the writer's leave a blank line
     if fmt == "hex":

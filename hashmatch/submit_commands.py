@@ -50,10 +50,10 @@ def _fail(server: str, exc: grpc.RpcError) -> click.ClickException:
 
 
 def video_file_entry(path: str) -> NewEntry | None:
-    """A video file hashed here (vPDQ) as the one entry it is listed as; None, with the
-    reason said, if it can't be."""
+    """A video file hashed here (vPDQ, with scaled frames for its downscaled copies) as the
+    one entry it is listed as; None, with the reason said, if it can't be."""
     try:
-        frames = hash_video(path)
+        frames = hash_video(path, scaled=True)
     except OSError as exc:
         warn(f"{path}: cannot read file: {exc.strerror or exc}")
         return None

@@ -6,6 +6,14 @@ decoded frame, timed at its number / frame rate) so that our hashes meet lists m
 A frame identical to the one kept before it is dropped (vPDQ's optional pruning at distance
 0): matching counts each distinct hash once anyway. Frames of low quality are kept, for
 export; matching ignores them (hashmatch.video_match).
+
+A listing can add a scaled frame beside each sampled one (`hash_video(scaled=True)`): PDQ
+of the frame's luminance resampled to SCALED_SIDE pixels on its longer side. PDQ's blur
+window follows the frame's size, so halving a 320x240 frame moves its hash 20-54 bits; the
+scaled frame of the listed video is close to the halved copy's plain hash (and to its
+scaled one), so a downscaled re-upload is found with plain vPDQ checks
+(load_tests/video_scale_frames.py measures the candidates). Scaled frames are matched on,
+never exported: the exported hash stays vPDQ's.
 """
 
 from __future__ import annotations
@@ -22,11 +30,13 @@ _PDQ_HEX = re.compile(r"[0-9a-f]{64}")
 
 @dataclass(frozen=True)
 class VideoFrame:
-    """One sampled frame: its PDQ hash (64 lowercase hex), quality (0-100) and time (s)."""
+    """One sampled frame: its PDQ hash (64 lowercase hex), quality (0-100) and time (s);
+    `scaled`: PDQ of the frame resampled to SCALED_SIDE, not vPDQ's own hash of it."""
 
     pdq: str
     quality: int
     timestamp: float
+    scaled: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.timestamp, int) and not isinstance(self.timestamp, bool):
@@ -52,6 +62,9 @@ def frame_problem(pdq: object, quality: object, timestamp: object) -> str | None
 
 # Frames hashed per step at most: every frame of a 30 frame/s video at 1 s.
 MAX_DENSITY = 30
+# The longer side of a scaled frame: half of 320x240, the smallest common video size, so
+# that its halved copy's plain hash is the listed scaled hash but for encoding.
+SCALED_SIDE = 160
 
 
 # A phased check hashes this many frames per sampled second (hash_video's density: at
@@ -128,6 +141,7 @@ def hash_video(
     mirrored: bool = False,
     phase: float = 0.0,
     density: int = 1,
+    scaled: bool = False,
 ) -> list[VideoFrame]:
     """The vPDQ hash of a video file: one frame per `seconds_per_frame` (0: every frame).
 
@@ -137,7 +151,10 @@ def hash_video(
     upload was trimmed from (vPDQ samples from the start, so a trim of 0.4 s puts every
     sampled frame of a pan 0.4 s away from the listed ones). `density` hashes that many
     frames per step, vPDQ's and those evenly between: a dense listing, measured by
-    load_tests/video_robustness.py against trims out of phase.
+    load_tests/video_robustness.py against trims out of phase. `scaled` adds, after each
+    sampled frame, its scaled frame (same time, `scaled=True`), for a listing to meet
+    downscaled re-uploads; only those a list may hold (quality 50 or more, not
+    featureless), and only as many as fit in MAX_VIDEO_FRAMES beside the plain ones.
 
     Raises VideoError for a file that is not a video, is truncated or damaged, has no
     decodable frame or more than MAX_VIDEO_FRAMES sampled frames; OSError if unreadable."""
@@ -152,18 +169,28 @@ def hash_video(
         head = file.read(1024)
     if container_name(head) is None:
         raise VideoError("not a video: the content is no video container (MP4, WebM, AVI, ...)")
+    from hashmatch.signals.pdq import PDQ
+
     frames: list[VideoFrame] = []
+    extra: dict[int, VideoFrame] = {}  # scaled frames, by the index of their plain frame
+    kept_last = False  # whether the plain frame a scaled one follows was kept
     for frame in sampled_frames(
-        path, seconds_per_frame, mirrored=mirrored, phase=phase, density=density
+        path, seconds_per_frame, mirrored=mirrored, phase=phase, density=density, scaled=scaled
     ):
-        if frames and frames[-1].pdq == frame.pdq:
+        if frame.scaled:
+            if kept_last and PDQ.degenerate(bytes.fromhex(frame.pdq), frame.quality) is None:
+                extra[len(frames) - 1] = frame
+            continue
+        kept_last = not frames or frames[-1].pdq != frame.pdq
+        if not kept_last:
             continue
         if len(frames) == MAX_VIDEO_FRAMES:
             raise VideoTooLong(f"more than {MAX_VIDEO_FRAMES} frames sampled: too long to hash")
         frames.append(frame)
     if not frames:
         raise VideoError("no decodable video frame")
-    return frames
+    kept = set(sorted(extra)[: MAX_VIDEO_FRAMES - len(frames)])
+    return [g for k, f in enumerate(frames) for g in ((f, extra[k]) if k in kept else (f,))]
 
 
 def hash_video_phased(

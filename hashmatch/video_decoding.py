@@ -22,9 +22,11 @@ from collections.abc import Iterator
 import av
 import av.error
 import numpy as np
+import numpy.typing as npt
 
+from hashmatch.downscale import to_side
 from hashmatch.signals.pdq import PDQ
-from hashmatch.video import VideoError, VideoFrame
+from hashmatch.video import SCALED_SIDE, VideoError, VideoFrame
 
 # Planar 8-bit YUV formats whose first plane is luminance.
 _YUV_8BIT = frozenset(
@@ -44,10 +46,12 @@ def sampled_frames(
     mirrored: bool = False,
     phase: float = 0.0,
     density: int = 1,
+    scaled: bool = False,
 ) -> Iterator[VideoFrame]:
     """The hashes of vpdq's frames of the video, in order (`mirrored`: of each frame flipped
     left to right; `phase`: sampling from this many seconds in; `density`: also the frames
-    that split each gap between two of vpdq's into that many, so those stay a subset);
+    that split each gap between two of vpdq's into that many, so those stay a subset;
+    `scaled`: after each, its scaled frame, hashmatch.video.hash_video's);
     `skip`: skip frames that are neither sampled nor referred to (False decodes every
     frame, for measuring)."""
     try:
@@ -87,7 +91,7 @@ def sampled_frames(
                     at = number(frame.pts)
                     count += 1
                     if at >= due and at > last:
-                        yield _hash_frame(frame, at / float(rate), mirrored)
+                        yield from _hash_frame(frame, at / float(rate), mirrored, scaled)
                         base = offset + (at - offset) // every * every
                         last, due = at, next(base + s for s in splits if base + s > at)
         except av.error.FFmpegError as exc:
@@ -115,19 +119,26 @@ def declared_seconds(path: str | os.PathLike[str]) -> float | None:
         return None
 
 
-def _hash_frame(frame: av.VideoFrame, timestamp: float, mirrored: bool) -> VideoFrame:
+def _hash_frame(
+    frame: av.VideoFrame, timestamp: float, mirrored: bool, scaled: bool
+) -> Iterator[VideoFrame]:
+    """The frame's vPDQ frame, then (`scaled`) its scaled frame: PDQ of its luminance
+    resampled to SCALED_SIDE on the longer side (hashmatch.downscale's tent filter)."""
     columns = slice(frame.width - 1, None, -1) if mirrored else slice(frame.width)
+    luma: npt.NDArray[np.uint8 | np.float32]
     if frame.format.name in _YUV_8BIT:
         plane = frame.planes[0]
         rows = np.frombuffer(memoryview(plane), dtype=np.uint8).reshape(-1, plane.line_size)
         full = frame.format.name.startswith("yuvj") or frame.color_range == 2  # JPEG range
-        result = PDQ.hash_luma(
-            rows[: frame.height, columns], _FULL_RANGE if full else _LIMITED_RANGE
-        )
+        luma, levels = rows[: frame.height, columns], _FULL_RANGE if full else _LIMITED_RANGE
     else:
         rgb = np.asarray(frame.to_ndarray(format="rgb24"), dtype=np.float32)[:, columns]
-        result = PDQ.hash_luma(rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
-    return VideoFrame(PDQ.to_hex(result.hash), int(result.quality or 0), timestamp)
+        luma, levels = rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32), _FULL_RANGE
+    result = PDQ.hash_luma(luma, levels)
+    yield VideoFrame(PDQ.to_hex(result.hash), int(result.quality or 0), timestamp)
+    if scaled:
+        small = PDQ.hash_luma(to_side(luma, SCALED_SIDE), levels)
+        yield VideoFrame(PDQ.to_hex(small.hash), int(small.quality or 0), timestamp, scaled=True)
 
 
 def _declared_seconds(

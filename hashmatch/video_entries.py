@@ -7,6 +7,11 @@ against a case's or an upload's limits. Its frames travel and are stored packed
 video listed twice is a duplicate and can be removed by its frames. The server
 indexes each of its distinct frames of quality 50 or more as a PDQ hash
 tied to the entry; lower frames are kept for export only.
+
+A listing may hold scaled frames too (hashmatch.video.hash_video(scaled=True)): packed
+among the others with SCALED set in their quality byte, indexed and matched on like
+them, never exported, and left out of the entry's digest, which stays that of its vPDQ
+frames (a video exported and imported again is still a duplicate of itself).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ DIGEST_BYTES = 32
 
 # A frame packed: hash, quality, timestamp (little-endian float64); 41 bytes.
 FRAME_DTYPE = np.dtype([("hash", "u1", (FRAME_BYTES,)), ("quality", "u1"), ("timestamp", "<f8")])
+# Set in a packed frame's quality byte: a scaled frame (quality 0-100 in the low 7 bits).
+SCALED = 0x80
+_QUALITY = SCALED - 1
 
 
 def indexed_signal(name: str) -> Signal:
@@ -44,11 +52,11 @@ class VideoEntryError(ValueError):
     """Frames that can't make a video entry or a check; the message names the frame."""
 
 
-def frame_of(hash_bytes: bytes, quality: int, timestamp: float) -> VideoFrame:
+def frame_of(hash_bytes: bytes, quality: int, timestamp: float, scaled: bool = False) -> VideoFrame:
     """A frame from its raw hash, checked; ValueError saying what is wrong."""
     if len(hash_bytes) != FRAME_BYTES:
         raise ValueError(f"hash must be {FRAME_BYTES} bytes, got {len(hash_bytes)}")
-    return VideoFrame(hash_bytes.hex(), quality, timestamp)
+    return VideoFrame(hash_bytes.hex(), quality, timestamp, scaled)
 
 
 def check_count(n: int) -> None:
@@ -72,10 +80,12 @@ def first_matchable(
 def pack_frames(frames: Sequence[VideoFrame]) -> bytes:
     """The frames (each checked when made) as one value of FRAME_DTYPE records."""
     check_count(len(frames))
+    if all(f.scaled for f in frames):
+        raise VideoEntryError("every frame is scaled: a video has vPDQ frames")
     packed = np.zeros(len(frames), FRAME_DTYPE)
     hashes = bytes.fromhex("".join(f.pdq for f in frames))
     packed["hash"] = np.frombuffer(hashes, np.uint8).reshape(-1, FRAME_BYTES)
-    packed["quality"] = [f.quality for f in frames]
+    packed["quality"] = [f.quality | (SCALED if f.scaled else 0) for f in frames]
     packed["timestamp"] = [f.timestamp for f in frames]
     return packed.tobytes()
 
@@ -90,17 +100,25 @@ def frame_records(packed: bytes) -> npt.NDArray[np.void]:
         )
     check_count(n)
     records = np.frombuffer(packed, FRAME_DTYPE)
-    if (records["quality"] > 100).any() or not np.isfinite(records["timestamp"]).all():
+    if ((records["quality"] & _QUALITY) > 100).any() or not np.isfinite(records["timestamp"]).all():
         raise VideoEntryError("packed frames hold a quality over 100 or a non-finite time")
+    if (records["quality"] & SCALED).all():
+        raise VideoEntryError("every frame is scaled: a video has vPDQ frames")
     return records
 
 
 def unpack_frames(packed: bytes) -> list[VideoFrame]:
+    """Every frame, scaled ones marked; vpdq_frames for what an export holds."""
     records = frame_records(packed)
     return [
-        VideoFrame(h.tobytes().hex(), int(q), float(t))
+        VideoFrame(h.tobytes().hex(), int(q) & _QUALITY, float(t), bool(q & SCALED))
         for h, q, t in zip(records["hash"], records["quality"], records["timestamp"], strict=True)
     ]
+
+
+def vpdq_frames(frames: Sequence[VideoFrame]) -> list[VideoFrame]:
+    """The video's vPDQ hash: its frames but the scaled ones, what every export holds."""
+    return [f for f in frames if not f.scaled]
 
 
 def listing_problem(frames: Sequence[VideoFrame]) -> str | None:
@@ -119,7 +137,13 @@ def listing_problem(frames: Sequence[VideoFrame]) -> str | None:
 
 
 def video_digest(packed: bytes) -> bytes:
-    """The entry's stored hash: its identity for duplicates and removal, not matched on."""
+    """The entry's stored hash: its identity for duplicates and removal, not matched on;
+    of its vPDQ frames only (a video without scaled frames: of its whole packing)."""
+    records = (
+        np.frombuffer(packed, FRAME_DTYPE) if len(packed) % FRAME_DTYPE.itemsize == 0 else None
+    )
+    if records is not None and (records["quality"] & SCALED).any():
+        packed = records[(records["quality"] & SCALED) == 0].tobytes()
     return hashlib.sha256(packed).digest()
 
 
@@ -127,8 +151,8 @@ def matchable_rows(
     hashes: npt.NDArray[np.uint8], qualities: npt.NDArray[np.uint8]
 ) -> npt.NDArray[np.uint8]:
     """hashmatch.video_match.matchable over arrays, for the millions of frames of an index
-    build: the distinct hashes (rows) of quality MIN_FRAME_QUALITY or more."""
-    kept = np.ascontiguousarray(hashes[qualities >= MIN_FRAME_QUALITY])
+    build: the distinct hashes (rows) of quality MIN_FRAME_QUALITY or more, scaled or not."""
+    kept = np.ascontiguousarray(hashes[(qualities & _QUALITY) >= MIN_FRAME_QUALITY])
     if not len(kept):
         return kept.reshape(0, FRAME_BYTES)
     keys = kept.view(f"V{FRAME_BYTES}").ravel()

@@ -43,7 +43,9 @@ def check_request(
 
 def video_frames(frames: Sequence[VideoFrame]) -> list[match_pb2.VideoFrame]:
     return [
-        match_pb2.VideoFrame(hash=bytes.fromhex(f.pdq), quality=f.quality, timestamp=f.timestamp)
+        match_pb2.VideoFrame(
+            hash=bytes.fromhex(f.pdq), quality=f.quality, timestamp=f.timestamp, scaled=f.scaled
+        )
         for f in frames
     ]
 

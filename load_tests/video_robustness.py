@@ -24,6 +24,11 @@ upload lies within 1/8 s of a listed one.
 second the upload is hashed at, each second's frames one slot: hash_video_phased, matched
 by match_percentages(slot_seconds=1)), and counts its false matches among the unrelated
 videos checked the same way.
+
+--scaled lists each video with its scaled frames (hash_video(scaled=True): each sampled
+frame also resampled to 160 px, which a downscaled copy's frames meet) and adds, for each
+downscale edit, a row checked with the upload's scaled frames too, counted by one-second
+slots (slot_seconds 1: a second matches when its plain or its scaled frame does).
 """
 
 from __future__ import annotations
@@ -187,12 +192,27 @@ def main(argv: list[str] | None = None) -> int:
         help="phases a second of the phased check, a row each for every trim "
         "(default: %(default)s; '' for none)",
     )
+    parser.add_argument(
+        "--unrelated-from",
+        type=int,
+        default=0,
+        help="the first unrelated video's number: runs with disjoint ranges add up",
+    )
+    parser.add_argument(
+        "--scaled",
+        action="store_true",
+        help="list with scaled frames; check downscaled copies with them too (slots)",
+    )
     args = parser.parse_args(argv)
     SIZE = args.size
     if args.edits:
         wanted = args.edits.split(",")
         for name in [n for n in EDITS if not any(w in n for w in wanted)]:
             del EDITS[name]
+    slotted = [f"{n}, checked with scaled frames too (slots)" for n in EDITS if "downscale" in n]
+    if args.scaled:
+        for name in slotted:
+            EDITS[name] = EDITS[name.split(",")[0]]
     started = time.monotonic()
     listed_photos, other_photos = split_photos()
     rates = [30.0 if i % 2 == 0 else 24.0 for i in range(args.listed)]
@@ -208,7 +228,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.listed):
             write_video(work / "listed.mp4", listed_frames(i), fps=rates[i])
             for s, step in enumerate(steps):
-                listings[s].append(hash_video(work / "listed.mp4", density=step))
+                listings[s].append(
+                    hash_video(work / "listed.mp4", density=step, scaled=args.scaled)
+                )
         prepend = video_frames(other_photos, seed=999, fps=30.0, seconds=4)
         # Each edit's row, and after each trim its phased checks' rows.
         rows: dict[str, tuple[str, int | None]] = {}
@@ -233,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
                 checks: dict[str, tuple[list[list[VideoFrame]], float | None]] = {
                     name: ([query, *extra], None)
                 }
+                if name in slotted:  # the upload's scaled frames too, a second one slot
+                    checks = {name: ([hash_video(work / "edited.mp4", scaled=True)], 1.0)}
                 for row, (base, phases) in rows.items():
                     if base == name and phases is not None:
                         phased = hash_video_phased(work / "edited.mp4", phases=phases)[0]
@@ -276,16 +300,19 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
 
         # Each way of checking: the plain hash, and the phased check at each phases.
-        ways: list[int | None] = [None, *args.phases]
+        # "scaled": the upload's scaled frames too, by one-second slots (with --scaled).
+        ways: list[int | str | None] = [None, *args.phases, *(["scaled"] if args.scaled else [])]
         false = {(s, w): 0 for s in range(len(steps)) for w in ways}
         best = dict.fromkeys(false, 0.0)
-        for j in range(args.unrelated):
+        for j in range(args.unrelated_from, args.unrelated_from + args.unrelated):
             pictures = [*other_photos, *(generated(10_000 + 8 * j + k, 512) for k in range(8))]
             frames = video_frames(pictures, seed=100_000 + j, fps=30.0, seconds=args.seconds)
             plain = encode_and_hash(work / "other.mp4", frames, 30.0, {})
             for way in ways:
                 query = plain
-                if way is not None:
+                if way == "scaled":
+                    query = hash_video(work / "other.mp4", scaled=True)
+                elif isinstance(way, int):
                     query = hash_video_phased(work / "other.mp4", phases=way)[0]
                 for s, listed in enumerate(listings):
                     for listed_hash in listed:
@@ -295,7 +322,13 @@ def main(argv: list[str] | None = None) -> int:
                         false[s, way] += is_match(result)
                         best[s, way] = max(best[s, way], result[0])
         for (s, way), count in false.items():
-            checked = "plainly" if way is None else f"phased at {way} a second"
+            checked = (
+                "plainly"
+                if way is None
+                else "with scaled frames too (slots)"
+                if way == "scaled"
+                else f"phased at {way} a second"
+            )
             print(
                 f"\nunrelated videos checked {checked}, listed at {steps[s]} frames/s: "
                 f"{count} false matches in {args.unrelated * args.listed} (unrelated, listed) "

@@ -83,7 +83,7 @@ def video_query_frames(frames: Sequence[match_pb2.VideoFrame]) -> list[VideoFram
     for i, frame in enumerate(frames):
         raw = frame_hash(i, frame)
         try:
-            parsed.append(frame_of(raw, frame.quality, frame.timestamp))
+            parsed.append(frame_of(raw, frame.quality, frame.timestamp, frame.scaled))
         except ValueError as exc:
             raise InvalidRequest(f"frame {i}: {exc}") from None
     return parsed
