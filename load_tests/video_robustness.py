@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"\nunrelated videos checked {checked}, listed at {steps[s]} frames/s: "
                 f"{count} false matches in {args.unrelated * args.listed} (unrelated, listed) "
                 f"pairs; the highest query-match of any pair {best[s, way]:.0f}%"
+                f" (listed {'with' if args.scaled else 'without'} scaled frames)"
             )
     print(f"\n{time.monotonic() - started:.0f} s", file=sys.stderr)
     return 0
