@@ -15,8 +15,10 @@ import pytest
 from hashmatch.channel import Credentials
 from hashmatch.client import MatchClient
 from hashmatch.list_formats import video_entry
+from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc
 from hashmatch.video import VideoFrame
+from hashmatch.video_entries import VPDQ, pack_frames, video_digest
 from hashmatch.video_match import is_match, match_percentages, query_units
 from indexer.store import open_store
 from tests.serving import Running, key, serving_store
@@ -175,3 +177,90 @@ def test_a_phased_check_is_charged_each_frame_as_a_plain_check_is(served: Served
                 client.check_video(one_slot, slot_seconds=slot)
             assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             time.sleep(2.5)  # the bucket refills
+
+
+# Scaled frames: a hostile uploader with a list-manage key.
+
+UNRELATED = synthetic_video(10, seed=2610)  # an upload no list should match
+
+
+def interleaved(plain: list[VideoFrame], scaled: list[VideoFrame]) -> list[VideoFrame]:
+    """A listing as hash_video(scaled=True) makes it: each frame, then its scaled frame."""
+    return [
+        g
+        for p, s in zip(plain, scaled, strict=True)
+        for g in (p, replace(s, timestamp=p.timestamp, scaled=True))
+    ]
+
+
+@pytest.fixture(scope="module")
+def lister(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    work = tmp_path_factory.mktemp("attack26-scaled")
+    url = f"sqlite:///{work / 'store.db'}"
+    store = open_store(url)
+    store.create_list("up")
+    store.close()
+    keys = {"checker": key("check"), "lister": key("list-manage", "submit")}
+    with serving_store(work, url, keys=keys) as running:
+        yield Served(running)
+
+
+def _submission(served: Served) -> SubmissionClient:
+    creds = Credentials(api_key=served.running.tokens["lister"])
+    return SubmissionClient(served.running.proc.address, credentials=creds)
+
+
+@pytest.mark.parametrize(
+    "hidden",
+    [
+        # One plain frame with nothing to match on, and an unrelated video's frames
+        # flagged scaled at times of no frame of the listing.
+        [VideoFrame(LISTED[0].pdq, 0, 0.0)] + [replace(u, scaled=True) for u in UNRELATED],
+        # Each scaled frame beside a plain one, but no plain frame is matched on.
+        interleaved([replace(f, quality=10) for f in LISTED], UNRELATED),
+    ],
+    ids=["unpaired", "nothing-plain-to-match"],
+)
+def test_a_listing_cannot_match_by_frames_its_export_hides(
+    lister: Served, hidden: list[VideoFrame]
+) -> None:
+    """Scaled frames are never exported: a listing whose matched frames are all scaled (or
+    scaled frames of no frame of the video) would match uploads its vPDQ export says
+    nothing of. Each scaled frame must be of a frame of the video, and the video must have
+    plain frames to match on."""
+    with _submission(lister) as sub:
+        report = sub.upload("up", [video_entry(hidden)])
+        assert (report.added, report.refused) == (0, 1)
+    time.sleep(0.3)
+    with lister.client("checker") as client:
+        assert not client.check_video(UNRELATED).matched
+
+
+def test_a_removed_or_withdrawn_listing_stops_matching_by_its_scaled_frames_too(
+    lister: Served,
+) -> None:
+    plain = synthetic_video(10, seed=2611)
+    small = edited(plain, 70, seed=2612)  # its scaled frames: far from the plain ones
+    halved = edited(small, 8, seed=2613)  # a downscaled copy: near the scaled frames only
+    listing = interleaved(plain, small)
+    with _submission(lister) as sub, lister.client("checker") as client:
+        assert not client.check_video(halved).matched
+        assert sub.upload("up", [video_entry(listing)]).added == 1
+        time.sleep(0.5)
+        assert client.check_video(halved).matched
+        # Removed by its vPDQ frames (what an export gives a list manager): all of it goes.
+        assert sub.remove("up", [(VPDQ, video_digest(pack_frames(plain)))]) == 1
+        assert not client.check_video(halved).matched
+        assert not client.check_video(plain).matched
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="compared share counts scaled rows: an exact copy of a video listed with scaled "
+    "frames meets half of them; needs a per-row frame number in the snapshot",
+)
+def test_an_exact_copy_meets_all_of_a_scaled_listing_as_of_its_plain_one() -> None:
+    plain = synthetic_video(10, seed=2614)
+    listing = interleaved(plain, edited(plain, 70, seed=2615))
+    assert match_percentages(plain, plain) == (100.0, 100.0)
+    assert match_percentages(plain, listing)[1] == 100.0
