@@ -125,32 +125,27 @@ def vpdq_frames(frames: Sequence[VideoFrame]) -> list[VideoFrame]:
 def listing_problem(frames: Sequence[VideoFrame]) -> str | None:
     """Why these frames must not go on a list as a video, or None: a video with nothing to
     match on, or with a frame matched on that no list may hold (featureless: PDQ's rule).
-    Scaled frames are never exported, so a listing may not match by them alone: each must
-    be of a frame of the video (one at its time, one scaled frame each), and the video
-    needs plain frames of its own to match on, which its export shows."""
-    unpaired = Counter(f.timestamp for f in frames if not f.scaled)
-    usable = plain = 0
+    Scaled frames are never exported, so a listing may hide no more than its export shows:
+    each follows a frame of the video matched on, at its time (one scaled frame each)."""
+    unpaired = Counter(
+        f.timestamp for f in frames if not f.scaled and f.quality >= MIN_FRAME_QUALITY
+    )
+    usable = 0
     for i, f in enumerate(frames):
         if f.scaled:
             if not unpaired[f.timestamp]:
                 return (
-                    f"frame {i}: a scaled frame at {f.timestamp!r} s is of no frame of the "
-                    "video (each follows one at its time)"
+                    f"frame {i}: a scaled frame at {f.timestamp!r} s follows no frame of the "
+                    f"video of quality {MIN_FRAME_QUALITY} or more at its time"
                 )
             unpaired[f.timestamp] -= 1
         if f.quality < MIN_FRAME_QUALITY:
             continue
         usable += 1
-        plain += not f.scaled
         if reason := PDQ.degenerate(bytes.fromhex(f.pdq), f.quality):
             return f"frame {i}: {reason}"
     if not usable:
         return f"no frame of quality {MIN_FRAME_QUALITY} or more: nothing to match on"
-    if not plain:
-        return (
-            f"no frame but scaled ones of quality {MIN_FRAME_QUALITY} or more: a video "
-            "matches on frames its export shows"
-        )
     return None
 
 

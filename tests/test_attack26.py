@@ -8,17 +8,20 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 
 from hashmatch.channel import Credentials
 from hashmatch.client import MatchClient
+from hashmatch.demo.video_clips import scene, stills, write_video
 from hashmatch.list_formats import video_entry
 from hashmatch.submission import SubmissionClient
 from hashmatch.v1 import match_pb2, match_pb2_grpc
-from hashmatch.video import VideoFrame
-from hashmatch.video_entries import VPDQ, pack_frames, video_digest
+from hashmatch.video import VideoFrame, hash_video
+from hashmatch.video_entries import VPDQ, listing_problem, pack_frames, video_digest
 from hashmatch.video_match import is_match, match_percentages, query_units
 from indexer.store import open_store
 from tests.serving import Running, key, serving_store
@@ -218,16 +221,19 @@ def _submission(served: Served) -> SubmissionClient:
         [VideoFrame(LISTED[0].pdq, 0, 0.0)] + [replace(u, scaled=True) for u in UNRELATED],
         # Each scaled frame beside a plain one, but no plain frame is matched on.
         interleaved([replace(f, quality=10) for f in LISTED], UNRELATED),
+        # One plain frame matched on, and the rest of the matching hidden behind frames
+        # of quality 0.
+        [LISTED[0], *interleaved([replace(f, quality=0) for f in LISTED[1:]], UNRELATED[1:])],
     ],
-    ids=["unpaired", "nothing-plain-to-match"],
+    ids=["unpaired", "nothing-plain-to-match", "hidden-behind-quality-0"],
 )
 def test_a_listing_cannot_match_by_frames_its_export_hides(
     lister: Served, hidden: list[VideoFrame]
 ) -> None:
     """Scaled frames are never exported: a listing whose matched frames are all scaled (or
     scaled frames of no frame of the video) would match uploads its vPDQ export says
-    nothing of. Each scaled frame must be of a frame of the video, and the video must have
-    plain frames to match on."""
+    nothing of. Each scaled frame must follow a frame of the video matched on, at its
+    time, so a listing hides no more frames than its export shows."""
     with _submission(lister) as sub:
         report = sub.upload("up", [video_entry(hidden)])
         assert (report.added, report.refused) == (0, 1)
@@ -264,3 +270,19 @@ def test_an_exact_copy_meets_all_of_a_scaled_listing_as_of_its_plain_one() -> No
     listing = interleaved(plain, edited(plain, 70, seed=2615))
     assert match_percentages(plain, plain) == (100.0, 100.0)
     assert match_percentages(plain, listing)[1] == 100.0
+
+
+def test_a_video_fading_to_black_hashed_for_listing_is_listable(tmp_path: Path) -> None:
+    """The listing rule refuses no honest listing: hash_video(scaled=True) pairs scaled
+    frames only with plain frames matched on, dark frames of a fade included."""
+    frames = list(scene(stills(3, seed=0), "pan", size=(320, 240), seconds=6))
+    n = len(frames)
+    dim = [
+        (f * (0.02 + 0.98 * abs(1 - 2 * i / n)) ** 3).astype(np.uint8) for i, f in enumerate(frames)
+    ]
+    write_video(tmp_path / "fade.mp4", dim)
+    listed = hash_video(tmp_path / "fade.mp4", scaled=True)
+    assert min(f.quality for f in listed) < 50 and any(f.scaled for f in listed)
+    plain = {f.timestamp: f.quality for f in listed if not f.scaled}
+    assert all(plain[f.timestamp] >= 50 for f in listed if f.scaled)
+    assert listing_problem(listed) is None
