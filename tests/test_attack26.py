@@ -258,6 +258,11 @@ def test_a_removed_or_withdrawn_listing_stops_matching_by_its_scaled_frames_too(
         assert sub.remove("up", [(VPDQ, video_digest(pack_frames(plain)))]) == 1
         assert not client.check_video(halved).matched
         assert not client.check_video(plain).matched
+        # A victim's case of it, withdrawn: the same.
+        receipt = sub.submit_case([video_entry(listing)])
+        assert client.check_video(halved).matched
+        assert sub.withdraw(receipt.case_id, receipt.withdrawal_secret) == 1
+        assert not client.check_video(halved).matched
 
 
 @pytest.mark.xfail(
