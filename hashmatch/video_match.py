@@ -110,16 +110,21 @@ def match_percentages(
 ) -> tuple[float, float]:
     """(query-match %, compared-match %) of two videos; 0 for a side with no usable frame.
     The query-match counts the query's units (query_units: its distinct hashes, or with
-    slot_seconds its slots); the compared-match each distinct listed frame."""
+    slot_seconds its slots); the compared-match each distinct listed frame, a listing's
+    plain frames and its scaled ones apart, the more met of the two (an exact copy meets
+    all of it, as a downscaled one does)."""
     ours, units = query_units(query, min_quality, slot_seconds)
     theirs = matchable(listed, min_quality)
     if not ours or not theirs:
         return 0.0, 0.0
     close = _close(frame_words(ours), frame_words(theirs), threshold)
     hit = np.flatnonzero(close.any(axis=1)).tolist()
+    scaled = {f.pdq: f.scaled for f in reversed(listed) if f.quality >= min_quality}
+    kinds = np.array([scaled[h] for h in theirs])
+    met: npt.NDArray[np.bool_] = np.asarray(close.any(axis=0))
     return (
         100.0 * units_matched(unit_membership(units, len(ours)), hit) / len(units),
-        100.0 * int(close.any(axis=0).sum()) / len(theirs),
+        max(100.0 * float(met[kinds == k].mean()) for k in set(kinds.tolist())),
     )
 
 

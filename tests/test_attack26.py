@@ -265,16 +265,27 @@ def test_a_removed_or_withdrawn_listing_stops_matching_by_its_scaled_frames_too(
         assert not client.check_video(halved).matched
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="compared share counts scaled rows: an exact copy of a video listed with scaled "
-    "frames meets half of them; needs a per-row frame number in the snapshot",
-)
-def test_an_exact_copy_meets_all_of_a_scaled_listing_as_of_its_plain_one() -> None:
+def test_an_exact_copy_meets_all_of_a_scaled_listing_as_of_its_plain_one(lister: Served) -> None:
+    """The compared share of a video listed with scaled frames is its plain vPDQ's (what
+    pytx measures on its export) or its scaled frames', the more met: an exact copy meets
+    all of it, and so does a downscaled one; half the video meets half."""
     plain = synthetic_video(10, seed=2614)
-    listing = interleaved(plain, edited(plain, 70, seed=2615))
+    small = edited(plain, 70, seed=2615)
+    listing = interleaved(plain, small)
+    halved = edited(small, 8, seed=2616)
     assert match_percentages(plain, plain) == (100.0, 100.0)
-    assert match_percentages(plain, listing)[1] == 100.0
+    assert match_percentages(plain, listing) == (100.0, 100.0)
+    assert match_percentages(halved, listing) == (100.0, 100.0)
+    assert match_percentages(plain[:5], listing) == (100.0, 50.0)
+    with _submission(lister) as sub, lister.client("checker") as client:
+        assert sub.upload("up", [video_entry(listing)]).added == 1
+        time.sleep(0.5)
+        for copy in (plain, halved):
+            verdict = client.check_video(copy, compared_match_percent=100)
+            assert verdict.matched, verdict
+            assert verdict.matches[0].compared_match_percent == 100
+        (m,) = client.check_video(plain[:5]).matches
+        assert m.compared_match_percent == 50
 
 
 def test_a_video_fading_to_black_hashed_for_listing_is_listable(tmp_path: Path) -> None:
@@ -291,3 +302,33 @@ def test_a_video_fading_to_black_hashed_for_listing_is_listable(tmp_path: Path) 
     plain = {f.timestamp: f.quality for f in listed if not f.scaled}
     assert all(plain[f.timestamp] >= 50 for f in listed if f.scaled)
     assert listing_problem(listed) is None
+
+
+def test_a_snapshot_built_or_compacted_keeps_the_scaled_listings_compared_share(
+    tmp_path: Path,
+) -> None:
+    """The plain and scaled frames' counts survive a fresh build and a compaction (the
+    index keeps which rows are scaled), so a restarted server answers as the live one."""
+    from hashmatch.wire import video_check_request
+    from indexer.build import build_snapshot, compact_snapshot
+    from indexer.snapshot import read_snapshot
+    from service.matcher import Matcher
+    from service.video_checking import parse_video, videos
+
+    plain, added = synthetic_video(10, seed=2617), synthetic_video(10, seed=2618)
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        store.add_entries("v", [video_entry(interleaved(plain, edited(plain, 70, seed=2619)))])
+        build_snapshot(store, tmp_path / "index")
+        base = read_snapshot(tmp_path / "index")
+        store.add_entries("v", [video_entry(interleaved(added, edited(added, 70, seed=2620)))])
+        compact_snapshot(base, store.changes(base.last_seq, 100), tmp_path / "index")
+        build_snapshot(store, tmp_path / "fresh")
+    finally:
+        store.close()
+    for root in ("index", "fresh"):
+        matcher = Matcher.of(read_snapshot(tmp_path / root))
+        for video in (plain, added, plain[:5]):
+            query = parse_video(video_check_request(video), match_only=False)
+            (v,) = videos(matcher.check(query.frames), query)
+            assert v.compared_match == (50 if video == plain[:5] else 100), root
