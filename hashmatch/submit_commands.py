@@ -33,7 +33,7 @@ from hashmatch.submission import (
 from hashmatch.v1 import submission_pb2
 from hashmatch.variants import listing_variants
 from hashmatch.video import VideoError, hash_video, is_video
-from hashmatch.video_entries import listing_problem
+from hashmatch.video_entries import VPDQ, indexed_signal, listing_problem
 
 SERVER_OPTION = click.option(
     "--server", required=True, metavar="HOST:PORT", help="SubmissionService address."
@@ -243,16 +243,18 @@ def _distances(
     found: dict[str, int] = {}
     for text in values:
         name, _, number = text.partition("=")
+        name = name.strip()
         try:
-            signal = get_signal(name.strip())
+            # vpdq: a listed video's frames, matched at PDQ's threshold.
+            signal = indexed_signal(name) if name == VPDQ else get_signal(name)
         except UnknownSignalError as exc:
             raise click.BadParameter(str(exc)) from None
         if not number.strip().isdigit() or int(number) > signal.threshold:
             raise click.BadParameter(
-                f"{text!r}: give SIGNAL=N with N from 0 to the {signal.name} threshold "
+                f"{text!r}: give SIGNAL=N with N from 0 to the {name} threshold "
                 f"{signal.threshold} (a list can only narrow it)"
             )
-        found[signal.name] = int(number)
+        found[VPDQ if name == VPDQ else signal.name] = int(number)
     return found
 
 

@@ -20,10 +20,10 @@ unrelated video matching any listed one.
 "1,4" compares plain listing with dense listing, where each check frame of a trimmed
 upload lies within 1/8 s of a listed one.
 
---phases adds, for each trim, a row per phased check at each of these phases (frames a
-second the upload is hashed at, each second's frames one slot: hash_video_phased, matched
-by match_percentages(slot_seconds=1)), and counts its false matches among the unrelated
-videos checked the same way.
+--phases adds, for each trim and for the halved copy, a row per phased check at each of
+these phases (frames a second the upload is hashed at, each second's frames one slot:
+hash_video_phased, matched by match_percentages(slot_seconds=1)), and counts its false
+matches among the unrelated videos checked the same way.
 
 --scaled lists each video with its scaled frames (hash_video(scaled=True): each sampled
 frame also resampled to 160 px, which a downscaled copy's frames meet) and adds, for each
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         rows: dict[str, tuple[str, int | None]] = {}
         for name in EDITS:
             rows[name] = (name, None)
-            if "trim" in name:
+            if "trim" in name or name == "downscale 1/2":
                 rows |= {phased_row(name, p): (name, p) for p in args.phases}
         Stats = dict[str, tuple[list[float], list[bool]]]
         stats: list[Stats] = [{row: ([], []) for row in rows} for _ in steps]

@@ -254,9 +254,9 @@ def test_video_robustness_runs_on_a_few_videos() -> None:
     out = run("video_robustness.py", "--listed", "2", "--unrelated", "3", "--seconds", "4")
     rows = [r for r in table_rows(out) if r[0] not in ("edit", "listed frames/s")]
     plain = [r[1] for r in rows if r[0] == "1"]
-    assert plain[:2] == ["re-encode 150 kbit/s", "downscale 1/2"] and len(plain) == 17
-    assert sum("checked phased" in name for name in plain) == 4  # one after each trim
-    assert {r[0] for r in rows} == {"1", "8"} and len(rows) == 34  # each edit at both densities
+    assert plain[:2] == ["re-encode 150 kbit/s", "downscale 1/2"] and len(plain) == 18
+    assert sum("checked phased" in name for name in plain) == 5  # after each trim and halving
+    assert {r[0] for r in rows} == {"1", "8"} and len(rows) == 36  # each edit at both densities
     assert all(r[3].endswith("%") for r in rows)
     assert "false matches in 6 (unrelated, listed) pairs" in out
     assert "checked phased at 16 a second, listed at 8 frames/s: " in out

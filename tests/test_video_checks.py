@@ -582,3 +582,36 @@ def test_compaction_folds_video_adds_and_removals_into_the_frame_table(tmp_path:
 
         assert shares(kept)[0] == (100, 100) and shares(added)[0] == (100, 100)
         assert (100, 100) not in shares(removed)  # only the shared frame: 1 of 9
+
+
+def test_a_list_narrows_its_videos_frame_distance_and_no_further_than_pdq(
+    fed: tuple[ServerProcess, str],
+) -> None:
+    """A list's own `vpdq` maximum distance applies to its videos' frames, in effect on
+    return; wider than the frames' threshold (PDQ's 31) is refused by name, from the API
+    and from the CLI."""
+    proc, _ = fed
+    listed = synthetic_video(20, seed=120)
+    reencoded = edited(listed, 12, seed=121)
+    with SubmissionClient(proc.address) as sub, MatchClient(proc.address) as check:
+        sub.create_list("narrow")
+        assert sub.upload("narrow", [video_entry(listed)]).added == 1
+        time.sleep(0.5)
+        assert check.check_video(reencoded).matched
+        info = sub.set_policy("narrow", max_distance={VPDQ: 8})
+        assert dict(info.max_distance) == {VPDQ: 8}
+        assert not check.check_video(reencoded).matched, "12 bits a frame is beyond 8"
+        assert check.check_video(edited(listed, 6, seed=122)).matched
+        with pytest.raises(grpc.RpcError) as wide:
+            sub.set_policy("narrow", max_distance={VPDQ: 32})
+        assert wide.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "vpdq exceeds its threshold 31" in str(wide.value.details())
+        sub.set_policy("narrow", default_distance=[VPDQ])
+        assert check.check_video(reencoded).matched
+    server = ("--server", proc.address)
+    done = run_cli("list", "policy", *server, "narrow", "--max-distance", "vpdq=10")
+    assert done.returncode == 0, done.stderr
+    with MatchClient(proc.address) as check:
+        assert not check.check_video(reencoded).matched
+    refused = run_cli("list", "policy", *server, "narrow", "--max-distance", "vpdq=40")
+    assert refused.returncode != 0 and "vpdq threshold 31" in refused.stderr

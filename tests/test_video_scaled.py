@@ -185,6 +185,7 @@ def test_the_robustness_benchmark_lists_scaled_frames_and_checks_by_slots() -> N
     rows = [r for r in table_rows(out) if r[0] == "1"]
     assert [r[1] for r in rows] == [
         "downscale 1/2",
+        "downscale 1/2, checked phased (16 a second, slots of 1 s)",
         "downscale 1/4",
         "downscale 1/2, checked with scaled frames too (slots)",
         "downscale 1/4, checked with scaled frames too (slots)",

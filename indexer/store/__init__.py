@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from hashmatch.list_formats import NewEntry
 from hashmatch.signals import SIGNALS
+from hashmatch.video_entries import VPDQ, indexed_signal
 from indexer.video_frames import frame_rows
 
 DEFAULT_STORE_URL = "sqlite:///./hashmatch.db"
@@ -51,9 +52,9 @@ MAX_TENANT_NEGATIVE_ENTRIES = 10_000
 def distance_problem(signal: str, distance: int) -> str | None:
     """Why a list may not match the signal within `distance`, or None: the index is built
     for the signal's threshold, so a list can only narrow it."""
-    known = SIGNALS.get(signal)
-    if known is None:
+    if signal not in SIGNALS and signal != VPDQ:
         return f"unknown signal {signal[:40]!r}"
+    known = indexed_signal(signal)  # a video's frames: PDQ's threshold
     if not 0 <= distance <= known.threshold:
         return (
             f"max_distance {distance} for {signal} exceeds its threshold {known.threshold}: "
