@@ -154,7 +154,8 @@ def hash_video(
     load_tests/video_robustness.py against trims out of phase. `scaled` adds, after each
     sampled frame, its scaled frame (same time, `scaled=True`), for a listing to meet
     downscaled re-uploads; only those a list may hold (quality 50 or more, not
-    featureless), and only as many as fit in MAX_VIDEO_FRAMES beside the plain ones.
+    featureless), of plain frames a list may hold, and only as many as fit in
+    MAX_VIDEO_FRAMES beside the plain ones.
 
     Raises VideoError for a file that is not a video, is truncated or damaged, has no
     decodable frame or more than MAX_VIDEO_FRAMES sampled frames; OSError if unreadable."""
@@ -173,17 +174,20 @@ def hash_video(
 
     frames: list[VideoFrame] = []
     extra: dict[int, VideoFrame] = {}  # scaled frames, by the index of their plain frame
-    kept_last = False  # whether the plain frame a scaled one follows was kept
+    # Whether the plain frame a scaled one follows was kept and is matched on: a listing
+    # hides no more frames than its export shows (video_entries.listing_problem).
+    pairable = False
     for frame in sampled_frames(
         path, seconds_per_frame, mirrored=mirrored, phase=phase, density=density, scaled=scaled
     ):
         if frame.scaled:
-            if kept_last and PDQ.degenerate(bytes.fromhex(frame.pdq), frame.quality) is None:
+            if pairable and PDQ.degenerate(bytes.fromhex(frame.pdq), frame.quality) is None:
                 extra[len(frames) - 1] = frame
             continue
-        kept_last = not frames or frames[-1].pdq != frame.pdq
-        if not kept_last:
+        if frames and frames[-1].pdq == frame.pdq:
+            pairable = False
             continue
+        pairable = PDQ.degenerate(bytes.fromhex(frame.pdq), frame.quality) is None
         if len(frames) == MAX_VIDEO_FRAMES:
             raise VideoTooLong(f"more than {MAX_VIDEO_FRAMES} frames sampled: too long to hash")
         frames.append(frame)
@@ -205,10 +209,10 @@ def hash_video_phased(
     step cut short is left out (unless it is the only one): a trim puts its few frames
     between two listed ones with neither in reach, one slot that could never match."""
     from hashmatch.video_decoding import declared_seconds
-    from hashmatch.video_match import slot_of
+    from hashmatch.video_match import slot_of, slot_problem
 
-    if not (math.isfinite(seconds_per_frame) and seconds_per_frame > 0):
-        raise ValueError(f"seconds_per_frame {seconds_per_frame!r} must be more than 0")
+    if (problem := slot_problem(seconds_per_frame)) is not None:  # each step is one slot
+        raise ValueError(f"seconds_per_frame: {problem}")
     seconds = declared_seconds(path)
     if seconds is not None:
         steps = math.ceil(seconds / seconds_per_frame) + 1

@@ -17,6 +17,7 @@ frames (a video exported and imported again is still a duplicate of itself).
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,6 +40,9 @@ DIGEST_BYTES = 32
 FRAME_DTYPE = np.dtype([("hash", "u1", (FRAME_BYTES,)), ("quality", "u1"), ("timestamp", "<f8")])
 # Set in a packed frame's quality byte: a scaled frame (quality 0-100 in the low 7 bits).
 SCALED = 0x80
+# The index's variant of a scaled frame's row (a plain frame's is ""): the compared-match
+# share is counted over a listed video's plain frames and its scaled ones apart.
+SCALED_VARIANT = "scaled"
 _QUALITY = SCALED - 1
 
 
@@ -123,9 +127,21 @@ def vpdq_frames(frames: Sequence[VideoFrame]) -> list[VideoFrame]:
 
 def listing_problem(frames: Sequence[VideoFrame]) -> str | None:
     """Why these frames must not go on a list as a video, or None: a video with nothing to
-    match on, or with a frame matched on that no list may hold (featureless: PDQ's rule)."""
+    match on, or with a frame matched on that no list may hold (featureless: PDQ's rule).
+    Scaled frames are never exported, so a listing may hide no more than its export shows:
+    each follows a frame of the video matched on, at its time (one scaled frame each)."""
+    unpaired = Counter(
+        f.timestamp for f in frames if not f.scaled and f.quality >= MIN_FRAME_QUALITY
+    )
     usable = 0
     for i, f in enumerate(frames):
+        if f.scaled:
+            if not unpaired[f.timestamp]:
+                return (
+                    f"frame {i}: a scaled frame at {f.timestamp!r} s follows no frame of the "
+                    f"video of quality {MIN_FRAME_QUALITY} or more at its time"
+                )
+            unpaired[f.timestamp] -= 1
         if f.quality < MIN_FRAME_QUALITY:
             continue
         usable += 1
@@ -152,12 +168,23 @@ def matchable_rows(
 ) -> npt.NDArray[np.uint8]:
     """hashmatch.video_match.matchable over arrays, for the millions of frames of an index
     build: the distinct hashes (rows) of quality MIN_FRAME_QUALITY or more, scaled or not."""
-    kept = np.ascontiguousarray(hashes[(qualities & _QUALITY) >= MIN_FRAME_QUALITY])
+    return matchable_frames(hashes, qualities)[0]
+
+
+def matchable_frames(
+    hashes: npt.NDArray[np.uint8], qualities: npt.NDArray[np.uint8]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """matchable_rows, and which of them are scaled frames (a hash both scaled and not is
+    its first frame's)."""
+    usable = (qualities & _QUALITY) >= MIN_FRAME_QUALITY
+    kept = np.ascontiguousarray(hashes[usable])
+    scaled = (qualities[usable] & SCALED) != 0
     if not len(kept):
-        return kept.reshape(0, FRAME_BYTES)
+        return kept.reshape(0, FRAME_BYTES), scaled
     keys = kept.view(f"V{FRAME_BYTES}").ravel()
     _, first = np.unique(keys, return_index=True)
-    return kept[np.sort(first)]
+    first = np.sort(first)
+    return kept[first], scaled[first]
 
 
 def percent(part: int, whole: int) -> float:

@@ -28,6 +28,8 @@ QUERY_MATCH_PERCENT = 80.0
 COMPARED_MATCH_PERCENT = 0.0
 # A slot longer than this is no sampled second of a video: a request naming one is refused.
 MAX_SLOT_SECONDS = 60.0
+# Nor is one shorter than a frame at 1000 frame/s; a time over a shorter one can overflow.
+MIN_SLOT_SECONDS = 0.001
 
 
 def matchable(frames: Sequence[VideoFrame], min_quality: int = MIN_FRAME_QUALITY) -> list[str]:
@@ -37,9 +39,9 @@ def matchable(frames: Sequence[VideoFrame], min_quality: int = MIN_FRAME_QUALITY
 
 def slot_problem(slot_seconds: float) -> str | None:
     """Why this can't be a slot's length, or None."""
-    if not (math.isfinite(slot_seconds) and 0 < slot_seconds <= MAX_SLOT_SECONDS):
+    if not (math.isfinite(slot_seconds) and MIN_SLOT_SECONDS <= slot_seconds <= MAX_SLOT_SECONDS):
         return (
-            f"slot_seconds {slot_seconds!r} must be more than 0 and at most "
+            f"slot_seconds {slot_seconds!r} must be from {MIN_SLOT_SECONDS:g} to "
             f"{MAX_SLOT_SECONDS:g} seconds"
         )
     return None
@@ -56,20 +58,26 @@ def query_units(
     slot_seconds: float | None = None,
 ) -> tuple[list[str], list[tuple[int, ...]]]:
     """(the distinct hashes of quality >= min_quality, the query's units as indices into
-    them). Without slot_seconds each hash is a unit; with it, each slot's set of hashes
-    is one, and slots of the same set count once (a still held across slots is one
-    frame, as in pytx's rule, to which this reduces when every slot has one frame)."""
+    them). Without slot_seconds each hash is a unit; with it, each slot's hashes are one,
+    a hash seen in several slots counting in its earliest only: a frame counts once, however
+    often it is sent (so one frame shared with a listed video, sent in every slot, does not
+    make every slot match), as in pytx's rule, to which this reduces when every slot has
+    one frame. Units are disjoint, whatever the frames' order."""
     hashes = matchable(frames, min_quality)
     if slot_seconds is None:
         return hashes, [(i,) for i in range(len(hashes))]
     if (problem := slot_problem(slot_seconds)) is not None:
         raise ValueError(problem)
     row = {h: i for i, h in enumerate(hashes)}
-    slots: dict[int, set[int]] = {}
+    earliest: dict[int, int] = {}
     for f in frames:
         if f.quality >= min_quality:
-            slots.setdefault(slot_of(f.timestamp, slot_seconds), set()).add(row[f.pdq])
-    return hashes, list(dict.fromkeys(tuple(sorted(rows)) for rows in slots.values()))
+            r, slot = row[f.pdq], slot_of(f.timestamp, slot_seconds)
+            earliest[r] = min(slot, earliest.get(r, slot))
+    slots: dict[int, list[int]] = {}
+    for r, slot in earliest.items():
+        slots.setdefault(slot, []).append(r)
+    return hashes, [tuple(sorted(rows)) for _, rows in sorted(slots.items())]
 
 
 def unit_membership(units: Sequence[tuple[int, ...]], rows: int) -> list[list[int]]:
@@ -102,16 +110,21 @@ def match_percentages(
 ) -> tuple[float, float]:
     """(query-match %, compared-match %) of two videos; 0 for a side with no usable frame.
     The query-match counts the query's units (query_units: its distinct hashes, or with
-    slot_seconds its slots); the compared-match each distinct listed frame."""
+    slot_seconds its slots); the compared-match each distinct listed frame, a listing's
+    plain frames and its scaled ones apart, the more met of the two (an exact copy meets
+    all of it, as a downscaled one does)."""
     ours, units = query_units(query, min_quality, slot_seconds)
     theirs = matchable(listed, min_quality)
     if not ours or not theirs:
         return 0.0, 0.0
     close = _close(frame_words(ours), frame_words(theirs), threshold)
     hit = np.flatnonzero(close.any(axis=1)).tolist()
+    scaled = {f.pdq: f.scaled for f in reversed(listed) if f.quality >= min_quality}
+    kinds = np.array([scaled[h] for h in theirs])
+    met: npt.NDArray[np.bool_] = np.asarray(close.any(axis=0))
     return (
         100.0 * units_matched(unit_membership(units, len(ours)), hit) / len(units),
-        100.0 * int(close.any(axis=0).sum()) / len(theirs),
+        max(100.0 * float(met[kinds == k].mean()) for k in set(kinds.tolist())),
     )
 
 

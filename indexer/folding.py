@@ -108,14 +108,13 @@ def columns(adds: Sequence[Change], position: Mapping[str, int]) -> Columns:
     n = len(adds)
     if adds[0].signal == VPDQ:
         problems: list[str] = []  # unusable() has left out every unreadable video
-        entry_ids, list_ids, hashes, match_ids = frame_rows(
+        return frame_rows(
             [c.entry_id for c in adds],
             [position[c.list] for c in adds],
             [c.match_id for c in adds],
             [c.frames for c in adds],
             problems,
         )
-        return entry_ids, list_ids, hashes, match_ids, [""] * len(entry_ids)
     return (
         np.fromiter((c.entry_id for c in adds), np.int64, n),
         np.fromiter((position[c.list] for c in adds), np.uint32, n),

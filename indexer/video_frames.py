@@ -15,10 +15,20 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.video_entries import FRAME_BYTES, VideoEntryError, frame_records, matchable_rows
+from hashmatch.video_entries import (
+    FRAME_BYTES,
+    SCALED_VARIANT,
+    VideoEntryError,
+    frame_records,
+    matchable_frames,
+)
 
 FrameRows = tuple[
-    npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.uint8], npt.NDArray[np.uint8]
+    npt.NDArray[np.int64],
+    npt.NDArray[np.uint32],
+    npt.NDArray[np.uint8],
+    npt.NDArray[np.uint8],
+    list[str],
 ]
 
 
@@ -29,19 +39,22 @@ def frame_rows(
     videos: Sequence[bytes | None],
     problems: list[str],
 ) -> FrameRows:
-    """(entry ids, list ids, frame hashes, match ids), a row per matchable frame. A video
+    """(entry ids, list ids, frame hashes, match ids, variants: SCALED_VARIANT for a scaled
+    frame, else ""), a row per matchable frame. A video
     whose packed frames are unreadable is left out, and why goes on `problems`: the
     server parses every video it stores, but a build must not die on one that got in."""
     rows: list[int] = []
     frames: list[npt.NDArray[np.uint8]] = []
+    variants: list[str] = []
     for k, (entry_id, video) in enumerate(zip(entry_ids, videos, strict=True)):
         try:
             records = frame_records(bytes(video or b""))
         except VideoEntryError as exc:
             problems.append(f"entry {entry_id}: vpdq video unreadable: {exc}")
             continue
-        kept = matchable_rows(records["hash"], records["quality"])
+        kept, scaled = matchable_frames(records["hash"], records["quality"])
         frames.append(kept)
+        variants += [SCALED_VARIANT if s else "" for s in scaled.tolist()]
         rows.extend([k] * len(kept))
     at = np.array(rows, np.int64)
     return (
@@ -49,6 +62,7 @@ def frame_rows(
         np.asarray(list_ids, np.uint32)[at] if len(at) else np.zeros(0, np.uint32),
         np.concatenate(frames) if frames else np.zeros((0, FRAME_BYTES), np.uint8),
         np.frombuffer(b"".join(bytes(match_ids[k]) for k in rows), np.uint8).reshape(len(at), -1),
+        variants,
     )
 
 

@@ -9,7 +9,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from hashmatch.video_entries import VPDQ
+from hashmatch.video_entries import SCALED_VARIANT, VPDQ
 from hashmatch.wire import MAX_MATCHES_PER_RESULT
 from indexer.build import searched_hashes
 from indexer.snapshot import SignalTable, Snapshot
@@ -95,9 +95,14 @@ def _kept(hits: Hits, table: SignalTable, exclude: npt.NDArray[np.int64]) -> npt
 
 
 def frames_per_row(table: SignalTable) -> npt.NDArray[np.int64]:
-    """For each row of a video table, how many rows (frames matched on) its video has."""
-    _, inverse, counts = np.unique(table.entry_ids, return_inverse=True, return_counts=True)
-    return counts[inverse].astype(np.int64)
+    """For each row of a video table, how many rows (frames matched on) its video has of
+    its kind: plain frames, or scaled ones (variant SCALED_VARIANT), counted apart."""
+    scaled = np.zeros(table.count, np.int64)
+    if table.variants is not None and SCALED_VARIANT in table.variant_names:
+        scaled = (table.variants == table.variant_names.index(SCALED_VARIANT)).astype(np.int64)
+    groups = table.entry_ids.astype(np.int64) * 2 + scaled
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return np.asarray(counts[inverse], np.int64)
 
 
 class Checker(Protocol):

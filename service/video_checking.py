@@ -140,22 +140,27 @@ def videos(found: Sequence[list[Hit]], query: VideoQuery | None = None) -> list[
     units = len(found) if query is None else query.units
     membership = [[i] for i in range(len(found))] if query is None else query.membership
     query_frames: dict[tuple[str, str], set[int]] = defaultdict(set)
-    listed_frames: dict[tuple[str, str], set[int]] = defaultdict(set)
-    sizes: dict[tuple[str, str], int] = {}
+    # A listed video's frames hit, and how many it has: its plain frames and its scaled
+    # ones apart (Hit.variant), its compared share the more met of the two, so that an
+    # exact copy meets all of it as a downscaled one does.
+    listed_frames: dict[tuple[str, str], dict[str, set[int]]] = defaultdict(
+        lambda: defaultdict(set)
+    )
+    sizes: dict[tuple[str, str], dict[str, int]] = defaultdict(dict)
     for i, hits in enumerate(found):
         for h in hits:
             if h.frame < 0:
                 continue
             key = (h.list, h.match_id)
             query_frames[key].add(i)
-            listed_frames[key].add(h.frame)
-            sizes[key] = h.frames
+            listed_frames[key][h.variant].add(h.frame)
+            sizes[key][h.variant] = h.frames
     matched = [
         VideoHit(
             key[0],
             key[1],
             percent(units_matched(membership, rows), units),
-            percent(len(listed_frames[key]), sizes[key]),
+            max(percent(len(hit), sizes[key][kind]) for kind, hit in listed_frames[key].items()),
         )
         for key, rows in query_frames.items()
     ]

@@ -330,14 +330,15 @@ def video_frame_entries(
 ) -> SignalEntries:
     """As signal_entries, from (id, list_id, packed frames, match_id, variant) rows of
     videos: a row per frame matched on (indexer.video_frames)."""
-    entry_ids, list_ids, hashes, match_ids = frame_rows(
-        [r[0] for r in rows],
-        [r[1] for r in rows],
-        [r[3] for r in rows],
-        [r[2] for r in rows],
-        malformed,
+    return SignalEntries(
+        *frame_rows(
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[3] for r in rows],
+            [r[2] for r in rows],
+            malformed,
+        )
     )
-    return SignalEntries(entry_ids, list_ids, hashes, match_ids, [""] * len(entry_ids))
 
 
 def whose(tenant: str | None) -> str:
