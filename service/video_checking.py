@@ -133,12 +133,11 @@ def parse_video(request: match_pb2.VideoCheckRequest, match_only: bool) -> Video
     )
 
 
-def videos(found: Sequence[list[Hit]], query: VideoQuery | None = None) -> list[VideoHit]:
+def videos(found: Sequence[list[Hit]], query: VideoQuery) -> list[VideoHit]:
     """The listed videos the frames hit, each with the share of the query's units (its
     frames, unless the query groups them in slots) that hit it and the share of its own
     frames hit; best first (ties by list, then match id)."""
-    units = len(found) if query is None else query.units
-    membership = [[i] for i in range(len(found))] if query is None else query.membership
+    units, membership = query.units, query.membership
     query_frames: dict[tuple[str, str], set[int]] = defaultdict(set)
     # A listed video's frames hit, and how many it has: its plain frames and its scaled
     # ones apart (Hit.variant), its compared share the more met of the two, so that an

@@ -581,7 +581,8 @@ def test_compaction_folds_video_adds_and_removals_into_the_frame_table(tmp_path:
             frames: list[VideoFrame], matcher: Matcher = matcher
         ) -> list[tuple[float, float]]:
             query = parse_video(video_check_request(frames), match_only=False)
-            return [(v.query_match, v.compared_match) for v in videos(matcher.check(query.frames))]
+            found = videos(matcher.check(query.frames), query)
+            return [(v.query_match, v.compared_match) for v in found]
 
         assert shares(kept)[0] == (100, 100) and shares(added)[0] == (100, 100)
         assert (100, 100) not in shares(removed)  # only the shared frame: 1 of 9
