@@ -70,6 +70,8 @@ def sampled_frames(
         per_tick = float(stream.time_base * rate)  # frames per time-base unit
         start = stream.start_time or 0
         context = stream.codec_context
+        if context is None:  # a damaged header can name no codec FFmpeg has
+            raise VideoError("the video stream has no decoder: its codec is unknown or damaged")
         offset = due = round(phase * float(rate))  # the first and the next frame to hash
         count, last = 0, -1  # frames out of the decoder; the number of the last hashed
 

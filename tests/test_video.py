@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pdqhash
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -292,6 +292,7 @@ def test_a_long_video_is_checked_at_fewer_phases_within_the_frame_limit(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(st.tuples(st.integers(0, 10**9), st.integers(0, 255)), min_size=1, max_size=20))
+@example(damage=[(2485083, 0)])  # a header byte that leaves the stream no decoder
 def test_damaged_bytes_give_frames_or_a_video_error(
     tmp_path: Path, clips: dict[str, Path], damage: list[tuple[int, int]]
 ) -> None:
